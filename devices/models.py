@@ -1,0 +1,62 @@
+"""Stations (the fleet) and the MQTT devices installed on them."""
+from __future__ import annotations
+
+from django.core.validators import RegexValidator
+from django.db import models
+from django.utils import timezone
+
+name_validator = RegexValidator(
+    r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
+    "Use 1-63 letters, digits, '_' or '-', starting with a letter or digit (the name ends up "
+    "in certificate names, aliases and MQTT topics).",
+)
+
+
+class Station(models.Model):
+    """A field controller in the fleet; it reaches the portal through its agent and token."""
+
+    name = models.CharField(max_length=63, unique=True, validators=[name_validator])
+    description = models.CharField(max_length=200, blank=True)
+    token_hash = models.CharField(max_length=64, unique=True, editable=False)
+    token_prefix = models.CharField(max_length=8, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_seen_at = models.DateTimeField(null=True, blank=True, db_index=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MqttDevice(models.Model):
+    """An MQTT device (one per station and device name), onboarded with its own key."""
+
+    class Status(models.TextChoices):
+        PENDING_INSTALL = "pending_install", "Pending install"
+        INSTALLED = "installed", "Installed"
+        ONBOARDING = "onboarding", "Onboarding"
+        AWAITING_APPROVAL = "awaiting_approval", "Awaiting approval"
+        CERTIFICATE_ISSUED = "certificate_issued", "Certificate issued"
+        CONNECTED = "connected", "Connected"
+        ERROR = "error", "Error"
+
+    station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="devices")
+    name = models.CharField(max_length=63, validators=[name_validator])
+    status = models.CharField(max_length=20, choices=Status.choices,
+                              default=Status.PENDING_INSTALL, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "MQTT device"
+        ordering = ["station__name", "name"]
+        constraints = [
+            models.UniqueConstraint(fields=["station", "name"], name="unique_device_per_station")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.station.name}/{self.name}"
+
+    @property
+    def certificate_alias(self) -> str:
+        return f"aws_{self.name}"

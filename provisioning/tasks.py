@@ -1,0 +1,1 @@
+"""Celery tasks of the provisioning app: thin doors into the services."""

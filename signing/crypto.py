@@ -1,0 +1,112 @@
+"""Pure-cryptography helpers shared by the key store and the signing service (no Django)."""
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric.types import (
+    CertificateIssuerPrivateKeyTypes,
+    PublicKeyTypes,
+)
+from cryptography.x509.oid import NameOID
+
+
+class KeyType(StrEnum):
+    EC_P256 = "ec-p256"
+    EC_P384 = "ec-p384"
+    RSA_2048 = "rsa-2048"
+    RSA_3072 = "rsa-3072"
+    RSA_4096 = "rsa-4096"
+
+    @property
+    def label(self) -> str:
+        kind, _, size = self.value.partition("-")
+        return f"EC {size.upper()}" if kind == "ec" else f"RSA {size}"
+
+
+KEY_TYPE_CHOICES = [(k.value, k.label) for k in KeyType]
+
+
+def generate_private_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
+    kt = KeyType(key_type)
+    if kt is KeyType.EC_P256:
+        return ec.generate_private_key(ec.SECP256R1())
+    if kt is KeyType.EC_P384:
+        return ec.generate_private_key(ec.SECP384R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=int(kt.value.split("-")[1]))
+
+
+def key_type_of(public_key: PublicKeyTypes) -> str:
+    """Name a public key the way the portal does ('ec-p256', 'rsa-2048', …), or raise."""
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        names = {"secp256r1": "ec-p256", "secp384r1": "ec-p384", "secp521r1": "ec-p521"}
+        if public_key.curve.name not in names:
+            raise ValueError(f"The elliptic curve {public_key.curve.name} is not supported.")
+        return names[public_key.curve.name]
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return f"rsa-{public_key.key_size}"
+    raise ValueError(f"The key type {type(public_key).__name__} is not supported.")
+
+
+def signature_hash_for(private_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm:
+    if isinstance(private_key, ec.EllipticCurvePrivateKey) and private_key.curve.key_size > 256:
+        return hashes.SHA384()
+    return hashes.SHA256()
+
+
+def fingerprint_sha256(cert: x509.Certificate) -> str:
+    """Upper-case hex pairs separated by colons, as browsers and openssl show it."""
+    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+
+
+def serial_with_colons(serial: int) -> str:
+    h = f"{serial:X}"
+    if len(h) % 2:
+        h = "0" + h
+    return ":".join(h[i : i + 2] for i in range(0, len(h), 2))
+
+
+DN_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
+    "CN": NameOID.COMMON_NAME,
+    "O": NameOID.ORGANIZATION_NAME,
+    "OU": NameOID.ORGANIZATIONAL_UNIT_NAME,
+    "L": NameOID.LOCALITY_NAME,
+    "ST": NameOID.STATE_OR_PROVINCE_NAME,
+    "C": NameOID.COUNTRY_NAME,
+}
+_DN_PART = re.compile(r"^\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
+
+
+def parse_dn(dn: str) -> x509.Name:
+    """Parse 'CN=…,O=…,OU=…,L=…,ST=…,C=…' (any subset, any order); raise ValueError with a sentence.
+
+    Commas inside values can be escaped as '\\,'.
+    """
+    if not dn or not dn.strip():
+        raise ValueError("The distinguished name is empty; give at least CN=….")
+    parts = [p.replace("\\,", ",") for p in re.split(r"(?<!\\),", dn)]
+    attrs: list[x509.NameAttribute] = []
+    seen: set[str] = set()
+    for part in parts:
+        m = _DN_PART.match(part)
+        if not m:
+            raise ValueError(f"'{part.strip()}' is not of the form KEY=value.")
+        key, value = m.group(1).upper(), m.group(2)
+        if key not in DN_ATTRIBUTES:
+            raise ValueError(
+                f"'{key}' is not a supported name attribute; use CN, O, OU, L, ST or C."
+            )
+        if key in seen:
+            raise ValueError(f"'{key}' appears twice in the distinguished name.")
+        if not value:
+            raise ValueError(f"'{key}' has an empty value.")
+        if key == "C" and not re.fullmatch(r"[A-Z]{2}", value):
+            raise ValueError("C must be a two-letter upper-case country code such as DE or US.")
+        if len(value) > 64:
+            raise ValueError(f"'{key}' is longer than 64 characters.")
+        seen.add(key)
+        attrs.append(x509.NameAttribute(DN_ATTRIBUTES[key], value))
+    return x509.Name(attrs)

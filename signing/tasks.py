@@ -1,0 +1,1 @@
+"""Celery tasks of the signing service: thin doors into the services."""

@@ -1,0 +1,143 @@
+"""Shared fixtures: a real Celery worker process, users, stations and CAs."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_database_url() -> str:
+    """A DATABASE_URL for the database pytest-django set up (so subprocesses share it)."""
+    sd = connection.settings_dict
+    if sd["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{sd['NAME']}"
+    user = quote(sd.get("USER") or "")
+    password = quote(sd.get("PASSWORD") or "")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    host = sd.get("HOST") or "127.0.0.1"
+    port = sd.get("PORT") or 5432
+    return f"postgres://{auth}{host}:{port}/{sd['NAME']}"
+
+
+def subprocess_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PORTAL_DATA_DIR=str(settings.DATA_DIR),
+        FIELD_ENCRYPTION_KEY=",".join(
+            settings.FIELD_ENCRYPTION_KEY
+            if isinstance(settings.FIELD_ENCRYPTION_KEY, list)
+            else [settings.FIELD_ENCRYPTION_KEY]
+        ),
+        SECRET_KEY=settings.SECRET_KEY,
+        PYTHONPATH=str(ROOT),
+    )
+    env.update(extra)
+    return env
+
+
+class WorkerProcess:
+    """A real `celery worker` subprocess consuming this test process's broker and database."""
+
+    def __init__(self, queues: str, concurrency: int, extra_env: dict[str, str]) -> None:
+        self.log_path = Path(settings.DATA_DIR) / f"worker-{uuid.uuid4().hex[:8]}.log"
+        self._log = self.log_path.open("w")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues,
+                "-c", str(concurrency), "-P", "prefork" if concurrency > 1 else "solo",
+                "--without-gossip", "--without-mingle", "--without-heartbeat",
+                "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "-l", "INFO",
+            ],
+            cwd=ROOT, env=subprocess_env(**extra_env), stdout=self._log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if "ready." in self.log_path.read_text():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("The Celery worker did not start:\n" + self.log_path.read_text())
+
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    def kill(self) -> None:
+        """Kill -9: a crash, not a shutdown."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._log.close()
+
+
+@pytest.fixture
+def celery_worker_process(
+    transactional_db: None,
+) -> Iterator[Callable[..., WorkerProcess]]:
+    """Start real worker processes: ``start(queues="default,signing,fleet", concurrency=1)``.
+
+    Tests using it must commit their data (they get ``transactional_db``).
+    """
+    workers: list[WorkerProcess] = []
+
+    def start(
+        queues: str = "default,signing,fleet", concurrency: int = 1, **extra_env: str
+    ) -> WorkerProcess:
+        worker = WorkerProcess(queues, concurrency, extra_env)
+        workers.append(worker)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1,
+             message: str = "condition") -> object:
+    """Poll until ``predicate()`` is truthy; fail the test with ``message`` otherwise."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    pytest.fail(f"Timed out after {timeout:.0f} s waiting for {message}.")
+
+
+@pytest.fixture
+def staff_user(django_user_model):  # noqa: ANN001, ANN201
+    return django_user_model.objects.create_user(
+        username="staff", password="staff-pass-123", is_staff=True
+    )
+
+
+@pytest.fixture
+def superuser(django_user_model):  # noqa: ANN001, ANN201
+    return django_user_model.objects.create_superuser(
+        username="admin", password="admin-pass-123", email="admin@example.com"
+    )

@@ -1,0 +1,43 @@
+"""The portal starts only with a usable encryption key; the API answers in its error shape."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from cryptography.fernet import Fernet
+
+from portal.models import EncryptionCanary
+from tests.conftest import ROOT, subprocess_env
+
+
+@pytest.mark.django_db(transaction=True)
+def test_wrong_field_encryption_key_stops_the_portal() -> None:
+    assert EncryptionCanary.objects.get().value == EncryptionCanary.PLAINTEXT
+    wrong = Fernet.generate_key().decode()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+        env=subprocess_env(FIELD_ENCRYPTION_KEY=wrong), timeout=60,
+    )
+    assert result.returncode != 0
+    expected = "FIELD_ENCRYPTION_KEY cannot decrypt the secrets stored in this database"
+    assert expected in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_rotated_key_list_still_starts() -> None:
+    from django.conf import settings
+
+    new = Fernet.generate_key().decode()
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
+        env=subprocess_env(FIELD_ENCRYPTION_KEY=f"{new},{settings.FIELD_ENCRYPTION_KEY}"),
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_api_unknown_route_and_bad_token_use_error_shape(client) -> None:  # noqa: ANN001
+    response = client.get("/api/v1/openapi.json")
+    assert response.status_code == 200
+    assert response.json()["info"]["title"] == "Fleet onboarding portal API"
