@@ -4,6 +4,7 @@ from __future__ import annotations
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
+from encrypted_model_fields.fields import EncryptedCharField
 
 name_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$",
@@ -17,10 +18,14 @@ class Station(models.Model):
 
     name = models.CharField(max_length=63, unique=True, validators=[name_validator])
     description = models.CharField(max_length=200, blank=True)
+    site = models.CharField(max_length=100, blank=True, db_index=True)
+    tags = models.JSONField(default=list, blank=True)
     token_hash = models.CharField(max_length=64, unique=True, editable=False)
     token_prefix = models.CharField(max_length=8, editable=False)
     created_at = models.DateTimeField(default=timezone.now)
     last_seen_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    agent_version = models.CharField(max_length=40, blank=True)
+    reported_state = models.JSONField(default=dict, blank=True)
 
     class Meta:
         ordering = ["name"]
@@ -45,7 +50,28 @@ class MqttDevice(models.Model):
     name = models.CharField(max_length=63, validators=[name_validator])
     status = models.CharField(max_length=20, choices=Status.choices,
                               default=Status.PENDING_INSTALL, db_index=True)
+    endpoint = models.CharField("broker endpoint", max_length=253, blank=True)
+    port = models.PositiveIntegerField(default=8883)
+    client_id = models.CharField(
+        max_length=128, blank=True, help_text="The certificate's CN, filled when it arrives."
+    )
+    signing_profile = models.ForeignKey(
+        "signing.SigningProfile", null=True, blank=True, on_delete=models.PROTECT,
+        related_name="devices",
+    )
+    key_password = EncryptedCharField(
+        "certificate password", max_length=128, blank=True, editable=False,
+        help_text="Protects the device key on the station; delivered only to that station.",
+    )
+    onboarding_comment = models.CharField(max_length=200, blank=True)
+    current_certificate = models.ForeignKey(
+        "signing.IssuedCertificate", null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    last_connected_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         verbose_name = "MQTT device"

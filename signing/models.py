@@ -5,7 +5,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
-from encrypted_model_fields.fields import EncryptedTextField
+from encrypted_model_fields.fields import EncryptedCharField, EncryptedTextField
 
 from .crypto import KEY_TYPE_CHOICES
 
@@ -53,3 +53,158 @@ class CertificateAuthority(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
+
+
+# JITP template parameter for each subject field a signing profile can put in certificates.
+JITP_PARAMETER_FOR_FIELD = {
+    "CN": "AWS::IoT::Certificate::CommonName",
+    "C": "AWS::IoT::Certificate::Country",
+    "O": "AWS::IoT::Certificate::Organization",
+    "OU": "AWS::IoT::Certificate::OrganizationalUnit",
+    "ST": "AWS::IoT::Certificate::StateName",
+    "dnQualifier": "AWS::IoT::Certificate::DistinguishedNameQualifier",
+    "serialNumber": "AWS::IoT::Certificate::SerialNumber",
+}
+
+
+def default_accepted_key_types() -> list[str]:
+    return ["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"]
+
+
+class SigningProfile(models.Model):
+    """How device certificates are made: which CA, which subject, how long, how renewed."""
+
+    class RenewalPolicy(models.TextChoices):
+        AUTOMATIC = "automatic", "Automatic (signed without a human)"
+        MANUAL = "manual", "Manual (renewals wait for approval)"
+
+    name = models.CharField(max_length=64, unique=True, validators=[alias_validator])
+    is_default = models.BooleanField(
+        default=False,
+        help_text="Used for CSRs of devices installed by hand (not by a fleet install).",
+    )
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT,
+                           related_name="signing_profiles", verbose_name="CA")
+    ca_password = EncryptedCharField("CA password", max_length=256, editable=False)
+    cn_template = models.CharField(
+        "Common Name template", max_length=128, default="{station}-{device}",
+        help_text="Placeholders: {station}, {device}, {serial}. Must yield a unique CN per device.",
+    )
+    country = models.CharField("Country (C)", max_length=2)
+    organization = models.CharField("Organization (O)", max_length=64, blank=True)
+    organizational_unit = models.CharField("Organizational unit (OU)", max_length=64, blank=True)
+    locality = models.CharField("Locality (L)", max_length=64, blank=True)
+    state = models.CharField("State (ST)", max_length=64, blank=True)
+    dn_qualifier = models.CharField("dnQualifier", max_length=64, blank=True)
+    serial_number = models.CharField("serialNumber", max_length=64, blank=True)
+    validity_days = models.PositiveIntegerField(default=365)
+    renew_at_percent = models.PositiveSmallIntegerField(
+        default=67, help_text="Renew when this share of the lifetime has passed (2/3 by default)."
+    )
+    renewal_jitter_percent = models.PositiveSmallIntegerField(
+        default=5,
+        help_text="Random spread of the renewal point, so a fleet does not renew at once.",
+    )
+    accepted_key_types = models.JSONField(default=default_accepted_key_types)
+    renewal_policy = models.CharField(max_length=10, choices=RenewalPolicy.choices,
+                                      default=RenewalPolicy.AUTOMATIC)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def subject_fields(self) -> set[str]:
+        """Short names of the subject fields this profile puts in every certificate."""
+        fields = {"CN", "C"}
+        optional = {
+            "O": self.organization, "OU": self.organizational_unit, "L": self.locality,
+            "ST": self.state, "dnQualifier": self.dn_qualifier,
+            "serialNumber": self.serial_number,
+        }
+        return fields | {name for name, value in optional.items() if value}
+
+    def jitp_parameters(self) -> set[str]:
+        """The JITP template parameters a certificate of this profile can satisfy."""
+        return {JITP_PARAMETER_FOR_FIELD[f] for f in self.subject_fields()
+                if f in JITP_PARAMETER_FOR_FIELD}
+
+
+class OnboardingRequest(models.Model):
+    """A CSR a station sent for one of its devices; a row first, signed by a task."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        ISSUED = "issued", "Issued"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+
+    station = models.ForeignKey("devices.Station", on_delete=models.CASCADE,
+                                related_name="onboarding_requests")
+    device = models.ForeignKey("devices.MqttDevice", on_delete=models.CASCADE,
+                               related_name="onboarding_requests")
+    profile = models.ForeignKey(SigningProfile, on_delete=models.PROTECT,
+                                related_name="onboarding_requests")
+    comment = models.CharField(max_length=200, blank=True)
+    csr_pem = models.TextField("CSR (PEM)")
+    key_type = models.CharField(max_length=10)
+    public_key_fingerprint = models.CharField(
+        max_length=64, db_index=True, help_text="SHA-256 of the public key (SubjectPublicKeyInfo)."
+    )
+    is_renewal = models.BooleanField(default=False)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING,
+                              db_index=True)
+    reason = models.CharField(max_length=500, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    issued_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        permissions = [("approve_onboardingrequest", "Can approve or reject onboarding requests")]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.device}"
+
+
+class IssuedCertificate(models.Model):
+    """A device certificate the portal signed. Never deleted: superseded or revoked."""
+
+    class Status(models.TextChoices):
+        ACTIVE = "active", "Active"
+        SUPERSEDED = "superseded", "Superseded"
+        REVOKED = "revoked", "Revoked"
+
+    device = models.ForeignKey("devices.MqttDevice", on_delete=models.PROTECT,
+                               related_name="certificates")
+    request = models.OneToOneField(OnboardingRequest, on_delete=models.PROTECT,
+                                   related_name="certificate")
+    profile = models.ForeignKey(SigningProfile, on_delete=models.PROTECT, related_name="+")
+    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="+")
+    serial = models.CharField(max_length=100, unique=True)
+    common_name = models.CharField(max_length=128, db_index=True)
+    subject = models.CharField(max_length=500)
+    issuer = models.CharField(max_length=500)
+    not_before = models.DateTimeField()
+    not_after = models.DateTimeField(db_index=True)
+    renew_after = models.DateTimeField(db_index=True)
+    fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=95, unique=True)
+    certificate_pem = models.TextField("certificate (PEM)")
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE,
+                              db_index=True)
+    superseded_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    revocation_reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.common_name} ({self.serial})"
