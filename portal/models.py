@@ -72,3 +72,18 @@ class EncryptionCanary(models.Model):
 
     def __str__(self) -> str:
         return "encryption canary"
+
+
+# --- Heartbeats (issue 2: admin warnings for Celery worker / beat) ------------------------------
+class Heartbeat(models.Model):
+    """The last time a background component proved it was alive (one row per component).
+
+    ``portal.tasks.heartbeat`` (sent by beat every minute, run by a worker) stamps the
+    ``worker`` row; the admin index warns when it is old.
+    """
+
+    name = models.CharField(max_length=40, unique=True)
+    at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} alive at {self.at:%Y-%m-%d %H:%M:%S}"

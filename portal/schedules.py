@@ -7,10 +7,14 @@ from __future__ import annotations
 
 from django.db import DEFAULT_DB_ALIAS, connections
 
+# The admin index reads this entry's last run to tell whether beat is alive.
+HEARTBEAT_TASK_NAME = "Heartbeat: proves beat, the broker and a worker are alive"
+
 PERIODIC_TASKS: list[tuple[str, str, int]] = [
     ("Purge access keys whose storage period has elapsed",
      "provisioning.tasks.purge_access_keys", 60),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
+    (HEARTBEAT_TASK_NAME, "portal.tasks.heartbeat", 60),
 ]
 
 

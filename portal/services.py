@@ -55,3 +55,15 @@ def encryption_canary_ensure(*, using: str = DEFAULT_DB_ALIAS) -> None:
         return
     if not EncryptionCanary.objects.using(using).exists():
         EncryptionCanary.objects.using(using).create(value=EncryptionCanary.PLAINTEXT)
+
+
+# --- Heartbeats (issue 2) ------------------------------------------------------------------------
+def heartbeat_record(*, name: str) -> None:
+    """Stamp ``name`` as alive now (one UPDATE, or an INSERT the first time)."""
+    from django.utils import timezone
+
+    from .models import Heartbeat
+
+    now = timezone.now()
+    if not Heartbeat.objects.filter(name=name).update(at=now):
+        Heartbeat.objects.update_or_create(name=name, defaults={"at": now})

@@ -109,11 +109,11 @@ class _CallRecorder:
     def _before(self, *, context: dict[str, Any], **_: Any) -> None:
         context["portal_started"] = time.monotonic()
 
-    def _record(self, *, context: dict[str, Any], model: Any, **fields: Any) -> None:
+    def _record(self, *, context: dict[str, Any], operation: str, **fields: Any) -> None:
         started = context.get("portal_started", time.monotonic())
         AwsApiCall.objects.create(
             service=self.service,
-            operation=model.name,
+            operation=operation[:80],
             region=self.region,
             access_key_id=self.access_key_id,
             parameters=context.get("portal_api_params") or {},
@@ -127,7 +127,7 @@ class _CallRecorder:
         error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
         self._record(
             context=context,
-            model=model,
+            operation=model.name,
             http_status=getattr(http_response, "status_code", None),
             error_code=str(error.get("Code", ""))[:80],
             error_message=redact_text(str(error.get("Message", "")))[:500],
@@ -135,11 +135,13 @@ class _CallRecorder:
             retry_attempts=int(meta.get("RetryAttempts", 0) or 0),
         )
 
-    def _after_error(self, *, exception: Exception, model: Any, context: dict[str, Any],
+    def _after_error(self, *, exception: Exception, context: dict[str, Any], event_name: str,
                      **_: Any) -> None:
+        # botocore passes no operation model with this event (connection errors and the
+        # like, after retries): the operation is the last part of the event name.
         self._record(
             context=context,
-            model=model,
+            operation=event_name.rsplit(".", 1)[-1],
             http_status=None,
             error_code=type(exception).__name__[:80],
             error_message=redact_text(str(exception))[:500],

@@ -1,0 +1,110 @@
+"""Cheap health signals for the admin: is the broker reachable, is beat running, is a worker up.
+
+Kept cheap per page view: two indexed single-row queries and a broker probe whose result is
+cached in the process for :data:`BROKER_PROBE_TTL` seconds.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from datetime import datetime, timedelta
+
+from django.db import DatabaseError
+from django.utils import timezone
+
+STALE_AFTER = timedelta(minutes=3)
+BROKER_PROBE_TTL = 30.0
+
+_broker_cache: dict[str, tuple[float, str | None]] = {}
+_broker_lock = threading.Lock()
+
+
+def broker_problem() -> str | None:
+    """A sentence when the Celery broker cannot be reached, else None (cached briefly)."""
+    from portal.celery import app
+
+    url = str(app.conf.broker_url or "")
+    now = time.monotonic()
+    with _broker_lock:
+        cached = _broker_cache.get(url)
+        if cached and now - cached[0] < BROKER_PROBE_TTL:
+            return cached[1]
+    problem: str | None = None
+    try:
+        with app.connection_for_write(connect_timeout=2) as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            safe_url = conn.as_uri()  # masks any password
+    except Exception as exc:  # noqa: BLE001 - any failure means "unreachable" to the operator
+        from kombu import Connection
+
+        safe_url = Connection(url).as_uri() if url else "(unset)"
+        problem = (
+            f"The Celery broker {safe_url} cannot be reached ({type(exc).__name__}): "
+            "background work (purges, signing, jobs) is not running."
+        )
+    with _broker_lock:
+        _broker_cache[url] = (now, problem)
+    return problem
+
+
+def _minutes_since(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "never"
+    minutes = int((now - at).total_seconds() // 60)
+    return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
+
+
+def beat_problem(*, now: datetime | None = None) -> str | None:
+    """A sentence when beat has not sent the heartbeat task recently."""
+    from django_celery_beat.models import PeriodicTask
+
+    from .schedules import HEARTBEAT_TASK_NAME
+
+    now = now or timezone.now()
+    last = (
+        PeriodicTask.objects.filter(name=HEARTBEAT_TASK_NAME)
+        .values_list("last_run_at", flat=True)
+        .first()
+    )
+    if last is not None and now - last <= STALE_AFTER:
+        return None
+    return (
+        f"Celery beat has not run recently (last heartbeat sent {_minutes_since(last, now)}): "
+        "start it with `celery -A portal beat -S django_celery_beat.schedulers:DatabaseScheduler`"
+        " so that access keys are purged on time."
+    )
+
+
+def worker_problem(*, now: datetime | None = None) -> str | None:
+    """A sentence when no worker has run the heartbeat task recently."""
+    from .models import Heartbeat
+
+    now = now or timezone.now()
+    last = Heartbeat.objects.filter(name="worker").values_list("at", flat=True).first()
+    if last is not None and now - last <= STALE_AFTER:
+        return None
+    return (
+        f"No Celery worker has answered recently (last heartbeat {_minutes_since(last, now)}): "
+        "start one with `celery -A portal worker -Q default,signing,fleet`."
+    )
+
+
+def admin_warnings(*, now: datetime | None = None) -> list[str]:
+    """Every health problem an operator should see on the admin index, as sentences."""
+    from .checks import encryption_key_check
+
+    warnings: list[str] = [str(e.msg) for e in encryption_key_check()]
+    broker = broker_problem()
+    if broker:
+        warnings.append(broker)
+    try:
+        beat = beat_problem(now=now)
+        if beat:
+            warnings.append(beat)
+        else:  # a worker can only be judged when beat is sending heartbeats
+            worker = worker_problem(now=now)
+            if worker:
+                warnings.append(worker)
+    except DatabaseError:
+        warnings.append("The database tables for Celery are missing: run `manage.py migrate`.")
+    return warnings
