@@ -54,34 +54,58 @@ def _minutes_since(at: datetime | None, now: datetime) -> str:
     return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
 
 
-def beat_problem(*, now: datetime | None = None) -> str | None:
-    """A sentence when beat has not sent the heartbeat task recently."""
+def _heartbeat_schedule() -> dict[str, object] | None:
     from django_celery_beat.models import PeriodicTask
 
     from .schedules import HEARTBEAT_TASK_NAME
 
-    now = now or timezone.now()
-    last = (
+    return (
         PeriodicTask.objects.filter(name=HEARTBEAT_TASK_NAME)
-        .values_list("last_run_at", flat=True)
+        .values("last_run_at", "date_changed", "total_run_count")
         .first()
     )
-    if last is not None and now - last <= STALE_AFTER:
+
+
+def beat_problem(
+    *, now: datetime | None = None, schedule: dict[str, object] | None = None
+) -> str | None:
+    """A sentence when beat has not sent the heartbeat task recently.
+
+    Right after ``migrate`` installs the schedule, beat gets :data:`STALE_AFTER` to send it.
+    """
+    now = now or timezone.now()
+    schedule = schedule if schedule is not None else _heartbeat_schedule()
+    last = schedule.get("last_run_at") if schedule else None
+    if isinstance(last, datetime) and now - last <= STALE_AFTER:
+        return None
+    installed = schedule.get("date_changed") if schedule else None
+    if last is None and isinstance(installed, datetime) and now - installed <= STALE_AFTER:
         return None
     return (
-        f"Celery beat has not run recently (last heartbeat sent {_minutes_since(last, now)}): "
-        "start it with `celery -A portal beat -S django_celery_beat.schedulers:DatabaseScheduler`"
-        " so that access keys are purged on time."
+        "Celery beat has not run recently (last heartbeat sent "
+        f"{_minutes_since(last if isinstance(last, datetime) else None, now)}): start it with "
+        "`celery -A portal beat -S django_celery_beat.schedulers:DatabaseScheduler` so that "
+        "access keys are purged on time."
     )
 
 
-def worker_problem(*, now: datetime | None = None) -> str | None:
-    """A sentence when no worker has run the heartbeat task recently."""
+def worker_problem(
+    *, now: datetime | None = None, schedule: dict[str, object] | None = None
+) -> str | None:
+    """A sentence when no worker has run the heartbeat task recently.
+
+    Before any worker ever answered, warn only once beat has sent the heartbeat twice (a
+    worker has had a whole interval to run it).
+    """
     from .models import Heartbeat
 
     now = now or timezone.now()
     last = Heartbeat.objects.filter(name="worker").values_list("at", flat=True).first()
     if last is not None and now - last <= STALE_AFTER:
+        return None
+    count = schedule.get("total_run_count") if schedule else 0
+    sent = count if isinstance(count, int) else 0
+    if last is None and sent < 2:
         return None
     return (
         f"No Celery worker has answered recently (last heartbeat {_minutes_since(last, now)}): "
@@ -98,11 +122,12 @@ def admin_warnings(*, now: datetime | None = None) -> list[str]:
     if broker:
         warnings.append(broker)
     try:
-        beat = beat_problem(now=now)
+        schedule = _heartbeat_schedule()
+        beat = beat_problem(now=now, schedule=schedule)
         if beat:
             warnings.append(beat)
         else:  # a worker can only be judged when beat is sending heartbeats
-            worker = worker_problem(now=now)
+            worker = worker_problem(now=now, schedule=schedule)
             if worker:
                 warnings.append(worker)
     except DatabaseError:

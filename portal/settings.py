@@ -25,14 +25,16 @@ DEBUG = env.bool("DEBUG", default=not PRODUCTION)
 if PRODUCTION:
     _missing = [
         name
-        for name in ("SECRET_KEY", "FIELD_ENCRYPTION_KEY", "DATABASE_URL", "ALLOWED_HOSTS")
+        for name in (
+            "SECRET_KEY", "FIELD_ENCRYPTION_KEY", "DATABASE_URL", "ALLOWED_HOSTS",
+            "CELERY_BROKER_URL",
+        )
         if not env.str(name, default="")
     ]
     if _missing:
         raise ImproperlyConfigured(
-            "Production settings need these environment variables set: "
-            + ", ".join(_missing)
-            + "."
+            "Production settings (PORTAL_PRODUCTION=true) need these environment variables "
+            "set: " + ", ".join(_missing) + "."
         )
     if DEBUG:
         raise ImproperlyConfigured("DEBUG must be off in production (PORTAL_PRODUCTION=true).")
@@ -46,6 +48,23 @@ _field_keys = env.list(
     "FIELD_ENCRYPTION_KEY", default=[_dev_secrets.get("FIELD_ENCRYPTION_KEY", "")]
 )
 FIELD_ENCRYPTION_KEY: str | list[str] = _field_keys[0] if len(_field_keys) == 1 else _field_keys
+
+
+def _check_fernet_keys(keys: list[str]) -> None:
+    from cryptography.fernet import Fernet
+
+    for position, key in enumerate(keys, start=1):
+        try:
+            Fernet(key)
+        except (ValueError, TypeError):
+            raise ImproperlyConfigured(
+                f"FIELD_ENCRYPTION_KEY entry {position} is not a Fernet key (32 url-safe "
+                "base64-encoded bytes); generate one with `python -c \"from cryptography.fernet "
+                "import Fernet; print(Fernet.generate_key().decode())\"`."
+            ) from None
+
+
+_check_fernet_keys(_field_keys)
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "testserver"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])

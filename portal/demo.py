@@ -1,0 +1,213 @@
+"""The demo: run the whole product on one machine as child processes of one command.
+
+``manage.py demo`` is a thin door onto :func:`run_demo`. The pieces are kept separate so that
+later issues can add their own processes (the local AWS stand-in, simulated stations) to the
+same :class:`ProcessGroup` without touching the web/worker/beat wiring:
+
+- :class:`ProcessGroup` starts named children in their own sessions (so a terminal's Ctrl-C
+  reaches only the parent), watches them, and stops them all (SIGTERM, then SIGKILL).
+- :func:`ensure_admin` creates or updates the ``admin`` superuser with a fresh password.
+- :func:`portal_processes` lists the web server, the Celery worker and beat.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+ROOT = Path(__file__).resolve().parent.parent
+ADMIN_USERNAME = "admin"
+
+
+@dataclass
+class Child:
+    """One named child process and where its output goes."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str] | None = None
+    proc: subprocess.Popen[bytes] | None = None
+    log: IO[bytes] | None = None
+
+
+@dataclass
+class ProcessGroup:
+    """Children that live and die together: if one exits, the group is stopped.
+
+    Output of each child goes to ``log_dir/<name>.log`` (or to the parent's stdout when
+    ``log_dir`` is None), so the demo's own stdout stays readable.
+    """
+
+    log_dir: Path | None = None
+    children: list[Child] = field(default_factory=list)
+
+    def start(self, name: str, argv: Sequence[str], env: dict[str, str] | None = None) -> Child:
+        child = Child(name=name, argv=list(argv), env=env)
+        stdout: Any = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            child.log = (self.log_dir / f"{name}.log").open("ab")
+            stdout = child.log
+        child.proc = subprocess.Popen(
+            child.argv, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.children.append(child)
+        return child
+
+    def exited(self) -> Child | None:
+        """The first child that has exited, if any."""
+        for child in self.children:
+            if child.proc is not None and child.proc.poll() is not None:
+                return child
+        return None
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM every child (warm shutdown), then SIGKILL what is left of its process group."""
+        for child in reversed(self.children):
+            # Only the child itself: Celery's main process shuts its pool down warmly.
+            if child.proc is not None and child.proc.poll() is None:
+                child.proc.terminate()
+        deadline = time.monotonic() + timeout
+        for child in reversed(self.children):
+            assert child.proc is not None
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal_group(child, signal.SIGKILL)
+                child.proc.wait(5)
+        for child in self.children:
+            _signal_group(child, signal.SIGKILL)  # stray grandchildren (prefork pool)
+            if child.log is not None:
+                child.log.close()
+
+
+def _signal_group(child: Child, signum: int) -> None:
+    if child.proc is None:
+        return
+    try:
+        os.killpg(child.proc.pid, signum)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_http(url: str, *, timeout: float, alive: Callable[[], bool]) -> bool:
+    """Poll ``url`` until it answers (any HTTP status) or ``alive()`` turns False."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and alive():
+        try:
+            with urllib.request.urlopen(url, timeout=2):  # noqa: S310 - our own local URL
+                return True
+        except urllib.error.HTTPError:
+            return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+def ensure_admin() -> str:
+    """Create or update the ``admin`` superuser with a freshly generated password; return it."""
+    from django.contrib.auth import get_user_model
+
+    password = secrets.token_urlsafe(12)
+    User = get_user_model()
+    user, _ = User.objects.get_or_create(
+        **{User.USERNAME_FIELD: ADMIN_USERNAME}, defaults={"email": "admin@localhost"}
+    )
+    user.is_staff = True
+    user.is_superuser = True
+    user.is_active = True
+    user.set_password(password)
+    user.save()
+    return password
+
+
+def portal_processes(*, host: str, port: int) -> list[tuple[str, list[str]]]:
+    """The web server, a Celery worker on every queue, and beat with the database scheduler."""
+    python = sys.executable
+    return [
+        ("web", [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
+        ("worker", [python, "-m", "celery", "-A", "portal", "worker", "-Q",
+                    "default,signing,fleet", "-c", "2", "-l", "INFO",
+                    "-n", f"demo-{os.getpid()}@%h"]),
+        ("beat", [python, "-m", "celery", "-A", "portal", "beat", "-l", "INFO",
+                  "-S", "django_celery_beat.schedulers:DatabaseScheduler",
+                  "--pidfile="]),
+    ]
+
+
+class _Stop(Exception):
+    pass
+
+
+def run_demo(
+    *, host: str = "127.0.0.1", port: int = 8000, write: Callable[[str], None] = print,
+    extra: Callable[[ProcessGroup], None] | None = None,
+) -> int:
+    """Migrate, create the admin, run the children until Ctrl-C/SIGTERM; return an exit code.
+
+    ``extra`` lets later features add their own children to the group before it is watched.
+    """
+    from django.conf import settings
+    from django.core.management import call_command
+
+    if port == 0:
+        port = free_port(host)
+    call_command("migrate", interactive=False, verbosity=0)
+    password = ensure_admin()
+
+    group = ProcessGroup(log_dir=Path(settings.DATA_DIR) / "demo-logs")
+
+    def on_signal(signum: int, frame: object) -> None:
+        raise _Stop
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        for name, argv in portal_processes(host=host, port=port):
+            group.start(name, argv, env=env)
+        if extra is not None:
+            extra(group)
+        url = f"http://{host}:{port}/admin/"
+        if not wait_http(url, timeout=60, alive=lambda: group.exited() is None):
+            write(f"The web server did not start; see {group.log_dir}/web.log.")
+            return 1
+        write(f"Admin:    {url}")
+        write(f"User:     {ADMIN_USERNAME}")
+        write(f"Password: {password}")
+        write(f"Logs:     {group.log_dir}")
+        write("Running. Press Ctrl-C to stop.")
+        while True:
+            dead = group.exited()
+            if dead is not None:
+                write(f"The {dead.name} process stopped unexpectedly (exit code "
+                      f"{dead.proc.returncode if dead.proc else '?'}); see "
+                      f"{group.log_dir}/{dead.name}.log. Stopping the demo.")
+                code = 1
+                break
+            time.sleep(0.5)
+    except _Stop:
+        write("Stopping…")
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        group.stop()
+    write("Stopped.")
+    return code

@@ -1,0 +1,112 @@
+"""`manage.py demo`: brings up the admin with the printed credentials, stops cleanly."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from tests.conftest import ROOT
+
+
+def processes_with_data_dir(data_dir: Path) -> list[int]:
+    """Pids whose environment names ``data_dir``: the demo and every child it started."""
+    marker = f"PORTAL_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
+                        "FIELD_ENCRYPTION_KEY", "PORTAL_PRODUCTION"}}
+    env.update(PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "demo", "--port", "0", "--stations", "0"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: list[str] = []
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            if line.startswith("Running."):
+                break
+        output = "".join(lines)
+        url = re.search(r"^Admin:\s+(\S+)$", output, re.M)
+        password = re.search(r"^Password:\s+(\S+)$", output, re.M)
+        assert url, output
+        assert password, output
+        assert re.search(r"^User:\s+admin$", output, re.M)
+        assert url.group(1).startswith("http://127.0.0.1:")
+        assert url.group(1).endswith("/admin/")
+
+        session = requests.Session()
+        login_url = url.group(1) + "login/"
+        page = session.get(login_url, timeout=10)
+        assert page.status_code == 200
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        assert token
+        answer = session.post(
+            login_url,
+            data={"username": "admin", "password": password.group(1),
+                  "csrfmiddlewaretoken": token.group(1), "next": "/admin/"},
+            headers={"Referer": login_url}, timeout=10,
+        )
+        assert answer.status_code == 200
+        assert answer.url == url.group(1)
+        assert "Stations, certificates and AWS IoT" in answer.text  # the admin index
+        assert "Log out" in answer.text
+
+        children = set(processes_with_data_dir(tmp_path)) - {proc.pid}
+        assert len(children) >= 3  # web, worker, beat (and the worker's pool)
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=40)
+        assert proc.returncode == 0, rest
+        assert rest.strip().endswith("Stopped.")
+        time.sleep(0.5)
+        assert processes_with_data_dir(tmp_path) == []
+        worker_log = (tmp_path / "demo-logs" / "worker.log").read_text()
+        assert "ready." in worker_log
+        assert "Warm shutdown" in worker_log
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_demo_scripted_is_not_yet_available(tmp_path: Path) -> None:
+    env = dict(os.environ, PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "manage.py", "demo", "--scripted"], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "not yet available" in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [(["--port", "70000"], "--port must be")])
+def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
+    env = dict(os.environ, PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
+    env.pop("DATABASE_URL", None)
+    result = subprocess.run([sys.executable, "manage.py", "demo", *args], cwd=ROOT,
+                            env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert message in result.stderr

@@ -1,0 +1,99 @@
+"""Admin index warnings: beat, worker and broker health, from the heartbeat."""
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from django.utils import timezone
+from django_celery_beat.models import PeriodicTask
+
+from portal import health
+from portal.schedules import HEARTBEAT_TASK_NAME
+from portal.services import heartbeat_record
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _fresh_broker_probe() -> None:
+    health._broker_cache.clear()
+
+
+def set_beat(
+    *, minutes_ago: float | None, runs: int = 5, installed_minutes_ago: float = 60
+) -> None:
+    now = timezone.now()
+    task = PeriodicTask.objects.get(name=HEARTBEAT_TASK_NAME)
+    PeriodicTask.objects.filter(pk=task.pk).update(
+        last_run_at=None if minutes_ago is None else now - timedelta(minutes=minutes_ago),
+        total_run_count=runs,
+        date_changed=now - timedelta(minutes=installed_minutes_ago),
+    )
+
+
+def test_all_healthy_shows_no_warning(admin_client) -> None:  # noqa: ANN001
+    set_beat(minutes_ago=0.5)
+    heartbeat_record(name="worker")
+    assert health.admin_warnings() == []
+    page = admin_client.get("/admin/").content.decode()
+    assert "portal-health" not in page
+
+
+def test_beat_stopped_is_warned_on_the_admin_index(admin_client) -> None:  # noqa: ANN001
+    set_beat(minutes_ago=10)
+    heartbeat_record(name="worker")
+    page = admin_client.get("/admin/").content.decode()
+    assert "Celery beat has not run recently (last heartbeat sent 10 minutes ago)" in page
+    assert 'class="warning"' in page
+
+
+def test_freshly_installed_schedule_gets_a_grace_period() -> None:
+    set_beat(minutes_ago=None, runs=0, installed_minutes_ago=1)
+    assert health.admin_warnings() == []
+    set_beat(minutes_ago=None, runs=0, installed_minutes_ago=5)
+    assert any("last heartbeat sent never" in w for w in health.admin_warnings())
+
+
+def test_no_worker_is_warned_when_beat_runs(admin_client) -> None:  # noqa: ANN001
+    set_beat(minutes_ago=0.2, runs=3)
+    page = admin_client.get("/admin/").content.decode()
+    assert "No Celery worker has answered recently (last heartbeat never)" in page
+    heartbeat_record(name="worker")
+    assert health.admin_warnings() == []
+    from portal.models import Heartbeat
+
+    Heartbeat.objects.update(at=timezone.now() - timedelta(minutes=4))
+    assert health.admin_warnings() == [
+        "No Celery worker has answered recently (last heartbeat 4 minutes ago): start one "
+        "with `celery -A portal worker -Q default,signing,fleet`."
+    ]
+
+
+def test_unreachable_broker_is_warned_without_its_password(settings) -> None:  # noqa: ANN001
+    from portal.celery import app
+
+    set_beat(minutes_ago=0.2)
+    heartbeat_record(name="worker")
+    old = app.conf.broker_url
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app.conf.broker_url = f"redis://:hunter2secret@127.0.0.1:{port}/0"
+    try:
+        warnings = health.admin_warnings()
+    finally:
+        app.conf.broker_url = old
+    assert len(warnings) == 1
+    assert warnings[0].startswith("The Celery broker redis://:**@127.0.0.1:")
+    assert "cannot be reached" in warnings[0]
+    assert "hunter2secret" not in warnings[0]
+
+
+def test_heartbeat_task_stamps_the_worker_row() -> None:
+    from portal.models import Heartbeat
+    from portal.tasks import heartbeat
+
+    heartbeat.apply()
+    assert timezone.now() - Heartbeat.objects.get(name="worker").at < timedelta(seconds=5)
