@@ -12,6 +12,17 @@ from .models import ApiToken, AuditEvent, EncryptionCanary
 from .tokens import hash_token, new_token
 
 
+def acting_user(actor: AbstractBaseUser | AnonymousUser | None) -> Any:
+    """The authenticated user behind ``actor``, or None (anonymous, system).
+
+    Typed ``Any`` because AUTH_USER_MODEL is swappable: the foreign keys that receive it
+    accept whatever user model the project configures.
+    """
+    if actor is not None and getattr(actor, "is_authenticated", False):
+        return actor
+    return None
+
+
 def audit_record(
     *,
     action: str,
@@ -21,7 +32,7 @@ def audit_record(
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
     """Append one audit event. Never pass secrets in ``detail``."""
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    user = acting_user(actor)
     return AuditEvent.objects.create(
         action=action,
         actor=user,

@@ -273,6 +273,12 @@ class OutcomeFilter(admin.SimpleListFilter):
         return queryset
 
 
+_CALL_FIELDS = [
+    "at", "service", "operation", "region", "access_key_id", "parameters", "http_status",
+    "error_code", "error_message", "latency_ms", "request_id", "retry_attempts",
+]
+
+
 @admin.register(AwsApiCall)
 class AwsApiCallAdmin(admin.ModelAdmin):
     list_display = [
@@ -283,12 +289,9 @@ class AwsApiCallAdmin(admin.ModelAdmin):
     search_fields = ["operation", "request_id", "error_code", "access_key_id"]
     date_hierarchy = "at"
     show_full_result_count = False
-    list_select_related: list[str] = []  # no relations: every column is on the row
-    fields = [
-        "at", "service", "operation", "region", "access_key_id", "parameters", "http_status",
-        "error_code", "error_message", "latency_ms", "request_id", "retry_attempts",
-    ]
-    readonly_fields = fields
+    list_select_related = False  # no relations: every column is on the row
+    fields = tuple(_CALL_FIELDS)
+    readonly_fields = _CALL_FIELDS
 
     @admin.display(description="outcome", ordering="error_code")
     def outcome_display(self, obj: AwsApiCall) -> str:

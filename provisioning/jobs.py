@@ -10,6 +10,8 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from portal.services import acting_user
+
 from .models import Job, JobLogLine
 from .redaction import redact_text
 
@@ -18,7 +20,7 @@ def job_create(
     *, kind: str, title: str, actor: AbstractBaseUser | AnonymousUser | None = None,
     total: int = 0,
 ) -> Job:
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
+    user = acting_user(actor)
     job = Job(kind=kind, title=title, actor=user, progress_total=total)
     job.full_clean()
     job.save()

@@ -17,7 +17,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from portal.services import audit_record
+from portal.services import acting_user, audit_record
 
 from .aws import AwsError, aws_client, aws_service_get
 from .models import AccessKey, AwsApiCall, AwsService
@@ -105,7 +105,6 @@ def access_key_create(
         raise ValidationError(errors)
 
     now = now or timezone.now()
-    user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
     key = AccessKey(
         access_key_id=access_key_id,
         secret=secret,
@@ -113,7 +112,7 @@ def access_key_create(
         description=description,
         created_at=now,
         purge_at=now + AccessKey.PERIODS[store_for],
-        created_by=user,  # type: ignore[misc]
+        created_by=acting_user(actor),
     )
     key.full_clean()
     key.save()

@@ -51,7 +51,9 @@ def key_type_of(public_key: PublicKeyTypes) -> str:
     raise ValueError(f"The key type {type(public_key).__name__} is not supported.")
 
 
-def signature_hash_for(private_key: CertificateIssuerPrivateKeyTypes) -> hashes.HashAlgorithm:
+def signature_hash_for(
+    private_key: CertificateIssuerPrivateKeyTypes,
+) -> hashes.SHA256 | hashes.SHA384:
     if isinstance(private_key, ec.EllipticCurvePrivateKey) and private_key.curve.key_size > 256:
         return hashes.SHA384()
     return hashes.SHA256()

@@ -92,7 +92,7 @@ def ca_generate(
     key = generate_private_key(key_type)
     now = datetime.now(UTC)
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
-    cert = (
+    builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
@@ -114,7 +114,7 @@ def ca_generate(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     )
-    cert = cert.sign(key, signature_hash_for(key))
+    cert = builder.sign(key, signature_hash_for(key))
     return _ca_row_from(
         alias=alias, cert=cert, key_pem=encrypt_private_key(key, password), key_type=key_type,
         source=CertificateAuthority.Source.GENERATED, overwrite=overwrite, actor=actor,
