@@ -23,9 +23,8 @@ def encrypted_columns() -> list[tuple[str, str, str, str]]:
             continue
         for field in model._meta.concrete_fields:
             if isinstance(field, EncryptedMixin):
-                found.append(
-                    (model._meta.label, model._meta.db_table, model._meta.pk.column, field.column)
-                )
+                pk_column = str(model._meta.pk.column)
+                found.append((model._meta.label, model._meta.db_table, pk_column, field.column))
     return found
 
 
