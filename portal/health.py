@@ -54,7 +54,8 @@ def _minutes_since(at: datetime | None, now: datetime) -> str:
     return f"{minutes} minute{'s' if minutes != 1 else ''} ago"
 
 
-def _heartbeat_schedule() -> dict[str, object] | None:
+def heartbeat_schedule() -> dict[str, object] | None:
+    """The heartbeat's periodic-task row (last run, install time, run count), if installed."""
     from django_celery_beat.models import PeriodicTask
 
     from .schedules import HEARTBEAT_TASK_NAME
@@ -74,7 +75,7 @@ def beat_problem(
     Right after ``migrate`` installs the schedule, beat gets :data:`STALE_AFTER` to send it.
     """
     now = now or timezone.now()
-    schedule = schedule if schedule is not None else _heartbeat_schedule()
+    schedule = schedule if schedule is not None else heartbeat_schedule()
     last = schedule.get("last_run_at") if schedule else None
     if isinstance(last, datetime) and now - last <= STALE_AFTER:
         return None
@@ -122,7 +123,7 @@ def admin_warnings(*, now: datetime | None = None) -> list[str]:
     if broker:
         warnings.append(broker)
     try:
-        schedule = _heartbeat_schedule()
+        schedule = heartbeat_schedule()
         beat = beat_problem(now=now, schedule=schedule)
         if beat:
             warnings.append(beat)

@@ -97,3 +97,16 @@ def test_heartbeat_task_stamps_the_worker_row() -> None:
 
     heartbeat.apply()
     assert timezone.now() - Heartbeat.objects.get(name="worker").at < timedelta(seconds=5)
+
+
+def test_health_command_exits_one_with_the_sentences() -> None:
+    from django.core.management import CommandError, call_command
+
+    set_beat(minutes_ago=10)
+    with pytest.raises(CommandError, match="Celery beat has not run recently"):
+        call_command("health", "--component", "beat")
+    set_beat(minutes_ago=0.1)
+    heartbeat_record(name="worker")
+    call_command("health", "--component", "beat")
+    call_command("health", "--component", "worker")
+    call_command("health")
