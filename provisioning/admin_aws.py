@@ -187,6 +187,13 @@ class AccessKeyAdmin(admin.ModelAdmin):
         obj.created_at = created.created_at
         obj.secret = None  # the page never needs it again
 
+    def delete_model(self, request: HttpRequest, obj: AccessKey) -> None:
+        services.access_key_delete(access_key=obj, actor=request.user)
+
+    def delete_queryset(self, request: HttpRequest, queryset: QuerySet[AccessKey]) -> None:
+        for key in queryset:
+            services.access_key_delete(access_key=key, actor=request.user)
+
     def changelist_view(
         self, request: HttpRequest, extra_context: dict[str, Any] | None = None
     ) -> HttpResponse:

@@ -1,6 +1,7 @@
 """AWS service settings, access keys, the AWS API call log and background jobs."""
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
 from django.conf import settings
@@ -11,8 +12,9 @@ from django.utils import timezone
 from encrypted_model_fields.fields import EncryptedCharField
 
 
+@functools.cache
 def iot_region_choices() -> list[tuple[str, str]]:
-    """Regions where AWS IoT Core exists, from botocore's own endpoint data."""
+    """Regions where AWS IoT Core exists, from botocore's own endpoint data (read once)."""
     import boto3
 
     regions = boto3.session.Session().get_available_regions("iot")

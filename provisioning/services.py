@@ -160,6 +160,20 @@ def access_key_purge_due(*, now: datetime | None = None, actor: Actor = None) ->
     return purged
 
 
+@transaction.atomic
+def access_key_delete(*, access_key: AccessKey, actor: Actor = None) -> None:
+    """Delete a key (secret and all) with an audit entry, e.g. to enter it again."""
+    audit_record(
+        action="access_key_delete",
+        obj=access_key,
+        actor=actor,
+        actor_label=_actor_label(actor),
+        detail={"stored": access_key.purged_at is None},
+    )
+    AccessKey.objects.filter(pk=access_key.pk).delete()
+    logger.info("Deleted access key %s.", access_key.access_key_id)
+
+
 @dataclass(frozen=True)
 class CallerIdentity:
     """What ``sts:GetCallerIdentity`` says about an access key."""

@@ -196,3 +196,15 @@ def test_call_log_is_read_only_and_filterable(admin_client) -> None:  # noqa: AN
     delete = admin_client.post(reverse("admin:provisioning_awsapicall_delete", args=[err.pk]))
     assert delete.status_code == 403
     assert AwsApiCall.objects.count() == 2
+
+
+def test_delete_is_audited_and_frees_the_id(admin_client, access_key_factory) -> None:  # noqa: ANN001
+    key = access_key_factory()
+    url = reverse("admin:provisioning_accesskey_delete", args=[key.pk])
+    response = admin_client.post(url, {"post": "yes"})
+    assert response.status_code == 302
+    assert not AccessKey.objects.exists()
+    event = AuditEvent.objects.get(action="access_key_delete")
+    assert event.object_repr == key.access_key_id
+    assert event.actor_label == "admin"
+    access_key_factory(access_key_id=key.access_key_id)  # may be entered again
