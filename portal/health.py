@@ -19,11 +19,12 @@ _broker_cache: dict[str, tuple[float, str | None]] = {}
 _broker_lock = threading.Lock()
 
 
-def broker_problem() -> str | None:
-    """A sentence when the Celery broker cannot be reached, else None (cached briefly)."""
+def broker_problem(*, url: str | None = None) -> str | None:
+    """A sentence when the Celery broker (``url``, default: the configured one) cannot be
+    reached, else None; the answer is cached briefly per process."""
     from portal.celery import app
 
-    url = str(app.conf.broker_url or "")
+    url = url or str(app.conf.broker_write_url or app.conf.broker_url or "")
     now = time.monotonic()
     with _broker_lock:
         cached = _broker_cache.get(url)
@@ -31,7 +32,7 @@ def broker_problem() -> str | None:
             return cached[1]
     problem: str | None = None
     try:
-        with app.connection_for_write(connect_timeout=2) as conn:
+        with app.connection_for_write(url, connect_timeout=2) as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
             safe_url = conn.as_uri()  # masks any password
     except Exception as exc:  # noqa: BLE001 - any failure means "unreachable" to the operator

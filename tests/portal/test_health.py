@@ -69,26 +69,28 @@ def test_no_worker_is_warned_when_beat_runs(admin_client) -> None:  # noqa: ANN0
     ]
 
 
-def test_unreachable_broker_is_warned_without_its_password(settings) -> None:  # noqa: ANN001
-    from portal.celery import app
+def test_unreachable_broker_is_warned_without_its_password() -> None:
+    import socket
 
     set_beat(minutes_ago=0.2)
     heartbeat_record(name="worker")
-    old = app.conf.broker_url
-    import socket
-
+    assert health.broker_problem() is None  # the configured broker answers
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    app.conf.broker_url = f"redis://:hunter2secret@127.0.0.1:{port}/0"
-    try:
-        warnings = health.admin_warnings()
-    finally:
-        app.conf.broker_url = old
-    assert len(warnings) == 1
-    assert warnings[0].startswith("The Celery broker redis://:**@127.0.0.1:")
-    assert "cannot be reached" in warnings[0]
-    assert "hunter2secret" not in warnings[0]
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    problem = health.broker_problem(url=f"redis://:hunter2secret@127.0.0.1:{port}/0")
+    assert problem is not None
+    assert problem.startswith(f"The Celery broker redis://:**@127.0.0.1:{port}/0 cannot be")
+    assert "hunter2secret" not in problem
+
+
+def test_admin_index_shows_broker_problem(admin_client, monkeypatch) -> None:  # noqa: ANN001
+    set_beat(minutes_ago=0.2)
+    heartbeat_record(name="worker")
+    monkeypatch.setattr(health, "broker_problem",
+                        lambda: "The Celery broker redis://x cannot be reached (Boom).")
+    page = admin_client.get("/admin/").content.decode()
+    assert '<li class="warning">The Celery broker redis://x cannot be reached (Boom).</li>' in page
 
 
 def test_heartbeat_task_stamps_the_worker_row() -> None:
