@@ -112,3 +112,42 @@ def test_health_command_exits_one_with_the_sentences() -> None:
     call_command("health", "--component", "beat")
     call_command("health", "--component", "worker")
     call_command("health")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_real_beat_and_worker_clear_the_warnings(celery_worker_process) -> None:  # noqa: ANN001
+    """Beat sends the heartbeat, a worker stamps it, the admin has nothing to warn about."""
+    import subprocess
+    import sys
+
+    from django_celery_beat.models import IntervalSchedule
+
+    from portal.models import Heartbeat
+    from tests.conftest import ROOT, subprocess_env, wait_for
+
+    every_second, _ = IntervalSchedule.objects.get_or_create(
+        every=1, period=IntervalSchedule.SECONDS
+    )
+    task = PeriodicTask.objects.get(name=HEARTBEAT_TASK_NAME)
+    task.interval = every_second
+    task.save()
+    PeriodicTask.objects.filter(pk=task.pk).update(  # past the install grace
+        date_changed=timezone.now() - timedelta(minutes=10)
+    )
+    PeriodicTask.objects.exclude(pk=task.pk).update(enabled=False)
+    assert any("Celery beat has not run recently" in w for w in health.admin_warnings())
+
+    celery_worker_process(queues="default")
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "INFO",
+         "-S", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile="],
+        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: Heartbeat.objects.filter(name="worker").exists(), timeout=60,
+                 message="the worker to run the heartbeat sent by beat")
+        wait_for(lambda: health.admin_warnings() == [], timeout=30,
+                 message="beat to record its last run")
+    finally:
+        beat.terminate()
+        beat.wait(20)
