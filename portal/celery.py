@@ -2,11 +2,30 @@
 from __future__ import annotations
 
 import os
+import sys
+from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@signals.worker_init.connect
+@signals.beat_init.connect
+def _refuse_wrong_encryption_key(**_: Any) -> None:
+    """A worker or beat with the wrong FIELD_ENCRYPTION_KEY would hand ciphertext around as
+    secrets (the field library does not raise); stop with the same sentence as the web."""
+    from django.core.exceptions import ImproperlyConfigured
+
+    from portal.checks import require_usable_encryption_key
+
+    try:
+        require_usable_encryption_key()
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"Error: {exc}\n")
+        sys.stderr.flush()
+        os._exit(1)  # Celery would catch SystemExit during start-up and carry on

@@ -34,3 +34,16 @@ def encryption_key_check(app_configs: Any = None, **kwargs: Any) -> list[Error]:
     except (InvalidToken, ValueError, TypeError):
         return [Error(ENCRYPTION_KEY_MISMATCH, id="portal.E001")]
     return []
+
+
+def require_usable_encryption_key() -> None:
+    """Raise ImproperlyConfigured when the key cannot decrypt the canary.
+
+    System checks run only for ``manage.py`` commands; gunicorn (portal/wsgi.py) and the
+    Celery worker and beat (portal/celery.py) call this at start-up so they refuse too.
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    errors = encryption_key_check()
+    if errors:
+        raise ImproperlyConfigured(errors[0].msg)

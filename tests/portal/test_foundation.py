@@ -41,3 +41,27 @@ def test_api_unknown_route_and_bad_token_use_error_shape(client) -> None:  # noq
     response = client.get("/api/v1/openapi.json")
     assert response.status_code == 200
     assert response.json()["info"]["title"] == "Fleet onboarding portal API"
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-c", "import portal.wsgi"],
+        ["-m", "celery", "-A", "portal", "worker", "-P", "solo", "-Q", "default",
+         "--without-gossip", "--without-mingle", "--without-heartbeat"],
+        ["-m", "celery", "-A", "portal", "beat", "--pidfile=",
+         "-S", "django_celery_beat.schedulers:DatabaseScheduler"],
+    ],
+    ids=["wsgi", "worker", "beat"],
+)
+def test_wrong_key_stops_web_worker_and_beat(argv: list[str]) -> None:
+    wrong = Fernet.generate_key().decode()
+    result = subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True,
+        env=subprocess_env(FIELD_ENCRYPTION_KEY=wrong), timeout=60,
+    )
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEY cannot decrypt the secrets stored in this database" in (
+        result.stderr
+    )
