@@ -169,8 +169,11 @@ class AccessKeyAdmin(admin.ModelAdmin):
         return [] if obj is None else self.readonly_fields
 
     def save_model(self, request: HttpRequest, obj: AccessKey, form: Any, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)  # only the description is editable
+        if change:  # only the description is editable
+            services.access_key_update(
+                access_key=obj, description=form.cleaned_data.get("description", ""),
+                actor=request.user,
+            )
             return
         try:
             created = services.access_key_create(

@@ -161,6 +161,17 @@ def access_key_purge_due(*, now: datetime | None = None, actor: Actor = None) ->
 
 
 @transaction.atomic
+def access_key_update(*, access_key: AccessKey, description: str, actor: Actor = None) -> AccessKey:
+    """Change what staff may change after entry: the description (never the secret)."""
+    access_key.description = description
+    access_key.full_clean(exclude=["secret"])  # validating must not load the secret
+    access_key.save(update_fields=["description"])
+    audit_record(action="access_key_update", obj=access_key, actor=actor,
+                 actor_label=_actor_label(actor), detail={"description": description})
+    return access_key
+
+
+@transaction.atomic
 def access_key_delete(*, access_key: AccessKey, actor: Actor = None) -> None:
     """Delete a key (secret and all) with an audit entry, e.g. to enter it again."""
     audit_record(

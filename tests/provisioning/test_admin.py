@@ -208,3 +208,16 @@ def test_delete_is_audited_and_frees_the_id(admin_client, access_key_factory) ->
     assert event.object_repr == key.access_key_id
     assert event.actor_label == "admin"
     access_key_factory(access_key_id=key.access_key_id)  # may be entered again
+
+
+def test_change_form_edits_only_the_description(admin_client, access_key_factory, secret: str) -> None:  # noqa: ANN001, E501
+    key = access_key_factory(secret=secret)
+    url = reverse("admin:provisioning_accesskey_change", args=[key.pk])
+    response = admin_client.post(url, {"description": "for JITP", "secret": "x" * 40,
+                                       "store_for": "30d"})
+    assert response.status_code == 302
+    key.refresh_from_db()
+    assert key.description == "for JITP"
+    assert key.secret == secret  # posted fields that are not on the form change nothing
+    assert key.store_for == "1d"
+    assert AuditEvent.objects.filter(action="access_key_update").exists()
