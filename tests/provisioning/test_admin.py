@@ -210,7 +210,9 @@ def test_delete_is_audited_and_frees_the_id(admin_client, access_key_factory) ->
     access_key_factory(access_key_id=key.access_key_id)  # may be entered again
 
 
-def test_change_form_edits_only_the_description(admin_client, access_key_factory, secret: str) -> None:  # noqa: ANN001, E501
+def test_change_form_edits_only_the_description(
+    admin_client, access_key_factory, secret: str  # noqa: ANN001
+) -> None:
     key = access_key_factory(secret=secret)
     url = reverse("admin:provisioning_accesskey_change", args=[key.pk])
     response = admin_client.post(url, {"description": "for JITP", "secret": "x" * 40,
