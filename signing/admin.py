@@ -23,6 +23,14 @@ from .services import ca_generate, ca_import_pem, ca_import_pkcs12
 CA_EXPIRY_WARNING_DAYS = 90
 
 
+class WriteOnlyTextarea(forms.Textarea):
+    """A textarea that never renders a value back (a private key must not come back in HTML,
+    not even on a form with errors)."""
+
+    def format_value(self, value: Any) -> None:
+        return None
+
+
 class CertificateAuthorityAddForm(forms.ModelForm):
     """One add form with a mode: generate a CA, import PEM, or import PKCS#12.
 
@@ -58,8 +66,11 @@ class CertificateAuthorityAddForm(forms.ModelForm):
                               max_value=36500, required=False)
     certificate_pem = forms.CharField(label="Certificate (PEM)", required=False,
                                       widget=forms.Textarea(attrs={"rows": 6}))
-    private_key_pem = forms.CharField(label="Private key (PEM)", required=False, strip=False,
-                                      widget=forms.Textarea(attrs={"rows": 6}))
+    private_key_pem = forms.CharField(
+        label="Private key (PEM)", required=False, strip=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 6}),
+        help_text="Never shown again, not even when the form has errors.",
+    )
     key_password = forms.CharField(
         label="Private key password", required=False, strip=False,
         widget=forms.PasswordInput(render_value=False),
@@ -160,7 +171,8 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
                     super().__init__(*args, actor=actor, **kw)
 
             return BoundAddForm
-        return super().get_form(request, obj, change=change, fields=[], **kwargs)
+        kwargs["fields"] = []
+        return super().get_form(request, obj, change=change, **kwargs)
 
     def get_fieldsets(self, request: HttpRequest, obj: Any = None) -> Any:
         if obj is None:
