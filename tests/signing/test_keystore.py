@@ -7,7 +7,6 @@ import logging
 
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -41,9 +40,12 @@ def test_generate_ec_ca_has_ca_extensions() -> None:
                      password=PASSWORD)
     cert = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
-    assert bc.critical and bc.value.ca and bc.value.path_length == 0
+    assert bc.critical
+    assert bc.value.ca
+    assert bc.value.path_length == 0
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
-    assert ku.key_cert_sign and ku.crl_sign
+    assert ku.key_cert_sign
+    assert ku.crl_sign
     cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
     assert (ca.key_type, ca.source) == ("ec-p256", "generated")
     assert (ca.not_after - ca.not_before).days in (729, 730)
@@ -60,7 +62,8 @@ def test_create_ca_command_uses_ca_password_env(monkeypatch: pytest.MonkeyPatch)
     assert ca.key_type == "rsa-2048"
     assert (ca.not_after - ca.not_before).days in (99, 100)
     assert ca.fingerprint_sha256 in out.getvalue()
-    assert PASSWORD not in out.getvalue() and "PRIVATE KEY" not in out.getvalue()
+    assert PASSWORD not in out.getvalue()
+    assert "PRIVATE KEY" not in out.getvalue()
     assert_key_protected(ca, PASSWORD)
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_ca", "--alias", "cmd-ca", "--dn", "CN=Other,C=US")
@@ -188,7 +191,8 @@ def test_existing_alias_is_refused_unless_overwrite() -> None:
     assert "already exists" in field_error(exc, "alias")
     replaced = ca_import_pem(alias="same", certificate_pem=cert_pem(cert),
                              private_key_pem=key_pem(key), password=PASSWORD, overwrite=True)
-    assert replaced.pk == first.pk and replaced.source == "imported"
+    assert replaced.pk == first.pk
+    assert replaced.source == "imported"
     assert replaced.fingerprint_sha256 != first.fingerprint_sha256
     assert CertificateAuthority.objects.count() == 1
 
@@ -209,12 +213,14 @@ def test_admin_add_generate_and_read_only_page(admin_client) -> None:  # noqa: A
     page = admin_client.get(reverse("admin:signing_certificateauthority_change", args=[ca.pk]))
     html = page.content.decode()
     assert page.status_code == 200
-    assert ca.fingerprint_sha256 in html and "PRIVATE KEY" not in html
+    assert ca.fingerprint_sha256 in html
+    assert "PRIVATE KEY" not in html
     assert 'name="_save"' not in html  # read-only page: no save button
     assert "Delete" not in html
 
     listing = admin_client.get(reverse("admin:signing_certificateauthority_changelist")).content
-    assert b"admin-ca" in listing and b"expires within 90 days" in listing.lower()
+    assert b"admin-ca" in listing
+    assert b"expires within 90 days" in listing.lower()
 
     download = admin_client.get(
         reverse("admin:signing_certificateauthority_download", args=[ca.pk])
@@ -240,7 +246,8 @@ def test_admin_import_errors_are_form_errors_and_key_never_echoed(
     html = response.content.decode()
     assert response.status_code == 200
     assert "does not match the certificate" in html
-    assert "PRIVATE KEY" not in html and PASSWORD not in html
+    assert "PRIVATE KEY" not in html
+    assert PASSWORD not in html
     assert not CertificateAuthority.objects.exists()
 
     cert, key = make_cert()
@@ -262,5 +269,6 @@ def test_admin_import_errors_are_form_errors_and_key_never_echoed(
     everything = caplog.text + " ".join(
         str(e.detail) for e in AuditEvent.objects.all()
     )
-    assert "PRIVATE KEY" not in everything and PASSWORD not in everything
+    assert "PRIVATE KEY" not in everything
+    assert PASSWORD not in everything
     assert other_pem.splitlines()[1] not in everything
