@@ -135,11 +135,15 @@ class _CallRecorder:
             retry_attempts=int(meta.get("RetryAttempts", 0) or 0),
         )
 
-    def _after_error(self, *, exception: Exception, model: Any, context: dict[str, Any],
-                     **_: Any) -> None:
+    def _after_error(self, *, exception: Exception, context: dict[str, Any],
+                     event_name: str = "", **_: Any) -> None:
+        # botocore passes no operation model with after-call-error (network errors): the
+        # operation's name is the last part of the event name.
+        from types import SimpleNamespace
+
         self._record(
             context=context,
-            model=model,
+            model=SimpleNamespace(name=event_name.rsplit(".", 1)[-1] or "unknown"),
             http_status=None,
             error_code=type(exception).__name__[:80],
             error_message=redact_text(str(exception))[:500],

@@ -311,6 +311,7 @@ class _Run:
         self.registration_config: dict[str, str] = {}
         self.ca_certificate_id = ""
         self.endpoint = ""
+        self._clients: dict[str, Any] = {}
 
     # logging
     def log(self, message: str, level: str = JobLogLine.Level.INFO) -> None:
@@ -325,7 +326,11 @@ class _Run:
         raise _StepFailed(message, code=code)
 
     def client(self, service: str) -> Any:
-        return aws_client(service, access_key=self.access_key, region=self.region)
+        """One client per service and run (building a boto3 client is not cheap)."""
+        if service not in self._clients:
+            self._clients[service] = aws_client(service, access_key=self.access_key,
+                                                region=self.region)
+        return self._clients[service]
 
     def call(self, client: Any, operation: str, **params: Any) -> dict[str, Any]:
         """One AWS call; botocore's retries (standard mode) run inside it."""
@@ -411,8 +416,8 @@ class _Run:
         if row.ca_source == JitpSettings.CaSource.GENERATE:
             reusable = (
                 existing is not None and not row.overwrite_ca
-                and existing.alias == row.registered_ca_alias
-                and existing.fingerprint_sha256 == row.registered_ca_fingerprint
+                and existing.fingerprint_sha256 in {row.registered_ca_fingerprint,
+                                                    row.generated_ca_fingerprint} - {""}
             )
             if reusable:
                 assert existing is not None
@@ -436,6 +441,9 @@ class _Run:
                     )
                 except ValidationError as exc:
                     self.fail(" ".join(exc.messages), "InvalidCa")
+                JitpSettings.objects.filter(pk=row.pk).update(
+                    generated_ca_fingerprint=self.ca.fingerprint_sha256
+                )
                 self.log(f"Generated CA '{self.ca.alias}' ({self.ca.subject}, "
                          f"{self.ca.key_type}, valid until {self.ca.not_after:%Y-%m-%d}).")
                 if existing is not None and row.aws_ca_certificate_id:
@@ -570,27 +578,29 @@ class _Run:
             candidates.append(self.row.aws_ca_certificate_id)
         candidates.append(aws_certificate_id(self.ca.certificate_pem))
         for candidate in dict.fromkeys(candidates):
-            try:
-                described = iot.describe_ca_certificate(certificateId=candidate)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
-                    continue
-                raise aws_error_explain(exc, access_key_id=self.access_key.access_key_id) \
-                    from exc
-            pem = described.get("certificateDescription", {}).get("certificatePem", "")
-            if pem and self._same_certificate(pem):
+            if self._describe_matches(iot, candidate):
                 return candidate
         return None
+
+    def _describe_matches(self, iot: Any, certificate_id: str) -> bool:
+        """True when AWS holds ``certificate_id`` and it is this CA (same fingerprint)."""
+        try:
+            described = iot.describe_ca_certificate(certificateId=certificate_id)
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return False
+            raise aws_error_explain(exc, access_key_id=self.access_key.access_key_id) from exc
+        except BotoCoreError as exc:
+            raise aws_error_explain(exc) from exc
+        pem = described.get("certificateDescription", {}).get("certificatePem", "")
+        return bool(pem) and self._same_certificate(pem)
 
     def _list_find(self, iot: Any) -> str:
         paginator = iot.get_paginator("list_ca_certificates")
         try:
             for page in paginator.paginate():
                 for item in page.get("certificates", []):
-                    described = self.call(iot, "describe_ca_certificate",
-                                          certificateId=item["certificateId"])
-                    pem = described.get("certificateDescription", {}).get("certificatePem", "")
-                    if pem and self._same_certificate(pem):
+                    if self._describe_matches(iot, str(item["certificateId"])):
                         return str(item["certificateId"])
         except (ClientError, BotoCoreError) as exc:
             raise aws_error_explain(exc, access_key_id=self.access_key.access_key_id) from exc

@@ -287,6 +287,11 @@ class JitpSettings(models.Model):
     # Outputs (written by the JITP job only).
     registered_ca_alias = models.CharField(max_length=64, blank=True, editable=False)
     registered_ca_fingerprint = models.CharField(max_length=95, blank=True, editable=False)
+    generated_ca_fingerprint = models.CharField(
+        max_length=95, blank=True, editable=False,
+        help_text="The CA the JITP job generated last: a re-run reuses it instead of "
+                  "refusing the alias, even when the earlier run failed after generating.",
+    )
     aws_ca_certificate_id = models.CharField("AWS CA certificate id", max_length=64,
                                              blank=True, editable=False)
     data_endpoint = models.CharField("MQTT data endpoint", max_length=255, blank=True,
