@@ -59,8 +59,8 @@ class JitpSettingsAdmin(admin.ModelAdmin):
     list_select_related = ["site", "last_job"]
     actions = ["setup_jitp"]
     change_form_template = "admin/provisioning/jitpsettings/change_form.html"
-    readonly_fields = ["registered_ca_alias", "aws_ca_certificate_id", "data_endpoint",
-                       "last_run_at", "last_result", "last_job_link"]
+    readonly_fields = ("registered_ca_alias", "aws_ca_certificate_id", "data_endpoint",
+                       "last_run_at", "last_result", "last_job_link")
     fieldsets = [
         ("AWS", {"fields": ["access_key", "region", "role_arn"]}),
         ("CA", {"fields": ["ca_source", "ca_alias", "ca_password", "ca_dn", "ca_key_type",
@@ -68,7 +68,7 @@ class JitpSettingsAdmin(admin.ModelAdmin):
         ("Provisioning template", {"fields": ["template_name", "thing_type_name", "thing_groups",
                                               "billing_group", "attributes", "policy_mode",
                                               "certificate_mode"]}),
-        ("Results (written by the JITP job)", {"fields": readonly_fields}),
+        ("Results (written by the JITP job)", {"fields": list(readonly_fields)}),
     ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -46,7 +46,7 @@ def register_job_section(kind: str, template_name: str) -> None:
 def register_job_inline(inline: type[admin.options.InlineModelAdmin]) -> None:
     """Show ``inline`` (a model with a ForeignKey to Job) on the job page, read-only."""
     if inline not in JobAdmin.inlines:
-        JobAdmin.inlines = [*JobAdmin.inlines, inline]
+        JobAdmin.inlines = (*JobAdmin.inlines, inline)  # type: ignore[assignment]
 
 
 def job_status_payload(job: Job, *, after: int = 0) -> dict[str, Any]:
@@ -87,11 +87,11 @@ class JobAdmin(admin.ModelAdmin):
     list_select_related = ["actor"]
     show_full_result_count = False
     date_hierarchy = "created_at"
-    fields = ["kind", "title", "status", "progress", "actor", "created_at", "started_at",
-              "finished_at", "result", "error_code"]
+    fields = ("kind", "title", "status", "progress", "actor", "created_at", "started_at",
+              "finished_at", "result", "error_code")
     readonly_fields = fields
     change_form_template = "admin/provisioning/job/change_form.html"
-    inlines: list[type[admin.options.InlineModelAdmin]] = []
+    inlines = ()  # type: ignore[assignment]  # extended by register_job_inline()
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False

@@ -342,9 +342,11 @@ class _Run:
     # steps
     def preflight(self) -> None:
         row = self.row
-        if row.access_key_id is None:
+        key = AccessKey.objects.filter(pk=row.access_key_id or 0).first()
+        if key is None:
             self.fail("Choose the AWS access key in the JITP settings.", "NoAccessKey")
-        self.access_key = AccessKey.objects.get(pk=row.access_key_id)
+        assert key is not None
+        self.access_key = key
         if not row.role_arn:
             self.fail("Enter the IAM role ARN in the JITP settings.", "NoRoleArn")
         try:

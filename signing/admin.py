@@ -91,7 +91,7 @@ class CertificateAuthorityAddForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data: dict[str, Any] = super().clean() or {}
         if self.errors:
             return data
         mode = data["mode"]
