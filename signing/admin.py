@@ -141,7 +141,7 @@ ADD_FIELDSETS = [
     ("Import PKCS#12", {"fields": ["pkcs12_file", "pkcs12_password"]}),
 ]
 DETAIL_FIELDS = [
-    "alias", "subject_display", "serial", "not_before", "not_after", "expires_soon",
+    "alias", "subject_display", "issuer_display", "serial", "not_before", "not_after", "expires_soon",
     "fingerprint_sha256", "key_type", "source", "created_at", "created_by", "download_link",
     "certificate_pem",
 ]
@@ -202,6 +202,13 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
     @admin.display(description="subject")
     def subject_display(self, obj: CertificateAuthority) -> str:
         return obj.subject
+
+    @admin.display(description="issuer")
+    def issuer_display(self, obj: CertificateAuthority) -> str:
+        from .keystore import ca_certificate
+
+        issuer = ca_certificate(obj).issuer.rfc4514_string()
+        return f"{issuer} (self-signed)" if issuer == obj.subject else issuer
 
     @admin.display(description="download")
     def download_link(self, obj: CertificateAuthority) -> str:

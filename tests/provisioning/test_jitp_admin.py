@@ -146,3 +146,20 @@ def test_job_page_is_read_only_and_polls_incrementally(admin_client) -> None:  #
         reverse("admin:provisioning_job_delete", args=[job.pk]), {"post": "yes"}
     ).status_code == 403
     assert Job.objects.filter(pk=job.pk).exists()
+
+
+@pytest.mark.django_db
+def test_job_page_sections_for_other_job_kinds(admin_client, settings, tmp_path,  # noqa: ANN001
+                                               monkeypatch) -> None:  # noqa: ANN001
+    from provisioning import admin_jobs
+
+    (tmp_path / "stations.html").write_text("<table id='stations'>{{ job.title }}</table>")
+    settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]
+    monkeypatch.setattr(admin_jobs, "_JOB_SECTIONS", {})
+    admin_jobs.register_job_section(Job.Kind.FLEET_INSTALL, "stations.html")
+    fleet = job_create(kind=Job.Kind.FLEET_INSTALL, title="Fleet <b>job</b>", total=1)
+    jitp = job_create(kind=Job.Kind.JITP_SETUP, title="JITP", total=6)
+    page = admin_client.get(reverse("admin:provisioning_job_change", args=[fleet.pk]))
+    assert "<table id='stations'>Fleet &lt;b&gt;job&lt;/b&gt;</table>" in page.content.decode()
+    other = admin_client.get(reverse("admin:provisioning_job_change", args=[jitp.pk]))
+    assert "id='stations'" not in other.content.decode()

@@ -215,6 +215,7 @@ def test_admin_add_generate_and_read_only_page(admin_client) -> None:  # noqa: A
     assert page.status_code == 200
     assert ca.fingerprint_sha256 in html
     assert "PRIVATE KEY" not in html
+    assert "(self-signed)" in html
     assert 'name="_save"' not in html  # read-only page: no save button
     assert "Delete" not in html
 
