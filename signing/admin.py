@@ -141,9 +141,9 @@ ADD_FIELDSETS = [
     ("Import PKCS#12", {"fields": ["pkcs12_file", "pkcs12_password"]}),
 ]
 DETAIL_FIELDS = [
-    "alias", "subject_display", "issuer_display", "serial", "not_before", "not_after", "expires_soon",
-    "fingerprint_sha256", "key_type", "source", "created_at", "created_by", "download_link",
-    "certificate_pem",
+    "alias", "subject_display", "issuer_display", "serial", "not_before", "not_after",
+    "expires_soon", "fingerprint_sha256", "key_type", "source", "created_at", "created_by",
+    "download_link", "certificate_pem",
 ]
 
 
