@@ -672,6 +672,9 @@ def jitp_setup_run(*, job: Job, echo: Echo | None = None) -> Job:
     ]
     try:
         for number, (title, step) in enumerate(steps, start=1):
+            job.refresh_from_db(fields=["status"])
+            if job.status != Job.Status.RUNNING:  # cancelled by staff between two steps
+                return job
             run.log(f"Step {number}/{STEPS}: {title}.")
             step()
             job_progress(job=job, done=1)

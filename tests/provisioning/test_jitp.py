@@ -322,3 +322,25 @@ def test_command_refuses_bad_input_with_sentences(access_key, monkeypatch) -> No
         call_command("setup_jitp", "--access-key-id", "AKIAUNKNOWN", "--role-arn", "x",
                      "--ca-alias", "a")
     assert not Job.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_job_cancelled_while_running_stops_between_steps(moto_server, access_key,  # noqa: ANN001
+                                                           jitp_role: str) -> None:
+    import provisioning.jitp as jitp
+    from provisioning.jobs import job_cancel
+
+    jitp_configure(access_key, jitp_role)
+    original = jitp._Run.load_ca
+
+    def load_then_cancel(self) -> None:  # noqa: ANN001
+        original(self)
+        job_cancel(job=self.job)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(jitp._Run, "load_ca", load_then_cancel)
+        job = jitp_run()
+    job.refresh_from_db()
+    assert job.status == Job.Status.CANCELLED
+    assert "Step 3/6" not in job_text(job)
+    assert moto_ca_certificates(moto_server) == []
