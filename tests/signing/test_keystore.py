@@ -273,3 +273,28 @@ def test_admin_import_errors_are_form_errors_and_key_never_echoed(
     assert "PRIVATE KEY" not in everything
     assert PASSWORD not in everything
     assert other_pem.splitlines()[1] not in everything
+
+
+def test_import_ca_command(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: ANN001
+    cert, key = make_cert()
+    (tmp_path / "ca.pem").write_text(cert_pem(cert))
+    (tmp_path / "ca.key").write_text(key_pem(key, "source-pass-1"))
+    (tmp_path / "ca.p12").write_bytes(p12(cert, key, "source-pass-1"))
+    monkeypatch.setenv("CA_PASSWORD", PASSWORD)
+    monkeypatch.setenv("CA_IMPORT_PASSWORD", "wrong-pass-1")
+    with pytest.raises(CommandError, match="The private key password is wrong."):
+        call_command("import_ca", "--alias", "imp", "--certificate", str(tmp_path / "ca.pem"),
+                     "--key", str(tmp_path / "ca.key"))
+    with pytest.raises(CommandError, match="either --certificate and --key, or --pkcs12"):
+        call_command("import_ca", "--alias", "imp")
+    monkeypatch.setenv("CA_IMPORT_PASSWORD", "source-pass-1")
+    out = io.StringIO()
+    call_command("import_ca", "--alias", "imp", "--certificate", str(tmp_path / "ca.pem"),
+                 "--key", str(tmp_path / "ca.key"), stdout=out)
+    assert "Imported CA 'imp'" in out.getvalue()
+    assert_key_protected(CertificateAuthority.objects.get(alias="imp"), PASSWORD)
+    call_command("import_ca", "--alias", "imp2", "--pkcs12", str(tmp_path / "ca.p12"),
+                 stdout=io.StringIO())
+    assert CertificateAuthority.objects.get(alias="imp2").fingerprint_sha256 == (
+        CertificateAuthority.objects.get(alias="imp").fingerprint_sha256
+    )
