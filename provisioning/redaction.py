@@ -15,12 +15,15 @@ _PRIVATE_PEM = re.compile(
     r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?-----END [A-Z0-9 ]*PRIVATE KEY-----", re.DOTALL
 )
 _AWS_SECRET = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+=]{40}(?![A-Za-z0-9/+=])")
+# IAM role ARNs are treated as secret-ish (SPEC: the JITP role ARN); AWS error messages quote them.
+_ROLE_ARN = re.compile(r"arn:aws[a-z-]*:iam::\d{12}:role/[\w+=,.@/-]+")
 
 
 def redact_text(text: str) -> str:
     """Remove private keys and anything shaped like an AWS secret key; shorten PEM bodies."""
     text = _PRIVATE_PEM.sub("<private key redacted>", text)
     text = _PEM.sub(lambda m: f"<PEM {m.group(1).lower()}, {len(m.group(0))} bytes>", text)
+    text = _ROLE_ARN.sub("arn:aws:iam::***:role/***", text)
     return _AWS_SECRET.sub(REDACTED, text)
 
 

@@ -1,7 +1,7 @@
 """Celery tasks of the provisioning app: thin doors into the services."""
 from __future__ import annotations
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from . import services
 
@@ -20,3 +20,30 @@ def purge_access_keys() -> int:
 def prune_aws_call_log() -> int:
     """Beat, hourly: delete AWS call-log rows older than the retention period (idempotent)."""
     return services.aws_call_log_prune()
+
+
+# --- JITP setup (issue 3) ------------------------------------------------------------
+class _JitpTask(Task):
+    """Marks the job failed when the task itself dies (the service catches AWS errors)."""
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo):  # noqa: ANN001, ANN201
+        from .jobs import job_finish
+        from .models import Job
+
+        job = Job.objects.filter(pk=(args or [kwargs.get("job_id")])[0]).first()
+        if job is not None and not job.is_finished:
+            job_finish(job=job, status=Job.Status.FAILED, error_code="TaskFailed",
+                       result=f"The JITP task failed ({type(exc).__name__}); see the worker "
+                              "log and run the job again.")
+
+
+@shared_task(base=_JitpTask, name="provisioning.tasks.jitp_setup", acks_late=True)
+def jitp_setup(job_id: int) -> None:
+    """Run the JITP setup job ``job_id``; the worker reads the CA password from the settings."""
+    from .jitp import jitp_setup_run
+    from .models import Job
+
+    job = Job.objects.filter(pk=job_id, kind=Job.Kind.JITP_SETUP).first()
+    if job is None or job.status != Job.Status.QUEUED:
+        return  # already taken, cancelled or gone: re-delivery is harmless
+    jitp_setup_run(job=job)

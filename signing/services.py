@@ -119,3 +119,163 @@ def ca_generate(
         alias=alias, cert=cert, key_pem=encrypt_private_key(key, password), key_type=key_type,
         source=CertificateAuthority.Source.GENERATED, overwrite=overwrite, actor=actor,
     )
+
+
+# --- Key store: import (issue 3) ------------------------------------------------------------
+# Imported CAs go through the same row writer as generated ones; every refusal is a
+# ValidationError whose message is a sentence a form can show next to the right field.
+
+
+def _check_ca_certificate(cert: x509.Certificate, *, field: str) -> None:
+    """Refuse certificates that cannot serve as a JITP CA (not a CA, expired, not yet valid)."""
+    try:
+        bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        bc = None
+    if bc is None or not bc.ca:
+        raise ValidationError(
+            {field: "This certificate is not a CA certificate (BasicConstraints CA:true is "
+                    "missing); import the CA's own certificate, not a device certificate."}
+        )
+    try:
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        ku = None
+    if ku is not None and not ku.key_cert_sign:
+        raise ValidationError(
+            {field: "This CA certificate's key usage does not allow signing certificates "
+                    "(keyCertSign is missing)."}
+        )
+    now = datetime.now(UTC)
+    if cert.not_valid_after_utc <= now:
+        raise ValidationError(
+            {field: f"This CA certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
+                    "import a valid one."}
+        )
+    if cert.not_valid_before_utc > now:
+        raise ValidationError(
+            {field: f"This CA certificate is not valid before "
+                    f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC."}
+        )
+
+
+def _import_key_pair(
+    *, alias: str, cert: x509.Certificate, key: object, password: str, overwrite: bool,
+    actor: AbstractBaseUser | AnonymousUser | None, cert_field: str, key_field: str,
+) -> CertificateAuthority:
+    from cryptography.hazmat.primitives.serialization import PublicFormat
+
+    from .crypto import key_type_of
+
+    _check_password(password)
+    try:
+        key_type = key_type_of(cert.public_key())
+    except ValueError as exc:
+        raise ValidationError({cert_field: str(exc)}) from None
+    if key_type not in set(KeyType):
+        raise ValidationError({cert_field: f"The key type {key_type} is not supported."})
+    public = key.public_key()  # type: ignore[attr-defined]
+    spki = PublicFormat.SubjectPublicKeyInfo
+    if public.public_bytes(Encoding.DER, spki) != cert.public_key().public_bytes(
+        Encoding.DER, spki
+    ):
+        raise ValidationError(
+            {key_field: "The private key does not match the certificate; import the key that "
+                        "belongs to this CA certificate."}
+        )
+    _check_ca_certificate(cert, field=cert_field)
+    return _ca_row_from(
+        alias=alias, cert=cert, key_pem=encrypt_private_key(key, password),  # type: ignore[arg-type]
+        key_type=key_type, source=CertificateAuthority.Source.IMPORTED, overwrite=overwrite,
+        actor=actor,
+    )
+
+
+@transaction.atomic
+def ca_import_pem(
+    *,
+    alias: str,
+    certificate_pem: str | bytes,
+    private_key_pem: str | bytes,
+    key_password: str = "",
+    password: str,
+    overwrite: bool = False,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+) -> CertificateAuthority:
+    """Import a CA from a PEM certificate and PEM private key.
+
+    ``key_password`` opens the key as given (empty when it is not encrypted); the key is then
+    re-encrypted with ``password``, the entry's own password, like a generated CA's key.
+    """
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    cert_bytes = certificate_pem.encode() if isinstance(certificate_pem, str) else certificate_pem
+    key_bytes = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
+    try:
+        cert = x509.load_pem_x509_certificate(cert_bytes)
+    except ValueError:
+        raise ValidationError(
+            {"certificate_pem": "The certificate is not a PEM X.509 certificate "
+                                "(-----BEGIN CERTIFICATE-----)."}
+        ) from None
+    if b"PRIVATE KEY-----" not in key_bytes:
+        raise ValidationError(
+            {"private_key_pem": "The private key is not a PEM private key "
+                                "(-----BEGIN … PRIVATE KEY-----)."}
+        )
+    try:
+        key = load_pem_private_key(key_bytes, key_password.encode("utf-8") or None)
+    except TypeError:
+        if key_password:
+            raise ValidationError(
+                {"key_password": "The private key is not encrypted; leave its password empty."}
+            ) from None
+        raise ValidationError(
+            {"key_password": "The private key is encrypted; give its password."}
+        ) from None
+    except ValueError:
+        if key_password:
+            raise ValidationError(
+                {"key_password": "The private key password is wrong."}
+            ) from None
+        raise ValidationError(
+            {"private_key_pem": "The private key could not be read; it is damaged or in a "
+                                "format other than PEM."}
+        ) from None
+    return _import_key_pair(
+        alias=alias, cert=cert, key=key, password=password, overwrite=overwrite, actor=actor,
+        cert_field="certificate_pem", key_field="private_key_pem",
+    )
+
+
+@transaction.atomic
+def ca_import_pkcs12(
+    *,
+    alias: str,
+    pkcs12_data: bytes,
+    pkcs12_password: str,
+    password: str,
+    overwrite: bool = False,
+    actor: AbstractBaseUser | AnonymousUser | None = None,
+) -> CertificateAuthority:
+    """Import a CA from a PKCS#12 file (key + certificate); the key is re-encrypted."""
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    try:
+        key, cert, _chain = pkcs12.load_key_and_certificates(
+            pkcs12_data, pkcs12_password.encode("utf-8") or None
+        )
+    except ValueError:
+        raise ValidationError(
+            {"pkcs12_password": "The PKCS#12 password is wrong, or the file is not a PKCS#12 "
+                                "(.p12/.pfx) file."}
+        ) from None
+    if cert is None or key is None:
+        raise ValidationError(
+            {"pkcs12_file": "The PKCS#12 file must hold both the CA certificate and its "
+                            "private key."}
+        )
+    return _import_key_pair(
+        alias=alias, cert=cert, key=key, password=password, overwrite=overwrite, actor=actor,
+        cert_field="pkcs12_file", key_field="pkcs12_file",
+    )
