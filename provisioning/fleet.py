@@ -228,6 +228,7 @@ def fleet_install_create(
             job_log(job=job, message=f"{entry['station']}: {entry['action']}: {entry['detail']}")
         job_finish(job=job, status=Job.Status.SUCCEEDED,
                    result=f"Dry run, nothing changed: {plan_summary(plan)}.")
+        install.job.refresh_from_db()
         return install
     now = timezone.now()
     by_name = {p["station"]: p for p in plan}
@@ -446,7 +447,9 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                         "connected": "Connected to the broker."}.get(agent_status)
                 _transition(row, target, note=note, error="" if target == S.CONNECTED else None)
         _sync_from_request(row)
+    # A row that moved on may have freed a slot for other (online) stations of the install.
     for install in FleetInstall.objects.filter(pk__in=touched).select_related("job"):
+        fleet_install_dispatch(install=install)
         _finish_if_complete(install)
 
 
