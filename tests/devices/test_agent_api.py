@@ -25,13 +25,17 @@ def test_config_has_etag_and_answers_304_until_it_changes(client) -> None:  # no
     first = client.get(CONFIG, **bearer(token))
     assert first.status_code == 200
     etag = first["ETag"]
-    assert etag.startswith('"') and etag.endswith('"')
+    assert etag.startswith('"')
+    assert etag.endswith('"')
     body = first.json()
-    assert body["station"] == "st-1" and body["poll_interval"] > 0
+    assert body["station"] == "st-1"
+    assert body["poll_interval"] > 0
     (entry,) = body["devices"]
-    assert entry["name"] == "aws" and entry["port"] == 8883
+    assert entry["name"] == "aws"
+    assert entry["port"] == 8883
     assert entry["key_password"] == DEVICE_PASSWORD
-    assert entry["comment"] == "batch 7" and entry["key_type"] == "ec-p256"
+    assert entry["comment"] == "batch 7"
+    assert entry["key_type"] == "ec-p256"
     assert entry["renew_after"] is None
     assert entry["heartbeat_topic"] == "things/{thing}/heartbeat"
     assert client.get(CONFIG, HTTP_IF_NONE_MATCH=etag, **bearer(token)).status_code == 304
@@ -40,7 +44,8 @@ def test_config_has_etag_and_answers_304_until_it_changes(client) -> None:  # no
     device.endpoint = "new-ats.iot.eu-west-1.amazonaws.com"
     device.save()
     changed = client.get(CONFIG, HTTP_IF_NONE_MATCH=etag, **bearer(token))
-    assert changed.status_code == 200 and changed["ETag"] != etag
+    assert changed.status_code == 200
+    assert changed["ETag"] != etag
     assert changed.json()["devices"][0]["endpoint"] == "new-ats.iot.eu-west-1.amazonaws.com"
 
 
@@ -53,8 +58,10 @@ def test_a_station_never_sees_another_stations_config_or_password(client) -> Non
     dev_b.save()
     body_a = client.get(CONFIG, **bearer(token_a)).content.decode()
     body_b = client.get(CONFIG, **bearer(token_b)).content.decode()
-    assert "password-of-b-456" not in body_a and '"station": "st-a"' in body_a
-    assert "password-of-a-123" not in body_b and '"station": "st-b"' in body_b
+    assert "password-of-b-456" not in body_a
+    assert '"station": "st-a"' in body_a
+    assert "password-of-a-123" not in body_b
+    assert '"station": "st-b"' in body_b
     # Reporting a device name that only exists on another station touches nothing there.
     response = post_state(client, token_a, {"devices": [{"name": "other", "status": "error",
                                                          "last_error": "boom"}]})
@@ -148,7 +155,8 @@ def test_config_fetch_and_reports_drive_the_fleet_install_row(client) -> None:  
                                    key_password=DEVICE_PASSWORD, stations=["st-1"])
     fleet_install_run(install_id=install.pk)
     row = FleetInstallStation.objects.get(install=install)
-    assert row.status == "queued" and row.dispatched_at is not None
+    assert row.status == "queued"
+    assert row.dispatched_at is not None
     config = client.get(CONFIG, **bearer(token))
     assert [d["name"] for d in config.json()["devices"]] == ["aws"]
     row.refresh_from_db()

@@ -96,7 +96,8 @@ def test_start_places_only_online_stations_up_to_the_cap() -> None:
     r = rows(install)
     assert [n for n, row in r.items() if row.dispatched_at] == ["st-a", "st-b"]
     device = MqttDevice.objects.get(station__name="st-a", name="aws")
-    assert device.endpoint == ENDPOINT and device.key_password == DEVICE_PASSWORD
+    assert device.endpoint == ENDPOINT
+    assert device.key_password == DEVICE_PASSWORD
     assert device.status == MqttDevice.Status.PENDING_INSTALL
     assert not MqttDevice.objects.filter(station__name__in=["st-c", "st-off"]).exists()
     # st-a submits its CSR: its slot frees up, st-c gets the device; st-off stays queued.
@@ -132,13 +133,15 @@ def test_progression_from_config_fetch_reports_and_request() -> None:
     assert rows(install)["st-a"].status == S.AWAITING_APPROVAL
     report(station, "connected", connected=True, thing_name="st-a-aws")
     row = rows(install)["st-a"]
-    assert row.status == S.CONNECTED and row.connected_at is not None
+    assert row.status == S.CONNECTED
+    assert row.connected_at is not None
     install.job.refresh_from_db()
     assert install.job.status == Job.Status.SUCCEEDED
     assert (install.job.progress_done, install.job.progress_failed) == (1, 0)
     assert "1 of 1 station(s) connected" in install.job.result
     device.refresh_from_db()
-    assert device.client_id == "st-a-aws" and device.last_connected_at is not None
+    assert device.client_id == "st-a-aws"
+    assert device.last_connected_at is not None
 
 
 def test_rejected_request_fails_the_station() -> None:
@@ -172,7 +175,8 @@ def test_rerun_creates_no_duplicate_and_skips_connected_devices() -> None:
     second = create(["st-a", "st-b"], endpoint="other-ats.iot.eu-west-1.amazonaws.com",
                     key_password="another-password")
     r = rows(second)
-    assert r["st-a"].status == S.CONNECTED and "skipped" in r["st-a"].note
+    assert r["st-a"].status == S.CONNECTED
+    assert "skipped" in r["st-a"].note
     fleet_install_run(install_id=second.pk)
     assert MqttDevice.objects.count() == 2
     device_a.refresh_from_db()
