@@ -127,8 +127,8 @@ class StationAdmin(admin.ModelAdmin):
         obj.refresh_from_db()
         request._station_token = token  # type: ignore[attr-defined]  # read by response_add
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
-        return  # devices are not edited through the station form
+    def get_inlines(self, request: HttpRequest, obj: Station | None) -> list[Any]:
+        return list(self.inlines) if obj is not None else []
 
     def response_add(self, request: HttpRequest, obj: Station, post_url_continue: Any = None
                      ) -> HttpResponse:
