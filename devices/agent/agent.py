@@ -120,7 +120,6 @@ class Agent:
         if self._fatal is None:
             self._fatal = sentence
             self._fatal_code = exit_code
-            log.error("%s", sentence)
         self._stop.set()
         self._wake.set()
 
