@@ -60,9 +60,7 @@ class UnknownDeviceError(ValueError):
 class Agent:
     """One station's agent; ``run()`` blocks, ``start()`` runs it on a thread."""
 
-    def __init__(
-        self, options: AgentOptions, *, on_command: CommandHandler | None = None
-    ) -> None:
+    def __init__(self, options: AgentOptions, *, on_command: CommandHandler | None = None) -> None:
         self.options = options
         self.on_command = on_command
         self.state = StateStore(options.state_dir)
@@ -169,9 +167,7 @@ class Agent:
     def all_connected(self) -> bool:
         with self._lock:
             workers = list(self.workers.values())
-        return bool(workers) and all(
-            w.ever_connected and w.heartbeats_sent > 0 for w in workers
-        )
+        return bool(workers) and all(w.ever_connected and w.heartbeats_sent > 0 for w in workers)
 
     def wait_connected(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -254,8 +250,7 @@ class Agent:
                     next_poll = now + self._poll_interval
                 except PortalAuthError as exc:
                     self.fatal(
-                        f"the portal rejected the station token ({exc.status}); "
-                        "check --token-file."
+                        f"the portal rejected the station token ({exc.status}); check --token-file."
                     )
                     break
                 except PortalUnreachable:
@@ -282,8 +277,7 @@ class Agent:
                     next_report = now + self._poll_interval
                 except PortalAuthError as exc:
                     self.fatal(
-                        f"the portal rejected the station token ({exc.status}); "
-                        "check --token-file."
+                        f"the portal rejected the station token ({exc.status}); check --token-file."
                     )
                     break
                 except PortalUnreachable:
@@ -387,16 +381,15 @@ class Agent:
             for name in list(self.workers):
                 if name not in wanted:
                     log.info("device %s removed from the configuration; stopping it", name)
-                    worker = self.workers.pop(name)
-                    worker.stop()
+                    self.workers.pop(name).stop()
             for name, dc in wanted.items():
-                worker = self.workers.get(name)
-                if worker is None:
+                existing = self.workers.get(name)
+                if existing is None:
                     worker = DeviceWorker(self, dc, onboard_only=self.options.once)
                     self.workers[name] = worker
                     worker.start()
                 else:
-                    worker.update_config(dc)
+                    existing.update_config(dc)
         self.notify_change()
 
     def _with_claim_defaults(self, raw: Any) -> Any:
@@ -425,7 +418,9 @@ class Agent:
                 if pending and not self.workers:
                     return  # config not loaded yet: try again later
                 for p in points:
-                    extra = {k: v for k, v in p.items() if k not in ("device", "point", "value", "ts")}
+                    extra = {
+                        k: v for k, v in p.items() if k not in ("device", "point", "value", "ts")
+                    }
                     self.publish_point(
                         str(p["device"]), str(p["point"]), p.get("value"), p.get("ts"), **extra
                     )

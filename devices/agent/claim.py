@@ -63,7 +63,7 @@ def provision_by_claim(
         raise ClaimError(f"the claim certificate or key cannot be loaded ({exc}).") from None
     client = new_client(client_id, ctx, connect_addr)
     inbox: dict[str, dict[str, Any]] = {}
-    events = {"connected": False, "refused": None, "subscribed": False}
+    events: dict[str, Any] = {"connected": False, "refused": None, "subscribed": False}
     sub_mid: list[int] = []
 
     def on_connect(c: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
@@ -103,7 +103,9 @@ def provision_by_claim(
         try:
             client.connect(endpoint, port, keepalive=30)
         except (OSError, ValueError) as exc:
-            raise ClaimError(f"cannot connect to {endpoint}:{port} with the claim ({exc}).") from None
+            raise ClaimError(
+                f"cannot connect to {endpoint}:{port} with the claim ({exc})."
+            ) from None
         pump(lambda: events["connected"], "the connection")
         topics = [
             (f"{CREATE_TOPIC}/accepted", 1),
@@ -112,6 +114,8 @@ def provision_by_claim(
             (f"{prov}/rejected", 1),
         ]
         _rc, mid = client.subscribe(topics)
+        if mid is None:
+            raise ClaimError(f"cannot subscribe to the provisioning topics on {endpoint}.")
         sub_mid.append(mid)
         pump(lambda: events["subscribed"], "the subscription")
 

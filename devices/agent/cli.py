@@ -197,7 +197,9 @@ def build_options(args: argparse.Namespace) -> AgentOptions:
             dev["heartbeat_interval"] = args.heartbeat_interval
         local_devices.append(dev)
     if not args.portal and not local_devices:
-        raise UsageError("give --portal (with --token-file) or local devices (--device/--endpoint).")
+        raise UsageError(
+            "give --portal (with --token-file) or local devices (--device/--endpoint)."
+        )
     claim = extras.get("claim")
     if args.claim_cert or args.claim_key or args.claim_template:
         if not (args.claim_cert and args.claim_key and args.claim_template):

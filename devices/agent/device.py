@@ -44,7 +44,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("devices.agent")
 
-STATUSES = ("installed", "onboarding", "awaiting_approval", "certificate_issued", "connected", "error")
+STATUSES = (
+    "installed",
+    "onboarding",
+    "awaiting_approval",
+    "certificate_issued",
+    "connected",
+    "error",
+)
 
 
 class DeviceError(Exception):
@@ -308,20 +315,22 @@ class DeviceWorker(threading.Thread):
                 resp = portal.get_request(request_id)
             except PortalUnreachable:
                 delay = unreachable.next_delay()
-                log.warning(
-                    "portal unreachable at %s, retrying in %.0f s", portal.base_url, delay
-                )
+                log.warning("portal unreachable at %s, retrying in %.0f s", portal.base_url, delay)
                 self._stop_event.wait(delay)
                 continue
             except PortalAuthError:
                 raise
             except PortalError as exc:
                 if exc.status == 404 and request_id is not None:
-                    log.warning("device %s: request %s vanished; submitting again", name, request_id)
+                    log.warning(
+                        "device %s: request %s vanished; submitting again", name, request_id
+                    )
                     request_id = None
                     self.agent.state.update_device(name, request_id=None)
                     continue
-                raise DeviceError(f"the portal refused the onboarding request: {exc.detail}") from None
+                raise DeviceError(
+                    f"the portal refused the onboarding request: {exc.detail}"
+                ) from None
             unreachable.reset()
             status = resp.get("status")
             if status == "issued":
@@ -451,7 +460,9 @@ class DeviceWorker(threading.Thread):
             client.connect(self.cfg.endpoint, self.cfg.port, keepalive=self.opts.keepalive)
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-            self._schedule_reconnect(f"cannot connect to {self.cfg.endpoint}:{self.cfg.port} ({reason})")
+            self._schedule_reconnect(
+                f"cannot connect to {self.cfg.endpoint}:{self.cfg.port} ({reason})"
+            )
             try:
                 client.socket() and client.disconnect()
             except Exception:  # noqa: BLE001

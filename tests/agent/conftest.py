@@ -57,9 +57,7 @@ def device_entry(broker: Broker | None, name: str = "aws", **overrides: Any) -> 
 
 
 @pytest.fixture
-def make_agent(
-    tmp_path: Path, ca: TestCA
-) -> Iterator[Callable[..., Agent]]:
+def make_agent(tmp_path: Path, ca: TestCA) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
     logging.getLogger("devices.agent").setLevel(logging.INFO)
 

@@ -81,9 +81,15 @@ class TestCA:
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -220,7 +226,11 @@ class FakePortal:
                 token, st = found
                 if self.path == "/api/v1/agent/config":
                     body = portal.config_for(st)
-                    etag = '"' + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16] + '"'
+                    etag = (
+                        '"'
+                        + hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
+                        + '"'
+                    )
                     if self.headers.get("If-None-Match") == etag:
                         portal.config_304 += 1
                         self._send(304, None, {"ETag": etag})
@@ -284,8 +294,12 @@ class FakePortal:
                                 return
                         rid = len(portal.requests) + 1
                         portal.requests[rid] = FakeRequest(
-                            id=rid, token=token, device=body["device"], csr_pem=body["csr"],
-                            pubkey=pub, comment=body.get("comment", ""),
+                            id=rid,
+                            token=token,
+                            device=body["device"],
+                            csr_pem=body["csr"],
+                            pubkey=pub,
+                            comment=body.get("comment", ""),
                             renewal=bool(body.get("renewal")),
                         )
                     self._send(201, {"id": rid, "status": "pending", "device": body["device"]})
@@ -317,7 +331,9 @@ class FakePortal:
         lifetime = self.lifetime
         if req.renewal and self.renewal_lifetime is not None:
             lifetime = self.renewal_lifetime
-        req.certificate = self.ca.sign(csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime)
+        req.certificate = self.ca.sign(
+            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime
+        )
         req.status = "issued"
 
     def approve_all(self) -> int:
@@ -431,7 +447,9 @@ class Subscriber:
 
     def payloads(self, topic_prefix: str = "") -> list[dict[str, Any]]:
         with self.lock:
-            return [json.loads(m.payload) for m in self.messages if m.topic.startswith(topic_prefix)]
+            return [
+                json.loads(m.payload) for m in self.messages if m.topic.startswith(topic_prefix)
+            ]
 
     def topics_seen(self) -> set[str]:
         with self.lock:
@@ -440,3 +458,69 @@ class Subscriber:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+class DroppingProxy:
+    """TCP proxy to the broker that cuts the first N connections after the TLS handshake,
+    as AWS IoT does with a new certificate while JITP registers it."""
+
+    def __init__(self, target_port: int, drop_first: int = 1) -> None:
+        self.target_port = target_port
+        self.drop_first = drop_first
+        self.accepted: list[float] = []
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(16)
+        self.port = self.sock.getsockname()[1]
+        self._closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self._closed:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(time.monotonic())
+            drop = len(self.accepted) <= self.drop_first
+            threading.Thread(target=self._serve, args=(conn, drop), daemon=True).start()
+
+    def _serve(self, conn: socket.socket, drop: bool) -> None:
+        upstream = socket.create_connection(("127.0.0.1", self.target_port))
+        if drop:
+            # Let the TLS handshake and CONNECT through, then hang up without CONNACK.
+            conn.settimeout(5)
+            upstream.settimeout(5)
+            try:
+                for _ in range(3):
+                    data = conn.recv(65536)
+                    if not data:
+                        break
+                    upstream.sendall(data)
+                    upstream_data = upstream.recv(65536)
+                    conn.sendall(upstream_data)
+            except OSError:
+                pass
+            conn.close()
+            upstream.close()
+            return
+
+        def pipe(a: socket.socket, b: socket.socket) -> None:
+            try:
+                while data := a.recv(65536):
+                    b.sendall(data)
+            except OSError:
+                pass
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+        threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+        pipe(upstream, conn)
+
+    def close(self) -> None:
+        self._closed = True
+        self.sock.close()

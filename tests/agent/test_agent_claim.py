@@ -59,8 +59,13 @@ class FakeFleetProvisioning:
         if self.reject_template or body.get("certificateOwnershipToken") not in self.tokens:
             client.publish(
                 f"{msg.topic}/rejected",
-                json.dumps({"statusCode": 400, "errorCode": "InvalidParameters",
-                            "errorMessage": "template says no"}),
+                json.dumps(
+                    {
+                        "statusCode": 400,
+                        "errorCode": "InvalidParameters",
+                        "errorMessage": "template says no",
+                    }
+                ),
                 qos=1,
             )
             return
@@ -88,7 +93,9 @@ def test_claim_provisioning_then_connects_with_permanent_cert(tmp_path, ca, brok
         "parameters": {"SerialNumber": "SN42"},
     }
     agent = make_agent(
-        tmp_path / "st", broker=broker, station="st-claim",
+        tmp_path / "st",
+        broker=broker,
+        station="st-claim",
         local_devices=[device_entry(broker, claim=claim)],
     )
     assert agent.wait_connected(15), agent.device_report()
@@ -106,14 +113,17 @@ def test_claim_provisioning_then_connects_with_permanent_cert(tmp_path, ca, brok
     # Restart: no second provisioning.
     agent.stop()
     again = make_agent(
-        tmp_path / "st", broker=broker, station="st-claim",
+        tmp_path / "st",
+        broker=broker,
+        station="st-claim",
         local_devices=[device_entry(broker, claim=claim)],
     )
     assert again.wait_connected(15)
     assert len(responder.csrs) == 1
     # The private key never travelled: only a CSR went out, and its key is the station's.
-    from devices.agent.keys import load_private_key, public_key_der
     from cryptography.hazmat.primitives import serialization
+
+    from devices.agent.keys import load_private_key, public_key_der
 
     csr = x509.load_pem_x509_csr(responder.csrs[0].encode())
     key = load_private_key(entry["key_path"], KEY_PASSWORD)
@@ -129,7 +139,9 @@ def test_claim_rejected_by_template_reports_error(tmp_path, ca, broker, make_age
     responder = FakeFleetProvisioning(broker.plain_port, ca, reject_template=True)
     claim = {"certificate": str(claim_cert), "key": str(claim_key), "template_name": "T"}
     agent = make_agent(
-        tmp_path / "st", broker=broker, station="st-claim",
+        tmp_path / "st",
+        broker=broker,
+        station="st-claim",
         local_devices=[device_entry(broker, claim=claim)],
     )
     worker_ready = lambda: "aws" in agent.workers and agent.workers["aws"].status == "error"  # noqa: E731

@@ -34,7 +34,11 @@ def run_agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[st
 def spawn_agent(*args: str) -> subprocess.Popen[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen(
-        agent_cmd(*args), cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        agent_cmd(*args),
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
     )
 
@@ -49,8 +53,17 @@ def station(tmp_path, portal):
 
 def base_args(portal, token_file, state_dir) -> list[str]:
     return [
-        "run", "--portal", portal.url, "--token-file", str(token_file),
-        "--state-dir", str(state_dir), "--request-poll-max", "0.3", "--poll-interval", "1",
+        "run",
+        "--portal",
+        portal.url,
+        "--token-file",
+        str(token_file),
+        "--state-dir",
+        str(state_dir),
+        "--request-poll-max",
+        "0.3",
+        "--poll-interval",
+        "1",
     ]
 
 
@@ -62,8 +75,9 @@ def test_bad_token_exits_nonzero_with_a_sentence(tmp_path, portal):
     portal.add_station("st-1", [device_entry(None)])
     bad = tmp_path / "token"
     bad.write_text("not-the-token")
-    res = run_agent("run", "--portal", portal.url, "--token-file", str(bad),
-                    "--state-dir", str(tmp_path / "s"))
+    res = run_agent(
+        "run", "--portal", portal.url, "--token-file", str(bad), "--state-dir", str(tmp_path / "s")
+    )
     assert res.returncode == 3
     assert last_line(res.stderr) == (
         "fleet-agent: the portal rejected the station token (401); check --token-file."
@@ -72,8 +86,15 @@ def test_bad_token_exits_nonzero_with_a_sentence(tmp_path, portal):
 
 
 def test_missing_token_file_is_a_usage_error(tmp_path, portal):
-    res = run_agent("run", "--portal", portal.url, "--token-file", str(tmp_path / "nope"),
-                    "--state-dir", str(tmp_path / "s"))
+    res = run_agent(
+        "run",
+        "--portal",
+        portal.url,
+        "--token-file",
+        str(tmp_path / "nope"),
+        "--state-dir",
+        str(tmp_path / "s"),
+    )
     assert res.returncode == 2
     assert "cannot read the token file" in last_line(res.stderr)
 
@@ -82,11 +103,23 @@ def test_unreachable_portal_retries_with_backoff_and_says_so(tmp_path):
     url = f"http://127.0.0.1:{free_port()}"
     token = tmp_path / "token"
     token.write_text("t")
-    res = run_agent("run", "--portal", url, "--token-file", str(token),
-                    "--state-dir", str(tmp_path / "s"), "--portal-retry-max", "1",
-                    "--timeout", "3.5")
+    res = run_agent(
+        "run",
+        "--portal",
+        url,
+        "--token-file",
+        str(token),
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--portal-retry-max",
+        "1",
+        "--timeout",
+        "3.5",
+    )
     assert res.returncode == 1
-    lines = [ln for ln in res.stderr.splitlines() if f"portal unreachable at {url}, retrying in" in ln]
+    lines = [
+        ln for ln in res.stderr.splitlines() if f"portal unreachable at {url}, retrying in" in ln
+    ]
     assert len(lines) >= 2, res.stderr
 
 
@@ -154,9 +187,7 @@ def test_once_onboards_and_restart_does_not_onboard_again(tmp_path, portal, stat
     assert len(portal.issued()) == 2
 
 
-def test_kill_mid_onboarding_then_restart_yields_exactly_one_certificate(
-    tmp_path, portal, station
-):
+def test_kill_mid_onboarding_then_restart_yields_exactly_one_certificate(tmp_path, portal, station):
     _token, token_file, state_dir = station
     proc = spawn_agent(*base_args(portal, token_file, state_dir))
     assert wait_for(lambda: len(portal.requests) == 1, 10)
@@ -212,14 +243,18 @@ def test_rejected_request_fails_once_with_reason(tmp_path, portal, station):
 def test_config_file_supplies_options_and_flags_override(tmp_path, portal, station):
     _token, token_file, state_dir = station
     cfg = tmp_path / "agent.json"
-    cfg.write_text(json.dumps({
-        "portal": "http://127.0.0.1:1",  # overridden by the flag below
-        "token-file": str(token_file),
-        "state_dir": str(state_dir),
-        "request-poll-max": 0.3,
-        "once": True,
-        "timeout": 20,
-    }))
+    cfg.write_text(
+        json.dumps(
+            {
+                "portal": "http://127.0.0.1:1",  # overridden by the flag below
+                "token-file": str(token_file),
+                "state_dir": str(state_dir),
+                "request-poll-max": 0.3,
+                "once": True,
+                "timeout": 20,
+            }
+        )
+    )
     proc = spawn_agent("run", "--config", str(cfg), "--portal", portal.url)
     assert wait_for(lambda: len(portal.requests) == 1, 10)
     portal.approve_all()

@@ -37,7 +37,8 @@ def test_three_agents_onboard_connect_and_heartbeat(tmp_path, portal, broker, ma
         assert wait_for(
             lambda st=st: any(
                 d.get("connected") and d["status"] == "connected"
-                for r in st.reports for d in r["devices"]
+                for r in st.reports
+                for d in r["devices"]
             ),
             10,
         )
@@ -82,7 +83,8 @@ def test_renewal_by_lifetime_reconnects_with_new_cert_and_deletes_old_key(
     assert not Path(first["cert_path"]).exists()
     assert Path(entry["key_path"]).exists()
     renewal = [r for r in portal.requests.values() if r.renewal]
-    assert len(renewal) == 1 and renewal[0].status == "issued"
+    assert len(renewal) == 1
+    assert renewal[0].status == "issued"
     # Wait until the first certificate has expired, then force a fresh TLS handshake:
     # only the renewed certificate can get the device back online.
     old_not_after = dt.datetime.fromisoformat(first["cert_not_after"].replace("Z", "+00:00"))
@@ -106,8 +108,12 @@ def test_renew_after_from_config_triggers_one_renewal(tmp_path, portal, broker, 
     # The portal's renewal point for the current certificate is already past.
     ra = dt.datetime.fromisoformat(not_before.replace("Z", "+00:00")) + dt.timedelta(seconds=1)
     portal.stations[token].devices[0]["renew_after"] = ra.isoformat()
-    assert wait_for(lambda: any(r.renewal and r.status == "issued" for r in portal.requests.values()), 10)
-    assert wait_for(lambda: agent.workers["aws"].connected and agent.workers["aws"].status == "connected", 10)
+    assert wait_for(
+        lambda: any(r.renewal and r.status == "issued" for r in portal.requests.values()), 10
+    )
+    assert wait_for(
+        lambda: agent.workers["aws"].connected and agent.workers["aws"].status == "connected", 10
+    )
     time.sleep(3)  # the stale renew_after (older than the new cert) must not renew again
     assert len([r for r in portal.requests.values() if r.renewal]) == 1
 
@@ -125,7 +131,9 @@ def test_store_and_forward_survives_broker_outage(tmp_path, portal, broker, make
     assert agent.queue.depth("aws") == 200
     time.sleep(1.5)
     broker.start()
-    assert wait_for(lambda: len({p["value"] for p in sub.payloads()}) == 220, 20), len(sub.payloads())
+    assert wait_for(lambda: len({p["value"] for p in sub.payloads()}) == 220, 20), len(
+        sub.payloads()
+    )
     assert {p["value"] for p in sub.payloads()} == set(range(220))
     assert wait_for(lambda: agent.queue.depth("aws") == 0, 5)
     assert agent.queue.dropped("aws") == 0
@@ -171,9 +179,7 @@ def test_rate_limit_keeps_publishes_under_100_per_second(tmp_path, portal, broke
     assert wait_for(lambda: len(arrivals) == 300, 15)
     duration = arrivals[-1] - arrivals[0]
     assert duration >= 2.5
-    worst = max(
-        sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals
-    )
+    worst = max(sum(1 for t in arrivals if start <= t < start + 1.0) for start in arrivals)
     assert worst <= 115, worst
     sub.close()
 
@@ -229,7 +235,9 @@ def test_downlink_handled_once_even_when_redelivered(tmp_path, portal, broker, m
     time.sleep(0.5)  # subscription of the agent settles
     topic = "things/st-000-aws/downlink"
     for _ in range(3):
-        pub.publish(topic, json.dumps({"id": "cmd-1", "action": "reboot"}), qos=1).wait_for_publish()
+        pub.publish(
+            topic, json.dumps({"id": "cmd-1", "action": "reboot"}), qos=1
+        ).wait_for_publish()
     pub.publish(topic, json.dumps({"action": "blink"}), qos=1).wait_for_publish()
     assert wait_for(lambda: len(seen) == 2, 5)
     time.sleep(0.5)
@@ -240,7 +248,10 @@ def test_downlink_handled_once_even_when_redelivered(tmp_path, portal, broker, m
     agent.stop()
     seen2: list = []
     again = make_agent(
-        tmp_path / "st-000", portal=portal, token=token, broker=broker,
+        tmp_path / "st-000",
+        portal=portal,
+        token=token,
+        broker=broker,
         on_command=lambda d, r: seen2.append(r),
     )
     assert again.wait_connected(10)
@@ -252,3 +263,41 @@ def test_downlink_handled_once_even_when_redelivered(tmp_path, portal, broker, m
     assert [r["command_id"] for r in seen2] == ["cmd-2"]
     pub.loop_stop()
     pub.disconnect()
+
+
+def test_first_connection_dropped_like_jitp_then_reconnects_within_limits(
+    tmp_path, portal, broker, make_agent
+):
+    from tests.agent.helpers import DroppingProxy
+
+    proxy = DroppingProxy(broker.tls_port, drop_first=2)
+    token = portal.add_station("st-jitp", [device_entry(broker)], poll_interval=1)
+    agent = make_agent(
+        tmp_path / "st",
+        portal=portal,
+        token=token,
+        broker=broker,
+        connect_host=f"127.0.0.1:{proxy.port}",
+    )
+    assert wait_for(lambda: len(portal.requests) == 1, 10)
+    portal.approve_all()
+    assert agent.wait_connected(20), agent.device_report()
+    assert len(proxy.accepted) >= 3
+    gaps = [b - a for a, b in zip(proxy.accepted, proxy.accepted[1:], strict=False)]
+    assert all(g >= 0.95 for g in gaps[:2]), gaps  # never more than one attempt per second
+    proxy.close()
+
+
+def test_device_removed_from_config_is_stopped(tmp_path, portal, broker, make_agent):
+    agent, token = _connected_agent(tmp_path, portal, broker, make_agent)
+    worker = agent.workers["aws"]
+    before = portal.config_304
+    time.sleep(2.5)
+    assert portal.config_304 > before  # unchanged config answered 304 via ETag
+    reports = len(portal.stations[token].reports)
+    time.sleep(2.2)
+    assert len(portal.stations[token].reports) >= reports + 1  # heartbeat report each poll
+    portal.stations[token].devices = []
+    assert wait_for(lambda: not worker.is_alive(), 10)
+    assert "aws" not in agent.workers
+    assert Path(StateStore(tmp_path / "st-000").path).exists()
