@@ -21,7 +21,12 @@ from devices.agent import __version__
 from devices.agent.config import AgentOptions, ConfigError, DeviceConfig
 from devices.agent.device import DeviceWorker, iso
 from devices.agent.diskqueue import DiskQueue
-from devices.agent.fsutil import atomic_write
+from devices.agent.fsutil import (
+    StateDirLocked,
+    atomic_write,
+    lock_state_dir,
+    unlock_state_dir,
+)
 from devices.agent.mqtt_link import Backoff
 from devices.agent.portal_client import (
     PortalAuthError,
@@ -81,6 +86,7 @@ class Agent:
         self._changed = threading.Event()
         self._fatal: str | None = None
         self._fatal_code = 2
+        self._lock_fd: int | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._lock = threading.Lock()
@@ -195,9 +201,13 @@ class Agent:
         try:
             opts.state_dir.mkdir(parents=True, exist_ok=True)
             os.chmod(opts.state_dir, 0o700)
+            self._lock_fd = lock_state_dir(opts.state_dir)
             self.state.load()
         except CorruptStateError as exc:
+            unlock_state_dir(self._lock_fd)
             raise AgentFatalError(str(exc), EXIT_CORRUPT_STATE) from None
+        except StateDirLocked as exc:
+            raise AgentFatalError(str(exc)) from None
         except OSError as exc:
             raise AgentFatalError(
                 f"the state directory {opts.state_dir} is not usable ({exc.strerror})."
@@ -328,6 +338,8 @@ class Agent:
             self.queue.close()
         if self.portal is not None:
             self.portal.close()
+        unlock_state_dir(self._lock_fd)
+        self._lock_fd = None
 
     # ------------------------------------------------------------------ desired config
     def _cache_path(self) -> Path:

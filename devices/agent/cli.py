@@ -20,7 +20,12 @@ from devices.agent import __version__
 from devices.agent.agent import Agent, AgentFatalError
 from devices.agent.config import AgentOptions, parse_connect_host
 from devices.agent.diskqueue import DiskQueue
-from devices.agent.fsutil import remove_quietly
+from devices.agent.fsutil import (
+    StateDirLocked,
+    lock_state_dir,
+    remove_quietly,
+    unlock_state_dir,
+)
 from devices.agent.state import CorruptStateError, StateStore
 
 # option dest -> (type, default). Booleans are flags; None default = "not set".
@@ -325,6 +330,19 @@ def _cmd_status(args: argparse.Namespace) -> int:
 
 def _cmd_reset(args: argparse.Namespace) -> int:
     store = StateStore(args.state_dir)
+    if not Path(args.state_dir).is_dir():
+        raise UsageError(f"the state directory {args.state_dir} does not exist.")
+    try:
+        lock = lock_state_dir(Path(args.state_dir))
+    except StateDirLocked as exc:
+        raise UsageError(f"{exc} Stop it before a reset.") from None
+    try:
+        return _reset_locked(args, store)
+    finally:
+        unlock_state_dir(lock)
+
+
+def _reset_locked(args: argparse.Namespace, store: StateStore) -> int:
     try:
         store.load()
     except CorruptStateError:

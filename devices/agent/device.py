@@ -9,6 +9,7 @@ one thread per device means no locks around paho and a cheap footprint per devic
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -463,10 +464,8 @@ class DeviceWorker(threading.Thread):
             self._schedule_reconnect(
                 f"cannot connect to {self.cfg.endpoint}:{self.cfg.port} ({reason})"
             )
-            try:
-                client.socket() and client.disconnect()
-            except Exception:  # noqa: BLE001
-                pass
+            with contextlib.suppress(Exception):
+                client.disconnect()
             return
         self.client = client
 

@@ -8,6 +8,7 @@ temporary file in the same directory, is fsynced, and replaces the target atomic
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import uuid
 from pathlib import Path
@@ -54,3 +55,30 @@ def remove_quietly(path: Path | str | None) -> None:
         return
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)
+
+
+class StateDirLocked(Exception):
+    """Another agent process holds the state directory."""
+
+
+def lock_state_dir(state_dir: Path) -> int:
+    """Take an exclusive lock on ``<state-dir>/agent.lock``; returns the fd to keep open.
+
+    Two agents on one state directory would onboard the same device twice; the kernel
+    releases the lock when the process dies, even by SIGKILL.
+    """
+    fd = os.open(Path(state_dir) / "agent.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise StateDirLocked(
+            f"another fleet-agent is already running with the state directory {state_dir}."
+        ) from None
+    return fd
+
+
+def unlock_state_dir(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)

@@ -264,3 +264,21 @@ def test_config_file_supplies_options_and_flags_override(tmp_path, portal, stati
     res = run_agent("run", "--config", str(cfg))
     assert res.returncode == 2
     assert "unknown key 'no-such-option'" in last_line(res.stderr)
+
+
+def test_second_agent_on_same_state_dir_is_refused(tmp_path, portal, station):
+    _token, token_file, state_dir = station
+    proc = spawn_agent(*base_args(portal, token_file, state_dir))
+    try:
+        assert wait_for(lambda: len(portal.requests) == 1, 10)
+        res = run_agent(*base_args(portal, token_file, state_dir))
+        assert res.returncode == 2
+        assert "another fleet-agent is already running" in last_line(res.stderr)
+        res = run_agent("reset", "--state-dir", str(state_dir))
+        assert res.returncode == 2
+        assert "Stop it before a reset." in last_line(res.stderr)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(15)
+    assert proc.returncode == 0
+    assert len(portal.requests) == 1
