@@ -117,7 +117,10 @@ class DeviceWorker(threading.Thread):
         self._queue_puts = 1  # > seen: look at the disk queue at least once after start
         self._queue_seen = 0
 
+        self._next_state_check = 0.0
+
         # Renewal.
+        self._renew_check_at = 0.0
         self._renew_next_poll = 0.0
         self._renew_poll_delay = 1.0
         self._renew_not_before = 0.0
@@ -401,15 +404,20 @@ class DeviceWorker(threading.Thread):
             if self._apply_new_config():
                 self._drop_connection()
                 self._next_connect = max(time.monotonic(), self._last_attempt + 1.0)
-            if not self.agent.state.device(self.cfg.name).get("completed"):
-                self._drop_connection()
-                return  # reset underneath us: onboard again
             now = time.monotonic()
+            if now >= self._next_state_check:
+                self._next_state_check = now + 1.0
+                if not self.agent.state.device(self.cfg.name).get("completed"):
+                    self._drop_connection()
+                    return  # reset underneath us: onboard again
             if self.client is None and now >= self._next_connect:
                 self._connect()
             client = self.client
             if client is not None:
-                rc = client.loop(0.05)
+                # Short waits only while there is something to send; idle devices sleep in
+                # select() so that many agents fit in one process.
+                busy = bool(self._inflight) or self._queue_seen != self._queue_puts
+                rc = client.loop(0.01 if busy else 0.25)
                 if self.client is not client:
                     pass  # a callback already closed this connection
                 elif rc != mqtt.MQTT_ERR_SUCCESS:
@@ -666,6 +674,9 @@ class DeviceWorker(threading.Thread):
         if portal is None or self._cert is None:
             return
         now = time.monotonic()
+        if now < self._renew_check_at:
+            return
+        self._renew_check_at = now + 0.5
         entry = self.agent.state.device(self.cfg.name)
         pending = entry.get("pending_renewal")
         if not pending:

@@ -282,3 +282,35 @@ def test_second_agent_on_same_state_dir_is_refused(tmp_path, portal, station):
         proc.wait(15)
     assert proc.returncode == 0
     assert len(portal.requests) == 1
+
+
+def test_run_exit_when_connected_against_real_broker(tmp_path, portal, broker, ca):
+    from tests.agent.helpers import Subscriber
+
+    token = portal.add_station("st-cli", [device_entry(broker)], poll_interval=1)
+    token_file = tmp_path / "token"
+    token_file.write_text(token)
+    sub = Subscriber(broker.plain_port, ["things/+/heartbeat"])
+    proc = spawn_agent(
+        *base_args(portal, token_file, tmp_path / "state"),
+        "--broker-ca",
+        str(ca.path),
+        "--connect-host",
+        f"127.0.0.1:{broker.tls_port}",
+        "--exit-when-connected",
+        "--timeout",
+        "25",
+        "--log-level",
+        "DEBUG",
+    )
+    assert wait_for(lambda: len(portal.requests) == 1, 10)
+    portal.approve_all()
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "things/st-cli-aws/heartbeat" in sub.topics_seen()
+    assert KEY_PASSWORD not in err
+    assert token not in err
+    st = next(iter(portal.stations.values()))
+    assert st.reports[-1]["devices"][0]["status"] == "connected"
+    assert st.reports[-1]["agent_version"] == "0.1.0"
+    sub.close()
