@@ -253,3 +253,19 @@ def test_secrets_never_in_admin_html(admin_client) -> None:  # noqa: ANN001
         for secret in (DEVICE_PASSWORD, "fleet-secret-password", token):
             assert secret not in html, url
     assert admin_client.get("/admin/devices/mqttdevice/add/").status_code == 403
+
+
+def test_change_form_edits_descriptive_fields_only(admin_client) -> None:  # noqa: ANN001
+    station, token = make_station("st-1")
+    device = make_device(station)
+    response = admin_client.post(f"/admin/devices/station/{station.pk}/change/", {
+        "description": "basement", "site": "Oslo", "tags": "a; b",
+        "devices-TOTAL_FORMS": "1", "devices-INITIAL_FORMS": "1",
+        "devices-MIN_NUM_FORMS": "0", "devices-MAX_NUM_FORMS": "1000",
+        "devices-0-id": device.pk, "devices-0-station": station.pk,
+    })
+    assert response.status_code == 302, response.content.decode()[:2000]
+    station.refresh_from_db()
+    assert (station.description, station.site, station.tags) == ("basement", "Oslo", ["a", "b"])
+    assert station.token_hash == hash_token(token)
+    assert MqttDevice.objects.filter(pk=device.pk).exists()
