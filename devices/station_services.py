@@ -151,15 +151,25 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed
 
 
-@transaction.atomic
 def station_report_state(*, station: Station, report: dict[str, Any]) -> list[str]:
     """Record an agent's state report (the heartbeat); returns notes about ignored parts.
 
     ``report`` is the validated body of POST /agent/state. Devices the portal does not know
-    on this station are ignored (a station cannot create devices by reporting them).
+    on this station are ignored (a station cannot create devices by reporting them). The
+    station's rows are committed before fleet installs move on, so the two never hold each
+    other's locks (fleet code locks job, then rows, then devices).
     """
     from provisioning.fleet import fleet_station_reported
 
+    notes, reported = _record_report(station=station, report=report)
+    fleet_station_reported(station=station, devices=reported)
+    return notes
+
+
+@transaction.atomic
+def _record_report(
+    *, station: Station, report: dict[str, Any]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
     now = timezone.now()
     notes: list[str] = []
     devices = {d.name: d for d in MqttDevice.objects.select_for_update().filter(station=station)}
@@ -193,5 +203,4 @@ def station_report_state(*, station: Station, report: dict[str, Any]) -> list[st
         **({"notes": notes} if notes else {}),
     }
     station.save(update_fields=["last_seen_at", "agent_version", "reported_state"])
-    fleet_station_reported(station=station, devices=reported)
-    return notes
+    return notes, reported

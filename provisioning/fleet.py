@@ -315,7 +315,12 @@ def _transition(row: Row, status: str, *, by: str = "system", note: str | None =
 
 
 def _locked(row_id: int) -> Row:
-    return (Row.objects.select_for_update().select_related("install__job", "station", "device")
+    """Lock a row for a move. Lock order everywhere: job, then rows, then devices; so the
+    row's job is locked first (its counters change with the row)."""
+    job_id = Row.objects.filter(pk=row_id).values_list("install__job_id", flat=True).get()
+    list(Job.objects.select_for_update().filter(pk=job_id).values_list("pk", flat=True))
+    return (Row.objects.select_for_update(of=("self",))
+            .select_related("install__job", "station", "device")
             .get(pk=row_id))
 
 
@@ -537,6 +542,7 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                     .select_related("job"))
     for install in installs:
         with transaction.atomic():
+            list(Job.objects.select_for_update().filter(pk=install.job_id).values_list("pk"))
             timed_out = now >= install.deadline
             ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
             for row_id in list(ids):
