@@ -33,7 +33,7 @@ class HealthFilter(admin.SimpleListFilter):
         return HEALTH_CHOICES
 
     def queryset(self, request: HttpRequest, queryset: QuerySet[Station]) -> QuerySet[Station]:
-        return stations_with_health(queryset, self.value()) if self.value() else queryset
+        return stations_with_health(queryset, self.value() or "")
 
 
 class DeviceStatusFilter(admin.SimpleListFilter):
@@ -58,8 +58,8 @@ class MqttDeviceInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ["name", "status", "endpoint", "port", "client_id", "last_connected_at",
-              "last_error"]
+    fields = ("name", "status", "endpoint", "port", "client_id", "last_connected_at",
+              "last_error")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -81,7 +81,7 @@ class StationAdmin(admin.ModelAdmin):
     readonly_fields = ["token_prefix", "created_at", "last_seen_at", "agent_version",
                        "reported_state"]
 
-    def get_fields(self, request: HttpRequest, obj: Station | None = None) -> list[str]:
+    def get_fields(self, request: HttpRequest, obj: Station | None = None) -> Any:
         if obj is None:
             return ["name", "description", "site", "tags"]
         return ["name", "description", "site", "tags", "token_prefix", "created_at",

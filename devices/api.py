@@ -60,7 +60,7 @@ def _check_size(request: HttpRequest) -> None:
 def agent_config(request: HttpRequest) -> HttpResponse:
     from provisioning.fleet import fleet_config_delivered
 
-    station = request.auth
+    station = request.auth  # type: ignore[attr-defined]
     config = station_agent_config(station)
     etag = config_etag(config)
     # A 304 also proves delivery: the agent already holds exactly this configuration.
@@ -81,5 +81,6 @@ def agent_state(request: HttpRequest, payload: StateReport) -> dict[str, object]
     names = [d.name for d in payload.devices]
     if len(names) != len(set(names)):
         raise ApiError(422, "invalid_request", "Each device may appear only once in a report.")
-    notes = station_report_state(station=request.auth, report=payload.model_dump())
+    notes = station_report_state(station=request.auth,  # type: ignore[attr-defined]
+                                 report=payload.model_dump())
     return {"ok": True, "notes": notes}

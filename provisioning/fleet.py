@@ -43,7 +43,8 @@ _HOSTNAME = re.compile(
     r"[A-Za-z0-9])?)*\.?$"
 )
 # Forward order of the progress states; reports never move a row backwards.
-_RANK = {S.QUEUED: 0, S.DELIVERED: 1, S.ONBOARDING: 2, S.AWAITING_APPROVAL: 3, S.CONNECTED: 4}
+_RANK: dict[str, int] = {S.QUEUED: 0, S.DELIVERED: 1, S.ONBOARDING: 2, S.AWAITING_APPROVAL: 3,
+                         S.CONNECTED: 4}
 _FROM_AGENT = {
     "installed": S.DELIVERED,
     "onboarding": S.ONBOARDING,
@@ -571,7 +572,8 @@ def default_endpoint() -> str:
     for model in apps.get_app_config("provisioning").get_models():
         names = {f.name for f in model._meta.get_fields()}
         if "data_endpoint" in names:
-            value = (model.objects.exclude(data_endpoint="").exclude(data_endpoint__isnull=True)
+            value = (model._default_manager.exclude(data_endpoint="")
+                     .exclude(data_endpoint__isnull=True)
                      .order_by("-pk").values_list("data_endpoint", flat=True).first())
             if value:
                 return str(value)

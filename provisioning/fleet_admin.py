@@ -46,8 +46,8 @@ class FleetInstallAdmin(admin.ModelAdmin):
     search_fields = ["device_name", "endpoint", "stations__station__name"]
     show_full_result_count = False
     # key_password is not editable and never listed: write-only.
-    fields = ["job", "device_name", "signing_profile", "endpoint", "port", "onboarding_comment",
-              "concurrency", "timeout", "dry_run", "created_at"]
+    fields = ("job", "device_name", "signing_profile", "endpoint", "port", "onboarding_comment",
+              "concurrency", "timeout", "dry_run", "created_at")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

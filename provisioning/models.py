@@ -1,7 +1,7 @@
 """AWS service settings, access keys, the AWS API call log and background jobs."""
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.contrib.sites.models import Site
@@ -222,7 +222,7 @@ class FleetInstall(models.Model):
         return f"Install '{self.device_name}' ({self.job})"
 
     @property
-    def deadline(self) -> object:
+    def deadline(self) -> datetime:
         start = self.job.started_at or self.job.created_at
         return start + self.timeout
 
