@@ -410,17 +410,22 @@ def _running_rows(**filters: Any) -> Any:
     return Row.objects.filter(install__job__status=Job.Status.RUNNING, **filters)
 
 
-@transaction.atomic
 def fleet_config_delivered(*, station: Station, device_names: Iterable[str]) -> int:
-    """The agent fetched a config holding these devices: their placed rows are delivered."""
+    """The agent fetched a config holding these devices: their placed rows are delivered.
+
+    Called on every config poll, so the common case (nothing to move) is one read and no
+    transaction (on SQLite a transaction would take the write lock).
+    """
     ids = list(_running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=False,
                              install__device_name__in=list(device_names))
                .values_list("pk", flat=True))
     moved = 0
     for row_id in ids:
-        row = _locked(row_id)
-        if row.status == S.QUEUED and row.dispatched_at is not None:
-            moved += _transition(row, S.DELIVERED, note="The agent fetched the configuration.")
+        with transaction.atomic():
+            row = _locked(row_id)
+            if row.status == S.QUEUED and row.dispatched_at is not None:
+                moved += _transition(row, S.DELIVERED,
+                                     note="The agent fetched the configuration.")
     return moved
 
 
@@ -503,6 +508,7 @@ def fleet_install_cancel(*, install: FleetInstall, actor: Actor = None) -> Fleet
     job_finish(job=job, status=Job.Status.CANCELLED,
                result=f"Cancelled by {_actor_label(actor)}; {counts[S.CONNECTED]} of "
                       f"{counts['total']} station(s) had connected.")
+    _forget_password(install)
     audit_record(action="fleet_install_cancel", obj=install, actor=actor)
     install.job.refresh_from_db()
     return install
@@ -527,6 +533,12 @@ def _finish_if_complete(install: FleetInstall) -> None:
               f"{c[S.CANCELLED]} cancelled.")
     status = Job.Status.SUCCEEDED if c[S.FAILED] == 0 else Job.Status.FAILED
     job_finish(job=install.job, status=status, result=result)
+    _forget_password(install)
+
+
+def _forget_password(install: FleetInstall) -> None:
+    """A finished install no longer needs the password (the devices hold their own copy)."""
+    FleetInstall.objects.filter(pk=install.pk).update(key_password="")
 
 
 # --------------------------------------------------------------------------- periodic

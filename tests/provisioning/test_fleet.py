@@ -139,6 +139,8 @@ def test_progression_from_config_fetch_reports_and_request() -> None:
     assert install.job.status == Job.Status.SUCCEEDED
     assert (install.job.progress_done, install.job.progress_failed) == (1, 0)
     assert "1 of 1 station(s) connected" in install.job.result
+    install.refresh_from_db()
+    assert install.key_password == ""  # a finished install forgets the password
     device.refresh_from_db()
     assert device.client_id == "st-a-aws"
     assert device.last_connected_at is not None
@@ -201,6 +203,8 @@ def test_cancel_one_station_removes_a_device_not_yet_onboarded() -> None:
     install.job.refresh_from_db()
     assert install.job.status == Job.Status.CANCELLED
     assert {r.status for r in rows(install).values()} == {S.CANCELLED}
+    install.refresh_from_db()
+    assert install.key_password == ""
     assert not MqttDevice.objects.exists()
 
 
