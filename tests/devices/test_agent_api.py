@@ -169,3 +169,12 @@ def test_config_fetch_and_reports_drive_the_fleet_install_row(client) -> None:  
     row.refresh_from_db()
     assert row.status == "connected"
     assert Station.objects.get(pk=station.pk).devices.get().status == "connected"
+
+
+def test_oversized_state_report_is_413(client, settings) -> None:  # noqa: ANN001
+    settings.AGENT_MAX_BODY_BYTES = 200
+    station, token = make_station("st-1")
+    response = post_state(client, token, {"agent_version": "1", "devices": [
+        {"name": "aws", "status": "error", "last_error": "x" * 500}]})
+    assert response.status_code == 413
+    assert response.json()["code"] == "too_large"

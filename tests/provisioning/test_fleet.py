@@ -233,3 +233,20 @@ def test_offline_station_stays_queued_until_the_timeout() -> None:
     install.job.refresh_from_db()
     assert install.job.status == Job.Status.FAILED
     assert (install.job.progress_done, install.job.progress_failed) == (0, 1)
+
+
+def test_fleet_advance_is_a_periodic_task_on_the_fleet_queue() -> None:
+    from django.conf import settings
+    from django_celery_beat.models import PeriodicTask
+
+    from portal.celery import app
+    from portal.schedules import install_periodic_tasks
+
+    app.loader.import_default_modules()  # what a worker does at start (autodiscovery)
+    install_periodic_tasks()
+    task = PeriodicTask.objects.get(task="provisioning.tasks.fleet_advance")
+    assert task.enabled
+    assert "provisioning.tasks.fleet_advance" in app.tasks
+    route = app.amqp.router.route({}, "provisioning.tasks.fleet_advance")
+    assert route["queue"].name == "fleet"
+    assert "provisioning.tasks.fleet_*" in settings.CELERY_TASK_ROUTES
