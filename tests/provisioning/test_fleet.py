@@ -239,10 +239,9 @@ def test_fleet_advance_is_a_periodic_task_on_the_fleet_queue() -> None:
     from django.conf import settings
     from django_celery_beat.models import PeriodicTask
 
+    import provisioning.tasks  # noqa: F401  (a worker finds it by autodiscovery)
     from portal.celery import app
     from portal.schedules import install_periodic_tasks
-
-    app.loader.import_default_modules()  # what a worker does at start (autodiscovery)
     install_periodic_tasks()
     task = PeriodicTask.objects.get(task="provisioning.tasks.fleet_advance")
     assert task.enabled
