@@ -210,8 +210,9 @@ def fleet_install_create(
         profile=profile_obj)]
     title = (f"{'Dry run: install' if dry_run else 'Install'} '{device_name}' on "
              f"{len(station_objs)} station(s)")
+    # A dry run installs nothing: its progress counters stay at zero (the plan says it all).
     job = job_create(kind=Job.Kind.FLEET_INSTALL, title=title, actor=actor,
-                     total=len(station_objs))
+                     total=0 if dry_run else len(station_objs))
     install = FleetInstall(
         job=job, device_name=device_name, signing_profile=profile_obj, endpoint=endpoint,
         port=int(port), key_password="" if dry_run else key_password,
