@@ -45,6 +45,7 @@ class FleetInstallAdmin(admin.ModelAdmin):
     list_select_related = ["job", "signing_profile"]
     search_fields = ["device_name", "endpoint", "stations__station__name"]
     show_full_result_count = False
+    change_list_template = "admin/provisioning/fleetinstall/change_list.html"
     # key_password is not editable and never listed: write-only.
     fields = ("job", "device_name", "signing_profile", "endpoint", "port", "onboarding_comment",
               "concurrency", "timeout", "dry_run", "created_at")

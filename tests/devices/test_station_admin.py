@@ -253,6 +253,8 @@ def test_secrets_never_in_admin_html(admin_client) -> None:  # noqa: ANN001
         for secret in (DEVICE_PASSWORD, "fleet-secret-password", token):
             assert secret not in html, url
     assert admin_client.get("/admin/devices/mqttdevice/add/").status_code == 403
+    # The fleet installs list offers the job form too.
+    assert FORM in admin_client.get("/admin/provisioning/fleetinstall/").content.decode()
 
 
 def test_change_form_edits_descriptive_fields_only(admin_client) -> None:  # noqa: ANN001
