@@ -90,8 +90,9 @@ def test_real_agents_pull_the_fleet_install_and_report(live_server, agents) -> N
     "Needs the signing service (POST /api/v1/onboarding-requests and `approve_requests`), "
     "built on the signing branch and not merged here yet."))
 def test_three_agents_onboard_through_the_portal_connect_and_heartbeat(  # noqa: ANN001
-    live_server, agents, tmp_path
+    live_server, agents, tmp_path, celery_worker_process
 ) -> None:
+    celery_worker_process(queues="signing")  # approved CSRs are signed by a real worker
     server_ca = TestCA(_mkdir(tmp_path / "server-ca"))
     broker = Broker(tmp_path / "broker", server_ca)
     # Client certificates must chain to the portal's signing CA, nothing else.
