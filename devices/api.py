@@ -1,4 +1,86 @@
-"""Station agent API: desired configuration and state reports."""
-from ninja import Router
+"""Station agent API (docs/agent-protocol.md): desired configuration and state reports.
+
+Both endpoints authenticate the station by its bearer token and only ever touch that
+station's rows, so one station can never read another's configuration or secrets.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from ninja import Field, Router, Schema
+
+from portal.api import ApiError, StationTokenAuth
+
+from .station_selectors import config_etag, etag_matches, station_agent_config
+from .station_services import station_report_state
 
 router = Router(tags=["agent"])
+
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
+
+
+class DeviceReport(Schema):
+    name: str = Field(..., pattern=NAME_PATTERN)
+    status: Literal["installed", "onboarding", "awaiting_approval", "certificate_issued",
+                    "connected", "error"]
+    thing_name: str | None = Field(None, max_length=128)
+    onboarding_request_id: int | None = Field(None, ge=1)
+    certificate_serial: str | None = Field(None, max_length=100)
+    certificate_not_after: str | None = Field(None, max_length=40)
+    connected: bool = False
+    last_connected: str | None = Field(None, max_length=40)
+    last_error: str | None = Field(None, max_length=2000)
+    queue_depth: int | None = Field(None, ge=0)
+    queue_dropped: int | None = Field(None, ge=0)
+
+
+class StateReport(Schema):
+    agent_version: str = Field("", max_length=40)
+    devices: list[DeviceReport] = Field(default_factory=list, max_length=100)
+
+
+class StateAck(Schema):
+    ok: bool
+    notes: list[str] = []
+
+
+def _check_size(request: HttpRequest) -> None:
+    try:
+        length = int(request.headers.get("Content-Length") or 0)
+    except ValueError:
+        length = 0
+    if max(length, len(request.body or b"")) > settings.AGENT_MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", "The state report is larger than the portal accepts.")
+
+
+@router.get("/agent/config", auth=StationTokenAuth(), url_name="agent_config",
+            summary="Desired configuration of the calling station (ETag / If-None-Match)")
+def agent_config(request: HttpRequest) -> HttpResponse:
+    from provisioning.fleet import fleet_config_delivered
+
+    station = request.auth  # type: ignore[attr-defined]
+    config = station_agent_config(station)
+    etag = config_etag(config)
+    # A 304 also proves delivery: the agent already holds exactly this configuration.
+    fleet_config_delivered(station=station, device_names=[d["name"] for d in config["devices"]])
+    if etag_matches(request.headers.get("If-None-Match", ""), etag):
+        response = HttpResponse(status=304)
+    else:
+        response = JsonResponse(config, status=200)
+    response["ETag"] = etag
+    response["Cache-Control"] = "no-store, private"
+    return response
+
+
+@router.post("/agent/state", auth=StationTokenAuth(), response=StateAck, url_name="agent_state",
+             summary="State report / heartbeat of the calling station")
+def agent_state(request: HttpRequest, payload: StateReport) -> dict[str, object]:
+    _check_size(request)
+    names = [d.name for d in payload.devices]
+    if len(names) != len(set(names)):
+        raise ApiError(422, "invalid_request", "Each device may appear only once in a report.")
+    notes = station_report_state(station=request.auth,  # type: ignore[attr-defined]
+                                 report=payload.model_dump())
+    return {"ok": True, "notes": notes}

@@ -15,6 +15,8 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
      "provisioning.tasks.purge_access_keys", 60),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
     (HEARTBEAT_TASK_NAME, "portal.tasks.heartbeat", 60),
+    # fleet helper: fleet-install progression, timeouts and placement of waiting stations
+    ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
 ]
 
 

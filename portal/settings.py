@@ -229,3 +229,13 @@ if PRODUCTION:
     SECURE_HSTS_PRELOAD = True
     SECURE_CONTENT_TYPE_NOSNIFF = True
     X_FRAME_OPTIONS = "DENY"
+
+# --- Stations, agent protocol and fleet install (fleet helper) ------------------------------
+# A station is "online" when its agent reported within this many seconds, "stale" after that,
+# "never seen" when it never reported. Keep it a few poll intervals wide.
+STATION_ONLINE_SECONDS = env.int("STATION_ONLINE_SECONDS", default=120)
+AGENT_POLL_INTERVAL = env.int("AGENT_POLL_INTERVAL", default=30)
+AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=30)
+AGENT_MAX_BODY_BYTES = env.int("AGENT_MAX_BODY_BYTES", default=256 * 1024)
+FLEET_INSTALL_DEFAULT_CONCURRENCY = env.int("FLEET_INSTALL_DEFAULT_CONCURRENCY", default=50)
+FLEET_INSTALL_DEFAULT_TIMEOUT_HOURS = env.int("FLEET_INSTALL_DEFAULT_TIMEOUT_HOURS", default=72)

@@ -1,0 +1,268 @@
+"""Admin of stations and MQTT devices: health, tokens shown once, CSV import, fleet install."""
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
+from django.db.models import Prefetch, QuerySet
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+from django.utils.translation import ngettext
+
+from .forms import FleetInstallForm, StationCsvImportForm, StationForm
+from .models import MqttDevice, Station
+from .services import station_create, station_rotate_token
+from .station_selectors import HEALTH_CHOICES, station_health, stations_with_health
+from .station_services import CsvImportError, station_update, stations_import_csv
+
+_HEALTH_LABEL = dict(HEALTH_CHOICES)
+_HEALTH_COLOUR = {"online": "#2e7d32", "stale": "#ef6c00", "never": "#757575"}
+
+
+class HealthFilter(admin.SimpleListFilter):
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return HEALTH_CHOICES
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Station]) -> QuerySet[Station]:
+        return stations_with_health(queryset, self.value() or "")
+
+
+class DeviceStatusFilter(admin.SimpleListFilter):
+    title = "device status"
+    parameter_name = "device_status"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [*MqttDevice.Status.choices, ("none", "No device")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[Station]) -> QuerySet[Station]:
+        value = self.value()
+        if value == "none":
+            return queryset.filter(devices__isnull=True)
+        if value in MqttDevice.Status.values:
+            return queryset.filter(pk__in=MqttDevice.objects.filter(status=value)
+                                   .values("station_id"))
+        return queryset
+
+
+class MqttDeviceInline(admin.TabularInline):
+    model = MqttDevice
+    extra = 0
+    can_delete = False
+    show_change_link = True
+    fields = ("name", "status", "endpoint", "port", "client_id", "last_connected_at",
+              "last_error")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Station)
+class StationAdmin(admin.ModelAdmin):
+    form = StationForm
+    list_display = ["name", "site", "health", "agent_version", "device_statuses", "last_seen_at"]
+    list_filter = ["site", HealthFilter, DeviceStatusFilter]
+    search_fields = ["name", "description", "site"]
+    show_full_result_count = False
+    list_per_page = 100
+    actions = ["install_mqtt_device"]
+    inlines = [MqttDeviceInline]
+    change_list_template = "admin/devices/station/change_list.html"
+    change_form_template = "admin/devices/station/change_form.html"
+    readonly_fields = ["token_prefix", "created_at", "last_seen_at", "agent_version",
+                       "reported_state"]
+
+    def get_fields(self, request: HttpRequest, obj: Station | None = None) -> Any:
+        if obj is None:
+            return ["name", "description", "site", "tags"]
+        return ["name", "description", "site", "tags", "token_prefix", "created_at",
+                "last_seen_at", "agent_version", "reported_state"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Station | None = None) -> list[str]:
+        return [*self.readonly_fields, "name"] if obj is not None else []
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Station]:
+        return super().get_queryset(request).prefetch_related(
+            Prefetch("devices", queryset=MqttDevice.objects.only(
+                "id", "station_id", "name", "status").order_by("name"))
+        )
+
+    @admin.display(description="health", ordering="last_seen_at")
+    def health(self, obj: Station) -> str:
+        value = station_health(obj)
+        return format_html('<span style="color:{}">&#9679; {}</span>', _HEALTH_COLOUR[value],
+                           _HEALTH_LABEL[value])
+
+    @admin.display(description="devices")
+    def device_statuses(self, obj: Station) -> str:
+        devices = list(obj.devices.all())  # prefetched: no query per row
+        if not devices:
+            return "-"
+        return format_html_join(", ", "{}: {}", ((d.name, d.get_status_display())
+                                                 for d in devices))
+
+    # ---- add / change through the services; the token is shown once, never stored
+    def save_model(self, request: HttpRequest, obj: Station, form: Any, change: bool) -> None:
+        data = form.cleaned_data
+        if change:
+            station_update(station=obj, description=data["description"], site=data["site"],
+                           tags=data["tags"], actor=request.user)
+            return
+        with transaction.atomic():
+            station, token = station_create(name=data["name"],
+                                            description=data["description"],
+                                            actor=request.user)
+            station_update(station=station, site=data["site"], tags=data["tags"],
+                           actor=request.user)
+        obj.pk = station.pk
+        obj.refresh_from_db()
+        request._station_token = token  # type: ignore[attr-defined]  # read by response_add
+
+    def get_inlines(self, request: HttpRequest, obj: Station | None) -> list[Any]:
+        return list(self.inlines) if obj is not None else []
+
+    def response_add(self, request: HttpRequest, obj: Station, post_url_continue: Any = None
+                     ) -> HttpResponse:
+        token = getattr(request, "_station_token", None)
+        if token is None:
+            return super().response_add(request, obj, post_url_continue)
+        return self._token_page(request, obj, token, "created")
+
+    def _token_page(self, request: HttpRequest, station: Station, token: str, what: str
+                    ) -> HttpResponse:
+        context = {**self.admin_site.each_context(request), "opts": self.opts,
+                   "station": station, "token": token, "what": what,
+                   "title": f"API token for station {station.name}"}
+        response = TemplateResponse(request, "admin/devices/station/token.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    # ---- extra URLs
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("import-csv/", wrap(self.import_csv_view), name="devices_station_import_csv"),
+            path("fleet-install/", wrap(self.fleet_install_view),
+                 name="devices_station_fleet_install"),
+            path("<path:object_id>/rotate-token/", wrap(self.rotate_token_view),
+                 name="devices_station_rotate_token"),
+            *super().get_urls(),
+        ]
+
+    def rotate_token_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        station = get_object_or_404(Station, pk=object_id)
+        if not self.has_change_permission(request, station):
+            raise PermissionDenied
+        if request.method == "POST":
+            token = station_rotate_token(station=station, actor=request.user)
+            return self._token_page(request, station, token, "rotated")
+        context = {**self.admin_site.each_context(request), "opts": self.opts,
+                   "station": station, "title": f"Rotate the token of {station.name}?"}
+        return TemplateResponse(request, "admin/devices/station/rotate_confirm.html", context)
+
+    def import_csv_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        errors: list[str] = []
+        created: list[tuple[Station, str]] = []
+        form = StationCsvImportForm(request.POST or None, request.FILES or None)
+        if request.method == "POST" and form.is_valid():
+            try:
+                created = stations_import_csv(data=form.cleaned_data["file"].read(),
+                                              actor=request.user)
+            except CsvImportError as exc:
+                errors = exc.errors
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
+                   "errors": errors, "created": created, "title": "Import stations from CSV"}
+        response = TemplateResponse(request, "admin/devices/station/import_csv.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
+    # ---- fleet install door
+    @admin.action(description="Install AWS MQTT device", permissions=["change"])
+    def install_mqtt_device(self, request: HttpRequest, queryset: QuerySet[Station]
+                            ) -> HttpResponse:
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(
+            reverse("admin:devices_station_fleet_install") + f"?ids={ids}")
+
+    def fleet_install_view(self, request: HttpRequest) -> HttpResponse:
+        from provisioning.fleet import default_endpoint, fleet_install_create, fleet_install_start
+
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = FleetInstallForm(request.POST)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    with transaction.atomic():
+                        install = fleet_install_create(
+                            stations=list(data["stations"]), device_name=data["device_name"],
+                            profile=data["profile"], endpoint=data["endpoint"],
+                            port=data["port"], key_password=data["key_password"],
+                            comment=data["comment"], concurrency=data["concurrency"],
+                            timeout=timedelta(hours=data["timeout_hours"]),
+                            dry_run=data["dry_run"], actor=request.user,
+                        )
+                        if not install.dry_run:
+                            fleet_install_start(install=install)
+                except ValidationError as exc:
+                    for field, msgs in exc.message_dict.items():
+                        form.add_error(field if field in form.fields else None, msgs)
+                else:
+                    self.message_user(request, (
+                        f"Dry run of {install.job} finished: nothing was changed."
+                        if install.dry_run else
+                        ngettext("%(job)s started for %(n)d station.",
+                                 "%(job)s started for %(n)d stations.",
+                                 install.job.progress_total)
+                        % {"job": install.job, "n": install.job.progress_total}),
+                        messages.SUCCESS)
+                    return HttpResponseRedirect(
+                        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]))
+        else:
+            ids = [i for i in request.GET.get("ids", "").split(",") if i.isdigit()]
+            form = FleetInstallForm(initial={"stations": ids, "endpoint": default_endpoint()})
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
+                   "title": "Install AWS MQTT device"}
+        return TemplateResponse(request, "admin/devices/station/fleet_install.html", context)
+
+
+@admin.register(MqttDevice)
+class MqttDeviceAdmin(admin.ModelAdmin):
+    """Devices are made by fleet installs and driven by agents: mostly read-only here."""
+
+    list_display = ["__str__", "status", "client_id", "current_certificate",
+                    "last_connected_at", "short_error"]
+    list_filter = ["status", "station__site", "name"]
+    search_fields = ["station__name", "name", "client_id"]
+    list_select_related = ["station", "current_certificate"]
+    show_full_result_count = False
+    fields = ["station", "name", "status", "endpoint", "port", "client_id", "certificate_alias",
+              "signing_profile", "onboarding_comment", "current_certificate",
+              "last_connected_at", "last_error", "created_at", "updated_at"]
+    readonly_fields = ["station", "name", "status", "client_id", "certificate_alias",
+                       "signing_profile", "current_certificate", "last_connected_at",
+                       "last_error", "created_at", "updated_at"]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # devices come from fleet installs (or a hand install on the station)
+
+    @admin.display(description="last error")
+    def short_error(self, obj: MqttDevice) -> str:
+        return obj.last_error[:80] + ("…" if len(obj.last_error) > 80 else "")
+
+
+# The fleet-install job pages live in the provisioning app; registered here so this feature
+# does not need to edit provisioning/admin.py.
+from provisioning import fleet_admin  # noqa: E402, F401

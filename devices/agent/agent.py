@@ -1,0 +1,447 @@
+"""The station agent: pulls desired config, runs one worker per device, reports state.
+
+``Agent`` holds no global state and installs no signal handlers, so a benchmark can run
+hundreds of them in one process; the CLI adds signals and exit codes around it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from devices.agent import __version__
+from devices.agent.config import AgentOptions, ConfigError, DeviceConfig
+from devices.agent.device import DeviceWorker, iso
+from devices.agent.diskqueue import DiskQueue
+from devices.agent.fsutil import (
+    StateDirLocked,
+    atomic_write,
+    lock_state_dir,
+    unlock_state_dir,
+)
+from devices.agent.mqtt_link import Backoff
+from devices.agent.portal_client import (
+    PortalAuthError,
+    PortalClient,
+    PortalError,
+    PortalUnreachable,
+)
+from devices.agent.ratelimit import AWS_MAX_PAYLOAD
+from devices.agent.state import CorruptStateError, StateStore
+
+log = logging.getLogger("devices.agent")
+
+CommandHandler = Callable[[str, dict[str, Any]], None]
+
+
+EXIT_TOKEN_REFUSED = 3
+EXIT_CORRUPT_STATE = 4
+
+
+class AgentFatalError(Exception):
+    """The agent cannot go on without a person (bad token, corrupt state); one sentence."""
+
+    def __init__(self, sentence: str, exit_code: int = 2) -> None:
+        super().__init__(sentence)
+        self.exit_code = exit_code
+
+
+class PayloadTooLargeError(ValueError):
+    """A data point would exceed AWS IoT Core's 128 KB payload limit."""
+
+
+class UnknownDeviceError(ValueError):
+    """A data point names a device this station does not run."""
+
+
+class Agent:
+    """One station's agent; ``run()`` blocks, ``start()`` runs it on a thread."""
+
+    def __init__(self, options: AgentOptions, *, on_command: CommandHandler | None = None) -> None:
+        self.options = options
+        self.on_command = on_command
+        self.state = StateStore(options.state_dir)
+        self.portal: PortalClient | None = None
+        if options.portal:
+            if not options.token:
+                raise AgentFatalError("a station token is required to talk to the portal.")
+            self.portal = PortalClient(options.portal, options.token, ca_file=options.portal_ca)
+        self.queue: DiskQueue = None  # type: ignore[assignment]  # opened in run()
+        self.station: str = options.station or ""
+        self.label = options.state_dir.name
+        self.workers: dict[str, DeviceWorker] = {}
+        self._config_errors: dict[str, str] = {}
+        self._poll_interval = 30.0
+        self._etag: str | None = None
+        self._stop = threading.Event()
+        self._wake = threading.Event()
+        self._changed = threading.Event()
+        self._fatal: str | None = None
+        self._fatal_code = 2
+        self._lock_fd: int | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._lock = threading.Lock()
+        self.exit_code = 0
+        self.reports_sent = 0
+
+    # ------------------------------------------------------------------ public API
+    def start(self) -> threading.Thread:
+        """Run in a background thread (in-process use, benchmarks, tests)."""
+        self._thread = threading.Thread(target=self._run_catching, daemon=True, name="agent")
+        self._thread.start()
+        self._ready.wait(10)
+        return self._thread
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def fatal_error(self) -> str | None:
+        return self._fatal
+
+    def notify_change(self) -> None:
+        """A device's reported state changed: report to the portal soon."""
+        self._changed.set()
+        self._wake.set()
+
+    def fatal(self, sentence: str, exit_code: int = EXIT_TOKEN_REFUSED) -> None:
+        if self._fatal is None:
+            self._fatal = sentence
+            self._fatal_code = exit_code
+        self._stop.set()
+        self._wake.set()
+
+    def handle_command(self, device: str, record: dict[str, Any]) -> None:
+        if self.on_command is not None:
+            try:
+                self.on_command(device, record)
+            except Exception:  # noqa: BLE001 - a local handler bug must not drop the link
+                log.exception("device %s: the command handler failed", device)
+
+    def publish_point(
+        self, device: str, point: str, value: Any, ts: str | None = None, **extra: Any
+    ) -> int:
+        """Queue a data point for ``device`` (store-and-forward, QoS 1). Returns the item id."""
+        if self.queue is None:
+            raise RuntimeError("the agent is not running")
+        if device not in self.workers and not self.state.device(device):
+            raise UnknownDeviceError(f"device {device!r} is not configured on this station.")
+        body = {
+            "station": self.station,
+            "device": device,
+            "point": point,
+            "value": value,
+            "ts": ts or iso(dt.datetime.now(dt.UTC)),
+            **extra,
+        }
+        payload = json.dumps(body, separators=(",", ":")).encode()
+        if len(payload) > AWS_MAX_PAYLOAD:
+            raise PayloadTooLargeError(
+                f"the data point is {len(payload)} bytes; AWS IoT Core accepts at most "
+                f"{AWS_MAX_PAYLOAD} bytes per message."
+            )
+        item_id = self.queue.put(device, point, payload)
+        worker = self.workers.get(device)
+        if worker is not None:
+            worker.queue_hint()
+        return item_id
+
+    def device_report(self) -> list[dict[str, Any]]:
+        with self._lock:
+            workers = list(self.workers.values())
+        out = [w.report() for w in workers]
+        for name, err in self._config_errors.items():
+            out.append({"name": name, "status": "error", "connected": False, "last_error": err})
+        return out
+
+    def all_connected(self) -> bool:
+        with self._lock:
+            workers = list(self.workers.values())
+        return bool(workers) and all(w.ever_connected and w.heartbeats_sent > 0 for w in workers)
+
+    def wait_connected(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.all_connected():
+                return True
+            if self._stop.is_set():
+                return False
+            time.sleep(0.05)
+        return False
+
+    # ------------------------------------------------------------------ run loop
+    def _run_catching(self) -> None:
+        try:
+            self.exit_code = self.run()
+        except AgentFatalError as exc:
+            self._fatal = self._fatal or str(exc)
+            self.exit_code = exc.exit_code
+        finally:
+            self._ready.set()
+
+    def run(self) -> int:
+        """Block until stopped; returns an exit code, raises AgentFatalError when stuck."""
+        opts = self.options
+        try:
+            opts.state_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(opts.state_dir, 0o700)
+            self._lock_fd = lock_state_dir(opts.state_dir)
+            self.state.load()
+        except CorruptStateError as exc:
+            unlock_state_dir(self._lock_fd)
+            raise AgentFatalError(str(exc), EXIT_CORRUPT_STATE) from None
+        except StateDirLocked as exc:
+            raise AgentFatalError(str(exc)) from None
+        except OSError as exc:
+            raise AgentFatalError(
+                f"the state directory {opts.state_dir} is not usable ({exc.strerror})."
+            ) from None
+        self.queue = DiskQueue(
+            opts.state_dir / "queue.sqlite3",
+            max_messages=opts.queue_max_messages,
+            max_bytes=opts.queue_max_bytes,
+        )
+        (opts.state_dir / "outbox").mkdir(exist_ok=True)
+        (opts.state_dir / "inbox").mkdir(exist_ok=True)
+        self._ready.set()
+        try:
+            return self._loop()
+        finally:
+            self._shutdown()
+
+    def _loop(self) -> int:
+        opts = self.options
+        if self.portal is None:
+            self._apply_config(
+                {
+                    "station": opts.station or "",
+                    "poll_interval": opts.poll_interval or 30,
+                    "devices": opts.local_devices,
+                }
+            )
+        else:
+            cached = self._load_cached_config()
+            if cached is not None:
+                # Keep the devices online through a portal outage after a restart.
+                self._apply_config(cached)
+        portal_backoff = Backoff(minimum=1.0, maximum=opts.portal_retry_max)
+        next_poll = 0.0
+        next_report = 0.0
+        report_retry_at = 0.0
+        deadline = time.monotonic() + opts.timeout if opts.timeout else None
+        have_config = self.portal is None
+        while not self._stop.is_set():
+            now = time.monotonic()
+            if self.portal is not None and now >= next_poll:
+                try:
+                    cfg, etag = self.portal.get_config(self._etag)
+                    portal_backoff.reset()
+                    have_config = True
+                    if cfg is not None:
+                        self._etag = etag
+                        self._store_cached_config(cfg, etag)
+                        self._apply_config(cfg)
+                    next_poll = now + self._poll_interval
+                except PortalAuthError as exc:
+                    self.fatal(
+                        f"the portal rejected the station token ({exc.status}); check --token-file."
+                    )
+                    break
+                except PortalUnreachable:
+                    delay = portal_backoff.next_delay()
+                    log.warning(
+                        "portal unreachable at %s, retrying in %.0f s", self.portal.base_url, delay
+                    )
+                    next_poll = now + delay
+                except PortalError as exc:
+                    log.error("the portal refused the configuration request: %s", exc.detail)
+                    next_poll = now + self._poll_interval
+            if (
+                self.portal is not None
+                and have_config
+                and (self._changed.is_set() or now >= next_report)
+                and now >= report_retry_at
+            ):
+                self._changed.clear()
+                try:
+                    self.portal.post_state(
+                        {"agent_version": __version__, "devices": self.device_report()}
+                    )
+                    self.reports_sent += 1
+                    next_report = now + self._poll_interval
+                except PortalAuthError as exc:
+                    self.fatal(
+                        f"the portal rejected the station token ({exc.status}); check --token-file."
+                    )
+                    break
+                except PortalUnreachable:
+                    self._changed.set()
+                    report_retry_at = now + min(self._poll_interval, 5.0)
+                except PortalError as exc:
+                    log.error("the portal refused the state report: %s", exc.detail)
+                    next_report = now + self._poll_interval
+            self._ingest_outbox()
+            if opts.once and have_config and self._onboarding_finished():
+                return 0 if self._onboarding_ok() else 1
+            if opts.exit_when_connected and self.all_connected():
+                self._final_report()
+                return 0
+            if deadline is not None and time.monotonic() > deadline:
+                log.error("gave up after %.0f s without reaching the goal.", opts.timeout)
+                return 1
+            self._wake.wait(0.2)
+            self._wake.clear()
+        if self._fatal:
+            raise AgentFatalError(self._fatal, self._fatal_code)
+        return 0
+
+    def _onboarding_finished(self) -> bool:
+        with self._lock:
+            workers = list(self.workers.values())
+        return all(w.onboarding_done for w in workers)
+
+    def _onboarding_ok(self) -> bool:
+        with self._lock:
+            workers = list(self.workers.values())
+        return not self._config_errors and all(w.status != "error" for w in workers)
+
+    def _final_report(self) -> None:
+        if self.portal is None:
+            return
+        with contextlib.suppress(PortalError, PortalUnreachable):
+            self.portal.post_state({"agent_version": __version__, "devices": self.device_report()})
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w.stop()
+        for w in workers:
+            w.join(10)
+        if self.queue is not None:
+            self.queue.close()
+        if self.portal is not None:
+            self.portal.close()
+        unlock_state_dir(self._lock_fd)
+        self._lock_fd = None
+
+    # ------------------------------------------------------------------ desired config
+    def _cache_path(self) -> Path:
+        return self.options.state_dir / "desired.json"
+
+    def _load_cached_config(self) -> dict[str, Any] | None:
+        try:
+            data = json.loads(self._cache_path().read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+            return None
+        self._etag = data.get("etag")
+        return data["config"]
+
+    def _store_cached_config(self, cfg: dict[str, Any], etag: str | None) -> None:
+        # Holds the key password, hence 0600 like the keys it unlocks.
+        blob = json.dumps({"etag": etag, "config": cfg}).encode()
+        atomic_write(self._cache_path(), blob, 0o600)
+
+    def _apply_config(self, cfg: dict[str, Any]) -> None:
+        """Start, update or stop device workers to match the desired configuration."""
+        station = cfg.get("station")
+        if isinstance(station, str) and station:
+            self.station = station
+            self.state.set_meta(station=station)
+        if self.options.poll_interval:
+            self._poll_interval = float(self.options.poll_interval)
+        else:
+            try:
+                self._poll_interval = max(1.0, float(cfg.get("poll_interval") or 30))
+            except (TypeError, ValueError):
+                self._poll_interval = 30.0
+        wanted: dict[str, DeviceConfig] = {}
+        errors: dict[str, str] = {}
+        entries = cfg.get("devices") or []
+        if not isinstance(entries, list):
+            entries = []
+            log.error("the desired configuration's 'devices' is not a list; ignored.")
+        for raw in entries:
+            try:
+                dc = DeviceConfig.from_dict(self._with_claim_defaults(raw))
+            except ConfigError as exc:
+                name = raw.get("name") if isinstance(raw, dict) else None
+                errors[str(name or "?")] = str(exc)
+                log.error("invalid device configuration: %s", exc)
+                continue
+            wanted[dc.name] = dc
+        with self._lock:
+            self._config_errors = errors
+            for name in list(self.workers):
+                if name not in wanted:
+                    log.info("device %s removed from the configuration; stopping it", name)
+                    self.workers.pop(name).stop()
+            for name, dc in wanted.items():
+                existing = self.workers.get(name)
+                if existing is None:
+                    worker = DeviceWorker(self, dc, onboard_only=self.options.once)
+                    self.workers[name] = worker
+                    worker.start()
+                else:
+                    existing.update_config(dc)
+        self.notify_change()
+
+    def _with_claim_defaults(self, raw: Any) -> Any:
+        claim = self.options.claim
+        if not claim or not isinstance(raw, dict) or raw.get("claim"):
+            return raw
+        return {**raw, "claim": claim}
+
+    # ------------------------------------------------------------------ local uplink
+    def _ingest_outbox(self) -> None:
+        """Queue data points dropped as ``<state-dir>/outbox/*.json`` by local programs."""
+        outbox = self.options.state_dir / "outbox"
+        try:
+            names = sorted(e.name for e in os.scandir(outbox) if e.name.endswith(".json"))
+        except OSError:
+            return
+        for fname in names:
+            path = outbox / fname
+            try:
+                data = json.loads(path.read_text())
+                points = data if isinstance(data, list) else [data]
+                for p in points:
+                    if not isinstance(p, dict) or "device" not in p or "point" not in p:
+                        raise ValueError("each data point needs 'device' and 'point'")
+                pending = [p for p in points if p["device"] not in self.workers]
+                if pending and not self.workers:
+                    return  # config not loaded yet: try again later
+                for p in points:
+                    extra = {
+                        k: v for k, v in p.items() if k not in ("device", "point", "value", "ts")
+                    }
+                    self.publish_point(
+                        str(p["device"]), str(p["point"]), p.get("value"), p.get("ts"), **extra
+                    )
+            except (ValueError, OSError) as exc:
+                log.error("outbox file %s rejected: %s", fname, exc)
+                rejected = outbox / "rejected"
+                rejected.mkdir(exist_ok=True)
+                with contextlib.suppress(OSError):
+                    os.replace(path, rejected / fname)
+                continue
+            with contextlib.suppress(OSError):
+                path.unlink()

@@ -1,0 +1,388 @@
+"""``fleet-agent`` command line: run, status, reset.
+
+Exit codes: 0 success, 1 goal not reached (``--once`` onboarding failed, ``--timeout``),
+2 bad usage or configuration, 3 the portal refused the station token, 4 corrupt state.
+Every failure prints one sentence on stderr; secrets are read from files, never argv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from devices.agent import __version__
+from devices.agent.agent import Agent, AgentFatalError
+from devices.agent.config import AgentOptions, parse_connect_host
+from devices.agent.diskqueue import DiskQueue
+from devices.agent.fsutil import (
+    StateDirLocked,
+    lock_state_dir,
+    remove_quietly,
+    unlock_state_dir,
+)
+from devices.agent.state import CorruptStateError, StateStore
+
+# option dest -> (type, default). Booleans are flags; None default = "not set".
+RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "portal": (str, None),
+    "token_file": (str, None),
+    "state_dir": (str, None),
+    "portal_ca": (str, None),
+    "broker_ca": (str, None),
+    "connect_host": (str, None),
+    "poll_interval": (float, None),
+    "request_poll_max": (float, 30.0),
+    "portal_retry_max": (float, 60.0),
+    "reconnect_max": (float, 60.0),
+    "stable_after": (float, 10.0),
+    "keepalive": (int, 30),
+    "no_rate_limit": (bool, False),
+    "max_publish_rate": (float, 100.0),
+    "queue_max_messages": (int, 100_000),
+    "queue_max_bytes": (int, 64 * 1024 * 1024),
+    "inflight_window": (int, 50),
+    "renewal_retry": (float, 60.0),
+    "once": (bool, False),
+    "exit_when_connected": (bool, False),
+    "timeout": (float, None),
+    "log_level": (str, "INFO"),
+    "station": (str, None),
+    "device": (str, None),
+    "endpoint": (str, None),
+    "key_password_file": (str, None),
+    "heartbeat_interval": (float, None),
+    "claim_cert": (str, None),
+    "claim_key": (str, None),
+    "claim_key_password_file": (str, None),
+    "claim_template": (str, None),
+    "claim_parameters": (str, None),
+    "claim_client_id": (str, None),
+}
+
+HELP = {
+    "portal": "portal base URL, e.g. https://portal.example.com",
+    "token_file": "file holding the station API token",
+    "state_dir": "directory for keys, certificates, state.json and the queue",
+    "portal_ca": "CA bundle to trust for an HTTPS portal",
+    "broker_ca": "CA bundle to trust for the MQTT server (default: system store)",
+    "connect_host": "dial HOST[:PORT] but use the endpoint name for SNI and verification",
+    "poll_interval": "seconds between config polls/state reports (default: portal's value)",
+    "request_poll_max": "cap in seconds of the onboarding request polling backoff",
+    "portal_retry_max": "cap in seconds of the backoff while the portal is unreachable",
+    "reconnect_max": "cap in seconds of the MQTT reconnect backoff",
+    "stable_after": "seconds a connection must last before the reconnect backoff resets",
+    "keepalive": "MQTT keepalive in seconds",
+    "no_rate_limit": "switch off the AWS per-connection publish limiter (benchmarks)",
+    "max_publish_rate": "publishes per second per connection when limited (AWS: 100)",
+    "queue_max_messages": "store-and-forward bound per device (oldest dropped)",
+    "queue_max_bytes": "store-and-forward bound per device in bytes (oldest dropped)",
+    "inflight_window": "QoS 1 publishes awaiting PUBACK per connection",
+    "renewal_retry": "seconds before retrying a failed renewal or onboarding",
+    "once": "onboard every device (wait for its certificate), report, and exit",
+    "exit_when_connected": "exit 0 once every device has connected and sent a heartbeat",
+    "timeout": "give up (exit 1) after this many seconds",
+    "log_level": "DEBUG, INFO, WARNING or ERROR",
+    "station": "station name when running without a portal",
+    "device": "local device name when running without a portal",
+    "endpoint": "MQTT endpoint HOST[:PORT] of the local device (no portal)",
+    "key_password_file": "file with the key password of the local device (no portal)",
+    "heartbeat_interval": "heartbeat interval of the local device (no portal)",
+    "claim_cert": "claim certificate: provision devices by claim instead of by portal CSR",
+    "claim_key": "private key of the claim certificate",
+    "claim_key_password_file": "file with the password of the claim key, if encrypted",
+    "claim_template": "fleet provisioning template name",
+    "claim_parameters": "JSON object of template parameters",
+    "claim_client_id": "MQTT client id used with the claim certificate",
+}
+
+
+class UsageError(Exception):
+    """Bad command line or config file; the message is one sentence."""
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fleet-agent", description="Station agent.")
+    parser.add_argument("--version", action="version", version=f"fleet-agent {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="onboard and run the configured MQTT devices")
+    run.add_argument("--config", help="JSON file whose keys are long option names")
+    for dest, (typ, _default) in RUN_OPTIONS.items():
+        flag = "--" + dest.replace("_", "-")
+        if typ is bool:
+            run.add_argument(flag, action="store_true", default=None, help=HELP[dest])
+        else:
+            run.add_argument(flag, type=typ, default=None, help=HELP[dest])
+
+    status = sub.add_parser("status", help="print each device's state")
+    status.add_argument("--state-dir", required=True)
+    status.add_argument("--json", action="store_true", help="machine-readable output")
+
+    reset = sub.add_parser("reset", help="forget certificates so the next run onboards again")
+    reset.add_argument("--state-dir", required=True)
+    reset.add_argument("--device", help="only this device (default: all)")
+    reset.add_argument(
+        "--discard-corrupt",
+        action="store_true",
+        help="move a corrupt state.json aside instead of failing",
+    )
+    return parser
+
+
+def _read_secret_file(path: str, what: str) -> str:
+    try:
+        value = Path(path).read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read the {what} file {path} ({exc.strerror}).") from None
+    if not value:
+        raise UsageError(f"the {what} file {path} is empty.")
+    return value
+
+
+def _merge_config_file(args: argparse.Namespace) -> dict[str, Any]:
+    """Fill unset options from ``--config``; returns extra keys (e.g. ``devices``)."""
+    extras: dict[str, Any] = {}
+    if not args.config:
+        return extras
+    try:
+        data = json.loads(Path(args.config).read_text())
+    except OSError as exc:
+        raise UsageError(f"cannot read the config file {args.config} ({exc.strerror}).") from None
+    except ValueError:
+        raise UsageError(f"the config file {args.config} is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"the config file {args.config} must hold a JSON object.")
+    for raw_key, value in data.items():
+        key = raw_key.replace("-", "_")
+        if key in RUN_OPTIONS:
+            typ = RUN_OPTIONS[key][0]
+            if getattr(args, key) is None:
+                if key == "claim_parameters" and isinstance(value, dict):
+                    value = json.dumps(value)
+                try:
+                    setattr(args, key, bool(value) if typ is bool else typ(value))
+                except (TypeError, ValueError):
+                    raise UsageError(f"config key {raw_key!r} has an invalid value.") from None
+        elif key in ("devices", "claim"):
+            extras[key] = value
+        else:
+            raise UsageError(f"unknown key {raw_key!r} in the config file {args.config}.")
+    return extras
+
+
+def build_options(args: argparse.Namespace) -> AgentOptions:
+    """Turn parsed ``run`` arguments (+ config file) into AgentOptions."""
+    extras = _merge_config_file(args)
+    for dest, (_typ, default) in RUN_OPTIONS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    if not args.state_dir:
+        raise UsageError("--state-dir is required.")
+    token = None
+    if args.portal:
+        if not args.token_file:
+            raise UsageError("--token-file is required with --portal.")
+        token = _read_secret_file(args.token_file, "token")
+    local_devices = list(extras.get("devices") or [])
+    if args.device or args.endpoint:
+        if not (args.device and args.endpoint):
+            raise UsageError("--device and --endpoint go together.")
+        hp = parse_connect_host(args.endpoint, 8883)
+        assert hp is not None
+        dev: dict[str, Any] = {"name": args.device, "endpoint": hp[0], "port": hp[1]}
+        if args.key_password_file:
+            dev["key_password"] = _read_secret_file(args.key_password_file, "key password")
+        if args.heartbeat_interval:
+            dev["heartbeat_interval"] = args.heartbeat_interval
+        local_devices.append(dev)
+    if not args.portal and not local_devices:
+        raise UsageError(
+            "give --portal (with --token-file) or local devices (--device/--endpoint)."
+        )
+    claim = extras.get("claim")
+    if args.claim_cert or args.claim_key or args.claim_template:
+        if not (args.claim_cert and args.claim_key and args.claim_template):
+            raise UsageError("--claim-cert, --claim-key and --claim-template go together.")
+        claim = {
+            "certificate": args.claim_cert,
+            "key": args.claim_key,
+            "template_name": args.claim_template,
+        }
+        if args.claim_key_password_file:
+            claim["key_password"] = _read_secret_file(
+                args.claim_key_password_file, "claim key password"
+            )
+        if args.claim_client_id:
+            claim["client_id"] = args.claim_client_id
+        if args.claim_parameters:
+            try:
+                params = json.loads(args.claim_parameters)
+            except ValueError:
+                raise UsageError("--claim-parameters must be a JSON object.") from None
+            if not isinstance(params, dict):
+                raise UsageError("--claim-parameters must be a JSON object.")
+            claim["parameters"] = params
+    return AgentOptions(
+        state_dir=Path(args.state_dir),
+        portal=args.portal,
+        token=token,
+        portal_ca=args.portal_ca,
+        broker_ca=args.broker_ca,
+        connect_host=args.connect_host,
+        poll_interval=args.poll_interval,
+        request_poll_max=args.request_poll_max,
+        portal_retry_max=args.portal_retry_max,
+        reconnect_max=args.reconnect_max,
+        stable_after=args.stable_after,
+        keepalive=args.keepalive,
+        rate_limit=not args.no_rate_limit,
+        max_publish_rate=args.max_publish_rate,
+        queue_max_messages=args.queue_max_messages,
+        queue_max_bytes=args.queue_max_bytes,
+        inflight_window=args.inflight_window,
+        renewal_retry=args.renewal_retry,
+        once=args.once,
+        exit_when_connected=args.exit_when_connected,
+        timeout=args.timeout,
+        local_devices=local_devices,
+        station=args.station,
+        claim=claim,
+    )
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    options = build_options(args)
+    level = getattr(logging, str(args.log_level).upper(), None)
+    if not isinstance(level, int):
+        raise UsageError(f"unknown log level {args.log_level!r}.")
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
+    )
+    logging.getLogger("devices.agent").setLevel(level)
+    agent = Agent(options)
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        agent.stop(timeout=0)
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    try:
+        return agent.run()
+    except AgentFatalError as exc:
+        print(f"fleet-agent: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value in (None, "") else str(value)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    store = StateStore(args.state_dir)
+    if not store.path.exists():
+        raise UsageError(f"no state file in {args.state_dir}; the agent has not run there yet.")
+    store.load()
+    snap = store.snapshot()
+    queue_path = Path(args.state_dir) / "queue.sqlite3"
+    queue = DiskQueue(queue_path) if queue_path.exists() else None
+    rows = []
+    for name, entry in sorted(snap["devices"].items()):
+        row = {
+            "device": name,
+            "completed": entry.get("completed", False),
+            "provisioning": entry.get("provisioning"),
+            "thing_name": entry.get("thing_name"),
+            "request_id": entry.get("request_id"),
+            "cert_serial": entry.get("cert_serial"),
+            "cert_not_after": entry.get("cert_not_after"),
+            "renewal_request_id": (entry.get("pending_renewal") or {}).get("request_id"),
+            "renewing": bool(entry.get("pending_renewal")),
+            "key_path": entry.get("key_path"),
+            "cert_path": entry.get("cert_path"),
+            "queue_depth": queue.depth(name) if queue else 0,
+            "queue_dropped": queue.dropped(name) if queue else 0,
+        }
+        rows.append(row)
+    if queue:
+        queue.close()
+    if args.json:
+        print(json.dumps({"station": snap.get("station"), "devices": rows}, indent=2))
+        return 0
+    print(f"station: {_fmt(snap.get('station'))}")
+    if not rows:
+        print("no devices")
+    for row in rows:
+        print(
+            f"{row['device']}: completed={str(row['completed']).lower()} "
+            f"thing={_fmt(row['thing_name'])} request={_fmt(row['request_id'])} "
+            f"serial={_fmt(row['cert_serial'])} not_after={_fmt(row['cert_not_after'])} "
+            f"renewing={str(row['renewing']).lower()} queue={row['queue_depth']} "
+            f"dropped={row['queue_dropped']}"
+        )
+    return 0
+
+
+def _cmd_reset(args: argparse.Namespace) -> int:
+    store = StateStore(args.state_dir)
+    if not Path(args.state_dir).is_dir():
+        raise UsageError(f"the state directory {args.state_dir} does not exist.")
+    try:
+        lock = lock_state_dir(Path(args.state_dir))
+    except StateDirLocked as exc:
+        raise UsageError(f"{exc} Stop it before a reset.") from None
+    try:
+        return _reset_locked(args, store)
+    finally:
+        unlock_state_dir(lock)
+
+
+def _reset_locked(args: argparse.Namespace, store: StateStore) -> int:
+    try:
+        store.load()
+    except CorruptStateError:
+        if not args.discard_corrupt:
+            raise
+        aside = store.path.with_name(f"state.json.corrupt-{int(time.time())}")
+        store.path.rename(aside)
+        print(f"moved the corrupt state file aside to {aside}")
+        return 0
+    names = [args.device] if args.device else store.device_names()
+    if args.device and args.device not in store.device_names():
+        raise UsageError(f"device {args.device!r} is not in the state file.")
+    for name in names:
+        entry = store.device(name)
+        paths = [entry.get(k) for k in ("key_path", "cert_path", "chain_path", "fullchain_path")]
+        paths.append((entry.get("pending_renewal") or {}).get("key_path"))
+        paths.extend((entry.get("retired") or {}).values())
+        for path in paths:
+            remove_quietly(path)
+        store.remove_device(name)
+        print(f"{name}: reset; the next run onboards it again with a new key")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "status":
+            return _cmd_status(args)
+        return _cmd_reset(args)
+    except UsageError as exc:
+        print(f"fleet-agent: {exc}", file=sys.stderr)
+        return 2
+    except CorruptStateError as exc:
+        print(f"fleet-agent: {exc}", file=sys.stderr)
+        return 4
+
+
+if __name__ == "__main__":
+    sys.exit(main())

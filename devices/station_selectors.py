@@ -1,0 +1,103 @@
+"""Reads about stations that several doors need: health and the agent's desired configuration.
+
+Kept apart from ``devices/selectors.py`` (token lookup) so the agent protocol lives in one place.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+from django.conf import settings
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from .models import MqttDevice, Station
+
+HEALTH_ONLINE = "online"
+HEALTH_STALE = "stale"
+HEALTH_NEVER = "never"
+HEALTH_CHOICES = [(HEALTH_ONLINE, "Online"), (HEALTH_STALE, "Stale"), (HEALTH_NEVER, "Never seen")]
+
+
+def station_online_since(now: datetime | None = None) -> datetime:
+    """Stations seen after this instant count as online (STATION_ONLINE_SECONDS)."""
+    return (now or timezone.now()) - timedelta(seconds=settings.STATION_ONLINE_SECONDS)
+
+
+def station_health(station: Station, now: datetime | None = None) -> str:
+    if station.last_seen_at is None:
+        return HEALTH_NEVER
+    return HEALTH_ONLINE if station.last_seen_at >= station_online_since(now) else HEALTH_STALE
+
+
+def stations_with_health(qs: QuerySet[Station], health: str) -> QuerySet[Station]:
+    since = station_online_since()
+    if health == HEALTH_ONLINE:
+        return qs.filter(last_seen_at__gte=since)
+    if health == HEALTH_STALE:
+        return qs.filter(last_seen_at__lt=since)
+    if health == HEALTH_NEVER:
+        return qs.filter(last_seen_at__isnull=True)
+    return qs
+
+
+DEFAULT_TOPICS = {
+    "uplink_topic": "things/{thing}/uplink/{point}",
+    "downlink_topic": "things/{thing}/downlink",
+    "heartbeat_topic": "things/{thing}/heartbeat",
+}
+
+
+def _device_key_type(device: MqttDevice) -> str:
+    profile = device.signing_profile
+    accepted = list(profile.accepted_key_types or []) if profile is not None else []
+    if not accepted or "ec-p256" in accepted:
+        return "ec-p256"
+    return str(accepted[0])
+
+
+def station_agent_config(station: Station) -> dict[str, Any]:
+    """The desired configuration of one station (docs/agent-protocol.md).
+
+    It carries the station's own certificate passwords, so it must only ever be built for
+    the station that authenticated.
+    """
+    devices = (
+        MqttDevice.objects.filter(station=station)
+        .select_related("signing_profile", "current_certificate")
+        .order_by("name")
+    )
+    out = []
+    for device in devices:
+        cert = device.current_certificate
+        out.append({
+            "name": device.name,
+            "endpoint": device.endpoint,
+            "port": device.port,
+            "key_password": device.key_password or "",
+            "comment": device.onboarding_comment,
+            "key_type": _device_key_type(device),
+            "renew_after": cert.renew_after.isoformat() if cert is not None else None,
+            "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
+            **DEFAULT_TOPICS,
+        })
+    return {"station": station.name, "poll_interval": settings.AGENT_POLL_INTERVAL,
+            "devices": out}
+
+
+def config_etag(config: dict[str, Any]) -> str:
+    """A strong ETag over the canonical JSON: a hash, so it reveals nothing of the secrets."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
+
+
+def etag_matches(if_none_match: str, etag: str) -> bool:
+    """RFC 9110 weak comparison of an If-None-Match header against our ETag."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    candidates = [c.strip() for c in if_none_match.split(",")]
+    return any(c.removeprefix("W/") == etag for c in candidates)

@@ -1,0 +1,206 @@
+"""Writes about stations beyond create/rotate: edits, CSV import and the agent's state reports."""
+from __future__ import annotations
+
+import csv
+import io
+from datetime import UTC, datetime
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.exceptions import ValidationError
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from portal.services import audit_record
+
+from .models import MqttDevice, Station
+from .services import station_create
+
+CSV_MAX_ROWS = 5000
+CSV_COLUMNS = ("name", "description", "site", "tags")
+
+
+def _parse_tags(raw: str) -> list[str]:
+    return [t.strip() for t in raw.replace(",", ";").split(";") if t.strip()]
+
+
+@transaction.atomic
+def station_update(
+    *, station: Station, description: str | None = None, site: str | None = None,
+    tags: list[str] | None = None, actor: AbstractBaseUser | AnonymousUser | None = None,
+) -> Station:
+    """Change a station's descriptive fields (never its name or token)."""
+    if description is not None:
+        station.description = description
+    if site is not None:
+        station.site = site.strip()
+    if tags is not None:
+        station.tags = [str(t).strip() for t in tags if str(t).strip()]
+    station.full_clean()
+    station.save(update_fields=["description", "site", "tags"])
+    audit_record(action="station_update", obj=station, actor=actor)
+    return station
+
+
+class CsvImportError(Exception):
+    """The CSV import was refused; ``errors`` holds one sentence per bad row."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__(f"The CSV file has {len(errors)} error(s); nothing was imported.")
+        self.errors = errors
+
+
+def _validation_sentences(exc: ValidationError) -> str:
+    if hasattr(exc, "message_dict"):
+        return " ".join(f"{field}: {' '.join(msgs)}" for field, msgs in exc.message_dict.items())
+    return " ".join(exc.messages)
+
+
+def stations_import_csv(
+    *, data: bytes | str, actor: AbstractBaseUser | AnonymousUser | None = None
+) -> list[tuple[Station, str]]:
+    """Create stations from CSV (header: name[,description,site,tags]); all or nothing.
+
+    Returns each new station with its token, which the caller shows once. Raises
+    CsvImportError listing every bad row (line numbers as in the file).
+    """
+    if isinstance(data, bytes):
+        try:
+            data = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            raise CsvImportError(["The file is not UTF-8 text."]) from None
+    reader = csv.DictReader(io.StringIO(data))
+    header = [h.strip().lower() for h in (reader.fieldnames or [])]
+    if "name" not in header:
+        raise CsvImportError(["The first line must be a header with at least a 'name' column."])
+    unknown = [h for h in header if h not in CSV_COLUMNS]
+    if unknown:
+        raise CsvImportError([f"Unknown column(s): {', '.join(unknown)}; use "
+                              f"{', '.join(CSV_COLUMNS)}."])
+    reader.fieldnames = header
+    errors: list[str] = []
+    rows: list[tuple[int, dict[str, Any]]] = []
+    seen: dict[str, int] = {}
+    for row in reader:
+        line = reader.line_num
+        if len(rows) >= CSV_MAX_ROWS:
+            raise CsvImportError([f"The file has more than {CSV_MAX_ROWS} rows; split it."])
+        if None in row:
+            errors.append(f"Line {line}: more fields than columns in the header.")
+            continue
+        values = {k: (v or "").strip() for k, v in row.items()}
+        if not any(values.values()):
+            continue
+        name = values.get("name", "")
+        if not name:
+            errors.append(f"Line {line}: the name is empty.")
+            continue
+        if name in seen:
+            errors.append(f"Line {line}: station '{name}' already appears on line {seen[name]}.")
+            continue
+        seen[name] = line
+        rows.append((line, values))
+    if not rows and not errors:
+        raise CsvImportError(["The file has no stations in it."])
+    existing = set(Station.objects.filter(name__in=list(seen)).values_list("name", flat=True))
+    for line, values in rows:
+        if values["name"] in existing:
+            errors.append(f"Line {line}: a station named '{values['name']}' already exists.")
+            continue
+        probe = Station(name=values["name"], description=values.get("description", ""),
+                        site=values.get("site", ""), tags=_parse_tags(values.get("tags", "")),
+                        token_hash="x" * 64, token_prefix="x")
+        try:
+            probe.full_clean(validate_unique=False)
+        except ValidationError as exc:
+            errors.append(f"Line {line}: {_validation_sentences(exc)}")
+    if errors:
+        raise CsvImportError(errors)
+    created: list[tuple[Station, str]] = []
+    with transaction.atomic():
+        for _line, values in rows:
+            station, token = station_create(
+                name=values["name"], description=values.get("description", ""), actor=actor
+            )
+            station_update(station=station, site=values.get("site", ""),
+                           tags=_parse_tags(values.get("tags", "")), actor=actor)
+            created.append((station, token))
+    return created
+
+
+# Agent status -> MqttDevice status (the agent never reports "pending install").
+_AGENT_STATUS = {
+    "installed": MqttDevice.Status.INSTALLED,
+    "onboarding": MqttDevice.Status.ONBOARDING,
+    "awaiting_approval": MqttDevice.Status.AWAITING_APPROVAL,
+    "certificate_issued": MqttDevice.Status.CERTIFICATE_ISSUED,
+    "connected": MqttDevice.Status.CONNECTED,
+    "error": MqttDevice.Status.ERROR,
+}
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    parsed = parse_datetime(value)
+    if parsed is None:
+        return None
+    if timezone.is_naive(parsed):
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed
+
+
+def station_report_state(*, station: Station, report: dict[str, Any]) -> list[str]:
+    """Record an agent's state report (the heartbeat); returns notes about ignored parts.
+
+    ``report`` is the validated body of POST /agent/state. Devices the portal does not know
+    on this station are ignored (a station cannot create devices by reporting them). The
+    station's rows are committed before fleet installs move on, so the two never hold each
+    other's locks (fleet code locks job, then rows, then devices).
+    """
+    from provisioning.fleet import fleet_station_reported
+
+    notes, reported = _record_report(station=station, report=report)
+    fleet_station_reported(station=station, devices=reported)
+    return notes
+
+
+@transaction.atomic
+def _record_report(
+    *, station: Station, report: dict[str, Any]
+) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    now = timezone.now()
+    notes: list[str] = []
+    devices = {d.name: d for d in MqttDevice.objects.select_for_update().filter(station=station)}
+    reported: dict[str, dict[str, Any]] = {}
+    for entry in report.get("devices", []):
+        name = entry["name"]
+        device = devices.get(name)
+        if device is None:
+            notes.append(f"Device '{name}' is not configured on this station; ignored.")
+            continue
+        reported[name] = entry
+        fields = ["status", "last_error"]
+        device.status = _AGENT_STATUS[entry["status"]]
+        device.last_error = (entry.get("last_error") or "")[:500]
+        if entry.get("thing_name") and entry["thing_name"] != device.client_id:
+            device.client_id = entry["thing_name"][:128]
+            fields.append("client_id")
+        last_connected = _parse_time(entry.get("last_connected"))
+        if entry.get("connected") and last_connected is None:
+            last_connected = now
+        if last_connected is not None:
+            device.last_connected_at = min(last_connected, now)
+            fields.append("last_connected_at")
+        device.save(update_fields=[*fields, "updated_at"])
+    station.last_seen_at = now
+    station.agent_version = report.get("agent_version", "")[:40]
+    station.reported_state = {
+        "received_at": now.isoformat(),
+        "agent_version": station.agent_version,
+        "devices": report.get("devices", []),
+        **({"notes": notes} if notes else {}),
+    }
+    station.save(update_fields=["last_seen_at", "agent_version", "reported_state"])
+    return notes, reported

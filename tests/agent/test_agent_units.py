@@ -1,0 +1,206 @@
+"""Unit tests of the agent's building blocks (no network)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+
+import pytest
+
+from devices.agent.config import ConfigError, DeviceConfig, parse_connect_host, render_topic
+from devices.agent.diskqueue import DiskQueue
+from devices.agent.fsutil import atomic_write
+from devices.agent.keys import (
+    KeyFileError,
+    build_csr,
+    cert_info,
+    generate_private_key,
+    load_private_key,
+    public_key_der,
+    save_private_key,
+)
+from devices.agent.mqtt_link import Backoff
+from devices.agent.ratelimit import PublishLimiter, TokenBucket
+from devices.agent.state import CorruptStateError, StateStore
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = 1000.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
+def test_key_is_0600_encrypted_and_roundtrips(tmp_path, key_type):
+    key = generate_private_key(key_type)
+    path = tmp_path / "k" / "key.pem"
+    save_private_key(path, key, "pw")
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert b"ENCRYPTED PRIVATE KEY" in path.read_bytes()
+    with pytest.raises(KeyFileError, match="cannot be decrypted"):
+        load_private_key(path, None)
+    with pytest.raises(KeyFileError, match="cannot be decrypted"):
+        load_private_key(path, "other")
+    assert public_key_der(load_private_key(path, "pw")) == public_key_der(key)
+    assert "BEGIN CERTIFICATE REQUEST" in build_csr(key, "dev")
+    assert list(path.parent.iterdir()) == [path]  # no temp file left behind
+
+
+def test_key_needs_password_and_known_type(tmp_path):
+    with pytest.raises(KeyFileError, match="password is required"):
+        save_private_key(tmp_path / "k.pem", generate_private_key(), "")
+    with pytest.raises(ValueError, match="unsupported key type"):
+        generate_private_key("dsa-1024")
+    with pytest.raises(KeyFileError, match="is missing"):
+        load_private_key(tmp_path / "none.pem", "pw")
+
+
+def test_cert_info_default_renewal_is_two_thirds(ca):
+    key = generate_private_key()
+    info = cert_info(ca.sign(key.public_key(), "st-1-aws", lifetime=299))
+    assert info.common_name == "st-1-aws"
+    assert info.public_key_der == public_key_der(key)
+    assert info.default_renew_at() - info.not_before == (info.not_after - info.not_before) * 2 / 3
+
+
+def test_atomic_write_replaces_and_sets_mode(tmp_path):
+    p = tmp_path / "f"
+    atomic_write(p, b"one", 0o600)
+    atomic_write(p, b"two", 0o644)
+    assert p.read_bytes() == b"two"
+    assert p.stat().st_mode & 0o777 == 0o644
+    assert os.listdir(tmp_path) == ["f"]
+
+
+def test_state_store_persists_and_detects_corruption(tmp_path):
+    store = StateStore(tmp_path)
+    store.load()
+    store.update_device("aws", key_path="/k", request_id=7)
+    again = StateStore(tmp_path)
+    again.load()
+    assert again.device("aws") == {"completed": False, "key_path": "/k", "request_id": 7}
+    again.update_device("aws", request_id=None)
+    assert "request_id" not in again.device("aws")
+    for bad, why in [
+        ("[]", "top level is not an object"),
+        ('{"version": 9, "devices": {}}', "unknown version 9"),
+        ('{"version": 1, "devices": []}', "'devices' is not an object"),
+        ('{"version": 1, "devices": {"a": {"completed": true}}}', "completed but has no"),
+    ]:
+        (tmp_path / "state.json").write_text(bad)
+        with pytest.raises(CorruptStateError, match="is corrupt") as exc:
+            StateStore(tmp_path).load()
+        assert why in str(exc.value)
+
+
+def test_disk_queue_bounds_drop_oldest_and_count(tmp_path):
+    q = DiskQueue(tmp_path / "q.sqlite3", max_messages=5, max_bytes=10_000)
+    for i in range(8):
+        q.put("aws", "p", json.dumps(i).encode())
+    assert q.depth("aws") == 5
+    assert q.dropped("aws") == 3
+    assert [int(i.payload) for i in q.peek("aws", 0, 10)] == [3, 4, 5, 6, 7]
+    q.put("other", "p", b"x")  # bounds are per device
+    assert q.depth("aws") == 5
+    assert q.dropped("other") == 0
+    q.close()
+    q = DiskQueue(tmp_path / "q.sqlite3", max_messages=100, max_bytes=250)
+    assert q.depth("aws") == 5  # survives reopening
+    assert q.dropped("aws") == 3
+    for _ in range(3):
+        q.put("aws", "p", b"y" * 100)
+    assert q.depth("aws") == 2  # 250 bytes hold two 100-byte items
+    assert q.dropped("aws") == 3 + 6
+    first = q.peek("aws", 0, 1)[0]
+    q.ack(first.id)
+    assert q.depth("aws") == 1
+    assert q.peek("aws", first.id, 10)[0].id > first.id
+    assert q.mark_seen("aws", "id:1") is True
+    assert q.mark_seen("aws", "id:1") is False
+    assert q.was_seen("aws", "id:1")
+    assert not q.was_seen("other", "id:1")
+    q.close()
+
+
+def test_token_bucket_limits_rate_and_burst():
+    clock = FakeClock()
+    bucket = TokenBucket(rate=100, capacity=10, clock=clock)
+    taken = 0
+    while bucket.available():
+        bucket.take()
+        taken += 1
+    assert taken == 10
+    assert bucket.wait_time() == pytest.approx(0.01)
+    clock.t += 1.0
+    count = 0
+    while bucket.available():
+        bucket.take()
+        count += 1
+    assert count == 10  # capacity caps the refill
+
+
+def test_publish_limiter_counts_messages_and_bytes_and_can_be_disabled():
+    clock = FakeClock()
+    lim = PublishLimiter(clock=clock)
+    sent = 0
+    for _ in range(1000):
+        # simulate 1 s in 1 ms steps
+        clock.t += 0.001
+        while lim.try_acquire(100):
+            sent += 1
+    assert 95 <= sent <= 111
+    lim = PublishLimiter(clock=clock)
+    clock.t += 10
+    big = 0
+    for _ in range(1000):
+        clock.t += 0.001
+        while lim.try_acquire(64 * 1024):
+            big += 1
+    assert big * 64 <= 512 + 128 + 64  # ~512 KiB/s plus the initial burst
+    off = PublishLimiter(enabled=False)
+    assert all(off.try_acquire(10**6) for _ in range(10_000))
+
+
+def test_backoff_grows_with_jitter_and_never_below_one_second():
+    b = Backoff(minimum=1.0, maximum=30.0)
+    delays = [b.next_delay() for _ in range(10)]
+    assert all(1.0 <= d <= 30.0 for d in delays)
+    assert delays[5] >= 15  # 32 capped at 30, jitter keeps at least half
+    b.reset()
+    assert b.next_delay() == 1.0
+
+
+def test_device_config_validation_and_topics():
+    dc = DeviceConfig.from_dict(
+        {
+            "name": "aws",
+            "endpoint": "x-ats.iot.eu-west-1.amazonaws.com",
+            "renew_after": "2030-01-01T00:00:00Z",
+            "downlink_topic": None,
+        }
+    )
+    assert dc.port == 8883
+    assert dc.key_type == "ec-p256"
+    assert dc.downlink_topic is None
+    assert dc.renew_after == dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    with pytest.raises(ConfigError, match="no MQTT endpoint"):
+        DeviceConfig.from_dict({"name": "aws"})
+    with pytest.raises(ConfigError, match="unsupported key type"):
+        DeviceConfig.from_dict({"name": "aws", "endpoint": "e", "key_type": "dsa"})
+    with pytest.raises(ConfigError, match="not a valid name"):
+        DeviceConfig.from_dict({"name": "../x", "endpoint": "e"})
+    with pytest.raises(ConfigError, match="ISO 8601"):
+        DeviceConfig.from_dict({"name": "a", "endpoint": "e", "renew_after": "soon"})
+    assert (
+        render_topic(
+            "t/{station}/{DevEUI}/{thing}/{point}", thing="T", station="S", device="D", point="P"
+        )
+        == "t/S/D/T/P"
+    )
+    assert parse_connect_host("127.0.0.1:18883", 8883) == ("127.0.0.1", 18883)
+    assert parse_connect_host("broker.local", 8883) == ("broker.local", 8883)
+    assert parse_connect_host("[::1]:1", 8883) == ("::1", 1)
+    assert parse_connect_host(None, 8883) is None
