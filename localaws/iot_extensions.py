@@ -473,13 +473,21 @@ def _template_summary(t: ProvisioningTemplate) -> dict[str, Any]:
 # ------------------------------------------------------------------ response patches
 
 
+def _bool(resp: IoTResponse, name: str) -> bool:
+    """A boolean parameter whether it came as JSON or as a query-string word."""
+    value = resp._get_param(name, False)
+    if isinstance(value, str):
+        return value.lower() == "true"
+    return bool(value)
+
+
 def _r_register_ca_certificate(self: IoTResponse) -> ActionResult:
     cert = self.iot_backend.register_ca_certificate(
         ca_certificate=self._get_param("caCertificate"),
-        set_as_active=bool(self._get_param("setAsActive", False)),
+        set_as_active=_bool(self, "setAsActive"),
         registration_config=self._get_param("registrationConfig"),
         verification_certificate=self._get_param("verificationCertificate"),
-        allow_auto_registration=bool(self._get_param("allowAutoRegistration", False)),
+        allow_auto_registration=_bool(self, "allowAutoRegistration"),
         certificate_mode=self._get_param("certificateMode"),
     )
     return ActionResult({"certificateId": cert.certificate_id, "certificateArn": cert.arn})
@@ -491,7 +499,7 @@ def _r_update_ca_certificate(self: IoTResponse) -> ActionResult:
         new_status=self._get_param("newStatus"),
         config=self._get_param("registrationConfig"),
         new_auto_registration_status=self._get_param("newAutoRegistrationStatus"),
-        remove_auto_registration=bool(self._get_param("removeAutoRegistration", False)),
+        remove_auto_registration=_bool(self, "removeAutoRegistration"),
     )
     return EmptyResult()
 
@@ -531,7 +539,7 @@ def _r_create_provisioning_template(self: IoTResponse) -> ActionResult:
         self._get_param("templateBody"),
         self._get_param("provisioningRoleArn"),
         template_type=self._get_param("type"),
-        enabled=bool(self._get_param("enabled", False)),
+        enabled=_bool(self, "enabled"),
         description=self._get_param("description"),
         hook=self._get_param("preProvisioningHook"),
     )
@@ -565,7 +573,7 @@ def _r_update_provisioning_template(self: IoTResponse) -> ActionResult:
     if self._get_param("description") is not None:
         t.description = self._get_param("description")
     if self._get_param("enabled") is not None:
-        t.enabled = bool(self._get_param("enabled"))
+        t.enabled = _bool(self, "enabled")
     if self._get_param("provisioningRoleArn"):
         t.role_arn = self._get_param("provisioningRoleArn")
     if self._get_param("preProvisioningHook"):
@@ -602,7 +610,7 @@ def _r_create_provisioning_template_version(self: IoTResponse) -> ActionResult:
         raise VersionsLimitExceededException(t.name)
     vid = max(v.version_id for v in t.versions) + 1
     t.versions.append(TemplateVersion(vid, body))
-    is_default = bool(self._get_param("setAsDefault", False))
+    is_default = _bool(self, "setAsDefault")
     if is_default:
         t.default_version_id = vid
     t.modified = utcnow()
