@@ -126,8 +126,8 @@ class Broker:
                 self._packet(sess, pkt)
                 await writer.drain()
         except (
+            TimeoutError,
             asyncio.IncompleteReadError,
-            asyncio.TimeoutError,
             ConnectionError,
             m.MqttProtocolError,
             OSError,

@@ -195,8 +195,8 @@ class MqttFront:
         try:
             await self._session(reader, writer)
         except (
+            TimeoutError,
             asyncio.IncompleteReadError,
-            asyncio.TimeoutError,
             ConnectionError,
             ssl.SSLError,
             m.MqttProtocolError,
@@ -215,7 +215,7 @@ class MqttFront:
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             await writer.start_tls(self._trust_context(), ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
-        except (ssl.SSLError, ConnectionError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
             self.stats.refused += 1
             log.info("TLS handshake refused: %s", exc)
             return
@@ -233,7 +233,9 @@ class MqttFront:
         leaf = x509.load_der_x509_certificate(der)
         with ix.BACKEND_LOCK:
             decision = self._authorize(leaf, sni, conn)
-        log.info("client %r (sni=%s): %s - %s", conn.client_id, sni, decision.action, decision.reason)
+        log.info(
+            "client %r (sni=%s): %s - %s", conn.client_id, sni, decision.action, decision.reason
+        )
         if decision.action == "drop":
             return
         if decision.action == "refuse":
@@ -297,7 +299,9 @@ class MqttFront:
             variables["iot:Connection.Thing.IsAttached"] = "true"
         resource = f"arn:aws:iot:{region}:{acct}:client/{conn.client_id}"
         if not policy_allows(docs, "iot:Connect", resource, variables):
-            return Decision("refuse", f"iot:Connect not allowed for client id {conn.client_id!r}", b, cert)
+            return Decision(
+                "refuse", f"iot:Connect not allowed for client id {conn.client_id!r}", b, cert
+            )
         return Decision("pass", "authorized", b, cert, docs, variables)
 
     def _jitp(self, b: IoTBackend, ca: Any, leaf: x509.Certificate) -> Decision:
@@ -322,7 +326,9 @@ class MqttFront:
             tpl = ix.ext(b).templates.get(config["templateName"])
             if tpl is None or not tpl.enabled:
                 self.stats.jitp_failures += 1
-                return Decision("drop", f"JITP template {config['templateName']} missing or disabled")
+                return Decision(
+                    "drop", f"JITP template {config['templateName']} missing or disabled"
+                )
             body = tpl.body
         if not body:
             return Decision("drop", "registered PENDING_ACTIVATION (no template: JITR)")
@@ -381,7 +387,9 @@ class MqttFront:
                         self._topic_allowed(decision, "iot:Subscribe", "topicfilter", t)
                         for t, _ in sub.topics
                     ):
-                        cwriter.write(m.ack(m.SUBACK, sub.packet_id, level, [0x80] * len(sub.topics)))
+                        cwriter.write(
+                            m.ack(m.SUBACK, sub.packet_id, level, [0x80] * len(sub.topics))
+                        )
                         await cwriter.drain()
                         continue
                 bwriter.write(pkt.raw)
@@ -423,13 +431,23 @@ class MqttFront:
         b = decision.backend
         assert b is not None
         if not topic.endswith("/json"):
-            return [(topic + "/rejected", _rejection(400, "InvalidPayload", "Only the JSON API is emulated."))]
+            return [
+                (
+                    topic + "/rejected",
+                    _rejection(400, "InvalidPayload", "Only the JSON API is emulated."),
+                )
+            ]
         try:
             request = json.loads(payload or b"{}")
             if not isinstance(request, dict):
                 raise ValueError("not an object")
         except ValueError:
-            return [(topic + "/rejected", _rejection(400, "InvalidPayload", "Payload is not a JSON object."))]
+            return [
+                (
+                    topic + "/rejected",
+                    _rejection(400, "InvalidPayload", "Payload is not a JSON object."),
+                )
+            ]
         with ix.BACKEND_LOCK:
             try:
                 if topic == "$aws/certificates/create/json":
@@ -492,7 +510,9 @@ class MqttFront:
         owned = ix.ext(b).ownership_tokens.get(token) if isinstance(token, str) else None
         if owned is None or owned.expires < dt.datetime.now(dt.UTC):
             raise _FleetError(
-                400, "InvalidCertificateOwnershipToken", "The certificate ownership token is invalid."
+                400,
+                "InvalidCertificateOwnershipToken",
+                "The certificate ownership token is invalid.",
             )
         cert = b.certificates.get(owned.certificate_id)
         if cert is None:

@@ -35,8 +35,8 @@ from moto.core.responses import ActionResult, EmptyResult
 from moto.core.utils import utcnow
 from moto.iot import models as iot_models
 from moto.iot.exceptions import (
-    IoTClientError,
     InvalidRequestException,
+    IoTClientError,
     ResourceAlreadyExistsException,
     ResourceNotFoundException,
     VersionsLimitExceededException,
@@ -174,9 +174,7 @@ def amazon_ca() -> tuple[pki.PrivateKey, x509.Certificate]:
 def issue_certificate(public_key: object, subject: x509.Name | None = None) -> str:
     """Sign `public_key` with the Amazon CA; PEM. AWS uses a fixed subject."""
     key, cert = amazon_ca()
-    subject = subject or x509.Name(
-        [x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")]
-    )
+    subject = subject or x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "AWS IoT Certificate")])
     issued = pki.sign_public_key(key, cert, subject, public_key, days=365 * 30)
     return issued.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -240,7 +238,9 @@ def _validate_registration_config(backend: IoTBackend, config: dict[str, Any] | 
     if body:
         _parse_template_body(body)
         if not config.get("roleArn"):
-            raise InvalidRequestException("registrationConfig.roleArn is required with templateBody.")
+            raise InvalidRequestException(
+                "registrationConfig.roleArn is required with templateBody."
+            )
 
 
 def _parse_template_body(body: str) -> dict[str, Any]:
@@ -297,8 +297,7 @@ def _register_ca_certificate(
         ver = load_pem_cert(verification_certificate, "verification certificate")
         if cn_of(ver) != ext(self).registration_code:
             raise CertificateValidationException(
-                "The verification certificate's Common Name does not match the "
-                "registration code."
+                "The verification certificate's Common Name does not match the registration code."
             )
         if not signed_by(ver, ca):
             raise CertificateValidationException(
@@ -373,7 +372,9 @@ def _generate_certificate_pem(
     return issue_certificate(key.public_key())
 
 
-def _create_certificate_from_csr(self: IoTBackend, csr: str, set_as_active: bool) -> FakeCertificate:
+def _create_certificate_from_csr(
+    self: IoTBackend, csr: str, set_as_active: bool
+) -> FakeCertificate:
     pem = issue_certificate_from_csr(csr)
     return self.register_certificate(
         pem, ca_certificate_pem=None, set_as_active=set_as_active, status="INACTIVE"
@@ -544,7 +545,11 @@ def _r_create_provisioning_template(self: IoTResponse) -> ActionResult:
         hook=self._get_param("preProvisioningHook"),
     )
     return ActionResult(
-        {"templateArn": tpl.arn, "templateName": tpl.name, "defaultVersionId": tpl.default_version_id}
+        {
+            "templateArn": tpl.arn,
+            "templateName": tpl.name,
+            "defaultVersionId": tpl.default_version_id,
+        }
     )
 
 
@@ -595,8 +600,7 @@ def _r_delete_provisioning_template(self: IoTResponse) -> ActionResult:
     for ca in self.iot_backend.ca_certificates.values():
         if (ca.registration_config or {}).get("templateName") == name:
             raise DeleteConflictException(
-                f"The provisioning template {name} is in use by CA certificate "
-                f"{ca.certificate_id}."
+                f"The provisioning template {name} is in use by CA certificate {ca.certificate_id}."
             )
     del ext(self.iot_backend).templates[name]
     return EmptyResult()

@@ -214,9 +214,7 @@ def parse_publish(pkt: Packet, level: int) -> Publish:
         start = pos
         _, pos = _skip_props(pkt.body, pos)
         props = pkt.body[start:pos]
-    return Publish(
-        topic, pkt.body[pos:], qos, bool(pkt.flags & 1), bool(pkt.flags & 8), pid, props
-    )
+    return Publish(topic, pkt.body[pos:], qos, bool(pkt.flags & 1), bool(pkt.flags & 8), pid, props)
 
 
 def publish(

@@ -151,9 +151,9 @@ class StandInPki:
         return self.amazon_ca_cert.public_bytes(serialization.Encoding.PEM).decode()
 
 
-def _load_or_make_ca(state_dir: Path, cert_file: str, key_file: str, cn: str, org: str) -> tuple[
-    PrivateKey, x509.Certificate
-]:
+def _load_or_make_ca(
+    state_dir: Path, cert_file: str, key_file: str, cn: str, org: str
+) -> tuple[PrivateKey, x509.Certificate]:
     cp, kp = state_dir / cert_file, state_dir / key_file
     if cp.exists() and kp.exists():
         cert = x509.load_pem_x509_certificate(cp.read_bytes())

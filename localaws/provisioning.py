@@ -60,7 +60,7 @@ class _Evaluator:
         if not isinstance(node, dict):
             return node
         if len(node) == 1:
-            (key, arg), = node.items()
+            ((key, arg),) = node.items()
             if key == "Ref":
                 if arg not in self.params:
                     raise TemplateError(f"Parameter {arg} has no value.")
@@ -208,9 +208,7 @@ def _ensure_policy(backend: IoTBackend, props: dict[str, Any]) -> str:
     if not doc:
         return str(props["PolicyName"])
     doc_text = doc if isinstance(doc, str) else json.dumps(doc)
-    name = props.get("PolicyName") or (
-        "JITP-" + hashlib.sha256(doc_text.encode()).hexdigest()[:32]
-    )
+    name = props.get("PolicyName") or ("JITP-" + hashlib.sha256(doc_text.encode()).hexdigest()[:32])
     if name not in backend.policies:
         backend.create_policy(name, doc_text)
     return str(name)

@@ -57,7 +57,9 @@ class LocalAws:
         self._port = port
         self._mqtt_port = mqtt_port
         self._broker_arg = parse_broker(broker) if isinstance(broker, str) else broker
-        self.state_dir = Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="localaws-"))
+        self.state_dir = (
+            Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="localaws-"))
+        )
         self.jitp_rate = jitp_rate
         self.region = region
         self.account_id = account_id

@@ -49,7 +49,9 @@ OPEN_POLICY = {
 }
 
 
-def jitp_template(policy: dict[str, Any] | None = None, *, extra_params: tuple[str, ...] = ()) -> str:
+def jitp_template(
+    policy: dict[str, Any] | None = None, *, extra_params: tuple[str, ...] = ()
+) -> str:
     """The portal's default JITP template (Thing = CN, certificate ACTIVE, inline policy)."""
     params = {
         "AWS::IoT::Certificate::CommonName": {"Type": "String"},
@@ -124,9 +126,9 @@ def make_ca(cn: str, *, is_ca: bool = True) -> Ca:
     return Ca(key, cert)
 
 
-def issue(ca: Ca, subject: dict[Any, str], key: ec.EllipticCurvePrivateKey | None = None) -> tuple[
-    x509.Certificate, ec.EllipticCurvePrivateKey
-]:
+def issue(
+    ca: Ca, subject: dict[Any, str], key: ec.EllipticCurvePrivateKey | None = None
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = key or ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(oid, v) for oid, v in subject.items()])
     cert = (

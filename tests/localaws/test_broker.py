@@ -94,6 +94,7 @@ def test_mqtt5_client(broker):
     seen = []
     c = _client(broker.port, protocol=mqtt.MQTTv5)
     try:
+
         def on_message(client, userdata, msg):
             seen.append((msg.topic, msg.payload))
             got.set()
@@ -115,8 +116,12 @@ def test_will_message_on_abnormal_disconnect(broker):
     base = unique("w")
     sub = PlainSubscriber("127.0.0.1", broker.port, f"{base}/status")
     body = (
-        enc_str("MQTT") + bytes([4, 0x02 | 0x04 | 0x08]) + struct.pack("!H", 30)
-        + enc_str(unique("will")) + enc_str(f"{base}/status") + enc_str(b"offline")
+        enc_str("MQTT")
+        + bytes([4, 0x02 | 0x04 | 0x08])
+        + struct.pack("!H", 30)
+        + enc_str(unique("will"))
+        + enc_str(f"{base}/status")
+        + enc_str(b"offline")
     )
     with socket.create_connection(("127.0.0.1", broker.port), timeout=5) as raw:
         raw.sendall(build(CONNECT, 0, body))

@@ -38,8 +38,22 @@ def _read_lines(proc: subprocess.Popen, n: int, timeout: float = 30) -> dict[str
 def test_cli_prints_contract_lines_and_stops_on_sigterm(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "localaws", "--port", "0", "--mqtt-port", "0", "--state-dir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "localaws",
+            "--port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
     )
     try:
         lines = _read_lines(proc, 4)
@@ -47,10 +61,16 @@ def test_cli_prints_contract_lines_and_stops_on_sigterm(tmp_path):
         assert lines["MQTT_ENDPOINT"].endswith("-ats.iot.eu-west-1.amazonaws.com")
         assert Path(lines["BROKER_CA"]).read_text().startswith("-----BEGIN CERTIFICATE-----")
         iot = boto3.client(
-            "iot", endpoint_url=lines["AWS_ENDPOINT_URL"], region_name="eu-west-1",
-            aws_access_key_id="x", aws_secret_access_key="y",
+            "iot",
+            endpoint_url=lines["AWS_ENDPOINT_URL"],
+            region_name="eu-west-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
         )
-        assert iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"] == lines["MQTT_ENDPOINT"]
+        assert (
+            iot.describe_endpoint(endpointType="iot:Data-ATS")["endpointAddress"]
+            == lines["MQTT_ENDPOINT"]
+        )
         with socket.create_connection(("127.0.0.1", int(lines["MQTT_PORT"])), timeout=5):
             pass
         proc.send_signal(signal.SIGTERM)
@@ -65,7 +85,12 @@ def test_cli_bad_argument_is_one_sentence():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
         [sys.executable, "-m", "localaws", "--broker", "nonsense"],
-        capture_output=True, text=True, env=env, cwd=ROOT, timeout=60, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
     )
     assert res.returncode == 2
     assert "--broker must be HOST:PORT or 'embedded'" in res.stderr
@@ -83,8 +108,11 @@ def _mosquitto_up() -> bool:
 def test_external_mosquitto_backend(tmp_path):
     with LocalAws(broker="127.0.0.1:1883", state_dir=tmp_path / "state", jitp_rate=0) as aws:
         iot = boto3.client(
-            "iot", endpoint_url=aws.endpoint_url, region_name="eu-west-1",
-            aws_access_key_id="x", aws_secret_access_key="y",
+            "iot",
+            endpoint_url=aws.endpoint_url,
+            region_name="eu-west-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
         )
         ca = make_ca(unique("ca"))
         register_ca(iot, ca, template_body=jitp_template())
@@ -107,8 +135,11 @@ def test_external_mosquitto_backend(tmp_path):
 def test_jitp_rate_limit(tmp_path):
     with LocalAws(state_dir=tmp_path / "state", jitp_rate=1) as aws:
         iot = boto3.client(
-            "iot", endpoint_url=aws.endpoint_url, region_name="eu-west-1",
-            aws_access_key_id="x", aws_secret_access_key="y",
+            "iot",
+            endpoint_url=aws.endpoint_url,
+            region_name="eu-west-1",
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
         )
         ca = make_ca(unique("ca"))
         register_ca(iot, ca, template_body=jitp_template())

@@ -74,17 +74,23 @@ def test_duplicate_ca_refused(iot):
 def test_sni_only_needs_no_verification_certificate(iot):
     ca = make_ca(unique("ca"))
     ca_id = register_ca(iot, ca, sni_only=True, template_body=jitp_template())
-    assert iot.describe_ca_certificate(certificateId=ca_id)["certificateDescription"][
-        "certificateMode"
-    ] == "SNI_ONLY"
+    assert (
+        iot.describe_ca_certificate(certificateId=ca_id)["certificateDescription"][
+            "certificateMode"
+        ]
+        == "SNI_ONLY"
+    )
 
 
 def test_update_ca_certificate(iot):
     ca = make_ca(unique("ca"))
     ca_id = register_ca(iot, ca, auto=False)
-    assert iot.describe_ca_certificate(certificateId=ca_id)["certificateDescription"][
-        "autoRegistrationStatus"
-    ] == "DISABLE"
+    assert (
+        iot.describe_ca_certificate(certificateId=ca_id)["certificateDescription"][
+            "autoRegistrationStatus"
+        ]
+        == "DISABLE"
+    )
     body = jitp_template()
     iot.update_ca_certificate(
         certificateId=ca_id,
@@ -139,8 +145,11 @@ def test_provisioning_templates_crud(iot):
     assert (desc["type"], desc["enabled"], desc["templateBody"]) == ("JITP", True, body)
 
     body2 = json.dumps({**json.loads(body), "DeviceConfiguration": {"v": "2"}})
-    v2 = iot.create_provisioning_template_version(templateName=name, templateBody=body2, setAsDefault=True)
-    assert v2["versionId"] == 2 and v2["isDefaultVersion"]
+    v2 = iot.create_provisioning_template_version(
+        templateName=name, templateBody=body2, setAsDefault=True
+    )
+    assert v2["versionId"] == 2
+    assert v2["isDefaultVersion"]
     assert iot.describe_provisioning_template(templateName=name)["templateBody"] == body2
     iot.update_provisioning_template(templateName=name, defaultVersionId=1, enabled=False)
     desc = iot.describe_provisioning_template(templateName=name)
@@ -158,11 +167,16 @@ def test_provisioning_templates_crud(iot):
 def test_named_template_registration_and_list_filter(iot):
     name = unique("tpl")
     iot.create_provisioning_template(
-        templateName=name, templateBody=jitp_template(), provisioningRoleArn=ROLE_ARN,
-        enabled=True, type="JITP",
+        templateName=name,
+        templateBody=jitp_template(),
+        provisioningRoleArn=ROLE_ARN,
+        enabled=True,
+        type="JITP",
     )
     ca_id = register_ca(iot, make_ca(unique("ca")), template_name=name)
-    assert [c["certificateId"] for c in iot.list_ca_certificates(templateName=name)["certificates"]] == [ca_id]
+    assert [
+        c["certificateId"] for c in iot.list_ca_certificates(templateName=name)["certificates"]
+    ] == [ca_id]
     with pytest.raises(ClientError) as exc:
         iot.delete_provisioning_template(templateName=name)
     assert _code(exc) == "DeleteConflictException"

@@ -39,7 +39,10 @@ CLAIM_POLICY = {
 def _fleet_template(policy_name: str) -> str:
     return json.dumps(
         {
-            "Parameters": {"SerialNumber": {"Type": "String"}, "AWS::IoT::Certificate::Id": {"Type": "String"}},
+            "Parameters": {
+                "SerialNumber": {"Type": "String"},
+                "AWS::IoT::Certificate::Id": {"Type": "String"},
+            },
             "Resources": {
                 "thing": {
                     "Type": "AWS::IoT::Thing",
@@ -50,11 +53,16 @@ def _fleet_template(policy_name: str) -> str:
                 },
                 "certificate": {
                     "Type": "AWS::IoT::Certificate",
-                    "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"}, "Status": "Active"},
+                    "Properties": {
+                        "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+                        "Status": "Active",
+                    },
                 },
                 "policy": {"Type": "AWS::IoT::Policy", "Properties": {"PolicyName": policy_name}},
             },
-            "DeviceConfiguration": {"telemetryTopic": {"Fn::Sub": "things/station-${SerialNumber}/up"}},
+            "DeviceConfiguration": {
+                "telemetryTopic": {"Fn::Sub": "things/station-${SerialNumber}/up"}
+            },
         }
     )
 
@@ -65,8 +73,11 @@ def claim(aws, iot, tmp_path):
     iot.create_policy(policyName=f"{name}-device", policyDocument=json.dumps(DEVICE_POLICY))
     iot.create_policy(policyName=f"{name}-claim", policyDocument=json.dumps(CLAIM_POLICY))
     iot.create_provisioning_template(
-        templateName=name, templateBody=_fleet_template(f"{name}-device"),
-        provisioningRoleArn=ROLE_ARN, enabled=True, type="FLEET_PROVISIONING",
+        templateName=name,
+        templateBody=_fleet_template(f"{name}-device"),
+        provisioningRoleArn=ROLE_ARN,
+        enabled=True,
+        type="FLEET_PROVISIONING",
     )
     out = iot.create_keys_and_certificate(setAsActive=True)
     iot.attach_policy(policyName=f"{name}-claim", target=out["certificateArn"])
@@ -101,25 +112,38 @@ def test_claim_round_trip_with_csr(aws, iot, claim, tmp_path):
         )
         assert outcome == "accepted", body
         assert set(body) >= {"certificateId", "certificatePem", "certificateOwnershipToken"}
-        assert iot.describe_certificate(certificateId=body["certificateId"])["certificateDescription"]["status"] == "INACTIVE"
+        assert (
+            iot.describe_certificate(certificateId=body["certificateId"])["certificateDescription"][
+                "status"
+            ]
+            == "INACTIVE"
+        )
 
         outcome, bad = _request(
-            client, f"$aws/provisioning-templates/{name}/provision/json",
+            client,
+            f"$aws/provisioning-templates/{name}/provision/json",
             {"certificateOwnershipToken": "forged", "parameters": {"SerialNumber": "1"}},
         )
         assert outcome == "rejected"
-        assert bad["errorCode"] == "InvalidCertificateOwnershipToken" and bad["statusCode"] == 400
+        assert bad["errorCode"] == "InvalidCertificateOwnershipToken"
+        assert bad["statusCode"] == 400
 
         outcome, missing = _request(
-            client, f"$aws/provisioning-templates/{name}/provision/json",
+            client,
+            f"$aws/provisioning-templates/{name}/provision/json",
             {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {}},
         )
-        assert outcome == "rejected" and missing["errorCode"] == "InvalidParameters"
+        assert outcome == "rejected"
+        assert missing["errorCode"] == "InvalidParameters"
 
         serial = unique("sn")
         outcome, done = _request(
-            client, f"$aws/provisioning-templates/{name}/provision/json",
-            {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {"SerialNumber": serial}},
+            client,
+            f"$aws/provisioning-templates/{name}/provision/json",
+            {
+                "certificateOwnershipToken": body["certificateOwnershipToken"],
+                "parameters": {"SerialNumber": serial},
+            },
         )
         assert outcome == "accepted", done
         assert done["thingName"] == f"station-{serial}"
@@ -154,12 +178,19 @@ def test_create_keys_and_certificate_over_mqtt(aws, iot, claim):
         assert outcome == "accepted"
         assert "PRIVATE KEY" in body["privateKey"]
         outcome, done = _request(
-            client, f"$aws/provisioning-templates/{name}/provision/json",
-            {"certificateOwnershipToken": body["certificateOwnershipToken"], "parameters": {"SerialNumber": unique("k")}},
+            client,
+            f"$aws/provisioning-templates/{name}/provision/json",
+            {
+                "certificateOwnershipToken": body["certificateOwnershipToken"],
+                "parameters": {"SerialNumber": unique("k")},
+            },
         )
         assert outcome == "accepted"
-        outcome, err = _request(client, "$aws/provisioning-templates/no-such-template/provision/json", {})
-        assert outcome == "rejected" and err["statusCode"] == 404
+        outcome, err = _request(
+            client, "$aws/provisioning-templates/no-such-template/provision/json", {}
+        )
+        assert outcome == "rejected"
+        assert err["statusCode"] == 404
     finally:
         client.close()
     assert iot.describe_thing(thingName=done["thingName"])

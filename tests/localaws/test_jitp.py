@@ -145,7 +145,9 @@ def test_auto_registration_disabled_or_ca_inactive_refused(aws, iot, tmp_path):
     dev = device(tmp_path, ca, unique("d"))
     assert probe(aws, dev, dev.name) == "dropped"
     assert dev.name not in [t["thingName"] for t in iot.list_things()["things"]]
-    iot.update_ca_certificate(certificateId=ca_id, newAutoRegistrationStatus="ENABLE", newStatus="INACTIVE")
+    iot.update_ca_certificate(
+        certificateId=ca_id, newAutoRegistrationStatus="ENABLE", newStatus="INACTIVE"
+    )
     assert probe(aws, dev, dev.name) == "dropped"
     assert dev.name not in [t["thingName"] for t in iot.list_things()["things"]]
     iot.update_ca_certificate(certificateId=ca_id, newStatus="ACTIVE")
@@ -162,8 +164,11 @@ def test_named_jitp_template(aws, iot, tmp_path):
         "Fn::Join": ["", ["dev-", {"Ref": "AWS::IoT::Certificate::CommonName"}]]
     }
     iot.create_provisioning_template(
-        templateName=name, templateBody=json.dumps(body), provisioningRoleArn=ROLE_ARN,
-        enabled=True, type="JITP",
+        templateName=name,
+        templateBody=json.dumps(body),
+        provisioningRoleArn=ROLE_ARN,
+        enabled=True,
+        type="JITP",
     )
     ca = make_ca(unique("ca"))
     register_ca(iot, ca, template_name=name)
@@ -188,7 +193,9 @@ def test_sni(aws, iot, tmp_path):
     assert iot.describe_thing(thingName=dev.name)
     assert probe(aws, dev, dev.name, sni=endpoint) == "connack:0"
     # An endpoint of no account served here is refused.
-    assert probe(aws, dev, dev.name, sni="nosuchprefix0-ats.iot.eu-west-1.amazonaws.com") == "dropped"
+    assert (
+        probe(aws, dev, dev.name, sni="nosuchprefix0-ats.iot.eu-west-1.amazonaws.com") == "dropped"
+    )
     # paho with the endpoint host name (hostname verification on) works too.
     client = PahoDevice(aws, dev, dev.name, host=endpoint)
     try:
@@ -223,9 +230,25 @@ def test_mosquitto_pub_after_jitp_drop(aws, iot, jitp_ca, tmp_path):
     dev = device(tmp_path, ca, cn)
     sub = PlainSubscriber(*aws.broker_address, f"things/{cn}/#")
     cmd = [
-        "mosquitto_pub", "-h", "127.0.0.1", "-p", str(aws.mqtt_port),
-        "--cafile", str(aws.server_ca_path), "--cert", str(dev.cert_path), "--key", str(dev.key_path),
-        "-i", cn, "-t", f"things/{cn}/telemetry", "-m", "42", "-q", "1",
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        str(aws.mqtt_port),
+        "--cafile",
+        str(aws.server_ca_path),
+        "--cert",
+        str(dev.cert_path),
+        "--key",
+        str(dev.key_path),
+        "-i",
+        cn,
+        "-t",
+        f"things/{cn}/telemetry",
+        "-m",
+        "42",
+        "-q",
+        "1",
     ]
     try:
         first = subprocess.run(cmd, capture_output=True, timeout=20, check=False)
