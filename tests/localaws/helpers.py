@@ -225,6 +225,7 @@ def probe(
         ctx.load_cert_chain(dev.cert_path, dev.key_path)
     ctx.check_hostname = sni is not None
     raw = socket.create_connection(("127.0.0.1", aws.mqtt_port), timeout=10)
+    sock: socket.socket = raw
     try:
         try:
             sock = ctx.wrap_socket(raw, server_hostname=sni)
@@ -243,6 +244,7 @@ def probe(
             return f"unexpected:{data!r}"
         return f"connack:{data[3]}"
     finally:
+        sock.close()
         raw.close()
 
 

@@ -79,6 +79,8 @@ def test_cli_prints_contract_lines_and_stops_on_sigterm(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 def test_cli_bad_argument_is_one_sentence():
