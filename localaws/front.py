@@ -409,9 +409,9 @@ class MqttFront:
         try:
             done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
             for t in done:
-                exc = t.exception()
-                if exc:
-                    log.debug("session %s ended: %r", conn.client_id, exc)
+                err = t.exception()
+                if err:
+                    log.debug("session %s ended: %r", conn.client_id, err)
         finally:
             for t in tasks:
                 t.cancel()
@@ -529,7 +529,7 @@ class MqttFront:
             result = apply_template(b, tpl.body, supplied, cert)
         except TemplateError as exc:
             raise _FleetError(400, "InvalidParameters", str(exc)) from exc
-        del ix.ext(b).ownership_tokens[token]
+        ix.ext(b).ownership_tokens.pop(str(token), None)
         self.stats.fleet_provisioned += 1
         out: dict[str, Any] = {"deviceConfiguration": result["deviceConfiguration"] or {}}
         if result["thingName"]:

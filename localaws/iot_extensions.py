@@ -483,7 +483,8 @@ def _bool(resp: IoTResponse, name: str) -> bool:
 
 
 def _r_register_ca_certificate(self: IoTResponse) -> ActionResult:
-    cert = self.iot_backend.register_ca_certificate(
+    cert = _register_ca_certificate(
+        self.iot_backend,
         ca_certificate=self._get_param("caCertificate"),
         set_as_active=_bool(self, "setAsActive"),
         registration_config=self._get_param("registrationConfig"),
@@ -495,7 +496,8 @@ def _r_register_ca_certificate(self: IoTResponse) -> ActionResult:
 
 
 def _r_update_ca_certificate(self: IoTResponse) -> ActionResult:
-    self.iot_backend.update_ca_certificate(
+    _update_ca_certificate(
+        self.iot_backend,
         certificate_id=self.path.split("/")[-1],
         new_status=self._get_param("newStatus"),
         config=self._get_param("registrationConfig"),
@@ -516,7 +518,7 @@ def _r_describe_ca_certificate(self: IoTResponse) -> ActionResult:
 
 
 def _r_list_ca_certificates(self: IoTResponse) -> ActionResult:
-    cas = self.iot_backend.list_ca_certificates(template_name=self._get_param("templateName"))
+    cas = _list_ca_certificates(self.iot_backend, template_name=self._get_param("templateName"))
     if self._get_param("ascendingOrder") is False:
         cas = list(reversed(cas))
     return ActionResult(
@@ -535,7 +537,8 @@ def _r_list_ca_certificates(self: IoTResponse) -> ActionResult:
 
 
 def _r_create_provisioning_template(self: IoTResponse) -> ActionResult:
-    tpl = self.iot_backend.create_provisioning_template(
+    tpl = _create_provisioning_template(
+        self.iot_backend,
         self._get_param("templateName"),
         self._get_param("templateBody"),
         self._get_param("provisioningRoleArn"),

@@ -167,7 +167,7 @@ def apply_template(
     for _, rtype, props in resources:
         if rtype == "AWS::IoT::Thing":
             _ensure_thing(backend, props)
-            backend.attach_thing_principal(thing_name, certificate.arn)
+            backend.attach_thing_principal(str(thing_name), certificate.arn)
         elif rtype == "AWS::IoT::Policy":
             name = _ensure_policy(backend, props)
             backend.attach_policy(name, certificate.arn)
@@ -182,11 +182,11 @@ def _ensure_thing(backend: IoTBackend, props: dict[str, Any]) -> None:
     if ttype and ttype not in {t.thing_type_name for t in backend.thing_types.values()}:
         raise TemplateError(f"The thing type {ttype} does not exist.")
     if name not in {t.thing_name for t in backend.things.values()}:
-        backend.create_thing(name, ttype, {"attributes": attrs} if attrs else None)
+        backend.create_thing(name, ttype or "", {"attributes": attrs} if attrs else None)
     elif attrs:
         backend.update_thing(
             thing_name=name,
-            thing_type_name=ttype,
+            thing_type_name=ttype or "",
             attribute_payload={"attributes": attrs, "merge": True},
             remove_thing_type=False,
         )
@@ -210,7 +210,7 @@ def _ensure_policy(backend: IoTBackend, props: dict[str, Any]) -> str:
     doc_text = doc if isinstance(doc, str) else json.dumps(doc)
     name = props.get("PolicyName") or ("JITP-" + hashlib.sha256(doc_text.encode()).hexdigest()[:32])
     if name not in backend.policies:
-        backend.create_policy(name, doc_text)
+        backend.create_policy(name, doc_text)  # type: ignore[arg-type]  # moto stores the text
     return str(name)
 
 
