@@ -81,6 +81,7 @@ class Decision:
     certificate: FakeCertificate | None = None
     policy_docs: list[str] = field(default_factory=list)
     variables: dict[str, str] = field(default_factory=dict)
+    events: list[tuple[str, bytes]] = field(default_factory=list)
 
 
 @dataclass
@@ -213,8 +214,10 @@ class MqttFront:
                 self._tasks.discard(task)
 
     async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with ix.BACKEND_LOCK:
+            ctx = self._trust_context()
         try:
-            await writer.start_tls(self._trust_context(), ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
+            await writer.start_tls(ctx, ssl_handshake_timeout=HANDSHAKE_TIMEOUT)
         except (TimeoutError, ssl.SSLError, ConnectionError, OSError) as exc:
             self.stats.refused += 1
             log.info("TLS handshake refused: %s", exc)
@@ -236,6 +239,8 @@ class MqttFront:
         log.info(
             "client %r (sni=%s): %s - %s", conn.client_id, sni, decision.action, decision.reason
         )
+        for topic, payload in decision.events:
+            await self._publish_event(topic, payload)
         if decision.action == "drop":
             return
         if decision.action == "refuse":
@@ -331,7 +336,24 @@ class MqttFront:
                 )
             body = tpl.body
         if not body:
-            return Decision("drop", "registered PENDING_ACTIVATION (no template: JITR)")
+            event = {
+                "certificateId": cert.certificate_id,
+                "caCertificateId": ca.certificate_id,
+                "timestamp": int(time.time()),
+                "certificateStatus": "PENDING_ACTIVATION",
+                "awsAccountId": b.account_id,
+                "certificateRegistrationTimestamp": str(int(time.time() * 1000)),
+            }
+            return Decision(
+                "drop",
+                "registered PENDING_ACTIVATION (no template: JITR event published)",
+                events=[
+                    (
+                        f"$aws/events/certificates/registered/{ca.certificate_id}",
+                        json.dumps(event).encode(),
+                    )
+                ],
+            )
         try:
             result = apply_template(
                 b, body, certificate_parameters(leaf, cert.certificate_id), cert
@@ -341,6 +363,29 @@ class MqttFront:
             msg = exc.message if isinstance(exc, JsonRESTError) else str(exc)
             return Decision("drop", f"JITP failed, certificate stays PENDING_ACTIVATION: {msg}")
         return Decision("drop", f"JITP provisioned thing {result['thingName']}")
+
+    async def _publish_event(self, topic: str, payload: bytes) -> None:
+        """Publish an AWS event (e.g. JITR's registered event) on the backend broker."""
+        try:
+            reader, writer = await asyncio.open_connection(*self.broker)
+        except OSError as exc:
+            log.warning("cannot publish event %s: %s", topic, exc)
+            return
+        try:
+            body = m.enc_str("MQTT") + bytes([4, 0x02, 0, 10])
+            body += m.enc_str(f"localaws-events-{secrets.token_hex(4)}")
+            writer.write(m.build(m.CONNECT, 0, body))
+            ack = await asyncio.wait_for(m.read_packet(reader), 5)
+            if ack is None or ack.ptype != m.CONNACK or ack.body[1:2] != b"\x00":
+                log.warning("backend broker refused the event publisher")
+                return
+            writer.write(m.publish(topic, payload, qos=0))
+            writer.write(m.build(m.DISCONNECT, 0, b""))
+            await writer.drain()
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, m.MqttProtocolError) as exc:
+            log.warning("cannot publish event %s: %s", topic, exc)
+        finally:
+            writer.close()
 
     # ---------------------------------------------------------------- session pipe
 

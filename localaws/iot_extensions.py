@@ -678,6 +678,14 @@ def apply() -> None:
         return
     _applied = True
     default_user_config.setdefault("iot", {})["use_valid_cert"] = True
+    base_call_action = IoTResponse.call_action
+
+    def call_action_locked(self: IoTResponse) -> Any:
+        # moto's werkzeug threads and the MQTT front share the backend: one writer at a time.
+        with BACKEND_LOCK:
+            return base_call_action(self)
+
+    IoTResponse.call_action = call_action_locked  # type: ignore[method-assign]
     IoTBackend.get_registration_code = _get_registration_code  # type: ignore[method-assign]
     IoTBackend.register_ca_certificate = _register_ca_certificate  # type: ignore[method-assign,assignment]
     IoTBackend.update_ca_certificate = _update_ca_certificate  # type: ignore[method-assign,assignment]

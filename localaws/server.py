@@ -79,6 +79,8 @@ class LocalAws:
         """The control plane (moto + extensions), e.g. http://127.0.0.1:5123."""
         assert self._moto is not None, "LocalAws is not started"
         host, port = self._moto.get_host_and_port()
+        if host in ("0.0.0.0", "::"):
+            host = "127.0.0.1"
         return f"http://{host}:{port}"
 
     @property

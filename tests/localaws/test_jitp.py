@@ -158,8 +158,12 @@ def test_auto_registration_disabled_or_ca_inactive_refused(aws, iot, tmp_path):
 def test_named_jitp_template(aws, iot, tmp_path):
     name = unique("jitp-tpl")
     iot.create_thing_group(thingGroupName=f"{name}-group")
+    iot.create_thing_type(thingTypeName=f"{name}-type")
+    iot.create_billing_group(billingGroupName=f"{name}-billing")
     body = json.loads(jitp_template())
     body["Resources"]["thing"]["Properties"]["ThingGroups"] = [f"{name}-group"]
+    body["Resources"]["thing"]["Properties"]["ThingTypeName"] = f"{name}-type"
+    body["Resources"]["thing"]["Properties"]["BillingGroup"] = f"{name}-billing"
     body["Resources"]["thing"]["Properties"]["ThingName"] = {
         "Fn::Join": ["", ["dev-", {"Ref": "AWS::IoT::Certificate::CommonName"}]]
     }
@@ -175,7 +179,10 @@ def test_named_jitp_template(aws, iot, tmp_path):
     cn = unique("named")
     dev = device(tmp_path, ca, cn)
     assert probe(aws, dev, f"dev-{cn}") == "dropped"
-    assert iot.describe_thing(thingName=f"dev-{cn}")["thingName"] == f"dev-{cn}"
+    assert iot.describe_thing(thingName=f"dev-{cn}")["thingTypeName"] == f"{name}-type"
+    assert iot.list_things_in_billing_group(billingGroupName=f"{name}-billing")["things"] == [
+        f"dev-{cn}"
+    ]
     members = iot.list_things_in_thing_group(thingGroupName=f"{name}-group")["things"]
     assert members == [f"dev-{cn}"]
     assert probe(aws, dev, f"dev-{cn}") == "connack:0"
@@ -258,3 +265,31 @@ def test_mosquitto_pub_after_jitp_drop(aws, iot, jitp_ca, tmp_path):
         assert (f"things/{cn}/telemetry", b"42") in sub.wait()
     finally:
         sub.close()
+
+
+def test_jitr_without_template_publishes_registered_event(aws, iot, tmp_path):
+    from localaws.iot_extensions import fingerprint
+
+    ca = make_ca(unique("jitr-ca"))
+    ca_id = register_ca(iot, ca)
+    sub = PlainSubscriber(*aws.broker_address, f"$aws/events/certificates/registered/{ca_id}")
+    dev = device(tmp_path, ca, unique("jitr"))
+    try:
+        assert probe(aws, dev, dev.name) == "dropped"
+        (topic, payload), *_ = sub.wait()
+    finally:
+        sub.close()
+    event = json.loads(payload)
+    assert event["certificateId"] == fingerprint(dev.cert)
+    assert event["certificateStatus"] == "PENDING_ACTIVATION"
+    assert _cert_status(iot, dev) == "PENDING_ACTIVATION"
+    # The operator's JITR function activates it and attaches a policy; then it connects.
+    iot.update_certificate(certificateId=event["certificateId"], newStatus="ACTIVE")
+    assert probe(aws, dev, dev.name) == "connack:5"  # no policy yet
+    policy = unique("jitr-policy")
+    iot.create_policy(policyName=policy, policyDocument=json.dumps(OPEN_POLICY))
+    arn = iot.describe_certificate(certificateId=event["certificateId"])["certificateDescription"][
+        "certificateArn"
+    ]
+    iot.attach_policy(policyName=policy, target=arn)
+    assert probe(aws, dev, dev.name) == "connack:0"
