@@ -27,6 +27,28 @@ from .pki import StandInPki, setup_pki
 log = logging.getLogger(__name__)
 
 
+class _MotoServer(ThreadedMotoServer):
+    """ThreadedMotoServer that reports a failed bind instead of waiting for ever."""
+
+    bind_error: OSError | None = None
+
+    def _server_entry(self) -> None:
+        try:
+            super()._server_entry()
+        except OSError as exc:
+            self.bind_error = exc
+            self._server_ready_event.set()
+        except SystemExit:  # werkzeug exits when the port is taken
+            self.bind_error = OSError(f"port {self._port} is already in use")
+            self._server_ready_event.set()
+
+    def start(self) -> None:
+        super().start()
+        if self.bind_error is not None:
+            self._server = None
+            raise self.bind_error
+
+
 def parse_broker(value: str) -> tuple[str, int] | None:
     """'embedded' -> None, 'HOST:PORT' -> (host, port); ValueError with a sentence otherwise."""
     if value == "embedded":
@@ -127,8 +149,9 @@ class LocalAws:
         ix.apply()
         self.pki = setup_pki(self.state_dir, self.server_names())
         ix.set_amazon_ca(self.pki.amazon_ca_key, self.pki.amazon_ca_cert)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self._port, verbose=False)
-        self._moto.start()
+        moto = _MotoServer(ip_address=self.host, port=self._port, verbose=False)
+        moto.start()
+        self._moto = moto
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="localaws", daemon=True)
         self._thread.start()

@@ -153,3 +153,23 @@ def test_jitp_rate_limit(tmp_path):
         time.sleep(1.1)
         assert probe(aws, devs[1], devs[1].name) == "dropped"
         assert probe(aws, devs[1], devs[1].name) == "connack:0"
+
+
+def test_cli_port_in_use_fails_with_a_sentence():
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        res = subprocess.run(
+            [sys.executable, "-m", "localaws", "--port", str(port), "--mqtt-port", "0"],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=60,
+            check=False,
+        )
+    assert res.returncode == 1
+    assert "localaws: cannot start:" in res.stderr
+    assert "AWS_ENDPOINT_URL" not in res.stdout
