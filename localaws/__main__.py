@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         jitp_rate=args.jitp_rate,
         region=args.region,
         enforce_topics=not args.no_topic_policy,
+        log_requests=args.verbose,
     )
     try:
         aws.start()

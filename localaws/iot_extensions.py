@@ -312,7 +312,7 @@ def _register_ca_certificate(
         registration_config=registration_config or {},
     )
     certificate.certificate_id = cert_id
-    certificate.arn = certificate.arn.rsplit("/", 1)[0] + "/" + cert_id
+    certificate.arn = certificate.arn.rsplit(":", 1)[0] + f":cacert/{cert_id}"
     certificate.auto_registration_status = "ENABLE" if allow_auto_registration else "DISABLE"  # type: ignore[attr-defined]
     certificate.certificate_mode = mode  # type: ignore[attr-defined]
     certificate.validity_not_before = ca.not_valid_before_utc

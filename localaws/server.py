@@ -74,6 +74,7 @@ class LocalAws:
         region: str = "eu-west-1",
         account_id: str = DEFAULT_ACCOUNT_ID,
         enforce_topics: bool = True,
+        log_requests: bool = False,
     ) -> None:
         self.host = host
         self._port = port
@@ -86,6 +87,7 @@ class LocalAws:
         self.region = region
         self.account_id = account_id
         self.enforce_topics = enforce_topics
+        self.log_requests = log_requests
         self.pki: StandInPki | None = None
         self._moto: ThreadedMotoServer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -147,6 +149,8 @@ class LocalAws:
     def start(self) -> LocalAws:
         """Start every part; returns when all ports are bound."""
         ix.apply()
+        if not self.log_requests:
+            logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.pki = setup_pki(self.state_dir, self.server_names())
         ix.set_amazon_ca(self.pki.amazon_ca_key, self.pki.amazon_ca_cert)
         moto = _MotoServer(ip_address=self.host, port=self._port, verbose=False)

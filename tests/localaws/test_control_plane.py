@@ -24,6 +24,7 @@ def test_register_ca_default_mode_and_describe(iot):
     assert desc["certificateDescription"]["status"] == "ACTIVE"
     assert desc["certificateDescription"]["autoRegistrationStatus"] == "ENABLE"
     assert desc["certificateDescription"]["certificateMode"] == "DEFAULT"
+    assert desc["certificateDescription"]["certificateArn"].endswith(f":cacert/{ca_id}")
     assert desc["registrationConfig"] == {"templateBody": body, "roleArn": ROLE_ARN}
     listed = {c["certificateId"]: c["status"] for c in iot.list_ca_certificates()["certificates"]}
     assert listed[ca_id] == "ACTIVE"
@@ -65,10 +66,11 @@ def test_not_a_ca_and_garbage_refused(iot):
 
 def test_duplicate_ca_refused(iot):
     ca = make_ca(unique("ca"))
-    register_ca(iot, ca)
+    ca_id = register_ca(iot, ca)
     with pytest.raises(ClientError) as exc:
         register_ca(iot, ca)
     assert _code(exc) == "ResourceAlreadyExistsException"
+    assert exc.value.response["resourceId"] == ca_id
 
 
 def test_sni_only_needs_no_verification_certificate(iot):
