@@ -262,11 +262,19 @@ class SniClient(mqtt.Client):
 class PahoDevice:
     """A paho MQTT 3.1.1 client over TLS with a device certificate; records messages."""
 
-    def __init__(self, aws: Any, dev: Device, client_id: str, *, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self,
+        aws: Any,
+        dev: Device,
+        client_id: str,
+        *,
+        host: str = "127.0.0.1",
+        protocol: int = mqtt.MQTTv311,
+    ) -> None:
         self.client = SniClient(
             mqtt.CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=mqtt.MQTTv311,
+            protocol=protocol,
             dial_port=aws.mqtt_port,
         )
         self.client.tls_set(

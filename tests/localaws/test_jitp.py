@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 
+import paho.mqtt.client as mqtt
 import pytest
 
 from .helpers import (
@@ -75,6 +76,15 @@ def test_mqtt5_client_passes(aws, iot, jitp_ca, tmp_path):
     dev = device(tmp_path, ca, cn)
     assert probe(aws, dev, cn, level=5) == "dropped"
     assert probe(aws, dev, cn, level=5) == "connack:0"
+    client = PahoDevice(aws, dev, cn, protocol=mqtt.MQTTv5)
+    try:
+        assert client.connect()
+        client.client.subscribe(f"things/{cn}/echo", qos=1)
+        client.client.publish(f"things/{cn}/echo", b"v5", qos=1).wait_for_publish(10)
+        assert client.wait_message(f"things/{cn}/echo")[1] == b"v5"
+    finally:
+        client.close()
+    assert probe(aws, dev, "not-the-thing", level=5) == f"connack:{0x87}"
 
 
 def test_missing_parameter_keeps_pending_and_refuses(aws, iot, tmp_path):
