@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import threading
+import weakref
 
 from . import mqtt_codec as m
 
@@ -48,6 +49,7 @@ class Broker:
         self._sessions: dict[str, _Session] = {}
         self._retained: dict[str, tuple[bytes, int]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._transports: weakref.WeakSet[asyncio.WriteTransport] = weakref.WeakSet()
 
     async def start(self) -> None:
         """Bind and listen; `self.port` holds the real port afterwards."""
@@ -64,6 +66,11 @@ class Broker:
             s.writer.close()
         for t in list(self._tasks):
             t.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=2)
+        for transport in list(self._transports):
+            transport.abort()
+        await asyncio.sleep(0.05)
         if self._server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 2)
@@ -96,6 +103,7 @@ class Broker:
         task = asyncio.current_task()
         if task:
             self._tasks.add(task)
+        self._transports.add(writer.transport)
         sess: _Session | None = None
         graceful = False
         try:

@@ -25,6 +25,7 @@ import logging
 import secrets
 import ssl
 import time
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +124,7 @@ class MqttFront:
         self._ctx: ssl.SSLContext | None = None
         self._parsed: dict[str, x509.Certificate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._transports: weakref.WeakSet[asyncio.WriteTransport] = weakref.WeakSet()
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -139,6 +141,10 @@ class MqttFront:
             t.cancel()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2)
+        # Sockets still closing (TLS shutdown in progress) would outlive the loop otherwise.
+        for transport in list(self._transports):
+            transport.abort()
+        await asyncio.sleep(0.05)
 
     # ---------------------------------------------------------------- TLS trust
 
@@ -192,6 +198,7 @@ class MqttFront:
         if task:
             self._tasks.add(task)
         self.stats.connections += 1
+        self._transports.add(writer.transport)
         peer = writer.get_extra_info("peername")
         try:
             await self._session(reader, writer)
@@ -371,6 +378,7 @@ class MqttFront:
         except OSError as exc:
             log.warning("cannot publish event %s: %s", topic, exc)
             return
+        self._transports.add(writer.transport)
         try:
             body = m.enc_str("MQTT") + bytes([4, 0x02, 0, 10])
             body += m.enc_str(f"localaws-events-{secrets.token_hex(4)}")
@@ -403,6 +411,7 @@ class MqttFront:
             log.warning("backend broker %s:%s unreachable: %s", *self.broker, exc)
             cwriter.write(m.connack(conn.protocol_level, 0x88 if conn.protocol_level == 5 else 3))
             return
+        self._transports.add(bwriter.transport)
         bwriter.write(connect_pkt.raw)
         level = conn.protocol_level
 

@@ -685,7 +685,7 @@ def apply() -> None:
         with BACKEND_LOCK:
             return base_call_action(self)
 
-    IoTResponse.call_action = call_action_locked  # type: ignore[method-assign]
+    IoTResponse.call_action = call_action_locked  # type: ignore[method-assign,assignment]
     IoTBackend.get_registration_code = _get_registration_code  # type: ignore[method-assign]
     IoTBackend.register_ca_certificate = _register_ca_certificate  # type: ignore[method-assign,assignment]
     IoTBackend.update_ca_certificate = _update_ca_certificate  # type: ignore[method-assign,assignment]
