@@ -303,3 +303,24 @@ def test_jitr_without_template_publishes_registered_event(aws, iot, tmp_path):
     ]
     iot.attach_policy(policyName=policy, target=arn)
     assert probe(aws, dev, dev.name) == "connack:0"
+
+
+def test_renewed_certificate_reuses_thing_and_policy(aws, iot, jitp_ca, tmp_path):
+    ca, _ = jitp_ca
+    cn = unique("renew")
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old = device(tmp_path / "old", ca, cn)
+    assert probe(aws, old, cn) == "dropped"
+    new = device(tmp_path / "new", ca, cn)
+    assert probe(aws, new, cn) == "dropped"
+    assert probe(aws, new, cn) == "connack:0"
+    assert probe(aws, old, cn) == "connack:0"
+    principals = iot.list_thing_principals(thingName=cn)["principals"]
+    assert len(principals) == 2
+    policies = {
+        p["policyName"]
+        for arn in principals
+        for p in iot.list_attached_policies(target=arn)["policies"]
+    }
+    assert len(policies) == 1
