@@ -26,6 +26,7 @@ import secrets
 import ssl
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,15 +56,17 @@ TOKEN_LIFETIME = dt.timedelta(hours=1)
 class TokenBucket:
     """AWS throttles JITP registrations (10/s by default); rate 0 disables the limit."""
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.rate = rate
+        self.clock = clock
         self.tokens = max(rate, 1.0)
-        self.stamp = time.monotonic()
+        self.stamp = clock()
 
     def take(self) -> bool:
+        """Spend one token if there is one."""
         if self.rate <= 0:
             return True
-        now = time.monotonic()
+        now = self.clock()
         self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.stamp) * self.rate)
         self.stamp = now
         if self.tokens >= 1:

@@ -224,7 +224,7 @@ def probe(
     if dev is not None:
         ctx.load_cert_chain(dev.cert_path, dev.key_path)
     ctx.check_hostname = sni is not None
-    raw = socket.create_connection(("127.0.0.1", aws.mqtt_port), timeout=10)
+    raw = socket.create_connection(("127.0.0.1", aws.mqtt_port), timeout=30)
     sock: socket.socket = raw
     try:
         try:
@@ -299,12 +299,12 @@ class PahoDevice:
             self.messages.append((msg.topic, msg.payload))
             self.got.notify_all()
 
-    def connect(self, timeout: float = 10) -> bool:
+    def connect(self, timeout: float = 30) -> bool:
         self.client.connect(self.host, self.port, keepalive=30)
         self.client.loop_start()
         return self.connected.wait(timeout)
 
-    def wait_message(self, topic_prefix: str, timeout: float = 10) -> tuple[str, bytes]:
+    def wait_message(self, topic_prefix: str, timeout: float = 30) -> tuple[str, bytes]:
         with self.got:
             ok = self.got.wait_for(
                 lambda: any(t.startswith(topic_prefix) for t, _ in self.messages), timeout
@@ -337,7 +337,7 @@ class PlainSubscriber:
             self.messages.append((msg.topic, msg.payload))
             self.cond.notify_all()
 
-    def wait(self, n: int = 1, timeout: float = 10) -> list[tuple[str, bytes]]:
+    def wait(self, n: int = 1, timeout: float = 30) -> list[tuple[str, bytes]]:
         with self.cond:
             self.cond.wait_for(lambda: len(self.messages) >= n, timeout)
             return list(self.messages)
