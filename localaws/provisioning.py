@@ -9,7 +9,6 @@ written to moto's IoT backend, so boto3 sees what a device's first connection cr
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import json
 import re
@@ -232,6 +231,12 @@ def _substitute(resource: str, variables: dict[str, str]) -> str | None:
     return None if missing else out
 
 
+def _glob(pattern: str, value: str, *, case: bool = True) -> bool:
+    """IAM wildcard match: `*` any run of characters (including `/`), `?` one character."""
+    rx = "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, 0 if case else re.IGNORECASE) is not None
+
+
 def _listify(v: Any) -> list[Any]:
     return v if isinstance(v, list) else [v]
 
@@ -252,13 +257,13 @@ def policy_allows(
         for st in _listify(doc.get("Statement", [])):
             if not isinstance(st, dict):
                 continue
-            actions = [str(a).lower() for a in _listify(st.get("Action", []))]
-            if not any(fnmatch.fnmatchcase(action.lower(), a) for a in actions):
+            actions = [str(a) for a in _listify(st.get("Action", []))]
+            if not any(_glob(a, action, case=False) for a in actions):
                 continue
             hit = False
             for res in _listify(st.get("Resource", [])):
                 pattern = _substitute(str(res), variables)
-                if pattern is not None and fnmatch.fnmatchcase(resource_arn, pattern):
+                if pattern is not None and _glob(pattern, resource_arn):
                     hit = True
                     break
             if not hit:
