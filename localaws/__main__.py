@@ -57,6 +57,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="do not check iot:Publish/iot:Subscribe policies inside sessions",
     )
+    p.add_argument(
+        "--create-role",
+        metavar="NAME",
+        help="create an IAM role for JITP (AWSIoTThingsRegistration) and print JITP_ROLE_ARN",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log every connection decision")
     args = p.parse_args(argv)
     logging.basicConfig(
@@ -83,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    for line in aws.lines():
+    lines = aws.lines()
+    if args.create_role:
+        lines.append(f"JITP_ROLE_ARN={aws.create_jitp_role(args.create_role)}")
+    for line in lines:
         print(line, flush=True)
     try:
         stop.wait()

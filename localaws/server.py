@@ -10,10 +10,12 @@ Used by `python -m localaws`, by tests and by in-process benchmarks:
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import tempfile
 import threading
 from pathlib import Path
+from typing import Any
 
 from botocore.session import get_session
 from moto.core import DEFAULT_ACCOUNT_ID
@@ -211,6 +213,98 @@ class LocalAws:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def boto3_client(self, service: str) -> Any:
+        """A boto3 client for this stand-in (dummy credentials, `self.region`)."""
+        import boto3
+
+        return boto3.client(
+            service,
+            endpoint_url=self.endpoint_url,
+            region_name=self.region,
+            aws_access_key_id="AKIALOCALAWSSTANDIN",
+            aws_secret_access_key="localaws-not-a-secret",  # noqa: S106 - moto accepts any
+        )
+
+    def create_jitp_role(self, name: str = "localaws-jitp") -> str:
+        """Create (once) the IAM role a JITP registrationConfig names; returns its ARN.
+
+        The role trusts iot.amazonaws.com and gets AWS's AWSIoTThingsRegistration policy (an
+        inline copy when moto has not loaded AWS managed policies).
+        """
+        iam = self.boto3_client("iam")
+        try:
+            return str(iam.get_role(RoleName=name)["Role"]["Arn"])
+        except iam.exceptions.NoSuchEntityException:
+            pass
+        trust = {
+            "Version": "2012-10-17",
+            "Statement": [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"Service": "iot.amazonaws.com"},
+                    "Action": "sts:AssumeRole",
+                }
+            ],
+        }
+        arn = str(
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))["Role"][
+                "Arn"
+            ]
+        )
+        try:
+            iam.attach_role_policy(
+                RoleName=name,
+                PolicyArn="arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration",
+            )
+        except iam.exceptions.NoSuchEntityException:
+            registration = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": [
+                            "iot:AddThingToThingGroup",
+                            "iot:AttachPolicy",
+                            "iot:AttachPrincipalPolicy",
+                            "iot:AttachThingPrincipal",
+                            "iot:CreateCertificateFromCsr",
+                            "iot:CreatePolicy",
+                            "iot:CreateThing",
+                            "iot:DescribeCertificate",
+                            "iot:DescribeThing",
+                            "iot:DescribeThingGroup",
+                            "iot:DescribeThingType",
+                            "iot:DetachPolicy",
+                            "iot:DetachThingPrincipal",
+                            "iot:GetPolicy",
+                            "iot:ListAttachedPolicies",
+                            "iot:ListPolicyPrincipals",
+                            "iot:ListPrincipalPolicies",
+                            "iot:ListPrincipalThings",
+                            "iot:ListTargetsForPolicy",
+                            "iot:ListThingGroupsForThing",
+                            "iot:ListThingPrincipals",
+                            "iot:RegisterCertificate",
+                            "iot:RegisterThing",
+                            "iot:RemoveThingFromThingGroup",
+                            "iot:UpdateCertificate",
+                            "iot:UpdateThing",
+                            "iot:UpdateThingGroupsForThing",
+                            "iot:AddThingToBillingGroup",
+                            "iot:DescribeBillingGroup",
+                            "iot:RemoveThingFromBillingGroup",
+                        ],
+                        "Resource": ["*"],
+                    }
+                ],
+            }
+            iam.put_role_policy(
+                RoleName=name,
+                PolicyName="AWSIoTThingsRegistration",
+                PolicyDocument=json.dumps(registration),
+            )
+        return arn
 
     def lines(self) -> list[str]:
         """The KEY=VALUE lines `python -m localaws` prints when ready."""

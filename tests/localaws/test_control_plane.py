@@ -202,3 +202,14 @@ def test_create_keys_and_certificate_signed_by_amazon_ca(iot, aws):
 
 def test_moto_api_routes_served(aws):
     assert requests.get(f"{aws.endpoint_url}/moto-api/data.json", timeout=10).status_code == 200
+
+
+def test_create_jitp_role_is_idempotent(aws):
+    name = unique("role")
+    arn = aws.create_jitp_role(name)
+    assert arn == aws.create_jitp_role(name)
+    iam = aws.boto3_client("iam")
+    assert iam.get_role(RoleName=name)["Role"]["Arn"] == arn
+    attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
+    inline = iam.list_role_policies(RoleName=name)["PolicyNames"]
+    assert attached or inline == ["AWSIoTThingsRegistration"]
