@@ -223,7 +223,7 @@ class LocalAws:
             endpoint_url=self.endpoint_url,
             region_name=self.region,
             aws_access_key_id="AKIALOCALAWSSTANDIN",
-            aws_secret_access_key="localaws-not-a-secret",  # noqa: S106 - moto accepts any
+            aws_secret_access_key="localaws-not-a-secret",  # moto accepts any secret
         )
 
     def create_jitp_role(self, name: str = "localaws-jitp") -> str:
