@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -82,6 +83,7 @@ class LocalAws:
         self._port = port
         self._mqtt_port = mqtt_port
         self._broker_arg = parse_broker(broker) if isinstance(broker, str) else broker
+        self._own_state_dir = not state_dir
         self.state_dir = (
             Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="localaws-"))
         )
@@ -207,6 +209,8 @@ class LocalAws:
         if self._moto:
             self._moto.stop()
             self._moto = None
+        if self._own_state_dir:
+            shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def __enter__(self) -> LocalAws:
         return self.start()
