@@ -48,8 +48,8 @@ from .provisioning import (
 
 log = logging.getLogger(__name__)
 
-HANDSHAKE_TIMEOUT = 10.0
-CONNECT_TIMEOUT = 10.0
+HANDSHAKE_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 30.0
 TOKEN_LIFETIME = dt.timedelta(hours=1)
 
 

@@ -256,7 +256,7 @@ class SniClient(mqtt.Client):
         self._dial_port = dial_port
 
     def _create_socket_connection(self) -> socket.socket:
-        return socket.create_connection(("127.0.0.1", self._dial_port), timeout=10)
+        return socket.create_connection(("127.0.0.1", self._dial_port), timeout=30)
 
 
 class PahoDevice:
@@ -280,6 +280,7 @@ class PahoDevice:
         self.client.tls_set(
             ca_certs=str(aws.server_ca_path), certfile=str(dev.cert_path), keyfile=str(dev.key_path)
         )
+        self.client.connect_timeout = 30  # generous: the test machine is shared
         self.host = host
         self.port = aws.mqtt_port
         self.connected = threading.Event()
@@ -325,12 +326,13 @@ class PlainSubscriber:
         self.cond = threading.Condition()
         subscribed = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=unique("sub"))
+        self.client.connect_timeout = 30
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: subscribed.set()
         self.client.on_connect = lambda c, *a: c.subscribe(topic, qos=1)
         self.client.connect(host, port)
         self.client.loop_start()
-        assert subscribed.wait(10), "subscriber never got SUBACK"
+        assert subscribed.wait(30), "subscriber never got SUBACK"
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         with self.cond:

@@ -132,11 +132,22 @@ def test_will_message_on_abnormal_disconnect(broker):
         sub.close()
 
 
-def test_ping(broker):
-    c = _client(broker.port, keepalive=1)
-    try:
-        threading.Event().wait(2.5)  # two keep-alive periods: PINGREQ answered, still connected
-        assert c.is_connected()
-    finally:
-        c.disconnect()
-        c.loop_stop()
+def _raw_connect(port: int, keepalive: int) -> socket.socket:
+    body = (
+        enc_str("MQTT") + bytes([4, 0x02]) + struct.pack("!H", keepalive) + enc_str(unique("raw"))
+    )
+    raw = socket.create_connection(("127.0.0.1", port), timeout=30)
+    raw.sendall(build(CONNECT, 0, body))
+    assert raw.recv(4) == b"\x20\x02\x00\x00"
+    return raw
+
+
+def test_pingreq_answered(broker):
+    with _raw_connect(broker.port, 60) as raw:
+        raw.sendall(b"\xc0\x00")
+        assert raw.recv(2) == b"\xd0\x00"
+
+
+def test_silent_client_closed_after_keepalive(broker):
+    with _raw_connect(broker.port, 1) as raw:
+        assert raw.recv(1) == b""  # closed after 1.5 x keep-alive without packets
