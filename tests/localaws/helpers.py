@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 ROLE_ARN = "arn:aws:iam::123456789012:role/JITPRole"
@@ -109,8 +109,12 @@ class Ca:
         return pem(self.cert)
 
 
-def make_ca(cn: str, *, is_ca: bool = True) -> Ca:
-    key = ec.generate_private_key(ec.SECP256R1())
+def make_ca(cn: str, *, is_ca: bool = True, rsa_bits: int = 0) -> Ca:
+    key: Any = (
+        rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits)
+        if rsa_bits
+        else ec.generate_private_key(ec.SECP256R1())
+    )
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     cert = (
         x509.CertificateBuilder()
@@ -152,14 +156,17 @@ class Device:
     cert: x509.Certificate
 
 
-def device(tmp: Path, ca: Ca, cn: str, *, country: str | None = "DE", **extra: str) -> Device:
+def device(
+    tmp: Path, ca: Ca, cn: str, *, country: str | None = "DE", rsa_bits: int = 0, **extra: str
+) -> Device:
     """A device certificate (and key) signed by `ca`, written to files for MQTT clients."""
     subject: dict[Any, str] = {NameOID.COMMON_NAME: cn}
     if country:
         subject[NameOID.COUNTRY_NAME] = country
     for attr, value in extra.items():
         subject[getattr(NameOID, attr)] = value
-    cert, key = issue(ca, subject)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=rsa_bits) if rsa_bits else None
+    cert, key = issue(ca, subject, key)
     return write_device(tmp, cn, cert, key)
 
 

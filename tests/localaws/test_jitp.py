@@ -324,3 +324,11 @@ def test_renewed_certificate_reuses_thing_and_policy(aws, iot, jitp_ca, tmp_path
         for p in iot.list_attached_policies(target=arn)["policies"]
     }
     assert len(policies) == 1
+
+
+def test_rsa_ca_and_device(aws, iot, tmp_path):
+    ca = make_ca(unique("rsa-ca"), rsa_bits=2048)
+    register_ca(iot, ca, template_body=jitp_template())
+    dev = device(tmp_path, ca, unique("rsa-dev"), rsa_bits=2048)
+    assert probe(aws, dev, dev.name) == "dropped"
+    assert probe(aws, dev, dev.name) == "connack:0"
