@@ -11,6 +11,12 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
     ("Purge access keys whose storage period has elapsed",
      "provisioning.tasks.purge_access_keys", 60),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
+    # --- signing service (issue 4) ---
+    ("Mark certificates due for renewal; CA-expiry warnings",
+     "signing.tasks.check_renewals", 3600),
+    ("Re-enqueue approved onboarding requests left unsigned",
+     "signing.tasks.sweep_approved_requests", 60),
+    # --- end signing service ---
 ]
 
 
