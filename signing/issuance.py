@@ -27,7 +27,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, OuterRef, Q, Subquery, Value, When
 from django.utils import timezone
 
 from devices.models import MqttDevice, Station, name_validator
@@ -491,6 +491,8 @@ class _ProfileContext:
     ca_cert: x509.Certificate
     base_attributes: list[x509.NameAttribute]
     aki: x509.AuthorityKeyIdentifier
+    issuer_text: str = ""
+    subject_suffix: str = ""
     error: str = ""
 
 
@@ -522,7 +524,8 @@ def _profile_context(profile: SigningProfile) -> _ProfileContext:
         if value:
             attrs.append(x509.NameAttribute(oid, value))
     ctx = _ProfileContext(profile=profile, ca=ca, ca_cert=ca_cert, base_attributes=attrs,
-                          aki=aki)
+                          aki=aki, issuer_text=ca_cert.subject.rfc4514_string(),
+                          subject_suffix=x509.Name(attrs).rfc4514_string())
     if ca.is_expired:
         ctx.error = f"CA '{ca.alias}' has expired; the request cannot be signed."
     else:
@@ -534,11 +537,21 @@ def _profile_context(profile: SigningProfile) -> _ProfileContext:
     return ctx
 
 
+@dataclass
+class BuiltCertificate:
+    cert: x509.Certificate
+    common_name: str
+    subject: str
+    not_before: datetime
+    not_after: datetime
+    renew_after: datetime
+
+
 def certificate_build(
     *, ctx: _ProfileContext, csr: x509.CertificateSigningRequest, station_name: str,
     device_name: str, now: datetime,
-) -> tuple[x509.Certificate, str, datetime]:
-    """Sign one device certificate; returns (certificate, CN, renew_after).
+) -> BuiltCertificate:
+    """Sign one device certificate.
 
     Subject from the profile only, extensions from the portal only: nothing the CSR asked
     for is copied.
@@ -550,8 +563,10 @@ def certificate_build(
     if len(cn) > 64:
         raise ValueError(f"The Common Name {cn!r} is longer than 64 characters.")
     subject = x509.Name(ctx.base_attributes + [x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = now.replace(microsecond=0)  # certificates hold whole seconds
     not_before = now - timedelta(minutes=5)
-    not_after = min(now + timedelta(days=profile.validity_days), ctx.ca.not_after)
+    not_after = min(now + timedelta(days=profile.validity_days),
+                    ctx.ca.not_after.replace(microsecond=0))
     public_key = csr.public_key()
     builder = (
         x509.CertificateBuilder()
@@ -571,7 +586,10 @@ def certificate_build(
     lifetime = not_after - not_before
     jitter = lifetime * (profile.renewal_jitter_percent / 100.0) * random.uniform(-1.0, 1.0)
     renew_after = not_before + lifetime * (profile.renew_at_percent / 100.0) + jitter
-    return cert, cn, min(renew_after, not_after)
+    # CN characters are limited by the template syntax and name validators: no escaping needed.
+    return BuiltCertificate(cert=cert, common_name=cn,
+                            subject=f"CN={cn},{ctx.subject_suffix}", not_before=not_before,
+                            not_after=not_after, renew_after=min(renew_after, not_after))
 
 
 @dataclass
@@ -590,7 +608,7 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
             .filter(pk__in=list(ids), status=Status.APPROVED)
             .select_related("station", "device")
             .only("pk", "csr_pem", "profile_id", "device_id", "station_id", "is_renewal",
-                  "status", "station__name", "device__name", "device__status")
+                  "status", "station__name", "device__name")
             .order_by("pk")
         )
         result.skipped = len(ids) - len(rows)
@@ -613,13 +631,14 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
                 csr = x509.load_pem_x509_csr(row.csr_pem.encode("ascii"))
                 if not csr.is_signature_valid:
                     raise ValueError("The CSR's self-signature does not verify.")
-                cert, cn, renew_after = certificate_build(
+                built = certificate_build(
                     ctx=ctx, csr=csr, station_name=row.station.name,
                     device_name=row.device.name, now=now,
                 )
             except ValueError as exc:
                 failures[row.pk] = str(exc) or "The CSR could not be signed."
                 continue
+            cn, cert = built.common_name, built.cert
             owner = cn_owner.setdefault(cn, row.device_id)
             if owner != row.device_id:
                 failures[row.pk] = (f"The Common Name {cn!r} already belongs to another "
@@ -628,9 +647,9 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
             certs.append(IssuedCertificate(
                 device_id=row.device_id, request_id=row.pk, profile_id=row.profile_id,
                 ca_id=ctx.ca.pk, serial=serial_with_colons(cert.serial_number),
-                common_name=cn, subject=cert.subject.rfc4514_string(),
-                issuer=cert.issuer.rfc4514_string(), not_before=cert.not_valid_before_utc,
-                not_after=cert.not_valid_after_utc, renew_after=renew_after,
+                common_name=cn, subject=built.subject, issuer=ctx.issuer_text,
+                not_before=built.not_before, not_after=built.not_after,
+                renew_after=built.renew_after,
                 fingerprint_sha256=fingerprint_sha256(cert),
                 certificate_pem=cert.public_bytes(Encoding.PEM).decode("ascii"),
                 created_at=now,
@@ -677,16 +696,19 @@ def _active_cn_owners(rows: Sequence[OnboardingRequest],
 
 
 def _devices_update(rows: Sequence[OnboardingRequest], certs: Sequence[IssuedCertificate]) -> None:
-    devices: dict[int, MqttDevice] = {}
-    for row, cert in zip(rows, certs, strict=True):
-        device = row.device
-        device.client_id = cert.common_name
-        device.current_certificate_id = cert.pk
-        if device.status != MqttDevice.Status.CONNECTED:
-            device.status = MqttDevice.Status.CERTIFICATE_ISSUED
-        devices[device.pk] = device
-    MqttDevice.objects.bulk_update(list(devices.values()),
-                                   ["client_id", "current_certificate", "status"])
+    """Point each device at its new certificate: ONE UPDATE with correlated subqueries."""
+    newest = IssuedCertificate.objects.filter(
+        device=OuterRef("pk"), pk__in=[c.pk for c in certs]
+    ).order_by("-pk")
+    MqttDevice.objects.filter(pk__in={r.device_id for r in rows}).update(
+        current_certificate=Subquery(newest.values("pk")[:1]),
+        client_id=Subquery(newest.values("common_name")[:1]),
+        status=Case(
+            When(status=MqttDevice.Status.CONNECTED, then=Value(MqttDevice.Status.CONNECTED)),
+            default=Value(MqttDevice.Status.CERTIFICATE_ISSUED),
+        ),
+        updated_at=timezone.now(),
+    )
 
 
 def onboarding_requests_fail(*, ids: Sequence[int], reason: str) -> int:
