@@ -364,7 +364,7 @@ def onboarding_request_fetched(*, request: OnboardingRequest) -> IssuedCertifica
         row.superseded_at = now
         row.save(update_fields=["status", "superseded_at"])
         audit_record(action="certificate_supersede", obj=row,
-                     actor_label=f"station {request.station_id}",
+                     actor_label=f"station {request.station.name}",
                      detail={"by_serial": cert.serial})
     return cert
 
