@@ -63,7 +63,9 @@ def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
     assert new.common_name == old.common_name
     assert new.device.current_certificate == new
     assert AuditEvent.objects.filter(action="renewal_auto_approve").count() == 1
-    assert AuditEvent.objects.filter(action="certificate_renew").count() == 1
+    batch = AuditEvent.objects.filter(action="certificate_sign_batch").latest("id")
+    assert batch.detail["renewals"] == [row.pk]
+    assert batch.detail["serials"] == [new.serial]
     assert AuditEvent.objects.filter(action="certificate_supersede").count() == 1
 
 
