@@ -200,6 +200,7 @@ def main() -> int:
         CELERY_BROKER_URL=settings.CELERY_BROKER_URL, PORTAL_DATA_DIR=str(settings.DATA_DIR),
         FIELD_ENCRYPTION_KEY=",".join(keys if isinstance(keys, list) else [keys]),
         SECRET_KEY=settings.SECRET_KEY, PYTHONPATH=str(ROOT),
+        DEBUG="false",  # as in production: no per-query log in the worker
     )
     log_path = Path(settings.DATA_DIR) / f"bench-worker-{tag}.log"
     log = log_path.open("w")
