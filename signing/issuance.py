@@ -704,9 +704,11 @@ def _active_cn_owners(rows: Sequence[_Row],
                                      device=row.device_name, serial=""))
     if not candidates:
         return {}
-    return dict(IssuedCertificate.objects.filter(
-        common_name__in=candidates, status=IssuedCertificate.Status.ACTIVE
-    ).values_list("common_name", "device_id"))
+    # Filter on the CN index only (status is checked here): a status index would match
+    # almost every row and a planner with stale statistics may still pick it.
+    return {cn: device_id for cn, device_id, status in IssuedCertificate.objects.filter(
+        common_name__in=candidates).values_list("common_name", "device_id", "status")
+        if status == IssuedCertificate.Status.ACTIVE}
 
 
 def _devices_update(rows: Sequence[_Row], certs: Sequence[IssuedCertificate]) -> None:
