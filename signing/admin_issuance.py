@@ -9,6 +9,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin import helpers
 from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
@@ -68,14 +69,14 @@ class SigningProfileForm(forms.ModelForm):
         ]
 
     def clean(self) -> dict[str, Any]:
-        data = super().clean()
+        data = super().clean() or {}
         if self.instance.pk is None and not data.get("ca_password_input"):
             self.add_error("ca_password_input", "Enter the CA's password.")
         return data
 
     def _post_clean(self) -> None:
         """After the instance holds the form's values: the service's rules (CA password too)."""
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]
         if self.errors:
             return
         try:
@@ -136,7 +137,7 @@ def _reason_form_response(modeladmin: admin.ModelAdmin, request: HttpRequest,
         **modeladmin.admin_site.each_context(request),
         "title": title, "objects": queryset[:50], "count": queryset.count(),
         "form": form, "action": action, "button": button,
-        "selected": request.POST.getlist(admin.helpers.ACTION_CHECKBOX_NAME),
+        "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "opts": modeladmin.model._meta,
     }
     return TemplateResponse(request, "admin/signing/reason_form.html", context)
@@ -154,9 +155,9 @@ class OnboardingRequestAdmin(_CaExpiryWarningMixin, admin.ModelAdmin):
     show_full_result_count = False
     list_per_page = 100
     actions = ["approve_selected", "reject_selected"]
-    readonly_fields = ["station", "device", "profile", "comment", "key_type",
+    readonly_fields = ("station", "device", "profile", "comment", "key_type",
                        "public_key_fingerprint", "is_renewal", "status", "reason", "created_at",
-                       "decided_at", "decided_by", "decided_by_label", "issued_at", "csr_pem"]
+                       "decided_at", "decided_by", "decided_by_label", "issued_at", "csr_pem")
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -239,10 +240,10 @@ class IssuedCertificateAdmin(_CaExpiryWarningMixin, admin.ModelAdmin):
     list_select_related = ["device__station", "profile", "ca"]
     show_full_result_count = False
     actions = ["revoke_selected"]
-    fields = ["serial_colons", "common_name", "subject", "issuer", "not_before", "not_after",
+    fields = ("serial_colons", "common_name", "subject", "issuer", "not_before", "not_after",
               "renew_after", "renewal_due_at", "fingerprint_sha256", "device", "request",
               "profile", "ca", "status", "superseded_at", "revoked_at", "revocation_reason",
-              "pem_download", "certificate_pem"]
+              "pem_download", "certificate_pem")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:

@@ -150,7 +150,7 @@ def submit_onboarding_request(request: HttpRequest) -> Status:
 def get_onboarding_request(request: HttpRequest, request_id: int) -> HttpResponse | dict:
     try:
         row = onboarding_request_for_station(
-            station=request.auth, request_id=request_id  # type: ignore[arg-type]
+            station=request.auth, request_id=request_id  # type: ignore[attr-defined]
         )
     except SigningError as exc:
         raise ApiError(exc.status, exc.code, exc.detail) from None
