@@ -240,3 +240,9 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
 # ============================================================================================
 # END key store admin (issue 3).
 # ============================================================================================
+
+
+# --- signing service (issue 4): profiles, approval queue, issued certificates ---
+from . import admin_issuance  # noqa: E402, F401  (registers its ModelAdmins)
+
+# --- end signing service ---

@@ -1,4 +1,157 @@
-"""Station API of the signing service (onboarding requests)."""
-from ninja import Router
+"""Station API of the signing service (onboarding requests), shapes as in INTERFACES.md.
+
+The body is read by hand (size first, then JSON, then a strict schema) so that a 1 MB body
+is a 413 before anything parses it, garbage JSON is a 400 and wrong JSON types are a 422:
+never a 500 for bad input.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from django.core.exceptions import RequestDataTooBig
+from django.http import HttpRequest, HttpResponse
+from ninja import Router, Schema, Status
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import ValidationError as PydanticValidationError
+
+from portal.api import ApiError, StationTokenAuth
+
+from .csr import MAX_CSR_BYTES
+from .issuance import (
+    SigningError,
+    onboarding_request_fetched,
+    onboarding_request_for_station,
+    onboarding_request_submit,
+)
+from .models import OnboardingRequest
 
 router = Router(tags=["onboarding"])
+
+MAX_BODY_BYTES = MAX_CSR_BYTES + 4096
+
+
+class OnboardingRequestIn(BaseModel):
+    """What a station sends: the device, its CSR (PEM), a comment, whether it renews."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    device: StrictStr = Field(min_length=1, max_length=63)
+    csr: StrictStr = Field(min_length=1)
+    comment: StrictStr = Field(default="", max_length=200)
+    renewal: StrictBool = False
+
+
+class ErrorOut(Schema):
+    code: str
+    detail: str
+
+
+class OnboardingRequestOut(Schema):
+    id: int
+    status: str
+    device: str
+    created: datetime
+    renewal: bool
+    reason: str | None = None
+    certificate: str | None = None
+    chain: list[str] | None = None
+    not_after: datetime | None = None
+    renew_after: datetime | None = None
+
+
+def _out(row: OnboardingRequest, *, with_certificate: bool) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "id": row.pk, "status": row.status, "device": row.device.name,
+        "created": row.created_at, "renewal": row.is_renewal,
+    }
+    if row.reason:
+        data["reason"] = row.reason
+    if with_certificate and row.status == OnboardingRequest.Status.ISSUED:
+        cert = onboarding_request_fetched(request=row)
+        if cert is not None:
+            data["certificate"] = cert.certificate_pem
+            data["chain"] = [cert.ca.certificate_pem]
+            data["not_after"] = cert.not_after
+            data["renew_after"] = cert.renew_after
+    return data
+
+
+def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large",
+                       f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    try:
+        body = request.body
+    except RequestDataTooBig:
+        raise ApiError(413, "too_large",
+                       f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.") from None
+    if len(body) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large",
+                       f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+    if not body.strip():
+        raise ApiError(400, "empty_body",
+                       'The request body is empty; send {"device": …, "csr": …}.')
+    try:
+        data = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise ApiError(422, "invalid_request", "The request body must be a JSON object.")
+    try:
+        return OnboardingRequestIn.model_validate(data)
+    except PydanticValidationError as exc:
+        parts = []
+        for err in exc.errors()[:5]:
+            loc = ".".join(str(p) for p in err.get("loc", ()))
+            parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
+        raise ApiError(422, "invalid_request",
+                       "The request is not valid: " + "; ".join(parts) + ".") from None
+
+
+_BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
+
+
+@router.post(
+    "/onboarding-requests",
+    auth=StationTokenAuth(),
+    response={200: OnboardingRequestOut, 201: OnboardingRequestOut, 400: ErrorOut,
+              401: ErrorOut, 403: ErrorOut, 413: ErrorOut, 422: ErrorOut, 429: ErrorOut},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": _BODY_SCHEMA}}}},
+    summary="Submit a CSR for a device",
+    exclude_none=True,
+)
+def submit_onboarding_request(request: HttpRequest) -> Status:
+    """201 with a new request; 200 with the existing one for the same pending device + key."""
+    payload = _parse_body(request)
+    try:
+        row, created = onboarding_request_submit(
+            station=request.auth, device_name=payload.device,  # type: ignore[attr-defined]
+            csr=payload.csr, comment=payload.comment, renewal=payload.renewal,
+        )
+    except SigningError as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    return Status(201 if created else 200, _out(row, with_certificate=False))
+
+
+@router.get(
+    "/onboarding-requests/{request_id}",
+    auth=StationTokenAuth(),
+    response={200: OnboardingRequestOut, 401: ErrorOut, 404: ErrorOut},
+    summary="Read a request; certificate and chain once issued",
+    exclude_none=True,
+)
+def get_onboarding_request(request: HttpRequest, request_id: int) -> HttpResponse | dict:
+    try:
+        row = onboarding_request_for_station(
+            station=request.auth, request_id=request_id  # type: ignore[attr-defined]
+        )
+    except SigningError as exc:
+        raise ApiError(exc.status, exc.code, exc.detail) from None
+    return _out(row, with_certificate=True)

@@ -164,6 +164,16 @@ class OnboardingRequest(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     issued_at = models.DateTimeField(null=True, blank=True)
+    # --- signing service (issue 4) ---
+    decided_by_label = models.CharField(
+        max_length=150, blank=True,
+        help_text="Who decided when not a user: 'renewal policy (automatic)'.",
+    )
+    sign_enqueued_at = models.DateTimeField(
+        null=True, blank=True, db_index=True,
+        help_text="When signing was last handed to the worker; the sweeper re-enqueues stale ones.",
+    )
+    # --- end signing service ---
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -202,9 +212,16 @@ class IssuedCertificate(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revocation_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+    # --- signing service (issue 4) ---
+    renewal_due_at = models.DateTimeField(
+        null=True, blank=True, db_index=True,
+        help_text="Set by check_renewals once renew_after has passed.",
+    )
+    # --- end signing service ---
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        permissions = [("revoke_issuedcertificate", "Can revoke issued certificates")]
 
     def __str__(self) -> str:
         return f"{self.common_name} ({self.serial})"

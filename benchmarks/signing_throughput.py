@@ -1,0 +1,289 @@
+"""Signing throughput: N pending EC P-256 requests, bulk approve, a real worker signs them all.
+
+Usage (PostgreSQL and Redis strongly recommended; the database is migrated if needed):
+
+    DATABASE_URL=postgres://postgres@127.0.0.1:5432/signing_bench \\
+    CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
+    python benchmarks/signing_throughput.py [--count 10000] [--concurrency 1]
+
+It prints, measured in the same run:
+- the raw single-core rate of a plain ``cryptography`` loop (load CSR, verify, build, sign,
+  PEM) with the same CA key and extensions;
+- the portal's end-to-end rate (bulk approve -> Celery batches -> certificates in the DB);
+- their ratio and the worker's peak RSS (bounded by the batch size, not by N).
+
+The script creates its own CA, profile, station, devices and requests (names prefixed
+``bench-``) and deletes them at the end unless ``--keep``.
+"""
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import platform
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+
+
+def _make_csr(_: int) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
+    ).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def raw_loop(csrs: list[str], ca_cert, ca_key) -> tuple[float, float]:  # noqa: ANN001
+    """(wall-clock, CPU-time) certificates per second of a plain cryptography loop, one core."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.serialization import Encoding
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+        ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
+    ku = x509.KeyUsage(digital_signature=True, content_commitment=False,
+                       key_encipherment=False, data_encipherment=False, key_agreement=False,
+                       key_cert_sign=False, crl_sign=False, encipher_only=False,
+                       decipher_only=False)
+    now = datetime.now(UTC)
+    start = time.perf_counter()
+    cpu_start = time.process_time()
+    for i, pem in enumerate(csrs):
+        csr = x509.load_pem_x509_csr(pem.encode("ascii"))
+        assert csr.is_signature_valid
+        pub = csr.public_key()
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+                                     x509.NameAttribute(NameOID.COMMON_NAME, f"raw-{i}")]))
+            .issuer_name(ca_cert.subject).public_key(pub)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now).not_valid_after(now + timedelta(days=365))
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(ku, critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
+            .add_extension(aki, critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        cert.public_bytes(Encoding.PEM)
+    return (len(csrs) / (time.perf_counter() - start),
+            len(csrs) / (time.process_time() - cpu_start))
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """user + system CPU time of processes (and their reaped children), from /proc."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += sum(int(f) for f in fields[11:15])  # utime stime cutime cstime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def _rss_kib(pid: int) -> tuple[int, int]:
+    """(current VmRSS, peak VmHWM) of a process in KiB."""
+    values = {"VmRSS": 0, "VmHWM": 0}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            key = line.split(":")[0]
+            if key in values:
+                values[key] = int(line.split()[1])
+    except OSError:
+        pass
+    return values["VmRSS"], values["VmHWM"]
+
+
+def _worker_pids(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout
+    return [pid] + [int(p) for p in out.split()]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=1,
+                        help="worker processes (1 = solo pool, one core)")
+    parser.add_argument("--raw-count", type=int, default=2000,
+                        help="CSRs for the raw single-core loop")
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--keep", action="store_true", help="keep the benchmark's rows")
+    args = parser.parse_args()
+
+    import django
+
+    django.setup()
+    from django.conf import settings
+    from django.core.management import call_command
+    from django.db import connection
+    from django.db.models import Count
+    from django.utils import timezone
+
+    from devices.models import MqttDevice, Station
+    from portal.models import AuditEvent
+    from signing.csr import csr_validate
+    from signing.issuance import onboarding_requests_approve, signing_profile_create
+    from signing.keystore import ca_certificate, get_key_store
+    from signing.models import (
+        CertificateAuthority,
+        IssuedCertificate,
+        OnboardingRequest,
+        SigningProfile,
+    )
+    from signing.services import ca_generate
+
+    vendor = connection.vendor
+    if vendor != "postgresql":
+        print(f"warning: running on {vendor}; the figures are meant for PostgreSQL.",
+              file=sys.stderr)
+    call_command("migrate", verbosity=0)
+
+    tag = uuid.uuid4().hex[:6]
+    password = f"bench-{uuid.uuid4().hex}"
+    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"Python {platform.python_version()}, database {vendor}, "
+          f"broker {settings.CELERY_BROKER_URL.split('://')[0]}; load average "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+
+    t0 = time.perf_counter()
+    with multiprocessing.Pool() as pool:
+        csrs = pool.map(_make_csr, range(args.count), chunksize=250)
+    print(f"generated {args.count} EC P-256 CSRs in {time.perf_counter() - t0:.1f} s")
+
+    ca = ca_generate(alias=f"bench-{tag}", dn=f"CN=Bench CA {tag},C=DE", password=password,
+                     key_type="ec-p256")
+    profile = signing_profile_create(name=f"bench-{tag}", ca=ca, ca_password=password,
+                                     country="DE", organization="Bench")
+    ca_key = get_key_store().load_private_key(ca, password)
+    raw_rate, raw_cpu_rate = raw_loop(csrs[: args.raw_count], ca_certificate(ca), ca_key)
+    print(f"raw cryptography loop, one core: {raw_rate:,.0f} certs/s wall clock, "
+          f"{raw_cpu_rate:,.0f} certs per CPU-second ({min(args.raw_count, args.count)} "
+          "certificates)")
+
+    t0 = time.perf_counter()
+    station = Station.objects.create(name=f"bench-{tag}", token_hash=uuid.uuid4().hex * 2,
+                                     token_prefix="bench")
+    devices = MqttDevice.objects.bulk_create(
+        [MqttDevice(station=station, name=f"d{i}", signing_profile=profile)
+         for i in range(args.count)], batch_size=2000)
+    rows = []
+    for device, pem in zip(devices, csrs, strict=True):
+        valid = csr_validate(pem)
+        rows.append(OnboardingRequest(
+            station=station, device=device, profile=profile, csr_pem=valid.pem,
+            key_type=valid.key_type, public_key_fingerprint=valid.public_key_fingerprint))
+    OnboardingRequest.objects.bulk_create(rows, batch_size=2000)
+    ids = [r.pk for r in rows]
+    print(f"created {args.count} pending requests in {time.perf_counter() - t0:.1f} s")
+
+    env = dict(os.environ)
+    keys = settings.FIELD_ENCRYPTION_KEY
+    env.update(
+        DATABASE_URL=env.get("DATABASE_URL", f"sqlite:///{connection.settings_dict['NAME']}"),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL, PORTAL_DATA_DIR=str(settings.DATA_DIR),
+        FIELD_ENCRYPTION_KEY=",".join(keys if isinstance(keys, list) else [keys]),
+        SECRET_KEY=settings.SECRET_KEY, PYTHONPATH=str(ROOT),
+        DEBUG="false",  # as in production: no per-query log in the worker
+    )
+    log_path = Path(settings.DATA_DIR) / f"bench-worker-{tag}.log"
+    log = log_path.open("w")
+    pool_args = ["-P", "solo"] if args.concurrency == 1 else ["-P", "prefork"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "signing",
+         "-c", str(args.concurrency), *pool_args, "--without-gossip", "--without-mingle",
+         "--without-heartbeat", "-n", f"bench-{tag}@%h", "-l", "INFO"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    peak_kib = 0
+    try:
+        time.sleep(1)
+        deadline = time.monotonic() + 60
+        while "ready" not in log_path.read_text() and time.monotonic() < deadline:
+            if worker.poll() is not None:
+                print(log_path.read_text(), file=sys.stderr)
+                return 1
+            time.sleep(0.2)
+        # -l WARNING hides "ready."; give the worker a moment to connect either way.
+        time.sleep(2)
+        pids = _worker_pids(worker.pid)
+        cpu_before = _cpu_seconds(pids)
+        start = time.perf_counter()
+        approved = onboarding_requests_approve(ids=ids, actor_label="benchmark")
+        approve_s = time.perf_counter() - start
+        print(f"bulk approve of {len(approved)} requests: {approve_s:.2f} s")
+        issued = 0
+        mine = OnboardingRequest.objects.filter(station=station)
+        while True:
+            # Cheap polling (by station, twice a second) so the observer does not load the DB.
+            done = dict(mine.filter(status__in=["issued", "failed"]).values_list("status")
+                        .annotate(n=Count("id")).order_by())
+            issued = done.get("issued", 0)
+            for pid in pids:
+                peak_kib = max(peak_kib, _rss_kib(pid)[1])
+            if issued + done.get("failed", 0) >= len(ids):
+                break
+            if time.perf_counter() - start > args.timeout:
+                print(f"timed out with {issued} of {len(ids)} issued", file=sys.stderr)
+                return 1
+            time.sleep(0.5)
+        elapsed = time.perf_counter() - start
+        worker_cpu = _cpu_seconds(pids) - cpu_before
+    finally:
+        for pid in _worker_pids(worker.pid):
+            peak_kib = max(peak_kib, _rss_kib(pid)[1])
+        worker.terminate()
+        worker.wait(30)
+        log.close()
+    rate = issued / elapsed
+    certs = IssuedCertificate.objects.filter(request_id__in=ids).count()
+    print(f"portal end to end (approve -> issued, {args.concurrency} worker process"
+          f"{'es' if args.concurrency > 1 else ''}): {issued} issued in {elapsed:.2f} s = "
+          f"{rate:,.0f} certs/s")
+    print(f"ratio portal / raw single core: {rate / raw_rate:.2f} (wall clock)")
+    cpu_rate = issued / worker_cpu if worker_cpu else float("nan")
+    print(f"worker CPU: {worker_cpu:.1f} s = {cpu_rate:,.0f} certs per worker CPU-second; "
+          f"ratio to the raw loop's CPU rate: {cpu_rate / raw_cpu_rate:.2f} "
+          "(load-independent; PostgreSQL's own CPU not included)")
+    raw_after, raw_cpu_after = raw_loop(csrs[: args.raw_count], ca_certificate(ca), ca_key)
+    print(f"raw loop again after the run: {raw_after:,.0f} certs/s wall clock, "
+          f"{raw_cpu_after:,.0f} per CPU-second")
+    print(f"worker peak RSS: {peak_kib / 1024:.0f} MiB (largest process)")
+    assert certs == issued, "certificate rows and issued requests disagree"
+
+    if not args.keep:
+        cert_ids = list(IssuedCertificate.objects.filter(request_id__in=ids)
+                        .values_list("pk", flat=True))
+        MqttDevice.objects.filter(station=station).update(current_certificate=None)
+        IssuedCertificate.objects.filter(pk__in=cert_ids).delete()
+        AuditEvent.objects.filter(object_type="signing.onboardingrequest",
+                                  object_id__in=[str(i) for i in ids]).delete()
+        AuditEvent.objects.filter(object_type="signing.issuedcertificate",
+                                  object_id__in=[str(i) for i in cert_ids]).delete()
+        OnboardingRequest.objects.filter(pk__in=ids).delete()
+        station.delete()
+        SigningProfile.objects.filter(pk=profile.pk).delete()
+        CertificateAuthority.objects.filter(pk=ca.pk).delete()
+    print("load average at the end: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print(f"date: {timezone.now():%Y-%m-%d %H:%M} UTC")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
