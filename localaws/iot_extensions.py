@@ -668,48 +668,87 @@ def _r_delete_provisioning_template_version(self: IoTResponse) -> ActionResult:
     return EmptyResult()
 
 
-_applied = False
+_active = 0
+_originals: list[tuple[type, str, Any]] = []
+
+
+def _patch(cls: type, name: str, fn: Any) -> None:
+    _originals.append((cls, name, cls.__dict__.get(name, _MISSING)))
+    setattr(cls, name, fn)
+
+
+_MISSING = object()
 
 
 def apply() -> None:
-    """Patch moto (idempotent)."""
-    global _applied
-    if _applied:
-        return
-    _applied = True
-    default_user_config.setdefault("iot", {})["use_valid_cert"] = True
-    base_call_action = IoTResponse.call_action
+    """Patch moto while at least one stand-in runs (reference-counted; see :func:`revert`).
 
-    def call_action_locked(self: IoTResponse) -> Any:
-        # moto's werkzeug threads and the MQTT front share the backend: one writer at a time.
-        with BACKEND_LOCK:
-            return base_call_action(self)
+    moto's backends are process-global, so patching at import would change moto for every
+    other user in the process (e.g. tests that deliberately use plain moto).
+    """
+    global _active
+    with BACKEND_LOCK:
+        _active += 1
+        if _active > 1:
+            return
+        iot_config = default_user_config.setdefault("iot", {})
+        _originals.append((dict, "use_valid_cert", iot_config.get("use_valid_cert", _MISSING)))
+        iot_config["use_valid_cert"] = True
+        base_call_action = IoTResponse.call_action
 
-    IoTResponse.call_action = call_action_locked  # type: ignore[method-assign,assignment]
-    IoTBackend.get_registration_code = _get_registration_code  # type: ignore[method-assign]
-    IoTBackend.register_ca_certificate = _register_ca_certificate  # type: ignore[method-assign,assignment]
-    IoTBackend.update_ca_certificate = _update_ca_certificate  # type: ignore[method-assign,assignment]
-    IoTBackend.describe_endpoint = _describe_endpoint  # type: ignore[method-assign]
-    IoTBackend._generate_certificate_pem = _generate_certificate_pem  # type: ignore[method-assign,assignment]
-    IoTBackend.create_certificate_from_csr = _create_certificate_from_csr  # type: ignore[method-assign]
-    IoTBackend.list_ca_certificates = _list_ca_certificates  # type: ignore[attr-defined]
-    IoTBackend.create_provisioning_template = _create_provisioning_template  # type: ignore[attr-defined]
-    for name, fn in {
-        "register_ca_certificate": _r_register_ca_certificate,
-        "update_ca_certificate": _r_update_ca_certificate,
-        "describe_ca_certificate": _r_describe_ca_certificate,
-        "list_ca_certificates": _r_list_ca_certificates,
-        "create_provisioning_template": _r_create_provisioning_template,
-        "describe_provisioning_template": _r_describe_provisioning_template,
-        "list_provisioning_templates": _r_list_provisioning_templates,
-        "update_provisioning_template": _r_update_provisioning_template,
-        "delete_provisioning_template": _r_delete_provisioning_template,
-        "create_provisioning_template_version": _r_create_provisioning_template_version,
-        "describe_provisioning_template_version": _r_describe_provisioning_template_version,
-        "list_provisioning_template_versions": _r_list_provisioning_template_versions,
-        "delete_provisioning_template_version": _r_delete_provisioning_template_version,
-    }.items():
-        setattr(IoTResponse, name, fn)
+        def call_action_locked(self: IoTResponse) -> Any:
+            # moto's werkzeug threads and the MQTT front share the backend: one writer at a time.
+            with BACKEND_LOCK:
+                return base_call_action(self)
+
+        _patch(IoTResponse, "call_action", call_action_locked)
+        for name, fn in {
+            "get_registration_code": _get_registration_code,
+            "register_ca_certificate": _register_ca_certificate,
+            "update_ca_certificate": _update_ca_certificate,
+            "describe_endpoint": _describe_endpoint,
+            "_generate_certificate_pem": _generate_certificate_pem,
+            "create_certificate_from_csr": _create_certificate_from_csr,
+            "list_ca_certificates": _list_ca_certificates,
+            "create_provisioning_template": _create_provisioning_template,
+        }.items():
+            _patch(IoTBackend, name, fn)
+        for name, fn in {
+            "register_ca_certificate": _r_register_ca_certificate,
+            "update_ca_certificate": _r_update_ca_certificate,
+            "describe_ca_certificate": _r_describe_ca_certificate,
+            "list_ca_certificates": _r_list_ca_certificates,
+            "create_provisioning_template": _r_create_provisioning_template,
+            "describe_provisioning_template": _r_describe_provisioning_template,
+            "list_provisioning_templates": _r_list_provisioning_templates,
+            "update_provisioning_template": _r_update_provisioning_template,
+            "delete_provisioning_template": _r_delete_provisioning_template,
+            "create_provisioning_template_version": _r_create_provisioning_template_version,
+            "describe_provisioning_template_version": _r_describe_provisioning_template_version,
+            "list_provisioning_template_versions": _r_list_provisioning_template_versions,
+            "delete_provisioning_template_version": _r_delete_provisioning_template_version,
+        }.items():
+            _patch(IoTResponse, name, fn)
 
 
-apply()
+def revert() -> None:
+    """Undo :func:`apply` when the last stand-in in this process stops."""
+    global _active
+    with BACKEND_LOCK:
+        if _active == 0:
+            return
+        _active -= 1
+        if _active:
+            return
+        while _originals:
+            cls, name, original = _originals.pop()
+            if cls is dict:
+                iot_config = default_user_config.setdefault("iot", {})
+                if original is _MISSING:
+                    iot_config.pop(name, None)
+                else:
+                    iot_config[name] = original
+            elif original is _MISSING:
+                delattr(cls, name)
+            else:
+                setattr(cls, name, original)

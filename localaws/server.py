@@ -84,6 +84,7 @@ class LocalAws:
         self._mqtt_port = mqtt_port
         self._broker_arg = parse_broker(broker) if isinstance(broker, str) else broker
         self._own_state_dir = not state_dir
+        self._patched = False
         self.state_dir = (
             Path(state_dir) if state_dir else Path(tempfile.mkdtemp(prefix="localaws-"))
         )
@@ -153,6 +154,7 @@ class LocalAws:
     def start(self) -> LocalAws:
         """Start every part; returns when all ports are bound."""
         ix.apply()
+        self._patched = True
         if not self.log_requests:
             logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self.pki = setup_pki(self.state_dir, self.server_names())
@@ -211,6 +213,9 @@ class LocalAws:
             self._moto = None
         if self._own_state_dir:
             shutil.rmtree(self.state_dir, ignore_errors=True)
+        if self._patched:
+            self._patched = False
+            ix.revert()
 
     def __enter__(self) -> LocalAws:
         return self.start()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, wait_for
 
 
 def processes_with_data_dir(data_dir: Path) -> list[int]:
@@ -78,6 +78,9 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path) ->
 
         children = set(processes_with_data_dir(tmp_path)) - {proc.pid}
         assert len(children) >= 3  # web, worker, beat (and the worker's pool)
+        worker_log_path = tmp_path / "demo-logs" / "worker.log"
+        wait_for(lambda: "ready." in worker_log_path.read_text(), timeout=60,
+                 message="the demo's Celery worker to be ready")
         proc.send_signal(signal.SIGTERM)
         rest, _ = proc.communicate(timeout=40)
         assert proc.returncode == 0, rest
