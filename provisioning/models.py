@@ -182,3 +182,8 @@ class JobLogLine(models.Model):
 
     def __str__(self) -> str:
         return f"{self.at:%H:%M:%S} {self.level} {self.message}"
+
+
+# --- connections (issue 7) -------------------------------------------------------------------
+from .connections.models import Connection  # noqa: E402, F401
+# --- end connections ---------------------------------------------------------------------------
