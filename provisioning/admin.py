@@ -1,0 +1,5 @@
+"""Admin of the provisioning app."""
+
+# --- connections and claim setup (issue 7) ---------------------------------------------------
+from .connections import admin as _connections_admin  # noqa: E402, F401
+# --- end connections -------------------------------------------------------------------------
