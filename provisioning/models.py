@@ -184,6 +184,9 @@ class JobLogLine(models.Model):
         return f"{self.at:%H:%M:%S} {self.level} {self.message}"
 
 
-# --- connections (issue 7) -------------------------------------------------------------------
+
+# --- connections and fleet provisioning by claim (issue 7) -------------------------------------
+from .claim_models import ClaimSetup  # noqa: E402, F401
 from .connections.models import Connection  # noqa: E402, F401
-# --- end connections ---------------------------------------------------------------------------
+
+# --- end connections and claim ------------------------------------------------------------------
