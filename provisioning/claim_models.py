@@ -77,6 +77,9 @@ class ClaimSetup(models.Model):
         app_label = "provisioning"
         ordering = ["template_name"]
         verbose_name = "fleet provisioning (claim) setup"
+        permissions = [
+            ("download_claim_bundle", "Can download the claim bundle (it holds the claim key)"),
+        ]
 
     def __str__(self) -> str:
         return self.template_name

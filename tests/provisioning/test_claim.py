@@ -313,3 +313,30 @@ def test_commands_and_audited_bundle(aws: Any, tmp_path: Any, capsys) -> None:
         call_command("claim_bundle", "--template-name", "cmd-claim", "--out", str(target))
     with pytest.raises(CommandError, match="no claim setup"):
         call_command("claim_bundle", "--template-name", "nope", "--out", str(tmp_path / "n"))
+
+
+def test_admin_download_is_a_permissioned_audited_action(aws: Any, client, superuser,
+                                                          staff_user) -> None:
+    setup, job = run()
+    assert job.status == Job.Status.SUCCEEDED
+    url = "/admin/provisioning/claimsetup/"
+    post = {"action": "download_bundle", "_selected_action": [setup.pk]}
+    client.force_login(superuser)
+    page = client.get(f"{url}{setup.pk}/change/").content.decode()
+    assert "PRIVATE KEY" not in page
+    r = client.post(url, post)
+    assert r.status_code == 200
+    assert r["Content-Type"] == "application/zip"
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert b"PRIVATE KEY" in zf.read("claim.private.key")
+    event = AuditEvent.objects.get(action="claim_bundle_download")
+    assert event.actor == superuser
+
+    from django.contrib.auth.models import Permission
+
+    staff_user.user_permissions.add(*Permission.objects.filter(
+        codename__in=["view_claimsetup", "change_claimsetup"]))
+    client.force_login(staff_user)
+    r = client.post(url, post)
+    assert r.get("Content-Type") != "application/zip"
+    assert AuditEvent.objects.filter(action="claim_bundle_download").count() == 1
