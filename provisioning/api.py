@@ -55,9 +55,9 @@ class ConfigurationIn(Schema):
     uplinkTopicPattern: str = Field(..., max_length=1024)  # noqa: N815 - contract name
     downlinkTopicPattern: str = Field("", max_length=1024)  # noqa: N815
     deviceType: str = Field("", max_length=128)  # noqa: N815
-    region: str = Field("", max_length=32)
+    region: str = Field(..., max_length=32)
     accountPrefix: str = Field(..., max_length=253)  # noqa: N815
-    accessKeyId: str = Field(..., max_length=20)  # noqa: N815
+    accessKeyId: str = Field(..., max_length=20, pattern=r"^(AKIA|ASIA)[A-Z0-9]{16}$")  # noqa: N815
     secretAccessKey: str | None = Field(None, max_length=40)  # noqa: N815
     accessKeyStoreFor: str | None = Field(None, max_length=4)  # noqa: N815
     certificateId: str = Field("", max_length=64)  # noqa: N815

@@ -94,3 +94,9 @@ def payload(cert_pair: tuple[str, str]) -> Callable[..., dict[str, Any]]:
         return {"name": name, "configuration": body}
 
     return build
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Users are created in most tests here; PBKDF2's cost is not what they test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -170,7 +170,7 @@ def test_duplicate_name_conflict(api: Api, payload) -> None:
         ("region", "mars-north-1", "region"),
         ("accountPrefix", "Not_A_Prefix", "prefix"),
         ("deviceType", "bad type!", "thing type"),
-        ("accessKeyId", "AKIA123", "access key id"),
+        ("accessKeyId", "AKIA123", "accessKeyId"),
         ("secretAccessKey", "short", "secret access key"),
         ("accessKeyStoreFor", "2y", "storage period"),
         ("certificate", "not a pem", "PEM X.509"),
