@@ -7,6 +7,7 @@ Request and response bodies follow the reference LPWAN connector's ``/connection
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
@@ -163,7 +164,7 @@ def _data(payload: ConnectionIn) -> ConnectionData:
 
 
 def _invalid(exc: ValidationError) -> ApiError:
-    parts = []
+    parts: list[str] = []
     if hasattr(exc, "error_dict"):
         for field, messages in exc.message_dict.items():
             label = _FIELD_NAMES.get(field, field)
@@ -172,6 +173,11 @@ def _invalid(exc: ValidationError) -> ApiError:
         parts.extend(exc.messages)
     detail = " ".join(p if p.endswith(".") else p + "." for p in parts[:5])
     return ApiError(422, "invalid_connection", detail or "The connection is not valid.")
+
+
+def _actor(request: HttpRequest) -> Any:
+    """The staff user StaffTokenAuth put on the request."""
+    return getattr(request, "auth", None)
 
 
 def _get(connection_id: int) -> Connection:
@@ -193,7 +199,7 @@ def list_connections(request: HttpRequest) -> list[dict]:
 @router.post("/connections", auth=StaffTokenAuth(), response={201: ConnectionOut, **_ERRORS})
 def create_connection(request: HttpRequest, payload: ConnectionIn) -> Status:
     try:
-        conn = connection_create(data=_data(payload), actor=request.auth)
+        conn = connection_create(data=_data(payload), actor=_actor(request))
     except ConnectionNameTaken as exc:
         raise ApiError(409, "connection_exists", str(exc)) from None
     except ValidationError as exc:
@@ -216,7 +222,7 @@ def replace_connection(
 ) -> dict:
     conn = _get(connection_id)
     try:
-        connection_replace(connection=conn, data=_data(payload), actor=request.auth)
+        connection_replace(connection=conn, data=_data(payload), actor=_actor(request))
     except ConnectionNameTaken as exc:
         raise ApiError(409, "connection_exists", str(exc)) from None
     except ValidationError as exc:
@@ -231,7 +237,7 @@ def delete_connection(
 ) -> HttpResponse:
     conn = _get(connection_id)
     try:
-        connection_delete(connection=conn, actor=request.auth)
+        connection_delete(connection=conn, actor=_actor(request))
     except ConnectionInUse as exc:
         raise ApiError(409, "connection_in_use", str(exc)) from None
     return HttpResponse(status=204)
@@ -264,7 +270,7 @@ def bind_connection_devices(
     try:
         connection_bind_devices(
             connection=conn, devices=[(d.station, d.device) for d in payload.devices],
-            actor=request.auth,
+            actor=_actor(request),
         )
     except ValidationError as exc:
         detail = _invalid(exc).detail

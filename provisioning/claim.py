@@ -126,9 +126,8 @@ def claim_setup_save(
         )})
     setup = ClaimSetup.objects.select_for_update().filter(template_name=template_name).first()
     if setup is None:
-        setup = ClaimSetup(template_name=template_name,
-                           created_by=actor if getattr(actor, "is_authenticated", False)
-                           else None)
+        user: Any = actor if getattr(actor, "is_authenticated", False) else None
+        setup = ClaimSetup(template_name=template_name, created_by=user)
     setup.region = region
     setup.access_key = key
     setup.role_arn = role_arn

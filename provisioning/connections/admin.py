@@ -67,13 +67,15 @@ class ConnectionAdminForm(forms.ModelForm):
             "The account's endpoint prefix, or the endpoint itself "
             "(<prefix>-ats.iot.<region>.amazonaws.com)."
         )
-        self.fields["account_prefix"].validators = []
-        self.fields["account_prefix"].max_length = 253
+        prefix: Any = self.fields["account_prefix"]
+        prefix.validators = []
+        prefix.max_length = 253
+        prefix.widget.attrs["maxlength"] = "253"
 
     _FIELD_FOR = {"access_key": "access_key_id", "certificate_pem": "certificate"}
 
     def _post_clean(self) -> None:
-        if self._errors:
+        if self.errors:
             return
         d = self.cleaned_data
         remove = d.get("remove_certificate")

@@ -11,6 +11,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -31,6 +32,11 @@ MAX_PEM_BYTES = 16 * 1024
 MAX_BINDINGS = 5000
 DEFAULT_KEY_STORE_FOR = AccessKey.StorePeriod.DAYS_30
 _AWS_SECRET_RE = re.compile(r"^[A-Za-z0-9/+=]{40}$")
+
+
+def _user(actor: Actor) -> Any:
+    """The user to record as creator, or None for anonymous / system actors."""
+    return actor if getattr(actor, "is_authenticated", False) else None
 
 
 class ConnectionNameTaken(ValueError):
@@ -104,7 +110,7 @@ def _access_key(data: ConnectionData, actor: Actor) -> AccessKey:
     now = timezone.now()
     if key is None:
         key = AccessKey(access_key_id=data.access_key_id, description="Stored with a connection.")
-        key.created_by = actor if getattr(actor, "is_authenticated", False) else None
+        key.created_by = _user(actor)
     key.secret = data.secret_access_key
     key.store_for = store_for
     key.created_at = now
@@ -218,7 +224,7 @@ def _apply(conn: Connection, data: ConnectionData, actor: Actor) -> list[str]:
 @transaction.atomic
 def connection_create(*, data: ConnectionData, actor: Actor = None) -> Connection:
     """Create a connection from a whole configuration."""
-    conn = Connection(created_by=actor if getattr(actor, "is_authenticated", False) else None)
+    conn = Connection(created_by=_user(actor))
     secrets_changed = _apply(conn, data, actor)
     conn.save()
     audit_record(action="connection_create", obj=conn, actor=actor,
