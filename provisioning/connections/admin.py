@@ -156,6 +156,12 @@ class ConnectionAdmin(admin.ModelAdmin):
     def secret_stored(self, obj: Connection) -> bool:
         return obj.access_key.is_stored
 
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # A connection with bound devices is not deletable: unbind first (the API says why).
+        if obj is not None and obj.devices.exists():
+            return False
+        return super().has_delete_permission(request, obj)
+
     def delete_model(self, request: HttpRequest, obj: Connection) -> None:
         try:
             connection_delete(connection=obj, actor=request.user)

@@ -18,7 +18,7 @@ from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from portal.services import audit_record
@@ -221,12 +221,21 @@ def _apply(conn: Connection, data: ConnectionData, actor: Actor) -> list[str]:
     return secrets_changed
 
 
+def _save(conn: Connection) -> None:
+    """Save; a concurrent request that took the name first becomes a conflict, not a 500."""
+    try:
+        with transaction.atomic():
+            conn.save()
+    except IntegrityError:
+        raise ConnectionNameTaken(f"A connection named {conn.name!r} already exists.") from None
+
+
 @transaction.atomic
 def connection_create(*, data: ConnectionData, actor: Actor = None) -> Connection:
     """Create a connection from a whole configuration."""
     conn = Connection(created_by=_user(actor))
     secrets_changed = _apply(conn, data, actor)
-    conn.save()
+    _save(conn)
     audit_record(action="connection_create", obj=conn, actor=actor,
                  detail={"secrets_set": secrets_changed})
     return conn
@@ -238,7 +247,7 @@ def connection_replace(*, connection: Connection, data: ConnectionData,
     """Replace the whole configuration (PUT); omitted write-only secrets are kept."""
     conn = Connection.objects.select_for_update().get(pk=connection.pk)
     secrets_changed = _apply(conn, data, actor)
-    conn.save()
+    _save(conn)
     audit_record(action="connection_replace", obj=conn, actor=actor,
                  detail={"secrets_changed": secrets_changed})
     return conn
