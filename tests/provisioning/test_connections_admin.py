@@ -25,6 +25,8 @@ def form_data(cert_pair, **over):
 
 def test_add_change_never_render_secrets(client, superuser, cert_pair) -> None:
     client.force_login(superuser)
+    assert client.get("/admin/provisioning/connection/add/").status_code == 200
+    assert client.get("/admin/provisioning/claimsetup/add/").status_code == 200
     r = client.post("/admin/provisioning/connection/add/", form_data(cert_pair))
     assert r.status_code == 302, r.content.decode()[:3000]
     conn = Connection.objects.get()
