@@ -5,7 +5,7 @@ import pytest
 
 from provisioning.connections.models import Connection
 
-from .conftest import KEY_ID, SECRET
+from .connection_fixtures import KEY_ID, SECRET
 
 pytestmark = pytest.mark.django_db
 

@@ -11,7 +11,7 @@ from provisioning.connections.models import Connection
 from provisioning.connections.selectors import device_topic_patterns
 from provisioning.models import AccessKey
 
-from .conftest import KEY_ID, SECRET, Api, make_cert
+from .connection_fixtures import KEY_ID, SECRET, Api, make_cert
 
 pytestmark = pytest.mark.django_db
 

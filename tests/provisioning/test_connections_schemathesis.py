@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import ignored_auth, positive_data_accept
 
 from devices.models import MqttDevice, Station
 
-from .conftest import SECRET
+from .connection_fixtures import SECRET
 
 pytestmark = pytest.mark.django_db
 
