@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import NinjaAPI
@@ -101,6 +102,13 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
         "The request body is not valid JSON of the expected shape."
     )
     return _error(request, 422, "invalid_request", detail)
+
+
+# --- connections (issue 7): an oversized body is a JSON 413, not Django's HTML 400 ---
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return _error(request, 413, "too_large", "The request body is too large.")
+# --- end connections ---
 
 
 def _mount_routers() -> None:

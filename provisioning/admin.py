@@ -7,3 +7,8 @@ from . import (  # noqa: F401  (registers JobAdmin and JitpSettingsAdmin)
     admin_jitp,
     admin_jobs,
 )
+
+# --- connections and claim setup (issue 7) ---------------------------------------------------
+from . import claim_admin as _claim_admin  # noqa: E402, F401
+from .connections import admin as _connections_admin  # noqa: E402, F401
+# --- end connections -------------------------------------------------------------------------

@@ -462,3 +462,9 @@ class FleetInstallStation(models.Model):
     def can_move_to(self, status: str) -> bool:
         return status in self.TRANSITIONS[self.status]
 # === end of fleet install block ==============================================================
+
+# --- connections and fleet provisioning by claim (issue 7) -------------------------------------
+from .claim_models import ClaimSetup  # noqa: E402, F401
+from .connections.models import Connection  # noqa: E402, F401
+
+# --- end connections and claim ------------------------------------------------------------------

@@ -240,3 +240,14 @@ def jitp_run():  # noqa: ANN201
 
 def job_text(job) -> str:  # noqa: ANN001
     return "\n".join(line.message for line in job.log_lines.order_by("id"))
+
+# --- connections and claim (issue 7) ---------------------------------------------------------
+from .connection_fixtures import (  # noqa: E402, F401
+    _fast_password_hashing,
+    api,
+    cert_pair,
+    payload,
+    staff_token,
+)
+
+# --- end connections and claim -----------------------------------------------------------------

@@ -1,0 +1,106 @@
+"""Fixtures for the connection and claim tests: staff API tokens, certificates, bodies.
+
+Kept out of conftest.py (which only re-exports them) so that merging with other
+provisioning fixtures is a one-line change.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.test import Client
+
+from portal.services import api_token_create
+
+SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+
+
+def make_cert(cn: str = "connector") -> tuple[str, str]:
+    """A self-signed certificate and its unencrypted private key (PEM)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=1))
+        .not_valid_after(now + dt.timedelta(days=30))
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    return cert_pem, key_pem
+
+
+@pytest.fixture(scope="session")
+def cert_pair() -> tuple[str, str]:
+    return make_cert()
+
+
+@pytest.fixture
+def staff_token(staff_user: Any) -> str:
+    return api_token_create(username=staff_user.username)[1]
+
+
+class Api:
+    """A Django test client that sends the bearer token and JSON."""
+
+    def __init__(self, token: str | None) -> None:
+        self.client = Client()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def __call__(self, method: str, path: str, body: Any = None, raw: bytes | None = None):
+        kwargs: dict[str, Any] = {"headers": self.headers}
+        if raw is not None or body is not None:
+            import json
+
+            kwargs["data"] = raw if raw is not None else json.dumps(body)
+            kwargs["content_type"] = "application/json"
+        return getattr(self.client, method.lower())(f"/api/v1{path}", **kwargs)
+
+
+@pytest.fixture
+def api(staff_token: str) -> Api:
+    return Api(staff_token)
+
+
+@pytest.fixture
+def payload(cert_pair: tuple[str, str]) -> Callable[..., dict[str, Any]]:
+    """A valid connection body; keyword arguments override configuration keys."""
+
+    def build(name: str = "lpwan-eu", **config: Any) -> dict[str, Any]:
+        cert, key = cert_pair
+        body = {
+            "description": "EU connector",
+            "uplinkTopicPattern": "things/{thing}/uplink/{point}",
+            "downlinkTopicPattern": "things/{thing}/downlink",
+            "deviceType": "lorawan-sensor",
+            "region": "eu-west-1",
+            "accountPrefix": "a1b2c3d4e5f6g7",
+            "accessKeyId": KEY_ID,
+            "secretAccessKey": SECRET,
+            "certificateId": "",
+            "certificate": cert,
+            "privateKey": key,
+        }
+        body.update(config)
+        body = {k: v for k, v in body.items() if v is not ...}
+        return {"name": name, "configuration": body}
+
+    return build
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """Users are created in most tests here; PBKDF2's cost is not what they test."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

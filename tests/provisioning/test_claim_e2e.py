@@ -1,0 +1,92 @@
+"""Claim provisioning end to end: portal setup -> bundle -> agent claim -> local AWS stand-in.
+
+Needs the local AWS IoT stand-in (``localaws``) and the agent's claim client
+(``devices.agent.claim``); skipped where either is not installed yet.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from django.utils import timezone
+
+localaws = pytest.importorskip("localaws")
+agent_claim = pytest.importorskip("devices.agent.claim")
+agent_config = pytest.importorskip("devices.agent.config")
+
+from provisioning.aws import aws_service_get  # noqa: E402
+from provisioning.claim import (  # noqa: E402
+    claim_bundle_build,
+    claim_setup_run,
+    claim_setup_save,
+    claim_setup_start,
+)
+from provisioning.models import AccessKey, Job  # noqa: E402
+
+pytestmark = pytest.mark.django_db
+KEY_ID = "AKIAIOSFODNN7EXAMPLE"
+ROLE = "arn:aws:iam::123456789012:role/FleetProvisioning"
+
+
+def test_station_provisions_itself_with_the_claim_bundle(settings: Any, tmp_path: Path) -> None:
+    with localaws.LocalAws(region="eu-west-1", state_dir=tmp_path / "aws") as aws:
+        settings.AWS_ENDPOINT_URL = aws.endpoint_url
+        service = aws_service_get()
+        service.enabled = True
+        service.save()
+        AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
+                                 purge_at=timezone.now() + timedelta(days=1))
+        setup = claim_setup_save(template_name="fleet-claim", region="eu-west-1",
+                                 access_key_id=KEY_ID, role_arn=ROLE, thing_name_prefix="st-")
+        job = claim_setup_start(setup=setup, run_async=False)
+        job = claim_setup_run(job_id=job.pk, setup_id=setup.pk)
+        assert job.status == Job.Status.SUCCEEDED, job.result
+        setup.refresh_from_db()
+        assert setup.endpoint == aws.data_endpoint
+
+        bundle = tmp_path / "bundle"
+        with zipfile.ZipFile(io.BytesIO(claim_bundle_build(setup=setup))) as zf:
+            zf.extractall(bundle)
+        meta = json.loads((bundle / "claim.json").read_text())
+        claim = agent_config.ClaimConfig.from_dict({
+            "template_name": meta["template_name"],
+            "certificate": str(bundle / meta["certificate"]),
+            "key": str(bundle / meta["key"]),
+            "parameters": {"SerialNumber": "0042"},
+        })
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = (
+            x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "st-0042")]))
+            .sign(key, hashes.SHA256())
+        )
+        from cryptography.hazmat.primitives import serialization
+
+        result = agent_claim.provision_by_claim(
+            claim=claim, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+            endpoint=meta["endpoint"], port=aws.mqtt_port, client_id="claim-0042",
+            ca_file=str(aws.server_ca_path), connect_addr=("127.0.0.1", aws.mqtt_port),
+            timeout=30,
+        )
+        assert result.thing_name == "st-0042"
+
+        iot = boto3.client("iot", endpoint_url=aws.endpoint_url, region_name="eu-west-1",
+                           aws_access_key_id=KEY_ID, aws_secret_access_key="s" * 40)
+        thing = iot.describe_thing(thingName="st-0042")
+        assert thing["attributes"] == {"serialNumber": "0042"}
+        cert = iot.describe_certificate(certificateId=result.certificate_id)
+        assert cert["certificateDescription"]["status"] == "ACTIVE"
+        arn = cert["certificateDescription"]["certificateArn"]
+        assert [p["policyName"] for p in iot.list_attached_policies(target=arn)["policies"]] \
+            == ["fleet-claim-device"]
+        assert iot.list_principal_things(principal=arn)["things"] == ["st-0042"]
