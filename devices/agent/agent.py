@@ -244,6 +244,7 @@ class Agent:
         next_poll = 0.0
         next_report = 0.0
         report_retry_at = 0.0
+        next_outbox_scan = 0.0
         deadline = time.monotonic() + opts.timeout if opts.timeout else None
         have_config = self.portal is None
         while not self._stop.is_set():
@@ -296,7 +297,9 @@ class Agent:
                 except PortalError as exc:
                     log.error("the portal refused the state report: %s", exc.detail)
                     next_report = now + self._poll_interval
-            self._ingest_outbox()
+            if now >= next_outbox_scan:
+                next_outbox_scan = now + 1.0
+                self._ingest_outbox()
             if opts.once and have_config and self._onboarding_finished():
                 return 0 if self._onboarding_ok() else 1
             if opts.exit_when_connected and self.all_connected():
@@ -305,7 +308,7 @@ class Agent:
             if deadline is not None and time.monotonic() > deadline:
                 log.error("gave up after %.0f s without reaching the goal.", opts.timeout)
                 return 1
-            self._wake.wait(0.2)
+            self._wake.wait(1.0)
             self._wake.clear()
         if self._fatal:
             raise AgentFatalError(self._fatal, self._fatal_code)

@@ -306,7 +306,10 @@ class FakePortal:
                     return
                 self._send(404, {"code": "not_found", "detail": "No such endpoint."})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # benchmarks open many agents at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -379,6 +382,7 @@ class Broker:
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",
+                    "log_type notice",
                     "max_inflight_messages 100",
                     "max_queued_messages 100000",
                     f"listener {self.tls_port} 127.0.0.1",
