@@ -86,6 +86,7 @@ class Agent:
         self._changed = threading.Event()
         self._fatal: str | None = None
         self._fatal_code = 2
+        self._status_dirty = True
         self._lock_fd: int | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -118,6 +119,7 @@ class Agent:
     def notify_change(self) -> None:
         """A device's reported state changed: report to the portal soon."""
         self._changed.set()
+        self._status_dirty = True
         self._wake.set()
 
     def fatal(self, sentence: str, exit_code: int = EXIT_TOKEN_REFUSED) -> None:
@@ -245,6 +247,7 @@ class Agent:
         next_report = 0.0
         report_retry_at = 0.0
         next_outbox_scan = 0.0
+        next_status_write = 0.0
         deadline = time.monotonic() + opts.timeout if opts.timeout else None
         have_config = self.portal is None
         while not self._stop.is_set():
@@ -297,6 +300,10 @@ class Agent:
                 except PortalError as exc:
                     log.error("the portal refused the state report: %s", exc.detail)
                     next_report = now + self._poll_interval
+            if self._status_dirty or now >= next_status_write:
+                self._status_dirty = False
+                next_status_write = now + self._poll_interval
+                self._write_status_file()
             if now >= next_outbox_scan:
                 next_outbox_scan = now + 1.0
                 self._ingest_outbox()
@@ -313,6 +320,19 @@ class Agent:
         if self._fatal:
             raise AgentFatalError(self._fatal, self._fatal_code)
         return 0
+
+    def _write_status_file(self) -> None:
+        """Live per-device status for `fleet-agent status` (no secrets in it)."""
+        body = {
+            "updated": iso(dt.datetime.now(dt.UTC)),
+            "station": self.station,
+            "pid": os.getpid(),
+            "devices": self.device_report(),
+        }
+        try:
+            atomic_write(self.options.state_dir / "status.json", json.dumps(body).encode(), 0o644)
+        except OSError as exc:
+            log.warning("cannot write status.json (%s)", exc.strerror)
 
     def _onboarding_finished(self) -> bool:
         with self._lock:
@@ -337,6 +357,8 @@ class Agent:
             w.stop()
         for w in workers:
             w.join(10)
+        if self.queue is not None and workers:
+            self._write_status_file()
         if self.queue is not None:
             self.queue.close()
         if self.portal is not None:

@@ -175,7 +175,10 @@ def test_once_onboards_and_restart_does_not_onboard_again(tmp_path, portal, stat
     # status shows it; reset makes the next run onboard again on purpose.
     res = run_agent("status", "--state-dir", str(state_dir))
     assert res.returncode == 0
-    assert "aws: completed=true thing=st-042-aws request=1" in res.stdout
+    assert "agent: not running" in res.stdout
+    assert "aws: status=stopped connected=false completed=true thing=st-042-aws request=1" in (
+        res.stdout
+    )
     res = run_agent("reset", "--state-dir", str(state_dir), "--device", "aws")
     assert res.returncode == 0, res.stderr
     assert not key_path.exists()
@@ -277,6 +280,14 @@ def test_second_agent_on_same_state_dir_is_refused(tmp_path, portal, station):
         res = run_agent("reset", "--state-dir", str(state_dir))
         assert res.returncode == 2
         assert "Stop it before a reset." in last_line(res.stderr)
+        assert wait_for(
+            lambda: '"status": "awaiting_approval"'
+            in run_agent("status", "--state-dir", str(state_dir), "--json").stdout,
+            10,
+        )
+        doc = json.loads(run_agent("status", "--state-dir", str(state_dir), "--json").stdout)
+        assert doc["agent_running"] is True
+        assert doc["devices"][0]["request_id"] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
