@@ -140,24 +140,39 @@ class Agent:
         self, device: str, point: str, value: Any, ts: str | None = None, **extra: Any
     ) -> int:
         """Queue a data point for ``device`` (store-and-forward, QoS 1). Returns the item id."""
+        payload = self._encode_point(device, point, value, ts, extra)
+        return self._enqueue(device, point, payload)
+
+    def _encode_point(
+        self, device: str, point: str, value: Any, ts: str | None, extra: dict[str, Any]
+    ) -> bytes:
+        """Check and serialise a point; raises before anything is queued."""
         if self.queue is None:
             raise RuntimeError("the agent is not running")
         if device not in self.workers and not self.state.device(device):
             raise UnknownDeviceError(f"device {device!r} is not configured on this station.")
         body = {
+            **extra,
             "station": self.station,
             "device": device,
             "point": point,
             "value": value,
             "ts": ts or iso(dt.datetime.now(dt.UTC)),
-            **extra,
         }
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"the value of data point {point!r} is not JSON-serialisable."
+            ) from None
         if len(payload) > AWS_MAX_PAYLOAD:
             raise PayloadTooLargeError(
                 f"the data point is {len(payload)} bytes; AWS IoT Core accepts at most "
                 f"{AWS_MAX_PAYLOAD} bytes per message."
             )
+        return payload
+
+    def _enqueue(self, device: str, point: str, payload: bytes) -> int:
         item_id = self.queue.put(device, point, payload)
         worker = self.workers.get(device)
         if worker is not None:
@@ -451,16 +466,19 @@ class Agent:
                 for p in points:
                     if not isinstance(p, dict) or "device" not in p or "point" not in p:
                         raise ValueError("each data point needs 'device' and 'point'")
-                pending = [p for p in points if p["device"] not in self.workers]
-                if pending and not self.workers:
+                if not self.workers:
                     return  # config not loaded yet: try again later
+                # Validate the whole file first so a bad point queues nothing from it.
+                encoded = []
                 for p in points:
                     extra = {
                         k: v for k, v in p.items() if k not in ("device", "point", "value", "ts")
                     }
-                    self.publish_point(
-                        str(p["device"]), str(p["point"]), p.get("value"), p.get("ts"), **extra
-                    )
+                    device, point = str(p["device"]), str(p["point"])
+                    payload = self._encode_point(device, point, p.get("value"), p.get("ts"), extra)
+                    encoded.append((device, point, payload))
+                for device, point, payload in encoded:
+                    self._enqueue(device, point, payload)
             except (ValueError, OSError) as exc:
                 log.error("outbox file %s rejected: %s", fname, exc)
                 rejected = outbox / "rejected"

@@ -281,8 +281,10 @@ def test_second_agent_on_same_state_dir_is_refused(tmp_path, portal, station):
         assert res.returncode == 2
         assert "Stop it before a reset." in last_line(res.stderr)
         assert wait_for(
-            lambda: '"status": "awaiting_approval"'
-            in run_agent("status", "--state-dir", str(state_dir), "--json").stdout,
+            lambda: (
+                '"status": "awaiting_approval"'
+                in run_agent("status", "--state-dir", str(state_dir), "--json").stdout
+            ),
             10,
         )
         doc = json.loads(run_agent("status", "--state-dir", str(state_dir), "--json").stdout)

@@ -215,7 +215,12 @@ def test_outbox_spool_directory_is_ingested(tmp_path, portal, broker, make_agent
     (outbox / "a.json.tmp").write_text(json.dumps([{"device": "aws", "point": "hum", "value": 40}]))
     (outbox / "a.json.tmp").rename(outbox / "a.json")
     (outbox / "b.json").write_text("{not json")
+    mixed = [{"device": "aws", "point": "ok", "value": 1}, {"device": "nope", "point": "x"}]
+    (outbox / "c.json").write_text(json.dumps(mixed))
     assert wait_for(lambda: len(sub.payloads()) == 1, 10)
+    assert wait_for(lambda: (outbox / "rejected" / "c.json").exists(), 5)
+    time.sleep(0.5)
+    assert len(sub.payloads()) == 1  # nothing from the half-bad file was queued
     msg = sub.messages[0]
     assert msg.topic == "things/st-000-aws/uplink/hum"
     assert json.loads(msg.payload)["value"] == 40
