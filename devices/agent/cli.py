@@ -107,27 +107,52 @@ class UsageError(Exception):
     """Bad command line or config file; the message is one sentence."""
 
 
+def _metavar(dest: str, typ: Any) -> str:
+    special = {
+        "portal": "URL",
+        "connect_host": "HOST[:PORT]",
+        "endpoint": "HOST[:PORT]",
+        "log_level": "LEVEL",
+        "claim_parameters": "JSON",
+        "claim_template": "NAME",
+        "station": "NAME",
+        "device": "NAME",
+        "claim_client_id": "ID",
+        "state_dir": "DIR",
+        "max_publish_rate": "N",
+    }
+    if dest in special:
+        return special[dest]
+    if typ is float:
+        return "SECONDS"
+    if typ is int:
+        return "N"
+    return "FILE"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet-agent", description="Station agent.")
     parser.add_argument("--version", action="version", version=f"fleet-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="onboard and run the configured MQTT devices")
-    run.add_argument("--config", help="JSON file whose keys are long option names")
+    run.add_argument("--config", metavar="FILE", help="JSON file whose keys are long option names")
     for dest, (typ, _default) in RUN_OPTIONS.items():
         flag = "--" + dest.replace("_", "-")
         if typ is bool:
             run.add_argument(flag, action="store_true", default=None, help=HELP[dest])
         else:
-            run.add_argument(flag, type=typ, default=None, help=HELP[dest])
+            run.add_argument(
+                flag, type=typ, default=None, help=HELP[dest], metavar=_metavar(dest, typ)
+            )
 
     status = sub.add_parser("status", help="print each device's state")
-    status.add_argument("--state-dir", required=True)
+    status.add_argument("--state-dir", required=True, metavar="DIR")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     reset = sub.add_parser("reset", help="forget certificates so the next run onboards again")
-    reset.add_argument("--state-dir", required=True)
-    reset.add_argument("--device", help="only this device (default: all)")
+    reset.add_argument("--state-dir", required=True, metavar="DIR")
+    reset.add_argument("--device", metavar="NAME", help="only this device (default: all)")
     reset.add_argument(
         "--discard-corrupt",
         action="store_true",

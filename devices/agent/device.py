@@ -425,7 +425,7 @@ class DeviceWorker(threading.Thread):
             client = self.client
             if client is not None:
                 # Short waits only while there is something to send; idle devices sleep in
-                # select() so that many agents fit in one process.
+                # poll() until the next heartbeat (or a wake-up) so many agents fit a process.
                 busy = bool(self._inflight) or self._queue_seen != self._queue_puts
                 assert self._pump is not None
                 idle = min(1.0, max(0.0, self._hb_next - now)) if self._mqtt_ready else 1.0
@@ -530,7 +530,7 @@ class DeviceWorker(threading.Thread):
             self.connected = False
             self._set_status("certificate_issued")
 
-    # paho callbacks (run on this thread, inside client.loop)
+    # paho callbacks (run on this thread, inside SocketPump.pump)
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if client is not self.client:
             return
