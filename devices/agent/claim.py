@@ -104,6 +104,7 @@ def provision_by_claim(
         try:
             client.connect(endpoint, port, keepalive=30)
         except (OSError, ValueError) as exc:
+            client.close_failed_socket()
             raise ClaimError(
                 f"cannot connect to {endpoint}:{port} with the claim ({exc})."
             ) from None

@@ -486,6 +486,7 @@ class DeviceWorker(threading.Thread):
             )
             with contextlib.suppress(Exception):
                 client.disconnect()
+            client.close_failed_socket()
             return
         self.client = client
         self._pump = SocketPump(client, self._waker)

@@ -53,11 +53,22 @@ class RoutedClient(mqtt.Client):
     def __init__(self, *args: Any, connect_addr: tuple[str, int] | None = None, **kw: Any):
         super().__init__(*args, **kw)
         self._connect_addr = connect_addr
+        self._tcp_sock: socket.socket | None = None
 
     def _create_socket_connection(self) -> socket.socket:
         if self._connect_addr is None:
-            return super()._create_socket_connection()
-        return socket.create_connection(self._connect_addr, timeout=self._connect_timeout)
+            sock = super()._create_socket_connection()
+        else:
+            sock = socket.create_connection(self._connect_addr, timeout=self._connect_timeout)
+        self._tcp_sock = sock
+        return sock
+
+    def close_failed_socket(self) -> None:
+        """paho leaves the TCP socket open when the TLS handshake fails; close it."""
+        sock, self._tcp_sock = self._tcp_sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 def new_client(

@@ -401,11 +401,10 @@ class Broker:
         self.log = self.dir / "mosquitto.log"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log, "ab"),  # noqa: SIM115
-        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_port(self.tls_port)
         wait_port(self.plain_port)
 
@@ -522,8 +521,12 @@ class DroppingProxy:
                 except OSError:
                     pass
 
-        threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+        other = threading.Thread(target=pipe, args=(conn, upstream), daemon=True)
+        other.start()
         pipe(upstream, conn)
+        other.join(5)
+        conn.close()
+        upstream.close()
 
     def close(self) -> None:
         self._closed = True

@@ -198,7 +198,7 @@ def test_kill_mid_onboarding_then_restart_yields_exactly_one_certificate(tmp_pat
     key_path = state_dir / "devices" / "aws" / "key-1.pem"
     key_bytes = key_path.read_bytes()
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)
     # Restart while still pending: same key, same request.
     proc = spawn_agent(*base_args(portal, token_file, state_dir), "--once", "--timeout", "20")
     assert wait_for(
@@ -220,7 +220,7 @@ def test_lost_request_id_is_recovered_by_resubmitting_the_same_key(tmp_path, por
     assert wait_for(lambda: len(portal.requests) == 1, 10)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)
     state = json.loads((state_dir / "state.json").read_text())
     del state["devices"]["aws"]["request_id"]
     (state_dir / "state.json").write_text(json.dumps(state))
@@ -292,7 +292,7 @@ def test_second_agent_on_same_state_dir_is_refused(tmp_path, portal, station):
         assert doc["devices"][0]["request_id"] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert len(portal.requests) == 1
 
