@@ -406,6 +406,8 @@ def _reset_locked(args: argparse.Namespace, store: StateStore) -> int:
     names = [args.device] if args.device else store.device_names()
     if args.device and args.device not in store.device_names():
         raise UsageError(f"device {args.device!r} is not in the state file.")
+    if not names:
+        print("nothing to reset: no device in the state file")
     for name in names:
         entry = store.device(name)
         paths = [entry.get(k) for k in ("key_path", "cert_path", "chain_path", "fullchain_path")]
