@@ -86,6 +86,7 @@ class Agent:
         self._changed = threading.Event()
         self._fatal: str | None = None
         self._fatal_code = 2
+        self._status_dirty = True
         self._lock_fd: int | None = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -118,6 +119,7 @@ class Agent:
     def notify_change(self) -> None:
         """A device's reported state changed: report to the portal soon."""
         self._changed.set()
+        self._status_dirty = True
         self._wake.set()
 
     def fatal(self, sentence: str, exit_code: int = EXIT_TOKEN_REFUSED) -> None:
@@ -138,24 +140,39 @@ class Agent:
         self, device: str, point: str, value: Any, ts: str | None = None, **extra: Any
     ) -> int:
         """Queue a data point for ``device`` (store-and-forward, QoS 1). Returns the item id."""
+        payload = self._encode_point(device, point, value, ts, extra)
+        return self._enqueue(device, point, payload)
+
+    def _encode_point(
+        self, device: str, point: str, value: Any, ts: str | None, extra: dict[str, Any]
+    ) -> bytes:
+        """Check and serialise a point; raises before anything is queued."""
         if self.queue is None:
             raise RuntimeError("the agent is not running")
         if device not in self.workers and not self.state.device(device):
             raise UnknownDeviceError(f"device {device!r} is not configured on this station.")
         body = {
+            **extra,
             "station": self.station,
             "device": device,
             "point": point,
             "value": value,
             "ts": ts or iso(dt.datetime.now(dt.UTC)),
-            **extra,
         }
-        payload = json.dumps(body, separators=(",", ":")).encode()
+        try:
+            payload = json.dumps(body, separators=(",", ":")).encode()
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"the value of data point {point!r} is not JSON-serialisable."
+            ) from None
         if len(payload) > AWS_MAX_PAYLOAD:
             raise PayloadTooLargeError(
                 f"the data point is {len(payload)} bytes; AWS IoT Core accepts at most "
                 f"{AWS_MAX_PAYLOAD} bytes per message."
             )
+        return payload
+
+    def _enqueue(self, device: str, point: str, payload: bytes) -> int:
         item_id = self.queue.put(device, point, payload)
         worker = self.workers.get(device)
         if worker is not None:
@@ -244,6 +261,8 @@ class Agent:
         next_poll = 0.0
         next_report = 0.0
         report_retry_at = 0.0
+        next_outbox_scan = 0.0
+        next_status_write = 0.0
         deadline = time.monotonic() + opts.timeout if opts.timeout else None
         have_config = self.portal is None
         while not self._stop.is_set():
@@ -296,7 +315,13 @@ class Agent:
                 except PortalError as exc:
                     log.error("the portal refused the state report: %s", exc.detail)
                     next_report = now + self._poll_interval
-            self._ingest_outbox()
+            if self._status_dirty or now >= next_status_write:
+                self._status_dirty = False
+                next_status_write = now + self._poll_interval
+                self._write_status_file()
+            if now >= next_outbox_scan:
+                next_outbox_scan = now + 1.0
+                self._ingest_outbox()
             if opts.once and have_config and self._onboarding_finished():
                 return 0 if self._onboarding_ok() else 1
             if opts.exit_when_connected and self.all_connected():
@@ -305,11 +330,24 @@ class Agent:
             if deadline is not None and time.monotonic() > deadline:
                 log.error("gave up after %.0f s without reaching the goal.", opts.timeout)
                 return 1
-            self._wake.wait(0.2)
+            self._wake.wait(1.0)
             self._wake.clear()
         if self._fatal:
             raise AgentFatalError(self._fatal, self._fatal_code)
         return 0
+
+    def _write_status_file(self) -> None:
+        """Live per-device status for `fleet-agent status` (no secrets in it)."""
+        body = {
+            "updated": iso(dt.datetime.now(dt.UTC)),
+            "station": self.station,
+            "pid": os.getpid(),
+            "devices": self.device_report(),
+        }
+        try:
+            atomic_write(self.options.state_dir / "status.json", json.dumps(body).encode(), 0o644)
+        except OSError as exc:
+            log.warning("cannot write status.json (%s)", exc.strerror)
 
     def _onboarding_finished(self) -> bool:
         with self._lock:
@@ -334,6 +372,8 @@ class Agent:
             w.stop()
         for w in workers:
             w.join(10)
+        if self.queue is not None and workers:
+            self._write_status_file()
         if self.queue is not None:
             self.queue.close()
         if self.portal is not None:
@@ -426,16 +466,19 @@ class Agent:
                 for p in points:
                     if not isinstance(p, dict) or "device" not in p or "point" not in p:
                         raise ValueError("each data point needs 'device' and 'point'")
-                pending = [p for p in points if p["device"] not in self.workers]
-                if pending and not self.workers:
+                if not self.workers:
                     return  # config not loaded yet: try again later
+                # Validate the whole file first so a bad point queues nothing from it.
+                encoded = []
                 for p in points:
                     extra = {
                         k: v for k, v in p.items() if k not in ("device", "point", "value", "ts")
                     }
-                    self.publish_point(
-                        str(p["device"]), str(p["point"]), p.get("value"), p.get("ts"), **extra
-                    )
+                    device, point = str(p["device"]), str(p["point"])
+                    payload = self._encode_point(device, point, p.get("value"), p.get("ts"), extra)
+                    encoded.append((device, point, payload))
+                for device, point, payload in encoded:
+                    self._enqueue(device, point, payload)
             except (ValueError, OSError) as exc:
                 log.error("outbox file %s rejected: %s", fname, exc)
                 rejected = outbox / "rejected"

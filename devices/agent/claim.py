@@ -17,7 +17,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from devices.agent.config import ClaimConfig
-from devices.agent.mqtt_link import build_ssl_context, new_client
+from devices.agent.mqtt_link import SocketPump, build_ssl_context, new_client
 
 CREATE_TOPIC = "$aws/certificates/create-from-csr/json"
 
@@ -86,8 +86,9 @@ def provision_by_claim(
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     deadline = time.monotonic() + timeout
+    pumper = SocketPump(client)
 
-    def pump(until: Any, what: str) -> None:
+    def wait_until(until: Any, what: str) -> None:
         while not until():
             if stop is not None and stop.is_set():
                 raise ClaimError("provisioning by claim was interrupted.")
@@ -95,7 +96,7 @@ def provision_by_claim(
                 raise ClaimError(f"the broker refused the claim certificate ({events['refused']}).")
             if time.monotonic() > deadline:
                 raise ClaimError(f"no answer from {endpoint} while waiting for {what}.")
-            if client.loop(0.1) != mqtt.MQTT_ERR_SUCCESS:
+            if pumper.pump(0.1) != mqtt.MQTT_ERR_SUCCESS:
                 raise ClaimError(f"the connection to {endpoint} dropped while waiting for {what}.")
 
     prov = provision_topic(claim.template_name)
@@ -103,10 +104,11 @@ def provision_by_claim(
         try:
             client.connect(endpoint, port, keepalive=30)
         except (OSError, ValueError) as exc:
+            client.close_failed_socket()
             raise ClaimError(
                 f"cannot connect to {endpoint}:{port} with the claim ({exc})."
             ) from None
-        pump(lambda: events["connected"], "the connection")
+        wait_until(lambda: events["connected"], "the connection")
         topics = [
             (f"{CREATE_TOPIC}/accepted", 1),
             (f"{CREATE_TOPIC}/rejected", 1),
@@ -117,10 +119,10 @@ def provision_by_claim(
         if mid is None:
             raise ClaimError(f"cannot subscribe to the provisioning topics on {endpoint}.")
         sub_mid.append(mid)
-        pump(lambda: events["subscribed"], "the subscription")
+        wait_until(lambda: events["subscribed"], "the subscription")
 
         client.publish(CREATE_TOPIC, json.dumps({"certificateSigningRequest": csr_pem}), qos=1)
-        pump(
+        wait_until(
             lambda: f"{CREATE_TOPIC}/accepted" in inbox or f"{CREATE_TOPIC}/rejected" in inbox,
             "the certificate",
         )
@@ -140,7 +142,9 @@ def provision_by_claim(
 
         body = {"certificateOwnershipToken": token, "parameters": dict(claim.parameters)}
         client.publish(prov, json.dumps(body), qos=1)
-        pump(lambda: f"{prov}/accepted" in inbox or f"{prov}/rejected" in inbox, "RegisterThing")
+        wait_until(
+            lambda: f"{prov}/accepted" in inbox or f"{prov}/rejected" in inbox, "RegisterThing"
+        )
         if f"{prov}/rejected" in inbox:
             err = inbox[f"{prov}/rejected"]
             raise ClaimError(
@@ -160,6 +164,5 @@ def provision_by_claim(
     finally:
         try:
             client.disconnect()
-            client.loop(0.1)
         except Exception:  # noqa: BLE001 - best effort close of a claim session
             pass

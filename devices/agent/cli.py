@@ -22,6 +22,7 @@ from devices.agent.config import AgentOptions, parse_connect_host
 from devices.agent.diskqueue import DiskQueue
 from devices.agent.fsutil import (
     StateDirLocked,
+    lock_holder_alive,
     lock_state_dir,
     remove_quietly,
     unlock_state_dir,
@@ -106,27 +107,52 @@ class UsageError(Exception):
     """Bad command line or config file; the message is one sentence."""
 
 
+def _metavar(dest: str, typ: Any) -> str:
+    special = {
+        "portal": "URL",
+        "connect_host": "HOST[:PORT]",
+        "endpoint": "HOST[:PORT]",
+        "log_level": "LEVEL",
+        "claim_parameters": "JSON",
+        "claim_template": "NAME",
+        "station": "NAME",
+        "device": "NAME",
+        "claim_client_id": "ID",
+        "state_dir": "DIR",
+        "max_publish_rate": "N",
+    }
+    if dest in special:
+        return special[dest]
+    if typ is float:
+        return "SECONDS"
+    if typ is int:
+        return "N"
+    return "FILE"
+
+
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fleet-agent", description="Station agent.")
     parser.add_argument("--version", action="version", version=f"fleet-agent {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="onboard and run the configured MQTT devices")
-    run.add_argument("--config", help="JSON file whose keys are long option names")
+    run.add_argument("--config", metavar="FILE", help="JSON file whose keys are long option names")
     for dest, (typ, _default) in RUN_OPTIONS.items():
         flag = "--" + dest.replace("_", "-")
         if typ is bool:
             run.add_argument(flag, action="store_true", default=None, help=HELP[dest])
         else:
-            run.add_argument(flag, type=typ, default=None, help=HELP[dest])
+            run.add_argument(
+                flag, type=typ, default=None, help=HELP[dest], metavar=_metavar(dest, typ)
+            )
 
     status = sub.add_parser("status", help="print each device's state")
-    status.add_argument("--state-dir", required=True)
+    status.add_argument("--state-dir", required=True, metavar="DIR")
     status.add_argument("--json", action="store_true", help="machine-readable output")
 
     reset = sub.add_parser("reset", help="forget certificates so the next run onboards again")
-    reset.add_argument("--state-dir", required=True)
-    reset.add_argument("--device", help="only this device (default: all)")
+    reset.add_argument("--state-dir", required=True, metavar="DIR")
+    reset.add_argument("--device", metavar="NAME", help="only this device (default: all)")
     reset.add_argument(
         "--discard-corrupt",
         action="store_true",
@@ -285,16 +311,30 @@ def _fmt(value: Any) -> str:
 
 def _cmd_status(args: argparse.Namespace) -> int:
     store = StateStore(args.state_dir)
-    if not store.path.exists():
-        raise UsageError(f"no state file in {args.state_dir}; the agent has not run there yet.")
-    store.load()
+    if not Path(args.state_dir).is_dir():
+        raise UsageError(f"the state directory {args.state_dir} does not exist.")
+    store.load()  # a missing state.json is a station that has not onboarded yet
     snap = store.snapshot()
+    live: dict[str, dict[str, Any]] = {}
+    updated = None
+    try:
+        status_doc = json.loads((Path(args.state_dir) / "status.json").read_text())
+        updated = status_doc.get("updated")
+        live = {d["name"]: d for d in status_doc.get("devices", []) if "name" in d}
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    running = lock_holder_alive(Path(args.state_dir))
     queue_path = Path(args.state_dir) / "queue.sqlite3"
     queue = DiskQueue(queue_path) if queue_path.exists() else None
     rows = []
     for name, entry in sorted(snap["devices"].items()):
+        now = live.get(name, {})
         row = {
             "device": name,
+            "status": now.get("status") if running else "stopped",
+            "connected": bool(now.get("connected")) and running,
+            "last_connected": now.get("last_connected"),
+            "last_error": now.get("last_error"),
             "completed": entry.get("completed", False),
             "provisioning": entry.get("provisioning"),
             "thing_name": entry.get("thing_name"),
@@ -312,19 +352,30 @@ def _cmd_status(args: argparse.Namespace) -> int:
     if queue:
         queue.close()
     if args.json:
-        print(json.dumps({"station": snap.get("station"), "devices": rows}, indent=2))
+        doc = {
+            "station": snap.get("station"),
+            "agent_running": running,
+            "status_updated": updated,
+            "devices": rows,
+        }
+        print(json.dumps(doc, indent=2))
         return 0
     print(f"station: {_fmt(snap.get('station'))}")
+    print(f"agent: {'running' if running else 'not running'} (status as of {_fmt(updated)})")
     if not rows:
         print("no devices")
     for row in rows:
         print(
-            f"{row['device']}: completed={str(row['completed']).lower()} "
+            f"{row['device']}: status={_fmt(row['status'])} "
+            f"connected={str(row['connected']).lower()} "
+            f"completed={str(row['completed']).lower()} "
             f"thing={_fmt(row['thing_name'])} request={_fmt(row['request_id'])} "
             f"serial={_fmt(row['cert_serial'])} not_after={_fmt(row['cert_not_after'])} "
             f"renewing={str(row['renewing']).lower()} queue={row['queue_depth']} "
             f"dropped={row['queue_dropped']}"
         )
+        if row["last_error"]:
+            print(f"  last error: {row['last_error']}")
     return 0
 
 
@@ -355,6 +406,8 @@ def _reset_locked(args: argparse.Namespace, store: StateStore) -> int:
     names = [args.device] if args.device else store.device_names()
     if args.device and args.device not in store.device_names():
         raise UsageError(f"device {args.device!r} is not in the state file.")
+    if not names:
+        print("nothing to reset: no device in the state file")
     for name in names:
         entry = store.device(name)
         paths = [entry.get(k) for k in ("key_path", "cert_path", "chain_path", "fullchain_path")]

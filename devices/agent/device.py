@@ -36,7 +36,7 @@ from devices.agent.keys import (
     public_key_der,
     save_private_key,
 )
-from devices.agent.mqtt_link import Backoff, build_ssl_context, new_client
+from devices.agent.mqtt_link import Backoff, SocketPump, Waker, build_ssl_context, new_client
 from devices.agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
 from devices.agent.ratelimit import PublishLimiter
 
@@ -81,6 +81,7 @@ class DeviceWorker(threading.Thread):
         self.cfg = config
         self.onboard_only = onboard_only
         self._new_cfg: DeviceConfig | None = None
+        self._waker = Waker()
         self._stop_event = threading.Event()
         self.dev_dir = self.opts.state_dir / "devices" / _safe_name(config.name)
         self.inbox_dir = self.opts.state_dir / "inbox" / _safe_name(config.name)
@@ -96,6 +97,7 @@ class DeviceWorker(threading.Thread):
 
         # Connection.
         self.client: mqtt.Client | None = None
+        self._pump: SocketPump | None = None
         self._mqtt_ready = False
         self._connected_at = 0.0
         self._last_attempt = -1e9
@@ -128,6 +130,7 @@ class DeviceWorker(threading.Thread):
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
         self._stop_event.set()
+        self._waker.wake()
 
     def update_config(self, config: DeviceConfig) -> None:
         """Take a new desired configuration; applied by the device thread itself."""
@@ -136,6 +139,7 @@ class DeviceWorker(threading.Thread):
     def queue_hint(self) -> None:
         """The agent queued an uplink item for this device."""
         self._queue_puts += 1
+        self._waker.wake()
 
     @property
     def station(self) -> str:
@@ -182,6 +186,13 @@ class DeviceWorker(threading.Thread):
 
     # ------------------------------------------------------------------ main loop
     def run(self) -> None:
+        try:
+            self._run()
+        finally:
+            self._drop_connection()
+            self._waker.close()
+
+    def _run(self) -> None:
         retry = Backoff(minimum=1.0, maximum=max(1.0, self.opts.renewal_retry))
         while not self._stop_event.is_set():
             try:
@@ -210,7 +221,6 @@ class DeviceWorker(threading.Thread):
                 log.exception("device %s: unexpected failure", self.cfg.name)
                 self._set_status("error", f"unexpected failure: {type(exc).__name__}.")
                 self._stop_event.wait(retry.next_delay())
-        self._drop_connection()
 
     def _apply_new_config(self) -> bool:
         """Swap in a new desired config; True when the connection must be rebuilt."""
@@ -415,9 +425,11 @@ class DeviceWorker(threading.Thread):
             client = self.client
             if client is not None:
                 # Short waits only while there is something to send; idle devices sleep in
-                # select() so that many agents fit in one process.
+                # poll() until the next heartbeat (or a wake-up) so many agents fit a process.
                 busy = bool(self._inflight) or self._queue_seen != self._queue_puts
-                rc = client.loop(0.01 if busy else 0.25)
+                assert self._pump is not None
+                idle = min(1.0, max(0.0, self._hb_next - now)) if self._mqtt_ready else 1.0
+                rc = self._pump.pump(0.01 if busy else idle)
                 if self.client is not client:
                     pass  # a callback already closed this connection
                 elif rc != mqtt.MQTT_ERR_SUCCESS:
@@ -429,7 +441,7 @@ class DeviceWorker(threading.Thread):
                 ):
                     self._conn_backoff.reset()
             else:
-                self._stop_event.wait(min(0.2, max(0.0, self._next_connect - now)))
+                self._waker.wait(min(1.0, max(0.0, self._next_connect - now)))
             if self._mqtt_ready and self.client is not None:
                 self._heartbeat_tick()
                 self._drain_queue()
@@ -474,8 +486,10 @@ class DeviceWorker(threading.Thread):
             )
             with contextlib.suppress(Exception):
                 client.disconnect()
+            client.close_failed_socket()
             return
         self.client = client
+        self._pump = SocketPump(client, self._waker)
 
     def _schedule_reconnect(self, why: str) -> None:
         delay = self._conn_backoff.next_delay()
@@ -495,12 +509,12 @@ class DeviceWorker(threading.Thread):
 
     def _close_client(self) -> None:
         client, self.client = self.client, None
+        self._pump = None
         self._mqtt_ready = False
         self._inflight.clear()
         if client is not None:
             try:
-                client.disconnect()
-                client.loop(0.01)
+                client.disconnect()  # queues DISCONNECT and writes it out directly
             except Exception:  # noqa: BLE001 - socket may already be gone
                 pass
             try:
@@ -517,7 +531,7 @@ class DeviceWorker(threading.Thread):
             self.connected = False
             self._set_status("certificate_issued")
 
-    # paho callbacks (run on this thread, inside client.loop)
+    # paho callbacks (run on this thread, inside SocketPump.pump)
     def _on_connect(self, client: mqtt.Client, _u: Any, _f: Any, rc: Any, _p: Any) -> None:
         if client is not self.client:
             return
@@ -676,7 +690,7 @@ class DeviceWorker(threading.Thread):
         now = time.monotonic()
         if now < self._renew_check_at:
             return
-        self._renew_check_at = now + 0.5
+        self._renew_check_at = now + 1.0
         entry = self.agent.state.device(self.cfg.name)
         pending = entry.get("pending_renewal")
         if not pending:

@@ -75,10 +75,31 @@ def lock_state_dir(state_dir: Path) -> int:
         raise StateDirLocked(
             f"another fleet-agent is already running with the state directory {state_dir}."
         ) from None
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
     return fd
+
+
+def lock_holder_alive(state_dir: Path) -> bool:
+    """Whether the process recorded in agent.lock still runs (for status; takes no lock)."""
+    try:
+        pid = int((Path(state_dir) / "agent.lock").read_text().strip() or 0)
+    except (OSError, ValueError):
+        return False
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def unlock_state_dir(fd: int | None) -> None:
     if fd is not None:
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)  # no pid: status shows the agent as stopped
         with contextlib.suppress(OSError):
             os.close(fd)

@@ -8,7 +8,10 @@ dial a different address than the endpoint name (``--connect-host``, like
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
+import select
 import socket
 import ssl
 from typing import Any
@@ -50,11 +53,22 @@ class RoutedClient(mqtt.Client):
     def __init__(self, *args: Any, connect_addr: tuple[str, int] | None = None, **kw: Any):
         super().__init__(*args, **kw)
         self._connect_addr = connect_addr
+        self._tcp_sock: socket.socket | None = None
 
     def _create_socket_connection(self) -> socket.socket:
         if self._connect_addr is None:
-            return super()._create_socket_connection()
-        return socket.create_connection(self._connect_addr, timeout=self._connect_timeout)
+            sock = super()._create_socket_connection()
+        else:
+            sock = socket.create_connection(self._connect_addr, timeout=self._connect_timeout)
+        self._tcp_sock = sock
+        return sock
+
+    def close_failed_socket(self) -> None:
+        """paho leaves the TCP socket open when the TLS handshake fails; close it."""
+        sock, self._tcp_sock = self._tcp_sock, None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.close()
 
 
 def new_client(
@@ -70,6 +84,113 @@ def new_client(
     client.tls_set_context(ssl_context)
     client.connect_timeout = 10.0
     return client
+
+
+class Waker:
+    """A file descriptor another thread can poke to end a ``poll()`` early.
+
+    Lets an idle device thread sleep for long stretches (cheap with many agents in one
+    process) yet react at once to a queued data point or a stop request.
+    """
+
+    def __init__(self) -> None:
+        self._r, self._w = os.pipe()
+        self._closed = False
+        os.set_blocking(self._r, False)
+        os.set_blocking(self._w, False)
+
+    def fileno(self) -> int:
+        return self._r
+
+    def wake(self) -> None:
+        if self._closed:
+            return  # never write to a descriptor number that may have been reused
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._w, b"x")
+
+    def clear(self) -> None:
+        with contextlib.suppress(BlockingIOError, OSError):
+            while os.read(self._r, 4096):
+                pass
+
+    def wait(self, timeout: float) -> None:
+        """Sleep up to ``timeout`` s unless woken (used while there is no connection)."""
+        poller = select.poll()
+        poller.register(self._r, select.POLLIN)
+        if poller.poll(max(0, int(timeout * 1000))):
+            self.clear()
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for fd in (self._r, self._w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+class SocketPump:
+    """Drive one paho client with ``poll()`` instead of paho's ``loop()``.
+
+    paho's ``loop()`` uses ``select.select``, which fails for file descriptors >= 1024; a
+    process running hundreds of agents (the fleet benchmark) passes that quickly, and paho
+    then reports a lost connection. ``poll`` has no such limit and needs no socket pair.
+    """
+
+    _READ = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+    def __init__(self, client: mqtt.Client, wake: Waker | None = None) -> None:
+        self.client = client
+        self._poller = select.poll()
+        self._fd: int | None = None
+        self._mask = 0
+        self._wake = wake
+        if wake is not None:
+            self._poller.register(wake.fileno(), select.POLLIN)
+
+    def pump(self, timeout: float) -> mqtt.MQTTErrorCode:
+        """Wait up to ``timeout`` s for network events and process them (like ``loop()``)."""
+        client = self.client
+        sock = client.socket()
+        if sock is None:
+            return mqtt.MQTT_ERR_NO_CONN
+        fd = sock.fileno()
+        if fd < 0:
+            return mqtt.MQTT_ERR_CONN_LOST
+        mask = select.POLLIN | select.POLLPRI
+        if client.want_write():
+            mask |= select.POLLOUT
+        if fd != self._fd:
+            if self._fd is not None:
+                with contextlib.suppress(KeyError, ValueError):
+                    self._poller.unregister(self._fd)
+            self._poller.register(fd, mask)
+            self._fd, self._mask = fd, mask
+        elif mask != self._mask:
+            self._poller.modify(fd, mask)
+            self._mask = mask
+        pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+        try:
+            events = self._poller.poll(0 if pending else max(0, int(timeout * 1000)))
+        except InterruptedError:
+            events = []
+        revents = 0
+        for efd, ev in events:
+            if efd == fd:
+                revents |= ev
+            elif self._wake is not None:
+                self._wake.clear()
+        if pending or revents & self._READ:
+            rc = client.loop_read()
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return rc
+            if client.socket() is None:
+                return mqtt.MQTT_ERR_CONN_LOST
+        if revents & select.POLLOUT:
+            rc = client.loop_write()
+            if rc != mqtt.MQTT_ERR_SUCCESS:
+                return rc
+        return client.loop_misc()
 
 
 class Backoff:

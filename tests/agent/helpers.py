@@ -306,7 +306,10 @@ class FakePortal:
                     return
                 self._send(404, {"code": "not_found", "detail": "No such endpoint."})
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # benchmarks open many agents at once
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
@@ -379,6 +382,7 @@ class Broker:
                     "log_dest stderr",
                     "log_type error",
                     "log_type warning",
+                    "log_type notice",
                     "max_inflight_messages 100",
                     "max_queued_messages 100000",
                     f"listener {self.tls_port} 127.0.0.1",
@@ -397,11 +401,10 @@ class Broker:
         self.log = self.dir / "mosquitto.log"
 
     def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.log, "ab"),  # noqa: SIM115
-        )
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
+            )
         wait_port(self.tls_port)
         wait_port(self.plain_port)
 
@@ -518,8 +521,12 @@ class DroppingProxy:
                 except OSError:
                     pass
 
-        threading.Thread(target=pipe, args=(conn, upstream), daemon=True).start()
+        other = threading.Thread(target=pipe, args=(conn, upstream), daemon=True)
+        other.start()
         pipe(upstream, conn)
+        other.join(5)
+        conn.close()
+        upstream.close()
 
     def close(self) -> None:
         self._closed = True

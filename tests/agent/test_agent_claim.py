@@ -152,3 +152,29 @@ def test_claim_rejected_by_template_reports_error(tmp_path, ca, broker, make_age
     state.load()
     assert state.device("aws")["completed"] is False
     responder.close()
+
+
+def test_claim_mode_from_the_command_line_without_portal(tmp_path, ca, broker):
+    from tests.agent.helpers import ENDPOINT
+    from tests.agent.test_agent_cli import run_agent
+
+    claim_cert, claim_key = ca.issue_pair("claim-batch-7", "claim")
+    responder = FakeFleetProvisioning(broker.plain_port, ca)
+    pw = tmp_path / "keypass"
+    pw.write_text(KEY_PASSWORD)
+    state_dir = tmp_path / "state"
+    res = run_agent(
+        "run", "--state-dir", str(state_dir), "--station", "st-9",
+        "--device", "aws", "--endpoint", f"{ENDPOINT}:{broker.tls_port}",
+        "--key-password-file", str(pw), "--heartbeat-interval", "1",
+        "--broker-ca", str(ca.path), "--connect-host", f"127.0.0.1:{broker.tls_port}",
+        "--claim-cert", str(claim_cert), "--claim-key", str(claim_key),
+        "--claim-template", "FleetTemplate", "--claim-parameters", '{"SerialNumber": "CLI1"}',
+        "--exit-when-connected", "--timeout", "20",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    state = json.loads((state_dir / "state.json").read_text())
+    assert state["devices"]["aws"]["thing_name"] == "claimed-CLI1"
+    assert state["devices"]["aws"]["completed_fp"] is True
+    assert KEY_PASSWORD not in res.stderr
+    responder.close()

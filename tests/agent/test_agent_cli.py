@@ -175,7 +175,10 @@ def test_once_onboards_and_restart_does_not_onboard_again(tmp_path, portal, stat
     # status shows it; reset makes the next run onboard again on purpose.
     res = run_agent("status", "--state-dir", str(state_dir))
     assert res.returncode == 0
-    assert "aws: completed=true thing=st-042-aws request=1" in res.stdout
+    assert "agent: not running" in res.stdout
+    assert "aws: status=stopped connected=false completed=true thing=st-042-aws request=1" in (
+        res.stdout
+    )
     res = run_agent("reset", "--state-dir", str(state_dir), "--device", "aws")
     assert res.returncode == 0, res.stderr
     assert not key_path.exists()
@@ -195,7 +198,7 @@ def test_kill_mid_onboarding_then_restart_yields_exactly_one_certificate(tmp_pat
     key_path = state_dir / "devices" / "aws" / "key-1.pem"
     key_bytes = key_path.read_bytes()
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)
     # Restart while still pending: same key, same request.
     proc = spawn_agent(*base_args(portal, token_file, state_dir), "--once", "--timeout", "20")
     assert wait_for(
@@ -217,7 +220,7 @@ def test_lost_request_id_is_recovered_by_resubmitting_the_same_key(tmp_path, por
     assert wait_for(lambda: len(portal.requests) == 1, 10)
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
-    proc.wait(10)
+    proc.communicate(timeout=10)
     state = json.loads((state_dir / "state.json").read_text())
     del state["devices"]["aws"]["request_id"]
     (state_dir / "state.json").write_text(json.dumps(state))
@@ -277,9 +280,19 @@ def test_second_agent_on_same_state_dir_is_refused(tmp_path, portal, station):
         res = run_agent("reset", "--state-dir", str(state_dir))
         assert res.returncode == 2
         assert "Stop it before a reset." in last_line(res.stderr)
+        assert wait_for(
+            lambda: (
+                '"status": "awaiting_approval"'
+                in run_agent("status", "--state-dir", str(state_dir), "--json").stdout
+            ),
+            10,
+        )
+        doc = json.loads(run_agent("status", "--state-dir", str(state_dir), "--json").stdout)
+        assert doc["agent_running"] is True
+        assert doc["devices"][0]["request_id"] == 1
     finally:
         proc.send_signal(signal.SIGTERM)
-        proc.wait(15)
+        proc.communicate(timeout=15)
     assert proc.returncode == 0
     assert len(portal.requests) == 1
 

@@ -17,8 +17,10 @@ from tests.agent.helpers import Subscriber, wait_for
 def test_three_agents_onboard_connect_and_heartbeat(tmp_path, portal, broker, make_agent):
     sub = Subscriber(broker.plain_port, ["things/+/heartbeat"])
     agents = []
-    for i in range(3):
-        token = portal.add_station(f"st-{i:03d}", [device_entry(broker)], poll_interval=1)
+    for i, key_type in enumerate(["ec-p256", "ec-p384", "rsa-2048"]):
+        token = portal.add_station(
+            f"st-{i:03d}", [device_entry(broker, key_type=key_type)], poll_interval=1
+        )
         agents.append(make_agent(tmp_path / f"st{i}", portal=portal, token=token, broker=broker))
     assert wait_for(lambda: len(portal.requests) == 3, 10)
     # Nothing connects before approval.
@@ -213,7 +215,12 @@ def test_outbox_spool_directory_is_ingested(tmp_path, portal, broker, make_agent
     (outbox / "a.json.tmp").write_text(json.dumps([{"device": "aws", "point": "hum", "value": 40}]))
     (outbox / "a.json.tmp").rename(outbox / "a.json")
     (outbox / "b.json").write_text("{not json")
+    mixed = [{"device": "aws", "point": "ok", "value": 1}, {"device": "nope", "point": "x"}]
+    (outbox / "c.json").write_text(json.dumps(mixed))
     assert wait_for(lambda: len(sub.payloads()) == 1, 10)
+    assert wait_for(lambda: (outbox / "rejected" / "c.json").exists(), 5)
+    time.sleep(0.5)
+    assert len(sub.payloads()) == 1  # nothing from the half-bad file was queued
     msg = sub.messages[0]
     assert msg.topic == "things/st-000-aws/uplink/hum"
     assert json.loads(msg.payload)["value"] == 40
@@ -301,3 +308,17 @@ def test_device_removed_from_config_is_stopped(tmp_path, portal, broker, make_ag
     assert wait_for(lambda: not worker.is_alive(), 10)
     assert "aws" not in agent.workers
     assert Path(StateStore(tmp_path / "st-000").path).exists()
+
+
+def test_restart_while_portal_down_runs_devices_from_cached_config(
+    tmp_path, portal, broker, make_agent
+):
+    agent, token = _connected_agent(tmp_path, portal, broker, make_agent)
+    agent.stop()
+    portal.close()
+    sub = Subscriber(broker.plain_port, ["things/+/heartbeat"])
+    again = make_agent(tmp_path / "st-000", portal=portal, token=token, broker=broker)
+    assert again.wait_connected(15), again.device_report()
+    assert wait_for(lambda: "things/st-000-aws/heartbeat" in sub.topics_seen(), 5)
+    assert (tmp_path / "st-000" / "desired.json").stat().st_mode & 0o777 == 0o600
+    sub.close()
