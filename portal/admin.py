@@ -1,19 +1,23 @@
 """Admin for cross-cutting rows: audit events (read-only) and staff API tokens."""
+from typing import Any
+
 from django.contrib import admin
+from django.http import HttpRequest
 
 from .models import ApiToken, AuditEvent
 
 
 class ReadOnlyAdminMixin:
-    """Rows that are records, not settings: no add, no change, no delete."""
+    """Rows that are records, not settings (audit, call log, jobs, certificates): the admin
+    shows them but never adds, changes or deletes them."""
 
-    def has_add_permission(self, request, obj=None):  # noqa: ANN001
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_change_permission(self, request, obj=None):  # noqa: ANN001
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
-    def has_delete_permission(self, request, obj=None):  # noqa: ANN001
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 

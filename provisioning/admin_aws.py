@@ -16,6 +16,8 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import ngettext
 
+from portal.admin import ReadOnlyAdminMixin
+
 from . import services
 from .aws import AwsError, aws_service_get
 from .models import AccessKey, AwsApiCall, AwsService
@@ -290,7 +292,7 @@ _CALL_FIELDS = [
 
 
 @admin.register(AwsApiCall)
-class AwsApiCallAdmin(admin.ModelAdmin):
+class AwsApiCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "at", "service", "operation", "outcome_display", "http_status", "error_code",
         "latency_ms", "request_id", "access_key_id",
@@ -307,11 +309,3 @@ class AwsApiCallAdmin(admin.ModelAdmin):
     def outcome_display(self, obj: AwsApiCall) -> str:
         return obj.outcome
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False

@@ -30,6 +30,8 @@ from django.urls import path, reverse
 from django.utils.html import format_html
 from django.utils.safestring import SafeString, mark_safe
 
+from portal.admin import ReadOnlyAdminMixin
+
 from .models import Job, JobLogLine
 
 _JOB_SECTIONS: dict[str, list[str]] = {}
@@ -76,7 +78,7 @@ def job_status_payload(job: Job, *, after: int = 0) -> dict[str, Any]:
 
 
 @admin.register(Job)
-class JobAdmin(admin.ModelAdmin):
+class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Jobs are records: no add, no edit, no delete; the page shows progress and the log."""
 
     list_display = ["id", "kind", "title", "status", "progress", "actor", "created_at",
@@ -93,14 +95,6 @@ class JobAdmin(admin.ModelAdmin):
     change_form_template = "admin/provisioning/job/change_form.html"
     inlines = ()  # type: ignore[assignment]  # extended by register_job_inline()
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     @admin.display(description="progress")
     def progress(self, obj: Job) -> str:

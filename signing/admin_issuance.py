@@ -20,6 +20,8 @@ from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from portal.admin import ReadOnlyAdminMixin
+
 from .crypto import KEY_TYPE_CHOICES
 from .issuance import (
     ca_expiry_warnings,
@@ -229,7 +231,7 @@ class OnboardingRequestAdmin(_CaExpiryWarningMixin, admin.ModelAdmin):
 
 
 @admin.register(IssuedCertificate)
-class IssuedCertificateAdmin(_CaExpiryWarningMixin, admin.ModelAdmin):
+class IssuedCertificateAdmin(ReadOnlyAdminMixin, _CaExpiryWarningMixin, admin.ModelAdmin):
     """Read-only, never deleted: revoke instead."""
 
     list_display = ["common_name", "serial_colons", "device", "status", "not_before",
@@ -246,14 +248,6 @@ class IssuedCertificateAdmin(_CaExpiryWarningMixin, admin.ModelAdmin):
               "pem_download", "certificate_pem")
     readonly_fields = fields
 
-    def has_add_permission(self, request: HttpRequest) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("signing.revoke_issuedcertificate")
