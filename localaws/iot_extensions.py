@@ -743,7 +743,7 @@ def revert() -> None:
         while _originals:
             cls, name, original = _originals.pop()
             if cls is dict:
-                iot_config = default_user_config.setdefault("iot", {})
+                iot_config: dict[str, Any] = default_user_config.setdefault("iot", {})  # type: ignore[assignment]
                 if original is _MISSING:
                     iot_config.pop(name, None)
                 else:
