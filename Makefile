@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 STATIONS ?= 5
 
-.PHONY: install demo demo-scripted test lint typecheck clean
+.PHONY: install system-deps demo demo-scripted test lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,7 +23,20 @@ demo: install
 demo-scripted: install
 	$(BIN)/python manage.py demo --scripted --stations $(STATIONS)
 
-test: install
+# Test-only system tools (Mosquitto for the agent's TLS broker tests, its clients for the
+# third-party client tests, Chromium for the browser test). Installed when missing and
+# possible (root with apt-get); otherwise the tests that need them skip with a reason.
+SYSTEM_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients /usr/bin/chromium:chromium
+system-deps:
+	@missing=""; for pair in $(SYSTEM_TOOLS); do \
+	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing test tools:$$missing"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing) \
+	    >/dev/null 2>&1 || echo "Could not install$$missing; the tests that need them will skip."; \
+	fi
+
+test: install system-deps
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
 
 lint: install
@@ -31,7 +44,7 @@ lint: install
 	$(BIN)/ruff format --check . || true
 
 typecheck: install
-	$(BIN)/mypy portal provisioning signing devices
+	$(BIN)/mypy portal provisioning signing devices localaws
 
 clean:
 	rm -rf var/test .pytest_cache

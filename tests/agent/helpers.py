@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -401,6 +402,8 @@ class Broker:
         self.log = self.dir / "mosquitto.log"
 
     def start(self) -> None:
+        if not os.access(MOSQUITTO, os.X_OK):
+            pytest.skip(f"Mosquitto ({MOSQUITTO}) is not installed; `make system-deps` installs it")
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log

@@ -1,10 +1,8 @@
 """End to end: the real station agent against the portal's live server and a real Mosquitto.
 
-The first test needs only this branch: real agents pull their desired configuration from a
-fleet install and report state, which moves the install's rows. The second is the full chain
-(CSR -> approval by the signing service -> certificate -> TLS connection -> heartbeat); it
-needs the signing service's onboarding-request API and `approve_requests`, and is skipped
-with that reason until those are merged.
+The first test: real agents pull their desired configuration from a fleet install and report
+state, which moves the install's rows. The second is the full chain (CSR -> approval by the
+signing service -> certificate -> TLS connection -> heartbeat).
 """
 from __future__ import annotations
 
@@ -13,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.core.management import call_command
-from django.urls import Resolver404, resolve
 
 from devices.agent.agent import Agent
 from devices.agent.config import AgentOptions
@@ -25,16 +22,6 @@ from tests.conftest import wait_for
 from tests.devices.factories import DEVICE_PASSWORD, make_profile, make_station
 
 S = FleetInstallStation.Status
-
-
-def _has_onboarding_api() -> bool:
-    try:
-        resolve("/api/v1/onboarding-requests")
-    except Resolver404:
-        return False
-    from django.core.management import get_commands
-
-    return "approve_requests" in get_commands()
 
 
 @pytest.fixture
@@ -86,9 +73,6 @@ def test_real_agents_pull_the_fleet_install_and_report(live_server, agents) -> N
 
 
 @pytest.mark.django_db(transaction=True)
-@pytest.mark.skipif(not _has_onboarding_api(), reason=(
-    "Needs the signing service (POST /api/v1/onboarding-requests and `approve_requests`), "
-    "built on the signing branch and not merged here yet."))
 def test_three_agents_onboard_through_the_portal_connect_and_heartbeat(  # noqa: ANN001
     live_server, agents, tmp_path, celery_worker_process
 ) -> None:
