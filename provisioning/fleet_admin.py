@@ -16,8 +16,9 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
+from .admin_jobs import register_job_section
 from .fleet import fleet_install_cancel, fleet_install_station_cancel, plan_summary
-from .models import FleetInstall, FleetInstallStation, JobLogLine
+from .models import FleetInstall, FleetInstallStation, Job, JobLogLine
 
 
 def fleet_install_context(install: FleetInstall) -> dict[str, Any]:
@@ -133,3 +134,7 @@ class FleetInstallAdmin(admin.ModelAdmin):
                               messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:provisioning_fleetinstall_progress",
                                             args=[pk]))
+
+
+# The generic job page links a fleet-install job to its per-station page.
+register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")

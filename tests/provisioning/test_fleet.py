@@ -249,3 +249,18 @@ def test_fleet_advance_is_a_periodic_task_on_the_fleet_queue() -> None:
     route = app.amqp.router.route({}, "provisioning.tasks.fleet_advance")
     assert route["queue"].name == "fleet"
     assert "provisioning.tasks.fleet_*" in settings.CELERY_TASK_ROUTES
+
+
+def test_generic_job_page_links_a_fleet_install_to_its_station_page(client, superuser) -> None:  # noqa: ANN001
+    from django.urls import reverse
+
+    make_station("st-a")
+    make_station("st-b")
+    install = create(["st-a", "st-b"])
+    client.force_login(superuser)
+    page = client.get(reverse("admin:provisioning_job_change", args=[install.job.pk]))
+    assert page.status_code == 200
+    html = page.content.decode()
+    assert "2 stations" in html
+    assert reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]) in html
+    assert DEVICE_PASSWORD not in html
