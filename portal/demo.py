@@ -261,7 +261,8 @@ def run_demo(
         if options.scripted:
             code = chain.run_scripted(standin=standin, stations=stations,
                                       secrets_=demo_secrets, write=write,
-                                      timeout=options.timeout, started_at=started_at, t0=t0)
+                                      timeout=options.timeout, started_at=started_at, t0=t0,
+                                      dead=lambda: getattr(group.exited(), "name", None))
             if not options.keep_running:
                 return code
         else:

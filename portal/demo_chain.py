@@ -284,9 +284,35 @@ def _waiting_for_approval(stations: list[DemoStation]) -> list[str]:
     return [n for n in names if n not in ready]
 
 
+def _waiting(
+    what: Callable[[], list[str]], *, deadline: float, timeout: float, sentence: str,
+    dead: Callable[[], str | None],
+) -> None:
+    """Poll ``what()`` (names still waiting) until it is empty; DemoError on timeout."""
+    while names := what():
+        child = dead()
+        if child is not None:
+            raise DemoError(f"The {child} process stopped; {sentence}: {', '.join(names)}.")
+        if time.monotonic() > deadline:
+            raise DemoError(f"Timed out after {timeout:g} s; {sentence}: {', '.join(names)}.")
+        time.sleep(0.3)
+
+
+def wait_all_connected(*, stations: list[DemoStation], since: datetime, deadline: float,
+                       timeout: float, dead: Callable[[], str | None] = lambda: None) -> None:
+    """Return once every station's demo device connected during this run; else DemoError
+    naming the stuck stations with their device status."""
+    _waiting(lambda: _stuck(stations, since), deadline=deadline, timeout=timeout,
+             sentence="these stations are not connected", dead=dead)
+
+
 def run_scripted(*, standin: StandIn, stations: list[DemoStation], secrets_: dict[str, str],
-                 write: Write, timeout: float, started_at: datetime, t0: float) -> int:
-    """Staff's steps through the same commands, then wait until every device is connected."""
+                 write: Write, timeout: float, started_at: datetime, t0: float,
+                 dead: Callable[[], str | None] = lambda: None) -> int:
+    """Staff's steps through the same commands, then wait until every device is connected.
+
+    ``dead()`` names a child process that has stopped (the demo cannot succeed then).
+    """
     from django.utils import timezone
 
     from signing.models import SigningProfile
@@ -308,20 +334,14 @@ def run_scripted(*, standin: StandIn, stations: list[DemoStation], secrets_: dic
               "--endpoint", standin.mqtt_endpoint, "--port", str(standin.mqtt_port),
               "--stations", ",".join(names), "--comment", "demo")
     with phase(write, "Every station sent its CSR", t0):
-        while missing := _waiting_for_approval(stations):
-            if time.monotonic() > deadline:
-                raise DemoError(f"Timed out after {timeout:g} s: no CSR from "
-                                f"{', '.join(missing)}.")
-            time.sleep(0.3)
+        _waiting(lambda: _waiting_for_approval(stations), deadline=deadline, timeout=timeout,
+                 sentence="no CSR yet from these stations", dead=dead)
     with phase(write, "Requests approved and certificates issued", t0):
         left = max(5.0, deadline - time.monotonic())
         _call("approve_requests", "--all-pending", "--wait", f"{left:.0f}")
     with phase(write, "Every device connected through the stand-in", t0):
-        while stuck := _stuck(stations, started_at):
-            if time.monotonic() > deadline:
-                raise DemoError(f"Timed out after {timeout:g} s; not connected: "
-                                f"{', '.join(stuck)}.")
-            time.sleep(0.3)
+        wait_all_connected(stations=stations, since=started_at, deadline=deadline,
+                           timeout=timeout, dead=dead)
     write(f"All stations connected ({len(names)} of {len(names)}, "
           f"{(timezone.now() - started_at).total_seconds():.1f} s).")
     return 0

@@ -30,7 +30,8 @@ from tests.e2e.conftest import (
     processes_with_data_dir,
 )
 
-pytestmark = needs_mosquitto_clients
+# Each runs the whole demo (~20-50 s): slow, yet part of `make test` and CI.
+pytestmark = [needs_mosquitto_clients, pytest.mark.slow]
 
 STANDIN_LINE = (r"Local AWS stand-in up: control plane (?P<url>\S+), MQTT (?P<endpoint>\S+) on "
                 r"127\.0\.0\.1:(?P<port>\d+), broker behind it (?P<host>[^:\s]+):(?P<bport>\d+)")
@@ -127,7 +128,8 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
     """A third-party client (`mosquitto_pub`) with a certificate the portal issued: its first
     connection is dropped by JITP, the next one publishes under `things/<thing name>/…`; a
     plain subscriber on the broker behind the stand-in and `mosquitto_sub` with the same
-    certificate through the stand-in (its own topic, all the policy allows) both get it."""
+    certificate through the stand-in (its own topic, all the policy allows) both get it.
+    Then the demo runs again on the same data folder."""
     assert MOSQUITTO_PUB is not None
     prefix = _prefix()
     demo = DemoRun(demo_env, "--scripted", "--keep-running", "--stations", "1", "--timeout",
@@ -187,3 +189,17 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
             sub.close()
     assert demo.proc.returncode == 0, demo.output[-4000:]
     assert demo.output.rstrip().endswith("Stopped.")
+
+    # Re-running on the same data folder reuses it: the station keeps its token, the stand-in
+    # (fresh AWS state) gets the same CA again, the old device reconnects (a new JITP), and a
+    # new station onboards next to it.
+    again = DemoRun(demo_env, "--scripted", "--stations", "2", "--timeout", "120",
+                    "--station-prefix", prefix, *broker_args())
+    try:
+        assert again.wait(150) == 0, again.output[-4000:]
+    finally:
+        again.stop()
+    assert "All stations connected (2 of 2" in again.output
+    cas = again.manage("shell", "-c", "from signing.models import CertificateAuthority as C; "
+                       "print(C.objects.count(), C.objects.get().alias)")
+    assert cas.split() == ["1", "jitp-ca"]  # the generated CA was reused, not replaced
