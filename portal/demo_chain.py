@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from portal.demo import ProcessGroup
 
@@ -150,7 +151,7 @@ def demo_prepare_aws(*, standin: StandIn, secrets_: dict[str, str]) -> None:
                                 description="Local AWS stand-in (demo)")
     aws_service_update(enabled=True, region=DEMO_REGION)
     row = jitp_settings_get()
-    fields: dict[str, object] = {"access_key": key, "role_arn": standin.role_arn, "region": ""}
+    fields: dict[str, Any] = {"access_key": key, "role_arn": standin.role_arn, "region": ""}
     if not row.registered_ca_alias:  # never registered: offer the demo CA to generate
         fields.update(ca_source=JitpSettings.CaSource.GENERATE, ca_alias=DEMO_CA_ALIAS,
                       ca_dn=DEMO_CA_DN, ca_password=secrets_["CA_PASSWORD"])
