@@ -152,27 +152,65 @@ def portal_processes(*, host: str, port: int) -> list[tuple[str, list[str]]]:
     ]
 
 
-class _Stop(Exception):
-    pass
+class _Stop(BaseException):
+    """Ctrl-C / SIGTERM: a BaseException so that no ``except Exception`` in a step swallows it."""
+
+
+@dataclass
+class DemoOptions:
+    """What ``manage.py demo`` was asked for (see its --help)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    stations: int = 0
+    scripted: bool = False
+    timeout: float = 300.0
+    broker: str = "embedded"
+    mqtt_port: int | None = None
+    station_prefix: str = "demo-st-"
+    keep_running: bool = False
+
+
+def _mqtt_port(options: DemoOptions) -> int:
+    """8883 (the form's default) for a person when it is free, else any free port."""
+    if options.mqtt_port is not None:
+        return options.mqtt_port
+    if options.scripted:
+        return 0
+    try:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 8883))
+        return 8883
+    except OSError:
+        return 0
 
 
 def run_demo(
     *, host: str = "127.0.0.1", port: int = 8000, write: Callable[[str], None] = print,
-    extra: Callable[[ProcessGroup], None] | None = None,
+    extra: Callable[[ProcessGroup], None] | None = None, options: DemoOptions | None = None,
 ) -> int:
-    """Migrate, create the admin, run the children until Ctrl-C/SIGTERM; return an exit code.
+    """Run the demo until Ctrl-C/SIGTERM (or, scripted, until every station is connected).
 
+    Order: migrate and the admin; the local AWS stand-in (its endpoint goes into every other
+    child's environment); the demo data; web, worker and beat; one agent per station. Then
+    either print the steps to click and wait, or perform them (``options.scripted``).
     ``extra`` lets later features add their own children to the group before it is watched.
     """
     from django.conf import settings
     from django.core.management import call_command
+    from django.utils import timezone
 
+    from portal import demo_chain as chain
+
+    options = options or DemoOptions(host=host, port=port)
+    host = options.host
+    port = options.port
+    t0 = time.monotonic()
+    started_at = timezone.now()
     if port == 0:
         port = free_port(host)
-    call_command("migrate", interactive=False, verbosity=0)
-    password = ensure_admin()
-
-    group = ProcessGroup(log_dir=Path(settings.DATA_DIR) / "demo-logs")
+    data_dir = Path(settings.DATA_DIR)
+    group = ProcessGroup(log_dir=data_dir / "demo-logs")
 
     def on_signal(signum: int, frame: object) -> None:
         raise _Stop
@@ -180,7 +218,30 @@ def run_demo(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
+        call_command("migrate", interactive=False, verbosity=0)
+        password = ensure_admin()
+        write(f"[{time.monotonic() - t0:6.1f} s] Database migrated, admin ready")
+        secrets_path = data_dir / "demo" / "secrets.env"
+        demo_secrets = chain.demo_secrets(secrets_path)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env.pop("AWS_ENDPOINT_URL", None)
+        standin = chain.standin_start(
+            group, state_dir=data_dir / "demo" / "localaws", broker=options.broker,
+            mqtt_port=_mqtt_port(options), env=env,
+        )
+        write(f"[{time.monotonic() - t0:6.1f} s] Local AWS stand-in up: control plane "
+              f"{standin.endpoint_url}, MQTT {standin.mqtt_endpoint} on 127.0.0.1:"
+              f"{standin.mqtt_port}, broker behind it {standin.broker}")
+        write(f"Broker CA: {standin.broker_ca}")
+        # This process runs the scripted steps' AWS calls itself (setup_jitp in the foreground).
+        settings.AWS_ENDPOINT_URL = standin.endpoint_url
+        env["AWS_ENDPOINT_URL"] = standin.endpoint_url
+        chain.demo_prepare_aws(standin=standin, secrets_=demo_secrets)
+        stations = chain.demo_stations(count=options.stations, prefix=options.station_prefix,
+                                       root=data_dir / "demo" / "stations")
+        write(f"[{time.monotonic() - t0:6.1f} s] Demo data ready: access key "
+              f"{chain.DEMO_ACCESS_KEY_ID}, AWS service on ({chain.DEMO_REGION}), "
+              f"{len(stations)} station(s)")
         for name, argv in portal_processes(host=host, port=port):
             group.start(name, argv, env=env)
         if extra is not None:
@@ -189,10 +250,25 @@ def run_demo(
         if not wait_http(url, timeout=60, alive=lambda: group.exited() is None):
             write(f"The web server did not start; see {group.log_dir}/web.log.")
             return 1
+        chain.agents_start(group, stations=stations, portal_url=f"http://{host}:{port}",
+                           standin=standin, env=env)
+        write(f"[{time.monotonic() - t0:6.1f} s] Web server, worker, beat and "
+              f"{len(stations)} agent(s) started")
         write(f"Admin:    {url}")
         write(f"User:     {ADMIN_USERNAME}")
         write(f"Password: {password}")
         write(f"Logs:     {group.log_dir}")
+        if options.scripted:
+            code = chain.run_scripted(standin=standin, stations=stations,
+                                      secrets_=demo_secrets, write=write,
+                                      timeout=options.timeout, started_at=started_at, t0=t0,
+                                      dead=lambda: getattr(group.exited(), "name", None))
+            if not options.keep_running:
+                return code
+        else:
+            for line in chain.click_steps(standin=standin, secrets_path=secrets_path,
+                                          stations=stations, url=url):
+                write(line)
         write("Running. Press Ctrl-C to stop.")
         while True:
             dead = group.exited()
@@ -205,9 +281,15 @@ def run_demo(
             time.sleep(0.5)
     except _Stop:
         write("Stopping…")
+    except chain.DemoError as exc:
+        write(str(exc))
+        dead = group.exited()
+        if dead is not None:
+            write(f"(The {dead.name} process had stopped; see {group.log_dir}/{dead.name}.log.)")
+        code = 1
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
         group.stop()
-    write("Stopped.")
+        write("Stopped.")
     return code

@@ -30,13 +30,18 @@ def processes_with_data_dir(data_dir: Path) -> list[int]:
     return pids
 
 
-def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_demo_serves_admin_with_printed_credentials_and_stops(
+    tmp_path: Path, signum: int
+) -> None:
+    """Interactive demo with two stations: stand-in, web, worker, beat and two agents run;
+    the steps to click are printed; SIGTERM or Ctrl-C (SIGINT) leaves no process behind."""
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
                         "FIELD_ENCRYPTION_KEY", "PORTAL_PRODUCTION"}}
     env.update(PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "manage.py", "demo", "--port", "0", "--stations", "0"],
+        [sys.executable, "manage.py", "demo", "--port", "0", "--stations", "2"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     lines: list[str] = []
@@ -76,12 +81,21 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path) ->
         assert "Stations, certificates and AWS IoT" in answer.text  # the admin index
         assert "Log out" in answer.text
 
+        assert "AWS provisioning > AWS IoT / JITP settings" in output  # the steps to click
+        assert "Install AWS MQTT device" in output
         children = set(processes_with_data_dir(tmp_path)) - {proc.pid}
-        assert len(children) >= 3  # web, worker, beat (and the worker's pool)
+        commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+                    for pid in children]
+        assert sum("-m localaws" in c for c in commands) == 1
+        assert sum("-m devices.agent run" in c for c in commands) == 2
+        assert len(children) >= 6  # stand-in, web, worker, beat, 2 agents (+ worker's pool)
+        for station in ("demo-st-001", "demo-st-002"):
+            token = tmp_path / "demo" / "stations" / station / "token"
+            assert token.stat().st_mode & 0o777 == 0o600
         worker_log_path = tmp_path / "demo-logs" / "worker.log"
         wait_for(lambda: "ready." in worker_log_path.read_text(), timeout=60,
                  message="the demo's Celery worker to be ready")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         rest, _ = proc.communicate(timeout=40)
         assert proc.returncode == 0, rest
         assert rest.strip().endswith("Stopped.")
@@ -96,16 +110,14 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path) ->
             proc.wait(10)
 
 
-def test_demo_scripted_is_not_yet_available(tmp_path: Path) -> None:
-    env = dict(os.environ, PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
-    env.pop("DATABASE_URL", None)
-    result = subprocess.run([sys.executable, "manage.py", "demo", "--scripted"], cwd=ROOT,
-                            env=env, capture_output=True, text=True, timeout=60)
-    assert result.returncode == 1
-    assert "not yet available" in result.stderr
-
-
-@pytest.mark.parametrize(("args", "message"), [(["--port", "70000"], "--port must be")])
+@pytest.mark.parametrize(("args", "message"), [
+    (["--port", "70000"], "--port must be"),
+    (["--scripted", "--stations", "0"], "--scripted needs at least one station"),
+    (["--broker", "nowhere"], "--broker must be HOST:PORT or 'embedded'"),
+    (["--mqtt-port", "-1"], "--mqtt-port must be"),
+    (["--timeout", "0"], "--timeout must be"),
+    (["--station-prefix", "a b"], "--station-prefix must be"),
+])
 def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str) -> None:
     env = dict(os.environ, PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT))
     env.pop("DATABASE_URL", None)
