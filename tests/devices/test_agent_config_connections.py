@@ -8,13 +8,7 @@ from __future__ import annotations
 import pytest
 
 from tests.devices.factories import bearer, make_device, make_station
-from tests.provisioning.connection_fixtures import (  # noqa: F401 - fixtures used by name
-    Api,
-    api,
-    cert_pair,
-    payload,
-    staff_token,
-)
+from tests.provisioning.connection_fixtures import Api
 
 pytestmark = pytest.mark.django_db
 CONFIG = "/api/v1/agent/config"
@@ -29,7 +23,7 @@ def _config(client, token: str, etag: str | None = None):  # noqa: ANN001, ANN20
     return client.get(CONFIG, **headers)
 
 
-def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, payload) -> None:  # noqa: ANN001, F811
+def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, payload) -> None:  # noqa: ANN001
     station, token = make_station("st-7")
     make_device(station, endpoint="")
     make_device(station, name="own", endpoint="own-ats.iot.eu-west-1.amazonaws.com")
@@ -87,7 +81,7 @@ def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, pay
     assert unbound.json() == first.json()
 
 
-def test_other_stations_do_not_see_the_binding(client, api: Api, payload) -> None:  # noqa: ANN001, F811
+def test_other_stations_do_not_see_the_binding(client, api: Api, payload) -> None:  # noqa: ANN001
     station, token = make_station("st-a")
     other, other_token = make_station("st-b")
     make_device(station)
