@@ -21,7 +21,7 @@ from devices.agent.keys import (
     save_private_key,
 )
 from devices.agent.mqtt_link import Backoff
-from devices.agent.ratelimit import PublishLimiter, TokenBucket
+from devices.agent.ratelimit import PublishLimiter, SlidingWindow, TokenBucket
 from devices.agent.state import CorruptStateError, StateStore
 
 
@@ -142,26 +142,62 @@ def test_token_bucket_limits_rate_and_burst():
     assert count == 10  # capacity caps the refill
 
 
-def test_publish_limiter_counts_messages_and_bytes_and_can_be_disabled():
+def _worst_window(events: list[tuple[float, int]], span: float = 1.0) -> tuple[int, int]:
+    """Most publishes and most bytes in any window of ``span`` seconds."""
+    worst_n = worst_b = 0
+    start = 0
+    total = 0
+    for end, (t, size) in enumerate(events):
+        total += size
+        while events[start][0] <= t - span:
+            total -= events[start][1]
+            start += 1
+        worst_n = max(worst_n, end - start + 1)
+        worst_b = max(worst_b, total)
+    return worst_n, worst_b
+
+
+def test_publish_limiter_never_exceeds_aws_limits_in_any_second():
+    """Exactly the AWS quota: no sliding one-second window over 100 publishes or 512 KiB."""
     clock = FakeClock()
     lim = PublishLimiter(clock=clock)
-    sent = 0
-    for _ in range(1000):
-        # simulate 1 s in 1 ms steps
+    events = []
+    for _ in range(5000):  # 5 s in 1 ms steps, always wanting to send
         clock.t += 0.001
         while lim.try_acquire(100):
-            sent += 1
-    assert 95 <= sent <= 111
+            events.append((clock.t, 100))
+    worst_n, _ = _worst_window(events)
+    assert worst_n <= 100
+    assert len(events) >= 5 * 100 * 0.9  # and still close to the allowed rate
+    assert lim.wait_time(100) > 0
+
     lim = PublishLimiter(clock=clock)
     clock.t += 10
-    big = 0
-    for _ in range(1000):
+    big = []
+    for _ in range(5000):
         clock.t += 0.001
         while lim.try_acquire(64 * 1024):
-            big += 1
-    assert big * 64 <= 512 + 128 + 64  # ~512 KiB/s plus the initial burst
+            big.append((clock.t, 64 * 1024))
+    _, worst_b = _worst_window(big)
+    assert worst_b <= 512 * 1024
+    assert len(big) * 64 >= 5 * 512 * 0.8
+
     off = PublishLimiter(enabled=False)
     assert all(off.try_acquire(10**6) for _ in range(10_000))
+
+
+def test_sliding_window_wait_time_and_oversized_item():
+    clock = FakeClock()
+    win = SlidingWindow(max_count=2, max_bytes=1000, span=1.0, clock=clock)
+    assert win.allows(5000)  # a lone oversized item is not blocked forever
+    win.record(10)
+    clock.t += 0.25
+    win.record(10)
+    assert not win.allows(10)
+    assert win.wait_time(10) == pytest.approx(0.75)
+    clock.t += 0.75
+    assert win.allows(10)
+    assert win.wait_time(10) == 0.0
 
 
 def test_backoff_grows_with_jitter_and_never_below_one_second():
