@@ -125,6 +125,48 @@ def test_disk_queue_bounds_drop_oldest_and_count(tmp_path):
     q.close()
 
 
+def test_disk_queue_batches_and_depth_stay_exact(tmp_path):
+    """put_many/ack_many: one transaction each; the in-memory depth matches the rows."""
+    q = DiskQueue(tmp_path / "q.sqlite3", max_messages=1000, max_bytes=10**6)
+    ids = q.put_many("aws", [("p", json.dumps(i).encode()) for i in range(300)])
+    assert len(ids) == 300
+    assert ids == sorted(ids)
+    assert q.depth("aws") == 300
+    q.ack_many(ids[:250] + [10**9])  # an unknown id is ignored
+    assert q.depth("aws") == 50
+    assert [int(i.payload) for i in q.peek("aws", 0, 2)] == [250, 251]
+    with pytest.raises(TypeError):
+        q.put_many("aws", [("p", b"ok"), ("p", object())])  # type: ignore[list-item]
+    assert q.depth("aws") == 50  # all or nothing
+    q.put_many("aws", [("p", b"x" * 10)] * 960)  # 1010 > 1000: the 10 oldest dropped
+    assert q.depth("aws") == 1000
+    assert q.dropped("aws") == 10
+    q.close()
+    q = DiskQueue(tmp_path / "q.sqlite3", max_messages=1000, max_bytes=10**6)
+    assert q.depth("aws") == 1000  # totals rebuilt from the rows on open
+    assert len(q.peek("aws", 0, 5000)) == 1000
+    q.close()
+
+
+def test_disk_queue_put_cost_does_not_grow_with_depth(tmp_path):
+    """A long outage must not make each new reading slower to store (no per-put scan)."""
+    import time as _time
+
+    q = DiskQueue(tmp_path / "q.sqlite3")
+
+    def rate(n: int) -> float:
+        t0 = _time.perf_counter()
+        for _ in range(n):
+            q.put("aws", "p", b"v" * 100)
+        return n / (_time.perf_counter() - t0)
+
+    first = rate(500)
+    q.put_many("aws", [("p", b"v" * 100)] * 30_000)
+    later = rate(500)
+    assert later > first / 3, (first, later)
+    q.close()
+
+
 def test_token_bucket_limits_rate_and_burst():
     clock = FakeClock()
     bucket = TokenBucket(rate=100, capacity=10, clock=clock)
