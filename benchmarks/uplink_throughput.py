@@ -6,9 +6,10 @@
 Runs the real ``devices.agent.Agent`` in process (onboarded against the test fake portal
 with a throw-away CA) against a private broker on free ports: Mosquitto with a TLS
 listener that requires the client certificate when ``/usr/sbin/mosquitto`` exists, else the
-local AWS IoT stand-in (``localaws``: its MQTT/TLS front with JITP in front of its embedded
-broker). A QoS 1 subscriber (``mosquitto_sub`` in its own process, persistent session, so
-it costs the agent's process nothing and survives the outage) counts distinct message ids.
+local AWS IoT stand-in (``localaws``: its MQTT/TLS front, JITP of the test CA, in front of
+its embedded broker; there the outage takes the front down, the backend broker stays).
+A QoS 1 subscriber (``mosquitto_sub`` in its own process, persistent session, so it costs
+the agent's process nothing and survives the outage) counts distinct message ids.
 
 Scenarios, each printed as a row of one table next to the reference LPWAN connector's
 published limits:
@@ -204,7 +205,11 @@ def localaws_setup(base: Path) -> Setup:
     (base / "ca").mkdir()
     ca = TestCA(base / "ca")
     portal = FakePortal(ca)
-    state = {"aws": LocalAws(region="eu-west-1", state_dir=base / "aws").start()}
+    from localaws.broker import BrokerThread
+
+    backend = BrokerThread().start()
+    state = {"aws": LocalAws(region="eu-west-1", state_dir=base / "aws", jitp_rate=0,
+                             broker=("127.0.0.1", backend.port)).start()}
     aws = state["aws"]
     iot = aws.boto3_client("iot")
     role = aws.create_jitp_role("bench-jitp")
@@ -227,27 +232,26 @@ def localaws_setup(base: Path) -> Setup:
         allowAutoRegistration=True,
         registrationConfig={"templateBody": json.dumps(template), "roleArn": role},
     )
-    host, port = aws.broker_address
+    host, port = "127.0.0.1", backend.port
 
     def stop() -> None:
-        # The embedded broker lives inside the stand-in: stop it whole, start it again on
-        # the same ports with the same CA state (moto keeps the registrations in process).
+        # The outage is the stand-in's MQTT/TLS front going away (the agent's endpoint);
+        # the backend broker with the subscriber's session stays up. moto keeps the CA
+        # and the registered certificates in process, so the restarted front knows them.
         state["aws"].stop()
 
     def start() -> None:
         state["aws"] = LocalAws(region="eu-west-1", state_dir=base / "aws",
-                                port=aws.port if hasattr(aws, "port") else 0,
-                                mqtt_port=aws.mqtt_port).start()
+                                mqtt_port=aws.mqtt_port, broker=("127.0.0.1", backend.port),
+                                jitp_rate=0).start()
 
     def close() -> None:
         state["aws"].stop()
+        backend.stop()
         portal.close()
 
-    setup = Setup("localaws", ca, portal, str(aws.server_ca_path), aws.mqtt_port,
-                  aws.data_endpoint, host, port, stop, start, close)
-    setup.notes.append("localaws: the embedded broker restarts empty, so the subscriber "
-                       "session does not survive the outage there (use Mosquitto for (c)).")
-    return setup
+    return Setup("localaws", ca, portal, str(aws.server_ca_path), aws.mqtt_port,
+                 aws.data_endpoint, host, port, stop, start, close)
 
 
 # --------------------------------------------------------------------------- agent
@@ -343,7 +347,6 @@ def run_outage(setup: Setup, sub: CountingSubscriber, log: PublishLog, agent: Ag
             agent.publish_point("bench", "c", offered)
             offered += 1
         time.sleep(0.005)
-    depth_peak = None
     ok = wait_for(lambda: sub.distinct("c") >= offered, offered / 50 + 60, 0.05)
     t_end = sub.last_arrival if ok else time.monotonic()
     reconnected = worker.last_connected
@@ -359,7 +362,7 @@ def run_outage(setup: Setup, sub: CountingSubscriber, log: PublishLog, agent: Ag
         "drain_seconds": t_end - marks["up"], "drain_publishes": len(drain),
         "drain_worst_count": drain_n, "worst_count": worst_n, "worst_bytes": worst_b,
         "violations": violations(events), "reconnected": reconnected is not None,
-        "queue_dropped": agent.queue.dropped("bench"), "depth_peak": depth_peak,
+        "queue_dropped": agent.queue.dropped("bench"),
     }
 
 
