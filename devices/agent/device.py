@@ -652,6 +652,7 @@ class DeviceWorker(threading.Thread):
         )
         assert self.client is not None
         self.client.publish(topic, payload, qos=0)
+        self.limiter.published()
         self._hb_seq += 1
         self.heartbeats_sent += 1
         self._hb_next = now + self.cfg.heartbeat_interval
@@ -682,6 +683,7 @@ class DeviceWorker(threading.Thread):
                 point=item.point,
             )
             info = self.client.publish(topic, item.payload, qos=1)
+            self.limiter.published()
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # connection trouble: loop() will notice and reconnect
             self._inflight[info.mid] = item.id

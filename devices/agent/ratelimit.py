@@ -85,6 +85,15 @@ class SlidingWindow:
         self._events.append((self._clock(), size))
         self._bytes += size
 
+    def restamp_last(self) -> None:
+        """Move the newest event to now: it left when the write returned, not when allowed.
+
+        Under load a thread can stall between taking a slot and the socket write; counting
+        from the write keeps every one-second window of writes within the limit.
+        """
+        if self._events:
+            self._events[-1] = (self._clock(), self._events[-1][1])
+
     def wait_time(self, size: int) -> float:
         """Seconds until an item of ``size`` bytes fits the window."""
         now = self._clock()
@@ -131,6 +140,11 @@ class PublishLimiter:
         self.bytes.take(size)
         self.window.record(size)
         return True
+
+    def published(self) -> None:
+        """Call right after the PUBLISH allowed by the last ``try_acquire`` was written."""
+        if self.enabled:
+            self.window.restamp_last()
 
     def wait_time(self, size: int) -> float:
         if not self.enabled:

@@ -240,6 +240,13 @@ def test_sliding_window_wait_time_and_oversized_item():
     clock.t += 0.75
     assert win.allows(10)
     assert win.wait_time(10) == 0.0
+    # A slot is counted from when its write returned (restamped), not when it was allowed.
+    win.record(10)
+    clock.t += 0.5
+    win.restamp_last()
+    win.record(10)
+    clock.t += 0.6  # 1.1 s after the first was allowed, 0.6 s after it was written
+    assert not win.allows(10)
 
 
 def test_backoff_grows_with_jitter_and_never_below_one_second():
