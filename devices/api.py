@@ -13,7 +13,7 @@ from ninja import Field, Router, Schema
 
 from portal.api import ApiError, StationTokenAuth
 
-from .station_selectors import config_etag, etag_matches, station_agent_config
+from .station_selectors import etag_matches, station_agent_config_with_etag
 from .station_services import station_report_state
 
 router = Router(tags=["agent"])
@@ -61,8 +61,7 @@ def agent_config(request: HttpRequest) -> HttpResponse:
     from provisioning.fleet import fleet_config_delivered
 
     station = request.auth  # type: ignore[attr-defined]
-    config = station_agent_config(station)
-    etag = config_etag(config)
+    config, etag = station_agent_config_with_etag(station)
     # A 304 also proves delivery: the agent already holds exactly this configuration.
     fleet_config_delivered(station=station, device_names=[d["name"] for d in config["devices"]])
     if etag_matches(request.headers.get("If-None-Match", ""), etag):

@@ -58,23 +58,27 @@ def _device_key_type(device: MqttDevice) -> str:
     return str(accepted[0])
 
 
-def station_agent_config(station: Station) -> dict[str, Any]:
-    """The desired configuration of one station (docs/agent-protocol.md).
+def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[Any]]:
+    """The desired configuration plus the row versions its ETag must also cover.
 
-    It carries the station's own certificate passwords, so it must only ever be built for
-    the station that authenticated.
+    A device bound to a connection takes its topic patterns (and, when the device has no
+    endpoint of its own, the account's endpoint) from it (docs/connections.md).
     """
+    from provisioning.connections.selectors import device_topic_patterns
+
     devices = (
         MqttDevice.objects.filter(station=station)
-        .select_related("signing_profile", "current_certificate")
+        .select_related("signing_profile", "current_certificate", "connection")
         .order_by("name")
     )
     out = []
+    versions: list[Any] = []
     for device in devices:
         cert = device.current_certificate
+        topics = device_topic_patterns(device)
         out.append({
             "name": device.name,
-            "endpoint": device.endpoint,
+            "endpoint": device.endpoint or topics["endpoint"] or "",
             "port": device.port,
             "key_password": device.key_password or "",
             "comment": device.onboarding_comment,
@@ -82,14 +86,37 @@ def station_agent_config(station: Station) -> dict[str, Any]:
             "renew_after": cert.renew_after.isoformat() if cert is not None else None,
             "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
             **DEFAULT_TOPICS,
+            "uplink_topic": topics["uplink_topic"],
+            "downlink_topic": topics["downlink_topic"],
         })
-    return {"station": station.name, "poll_interval": settings.AGENT_POLL_INTERVAL,
-            "devices": out}
+        conn = device.connection if device.connection_id else None
+        versions.append([device.name, device.connection_id,
+                         conn.updated_at.isoformat() if conn is not None else None])
+    config = {"station": station.name, "poll_interval": settings.AGENT_POLL_INTERVAL,
+              "devices": out}
+    return config, versions
 
 
-def config_etag(config: dict[str, Any]) -> str:
+def station_agent_config(station: Station) -> dict[str, Any]:
+    """The desired configuration of one station (docs/agent-protocol.md).
+
+    It carries the station's own certificate passwords, so it must only ever be built for
+    the station that authenticated.
+    """
+    return _agent_config_and_versions(station)[0]
+
+
+def station_agent_config_with_etag(station: Station) -> tuple[dict[str, Any], str]:
+    """The configuration and its ETag, which also covers each bound connection's id and
+    ``updated_at``: a PUT on a connection changes the ETag of every station using it."""
+    config, versions = _agent_config_and_versions(station)
+    return config, config_etag(config, versions=versions)
+
+
+def config_etag(config: dict[str, Any], *, versions: list[Any] | None = None) -> str:
     """A strong ETag over the canonical JSON: a hash, so it reveals nothing of the secrets."""
-    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"))
+    body: Any = config if versions is None else {"config": config, "versions": versions}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
     return '"' + hashlib.sha256(canonical.encode("utf-8")).hexdigest()[:32] + '"'
 
 

@@ -143,6 +143,28 @@ class Agent:
         payload = self._encode_point(device, point, value, ts, extra)
         return self._enqueue(device, point, payload)
 
+    def publish_points(self, device: str, points: list[dict[str, Any]]) -> list[int]:
+        """Queue several data points of ``device`` in one disk transaction (all or none).
+
+        Each point is ``{"point": ..., "value": ..., "ts"?: ..., **extra}``. One commit for
+        the batch instead of one per point: what a local program sending readings in
+        bursts (or an outbox file) should use. Returns the item ids.
+        """
+        encoded = []
+        for p in points:
+            if not isinstance(p, dict) or p.get("point") in (None, ""):
+                raise ValueError("each data point needs a 'point'.")
+            extra = {k: v for k, v in p.items() if k not in ("point", "value", "ts")}
+            point = str(p["point"])
+            encoded.append(
+                (point, self._encode_point(device, point, p.get("value"), p.get("ts"), extra))
+            )
+        ids = self.queue.put_many(device, encoded)
+        worker = self.workers.get(device)
+        if worker is not None:
+            worker.queue_hint()
+        return ids
+
     def _encode_point(
         self, device: str, point: str, value: Any, ts: str | None, extra: dict[str, Any]
     ) -> bytes:
@@ -477,8 +499,14 @@ class Agent:
                     device, point = str(p["device"]), str(p["point"])
                     payload = self._encode_point(device, point, p.get("value"), p.get("ts"), extra)
                     encoded.append((device, point, payload))
+                by_device: dict[str, list[tuple[str, bytes]]] = {}
                 for device, point, payload in encoded:
-                    self._enqueue(device, point, payload)
+                    by_device.setdefault(device, []).append((point, payload))
+                for device, items in by_device.items():
+                    self.queue.put_many(device, items)  # one commit per device and file
+                    worker = self.workers.get(device)
+                    if worker is not None:
+                        worker.queue_hint()
             except (ValueError, OSError) as exc:
                 log.error("outbox file %s rejected: %s", fname, exc)
                 rejected = outbox / "rejected"

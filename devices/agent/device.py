@@ -115,6 +115,7 @@ class DeviceWorker(threading.Thread):
             bytes_per_s=self.opts.max_bytes_rate,
         )
         self._inflight: dict[int, int] = {}
+        self._acked: list[int] = []  # PUBACKed item ids, removed from disk in one commit
         self._cursor = 0
         self._queue_puts = 1  # > seen: look at the disk queue at least once after start
         self._queue_seen = 0
@@ -511,6 +512,7 @@ class DeviceWorker(threading.Thread):
         client, self.client = self.client, None
         self._pump = None
         self._mqtt_ready = False
+        self._flush_acks()
         self._inflight.clear()
         if client is not None:
             try:
@@ -563,7 +565,19 @@ class DeviceWorker(threading.Thread):
     def _on_publish(self, client: mqtt.Client, _u: Any, mid: int, rc: Any, _p: Any) -> None:
         item_id = self._inflight.pop(mid, None)
         if item_id is not None and not (rc is not None and getattr(rc, "is_failure", False)):
-            self.agent.queue.ack(item_id)
+            # Batched: one pump can bring dozens of PUBACKs; _flush_acks commits them at once.
+            self._acked.append(item_id)
+
+    def _flush_acks(self) -> None:
+        """Remove the acknowledged items from the disk queue (one transaction).
+
+        Runs before the next peek and before a connection is dropped, so an acknowledged
+        item is never sent again by this process; a crash in between means at most one
+        batch is sent twice (QoS 1 is at-least-once anyway).
+        """
+        if self._acked:
+            acked, self._acked = self._acked, []
+            self.agent.queue.ack_many(acked)
 
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         """Hand a downlink command to the local handler once, even on QoS 1 redelivery."""
@@ -638,11 +652,13 @@ class DeviceWorker(threading.Thread):
         )
         assert self.client is not None
         self.client.publish(topic, payload, qos=0)
+        self.limiter.published()
         self._hb_seq += 1
         self.heartbeats_sent += 1
         self._hb_next = now + self.cfg.heartbeat_interval
 
     def _drain_queue(self) -> None:
+        self._flush_acks()
         window = max(self.opts.inflight_window, 1)
         if self._queue_seen == self._queue_puts and not self._inflight:
             return
@@ -667,6 +683,7 @@ class DeviceWorker(threading.Thread):
                 point=item.point,
             )
             info = self.client.publish(topic, item.payload, qos=1)
+            self.limiter.published()
             if info.rc != mqtt.MQTT_ERR_SUCCESS:
                 return  # connection trouble: loop() will notice and reconnect
             self._inflight[info.mid] = item.id

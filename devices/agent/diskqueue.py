@@ -56,6 +56,21 @@ class DiskQueue:
                 PRIMARY KEY (device, key));
             """
         )
+        self._load_totals()
+
+    def _load_totals(self) -> None:
+        """Per-device depth and bytes, kept in memory so a put costs the same at any depth.
+
+        Only this process writes the file (the state directory is locked), so the totals
+        cannot drift; they are rebuilt from the rows at every start.
+        """
+        self._count: dict[str, int] = {}
+        self._size: dict[str, int] = {}
+        for device, count, size in self._db.execute(
+            "SELECT device, COUNT(*), COALESCE(SUM(size), 0) FROM messages GROUP BY device"
+        ):
+            self._count[device] = int(count)
+            self._size[device] = int(size)
 
     def close(self) -> None:
         with self._lock:
@@ -63,20 +78,30 @@ class DiskQueue:
 
     def put(self, device: str, point: str, payload: bytes) -> int:
         """Append an item; drop the device's oldest items beyond the bounds. Returns its id."""
+        return self.put_many(device, [(point, payload)])[0]
+
+    def put_many(self, device: str, items: list[tuple[str, bytes]]) -> list[int]:
+        """Append ``(point, payload)`` items in one transaction (all or none); their ids.
+
+        When the device's bounds are exceeded its oldest items are dropped and counted.
+        """
+        now = time.time()
         with self._lock:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
-                cur = db.execute(
-                    "INSERT INTO messages(device, point, payload, size, created) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (device, point, payload, len(payload), time.time()),
-                )
-                item_id = int(cur.lastrowid or 0)
-                count, size = db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM messages WHERE device = ?",
-                    (device,),
-                ).fetchone()
+                ids = []
+                count = self._count.get(device, 0)
+                size = self._size.get(device, 0)
+                for point, payload in items:
+                    cur = db.execute(
+                        "INSERT INTO messages(device, point, payload, size, created) "
+                        "VALUES (?, ?, ?, ?, ?)",
+                        (device, point, payload, len(payload), now),
+                    )
+                    ids.append(int(cur.lastrowid or 0))
+                    count += 1
+                    size += len(payload)
                 dropped = 0
                 if count > self.max_messages or size > self.max_bytes:
                     rows = db.execute(
@@ -90,6 +115,7 @@ class DiskQueue:
                         victims.append((row_id,))
                         count -= 1
                         size -= row_size
+                    rows.close()
                     db.executemany("DELETE FROM messages WHERE id = ?", victims)
                     dropped = len(victims)
                 if dropped:
@@ -102,7 +128,9 @@ class DiskQueue:
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
-            return item_id
+            self._count[device] = count
+            self._size[device] = size
+            return ids
 
     def peek(self, device: str, after_id: int, limit: int) -> list[QueuedItem]:
         """Oldest items of ``device`` with id > ``after_id`` (items already in flight skipped)."""
@@ -116,16 +144,35 @@ class DiskQueue:
 
     def ack(self, item_id: int) -> None:
         """The broker has the item (PUBACK): forget it."""
+        self.ack_many([item_id])
+
+    def ack_many(self, item_ids: list[int]) -> None:
+        """Forget several acknowledged items in one transaction (one commit per batch)."""
+        if not item_ids:
+            return
         with self._lock:
-            self._db.execute("DELETE FROM messages WHERE id = ?", (item_id,))
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                gone: list[tuple[str, int]] = []
+                for start in range(0, len(item_ids), 500):
+                    chunk = item_ids[start:start + 500]
+                    marks = ",".join("?" * len(chunk))
+                    gone.extend(db.execute(
+                        f"DELETE FROM messages WHERE id IN ({marks}) RETURNING device, size",
+                        chunk,
+                    ).fetchall())
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            for device, size in gone:
+                self._count[device] = self._count.get(device, 0) - 1
+                self._size[device] = self._size.get(device, 0) - int(size)
 
     def depth(self, device: str) -> int:
         with self._lock:
-            return int(
-                self._db.execute(
-                    "SELECT COUNT(*) FROM messages WHERE device = ?", (device,)
-                ).fetchone()[0]
-            )
+            return self._count.get(device, 0)
 
     def dropped(self, device: str) -> int:
         with self._lock:

@@ -23,6 +23,7 @@ from django.utils import timezone
 
 from portal.services import audit_record
 from provisioning.models import AccessKey, access_key_id_validator
+from provisioning.services import access_key_create
 from signing.crypto import fingerprint_sha256
 
 from .models import ENDPOINT_RE, Connection
@@ -32,6 +33,9 @@ MAX_PEM_BYTES = 16 * 1024
 MAX_BINDINGS = 5000
 DEFAULT_KEY_STORE_FOR = AccessKey.StorePeriod.DAYS_30
 _AWS_SECRET_RE = re.compile(r"^[A-Za-z0-9/+=]{40}$")
+#: access_key_create's field names -> the connection payload's.
+_KEY_FIELDS = {"access_key_id": "access_key", "secret": "secret_access_key",
+               "store_for": "access_key_store_for"}
 
 
 def _user(actor: Actor) -> Any:
@@ -107,10 +111,24 @@ def _access_key(data: ConnectionData, actor: Actor) -> AccessKey:
         raise ValidationError({"access_key_store_for": (
             "The storage period must be one of " + ", ".join(AccessKey.PERIODS) + "."
         )})
-    now = timezone.now()
     if key is None:
-        key = AccessKey(access_key_id=data.access_key_id, description="Stored with a connection.")
-        key.created_by = _user(actor)
+        # A new key goes through the one service that stores access keys (same checks,
+        # audit and log line as the access-key admin); its errors are renamed to the
+        # connection's fields so the API names what the caller sent.
+        try:
+            return access_key_create(
+                access_key_id=data.access_key_id, secret=data.secret_access_key,
+                store_for=store_for, description="Stored with a connection.", actor=actor,
+            )
+        except ValidationError as exc:
+            raise ValidationError({
+                _KEY_FIELDS.get(field, field): messages
+                for field, messages in exc.message_dict.items()
+            }) from None
+    # An existing key keeps its row (connections and other users stay linked): the secret is
+    # replaced in place and its storage period restarts, which also revives a purged key.
+    # access_key_create refuses existing ids on purpose, so this stays here.
+    now = timezone.now()
     key.secret = data.secret_access_key
     key.store_for = store_for
     key.created_at = now

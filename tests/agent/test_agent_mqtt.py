@@ -143,6 +143,70 @@ def test_store_and_forward_survives_broker_outage(tmp_path, portal, broker, make
     sub.close()
 
 
+def test_outage_mid_run_loses_nothing_and_drain_keeps_the_aws_quota(
+    tmp_path, portal, broker, make_agent, monkeypatch
+):
+    """Issue 7's outage case with counts: points offered before, during and after a broker
+    outage all arrive (distinct ids), and no one-second window of the agent's PUBLISHes
+    (uplinks and heartbeats) exceeds 100 messages or 512 KiB, also while draining."""
+    from devices.agent import mqtt_link
+
+    published: list[tuple[float, int]] = []
+    orig = mqtt_link.RoutedClient.publish
+
+    def logged(client, topic, payload=None, *a, **kw):
+        info = orig(client, topic, payload, *a, **kw)
+        published.append((time.monotonic(), len(payload or b"")))
+        return info
+
+    monkeypatch.setattr(mqtt_link.RoutedClient, "publish", logged)
+    agent, _ = _connected_agent(tmp_path, portal, broker, make_agent)
+    sub = Subscriber(broker.plain_port, ["things/+/uplink/#"], client_id="outage-count-sub")
+    offered = 0
+
+    def offer(seconds: float, per_second: int = 60) -> None:
+        nonlocal offered
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            for _ in range(per_second // 10):
+                agent.publish_point("aws", "flow", offered, pad="x" * 200)
+                offered += 1
+            time.sleep(0.1)
+
+    offer(1.0)
+    broker.stop()
+    down_at = time.monotonic()
+    offer(3.0)
+    assert not agent.workers["aws"].connected
+    backlog = agent.queue.depth("aws")
+    assert backlog >= 150  # what the outage left on disk
+    broker.start()
+    up_at = time.monotonic()
+    offer(1.0)
+    assert wait_for(lambda: len({p["value"] for p in sub.payloads()}) == offered, 30), (
+        offered, len({p["value"] for p in sub.payloads()}))
+    received = sub.payloads()
+    assert {p["value"] for p in received} == set(range(offered))  # lost = 0
+    assert agent.queue.dropped("aws") == 0
+    assert wait_for(lambda: agent.queue.depth("aws") == 0, 5)
+    assert up_at - down_at >= 3.0
+    events = sorted(published)
+    start = total = worst_n = worst_b = 0
+    for end, (t, size) in enumerate(events):
+        total += size
+        while events[start][0] <= t - 1.0:
+            total -= events[start][1]
+            start += 1
+        worst_n = max(worst_n, end - start + 1)
+        worst_b = max(worst_b, total)
+    assert worst_n <= 100, worst_n
+    assert worst_b <= 512 * 1024
+    drain = [t for t, _ in events if t >= up_at]
+    # The backlog (plus the live points) cannot leave faster than 100/s.
+    assert drain[-1] - drain[0] >= (backlog / 100) * 0.9
+    sub.close()
+
+
 def test_queued_points_survive_agent_restart(tmp_path, portal, broker, make_agent):
     agent, token = _connected_agent(tmp_path, portal, broker, make_agent)
     sub = Subscriber(broker.plain_port, ["things/+/uplink/#"], client_id="restart-sub")

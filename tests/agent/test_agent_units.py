@@ -21,7 +21,7 @@ from devices.agent.keys import (
     save_private_key,
 )
 from devices.agent.mqtt_link import Backoff
-from devices.agent.ratelimit import PublishLimiter, TokenBucket
+from devices.agent.ratelimit import PublishLimiter, SlidingWindow, TokenBucket
 from devices.agent.state import CorruptStateError, StateStore
 
 
@@ -125,6 +125,48 @@ def test_disk_queue_bounds_drop_oldest_and_count(tmp_path):
     q.close()
 
 
+def test_disk_queue_batches_and_depth_stay_exact(tmp_path):
+    """put_many/ack_many: one transaction each; the in-memory depth matches the rows."""
+    q = DiskQueue(tmp_path / "q.sqlite3", max_messages=1000, max_bytes=10**6)
+    ids = q.put_many("aws", [("p", json.dumps(i).encode()) for i in range(300)])
+    assert len(ids) == 300
+    assert ids == sorted(ids)
+    assert q.depth("aws") == 300
+    q.ack_many(ids[:250] + [10**9])  # an unknown id is ignored
+    assert q.depth("aws") == 50
+    assert [int(i.payload) for i in q.peek("aws", 0, 2)] == [250, 251]
+    with pytest.raises(TypeError):
+        q.put_many("aws", [("p", b"ok"), ("p", object())])  # type: ignore[list-item]
+    assert q.depth("aws") == 50  # all or nothing
+    q.put_many("aws", [("p", b"x" * 10)] * 960)  # 1010 > 1000: the 10 oldest dropped
+    assert q.depth("aws") == 1000
+    assert q.dropped("aws") == 10
+    q.close()
+    q = DiskQueue(tmp_path / "q.sqlite3", max_messages=1000, max_bytes=10**6)
+    assert q.depth("aws") == 1000  # totals rebuilt from the rows on open
+    assert len(q.peek("aws", 0, 5000)) == 1000
+    q.close()
+
+
+def test_disk_queue_put_cost_does_not_grow_with_depth(tmp_path):
+    """A long outage must not make each new reading slower to store (no per-put scan)."""
+    import time as _time
+
+    q = DiskQueue(tmp_path / "q.sqlite3")
+
+    def rate(n: int) -> float:
+        t0 = _time.perf_counter()
+        for _ in range(n):
+            q.put("aws", "p", b"v" * 100)
+        return n / (_time.perf_counter() - t0)
+
+    first = rate(500)
+    q.put_many("aws", [("p", b"v" * 100)] * 30_000)
+    later = rate(500)
+    assert later > first / 3, (first, later)
+    q.close()
+
+
 def test_token_bucket_limits_rate_and_burst():
     clock = FakeClock()
     bucket = TokenBucket(rate=100, capacity=10, clock=clock)
@@ -142,26 +184,69 @@ def test_token_bucket_limits_rate_and_burst():
     assert count == 10  # capacity caps the refill
 
 
-def test_publish_limiter_counts_messages_and_bytes_and_can_be_disabled():
+def _worst_window(events: list[tuple[float, int]], span: float = 1.0) -> tuple[int, int]:
+    """Most publishes and most bytes in any window of ``span`` seconds."""
+    worst_n = worst_b = 0
+    start = 0
+    total = 0
+    for end, (t, size) in enumerate(events):
+        total += size
+        while events[start][0] <= t - span:
+            total -= events[start][1]
+            start += 1
+        worst_n = max(worst_n, end - start + 1)
+        worst_b = max(worst_b, total)
+    return worst_n, worst_b
+
+
+def test_publish_limiter_never_exceeds_aws_limits_in_any_second():
+    """Exactly the AWS quota: no sliding one-second window over 100 publishes or 512 KiB."""
     clock = FakeClock()
     lim = PublishLimiter(clock=clock)
-    sent = 0
-    for _ in range(1000):
-        # simulate 1 s in 1 ms steps
+    events = []
+    for _ in range(5000):  # 5 s in 1 ms steps, always wanting to send
         clock.t += 0.001
         while lim.try_acquire(100):
-            sent += 1
-    assert 95 <= sent <= 111
+            events.append((clock.t, 100))
+    worst_n, _ = _worst_window(events)
+    assert worst_n <= 100
+    assert len(events) >= 5 * 100 * 0.9  # and still close to the allowed rate
+    assert lim.wait_time(100) > 0
+
     lim = PublishLimiter(clock=clock)
     clock.t += 10
-    big = 0
-    for _ in range(1000):
+    big = []
+    for _ in range(5000):
         clock.t += 0.001
         while lim.try_acquire(64 * 1024):
-            big += 1
-    assert big * 64 <= 512 + 128 + 64  # ~512 KiB/s plus the initial burst
+            big.append((clock.t, 64 * 1024))
+    _, worst_b = _worst_window(big)
+    assert worst_b <= 512 * 1024
+    assert len(big) * 64 >= 5 * 512 * 0.8
+
     off = PublishLimiter(enabled=False)
     assert all(off.try_acquire(10**6) for _ in range(10_000))
+
+
+def test_sliding_window_wait_time_and_oversized_item():
+    clock = FakeClock()
+    win = SlidingWindow(max_count=2, max_bytes=1000, span=1.0, clock=clock)
+    assert win.allows(5000)  # a lone oversized item is not blocked forever
+    win.record(10)
+    clock.t += 0.25
+    win.record(10)
+    assert not win.allows(10)
+    assert win.wait_time(10) == pytest.approx(0.75)
+    clock.t += 0.75
+    assert win.allows(10)
+    assert win.wait_time(10) == 0.0
+    # A slot is counted from when its write returned (restamped), not when it was allowed.
+    win.record(10)
+    clock.t += 0.5
+    win.restamp_last()
+    win.record(10)
+    clock.t += 0.6  # 1.1 s after the first was allowed, 0.6 s after it was written
+    assert not win.allows(10)
 
 
 def test_backoff_grows_with_jitter_and_never_below_one_second():

@@ -278,3 +278,20 @@ def test_downlink_empty_means_no_subscription(api: Api, payload) -> None:
     station = Station.objects.create(name="st-002", token_hash="h2", token_prefix="p")
     dev = MqttDevice.objects.create(station=station, name="aws", connection_id=cid)
     assert device_topic_patterns(dev)["downlink_topic"] is None
+
+
+def test_new_access_key_is_stored_by_the_access_key_service(api: Api, payload) -> None:
+    """A new key goes through access_key_create (its audit); a known key is updated in place."""
+    cid = api("POST", "/connections", payload()).json()["id"]
+    key = AccessKey.objects.get(access_key_id=KEY_ID)
+    assert key.description == "Stored with a connection."
+    created = AuditEvent.objects.get(action="access_key_create")
+    assert created.object_id == str(key.pk)
+    assert not AuditEvent.objects.filter(action="access_key_store").exists()
+
+    r = api("PUT", f"/connections/{cid}", payload(accessKeyStoreFor="1d"))
+    assert r.status_code == 200, r.content
+    assert AccessKey.objects.get().pk == key.pk
+    assert AccessKey.objects.get().store_for == "1d"
+    assert AuditEvent.objects.filter(action="access_key_store").count() == 1
+    assert SECRET not in json.dumps(list(AuditEvent.objects.values("detail")))
