@@ -202,4 +202,5 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
     assert "All stations connected (2 of 2" in again.output
     cas = again.manage("shell", "-c", "from signing.models import CertificateAuthority as C; "
                        "print(C.objects.count(), C.objects.get().alias)")
-    assert cas.strip().splitlines()[-1].split() == ["1", "jitp-ca"]  # the generated CA was reused, not replaced
+    # The generated CA was reused, not replaced.
+    assert cas.strip().splitlines()[-1].split() == ["1", "jitp-ca"]
