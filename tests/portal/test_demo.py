@@ -140,7 +140,8 @@ def test_scripted_demo_timeout_exits_1_naming_the_stuck_stations(tmp_path: Path)
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 1, result.stdout + result.stderr
-    assert re.search(r"Timed out after 0\.5 s; [A-Za-z ]+: late-001\b", result.stderr), result.stderr
+    sentence = r"Timed out after 0\.5 s; [A-Za-z ]+: late-001\b"
+    assert re.search(sentence, result.stderr), result.stderr
     assert "All stations connected" not in result.stdout
     assert result.stdout.rstrip().endswith("Stopped.")
     time.sleep(0.5)
