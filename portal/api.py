@@ -13,6 +13,7 @@ from django.utils import timezone
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
+from ninja.parser import Parser
 from ninja.security import HttpBearer
 
 from .tokens import hash_token
@@ -59,7 +60,43 @@ class StaffTokenAuth(HttpBearer):
         return row.user
 
 
+# --- demo (issue 6): NUL characters are refused before any endpoint sees them ---
+NUL_DETAIL = "Text in the request may not contain the NUL control character (\\u0000)."
+
+
+class NulCharacterError(ValueError):
+    """A JSON string holds U+0000, which PostgreSQL text columns cannot store."""
+
+
+def _has_nul(value: Any) -> bool:
+    """True when a decoded JSON value holds U+0000 in any string (keys included)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+class PortalParser(Parser):
+    """JSON bodies, refusing NUL characters anywhere (keys included).
+
+    Without it a NUL in any text field reached PostgreSQL, which answers with a DataError:
+    a 500 on PostgreSQL and a stored NUL on SQLite. Django's form fields refuse NUL the same
+    way (ProhibitNullCharactersValidator); this is the API's counterpart.
+    """
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        data = super().parse_body(request)
+        if _has_nul(data):
+            raise NulCharacterError(NUL_DETAIL)
+        return data
+# --- end demo ---
+
+
 api = NinjaAPI(
+    parser=PortalParser(),
     title="Fleet onboarding portal API",
     version="1",
     urls_namespace="api-v1",
@@ -89,6 +126,8 @@ _HTTP_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "met
 
 @api.exception_handler(HttpError)
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    if isinstance(exc.__cause__, NulCharacterError):  # ninja wraps parser errors in a 400
+        return _error(request, 422, "invalid_request", NUL_DETAIL)
     return _error(request, exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc))
 
 

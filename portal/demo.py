@@ -188,13 +188,15 @@ def _mqtt_port(options: DemoOptions) -> int:
 def run_demo(
     *, host: str = "127.0.0.1", port: int = 8000, write: Callable[[str], None] = print,
     extra: Callable[[ProcessGroup], None] | None = None, options: DemoOptions | None = None,
+    error: Callable[[str], None] | None = None,
 ) -> int:
     """Run the demo until Ctrl-C/SIGTERM (or, scripted, until every station is connected).
 
     Order: migrate and the admin; the local AWS stand-in (its endpoint goes into every other
     child's environment); the demo data; web, worker and beat; one agent per station. Then
     either print the steps to click and wait, or perform them (``options.scripted``).
-    ``extra`` lets later features add their own children to the group before it is watched.
+    ``extra`` lets later features add their own children to the group before it is watched;
+    ``error`` receives the failure sentence (default: ``write``).
     """
     from django.conf import settings
     from django.core.management import call_command
@@ -282,10 +284,9 @@ def run_demo(
     except _Stop:
         write("Stopping…")
     except chain.DemoError as exc:
-        write(str(exc))
         dead = group.exited()
-        if dead is not None:
-            write(f"(The {dead.name} process had stopped; see {group.log_dir}/{dead.name}.log.)")
+        hint = f" See {group.log_dir}/{dead.name}.log." if dead is not None else ""
+        (error or write)(f"{exc}{hint}")
         code = 1
     finally:
         for signum, handler in previous.items():

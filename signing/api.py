@@ -103,6 +103,10 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", "The request body must be a JSON object.")
+    from portal.api import NUL_DETAIL, _has_nul
+
+    if _has_nul(data):  # PostgreSQL text cannot hold NUL (the API parser's rule, issue 6)
+        raise ApiError(422, "invalid_request", NUL_DETAIL)
     try:
         return OnboardingRequestIn.model_validate(data)
     except PydanticValidationError as exc:

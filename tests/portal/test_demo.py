@@ -125,3 +125,24 @@ def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str)
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert message in result.stderr
+
+
+def test_scripted_demo_timeout_exits_1_naming_the_stuck_stations(tmp_path: Path) -> None:
+    """With no time to onboard, the scripted demo fails with one sentence on stderr that names
+    the stations still waiting, and stops every child."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
+                        "FIELD_ENCRYPTION_KEY", "PORTAL_PRODUCTION"}}
+    env.update(PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    result = subprocess.run(
+        [sys.executable, "manage.py", "demo", "--scripted", "--stations", "1", "--port", "0",
+         "--timeout", "0.5", "--station-prefix", "late-"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    sentence = r"Timed out after 0\.5 s; [A-Za-z ]+: late-001\b"
+    assert re.search(sentence, result.stderr), result.stderr
+    assert "All stations connected" not in result.stdout
+    assert result.stdout.rstrip().endswith("Stopped.")
+    time.sleep(0.5)
+    assert processes_with_data_dir(tmp_path) == []

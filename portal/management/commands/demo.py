@@ -68,7 +68,11 @@ class Command(BaseCommand):
             self.stdout.write(line)
             self.stdout.flush()
 
-        code = run_demo(write=write, options=DemoOptions(
+        def error(line: str) -> None:
+            self.stderr.write(line)
+            self.stderr.flush()
+
+        code = run_demo(write=write, error=error, options=DemoOptions(
             host=options["host"], port=options["port"], stations=options["stations"],
             scripted=options["scripted"], timeout=options["timeout"], broker=broker,
             mqtt_port=options["mqtt_port"], station_prefix=options["station_prefix"],
