@@ -518,10 +518,11 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
     finally:
         for agent in agents:
             agent.stop(timeout=0)
-        for agent in agents:
-            agent.join(5)
         for child in reversed(children):
             child.stop()
+        stop_by = time.monotonic() + 30  # agents blocked in an HTTP call end by its timeout
+        for agent in agents:
+            agent.join(max(0.0, stop_by - time.monotonic()))
         if args.keep:
             print(f"kept {base}")
         else:
