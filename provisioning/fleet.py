@@ -316,11 +316,29 @@ def _transition(row: Row, status: str, *, by: str = "system", note: str | None =
     return True
 
 
-def _locked(row_id: int) -> Row:
+def _lock_job(job_id: int) -> None:
+    """Lock a job row against other fleet moves.
+
+    FOR NO KEY UPDATE (on PostgreSQL): it still serialises the moves that change the job's
+    counters or status, but not the log lines other transactions insert for the job (their
+    foreign key takes FOR KEY SHARE, which FOR UPDATE would block).
+    """
+    list(Job.objects.select_for_update(no_key=True).filter(pk=job_id).values_list("pk",
+                                                                                   flat=True))
+
+
+def _locked(row_id: int, *, lock_job: bool = True) -> Row:
     """Lock a row for a move. Lock order everywhere: job, then rows, then devices; so the
-    row's job is locked first (its counters change with the row)."""
+    row's job is locked first when its counters change with the row.
+
+    ``lock_job=False`` for moves between the in-flight states (queued, delivered,
+    onboarding, awaiting approval), which change no counter: such a transaction then takes
+    no job lock at all (nor waits for one), so it cannot join a lock cycle, and a thousand
+    stations fetching their configuration do not queue up behind one job row.
+    """
     job_id = Row.objects.filter(pk=row_id).values_list("install__job_id", flat=True).get()
-    list(Job.objects.select_for_update().filter(pk=job_id).values_list("pk", flat=True))
+    if lock_job:
+        _lock_job(job_id)
     return (Row.objects.select_for_update(of=("self",))
             .select_related("install__job", "station", "device")
             .get(pk=row_id))
@@ -364,7 +382,8 @@ def _place_row(row: Row, install: FleetInstall) -> None:
 @transaction.atomic
 def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = None) -> int:
     """Place queued rows of online stations, up to the concurrency cap; returns how many."""
-    job = Job.objects.select_for_update().get(pk=install.job_id)
+    _lock_job(install.job_id)
+    job = Job.objects.get(pk=install.job_id)
     if job.status != Job.Status.RUNNING:
         return 0
     rows = Row.objects.filter(install=install)
@@ -448,7 +467,7 @@ def fleet_config_delivered(*, station: Station, device_names: Iterable[str]) -> 
     moved = 0
     for row_id in ids:
         with transaction.atomic():
-            row = _locked(row_id)
+            row = _locked(row_id, lock_job=False)  # queued -> delivered: no counter changes
             if row.status == S.QUEUED and row.dispatched_at is not None:
                 moved += _transition(row, S.DELIVERED,
                                      note="The agent fetched the configuration.")
@@ -477,14 +496,21 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                                                 "install__device_name"))
     for peek in rows:
         entry = devices.get(peek.install.device_name)
-        if _report_move(peek, entry) is None and _request_move(peek) is None:
+        report_target, request_move = _report_move(peek, entry), _request_move(peek)
+        if report_target is None and request_move is None:
             continue
+        finishing = report_target in Row.TERMINAL or (
+            request_move is not None and request_move[0] in Row.TERMINAL)
         with transaction.atomic():
-            row = _locked(peek.pk)
+            # The job is locked (first) only when the row may finish: its counters change.
+            row = _locked(peek.pk, lock_job=finishing)
             if row.status in Row.TERMINAL:
                 continue
             before = row.status
             target = _report_move(row, entry)
+            if not finishing and (target in Row.TERMINAL or (
+                    (late := _request_move(row)) is not None and late[0] in Row.TERMINAL)):
+                continue  # it became final meanwhile: the next report (or sweep) locks the job
             if target == "error":
                 assert entry is not None
                 row.last_error = (entry.get("last_error")
@@ -597,7 +623,7 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                     .select_related("job"))
     for install in installs:
         with transaction.atomic():
-            list(Job.objects.select_for_update().filter(pk=install.job_id).values_list("pk"))
+            _lock_job(install.job_id)
             timed_out = now >= install.deadline
             ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
             for row_id in list(ids):
