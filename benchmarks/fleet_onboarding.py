@@ -239,9 +239,9 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--web-threads", type=int, default=8, help="threads per web worker")
     parser.add_argument("--celery", type=int, default=2, help="Celery worker processes")
-    parser.add_argument("--poll-interval", type=float, default=5.0,
-                        help="agents' config/state poll interval (s); the portal default is 30")
-    parser.add_argument("--request-poll-max", type=float, default=2.0,
+    parser.add_argument("--poll-interval", type=float, default=30.0,
+                        help="agents' config/state poll interval (s); 30 = the portal default")
+    parser.add_argument("--request-poll-max", type=float, default=15.0,
                         help="agents' cap on the onboarding-request poll backoff (s)")
     parser.add_argument("--concurrency", type=int, default=0,
                         help="fleet install cap on stations in flight (default: all stations)")
