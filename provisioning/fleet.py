@@ -397,7 +397,7 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
         candidates = candidates.filter(station=station)
     placed = 0
     for row_id in candidates.order_by("station__name").values_list("pk", flat=True)[:slots]:
-        row = _locked(row_id)
+        row = _locked(row_id, lock_job=False)  # this transaction holds the job lock
         if row.status != S.QUEUED or row.dispatched_at is not None:
             continue
         _place_row(row, install)
@@ -627,7 +627,7 @@ def fleet_advance(*, now: datetime | None = None) -> int:
             timed_out = now >= install.deadline
             ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
             for row_id in list(ids):
-                row = _locked(row_id)
+                row = _locked(row_id, lock_job=False)  # job locked above
                 if row.status in Row.TERMINAL:
                     continue
                 if timed_out:
