@@ -517,7 +517,7 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                                   or "The agent reported an error.")[:500]
                 row.save(update_fields=["last_error"])
             elif target is not None:
-                note = {S.CONNECTED: "Connected to the broker."}.get(target)
+                note = "Connected to the broker." if target == S.CONNECTED else None
                 if entry is not None and entry.get("status") == "certificate_issued":
                     note = "Certificate issued; connecting."
                 _transition(row, target, note=note, error="" if target == S.CONNECTED else None)
