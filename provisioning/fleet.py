@@ -316,11 +316,29 @@ def _transition(row: Row, status: str, *, by: str = "system", note: str | None =
     return True
 
 
-def _locked(row_id: int) -> Row:
+def _lock_job(job_id: int) -> None:
+    """Lock a job row against other fleet moves.
+
+    FOR NO KEY UPDATE (on PostgreSQL): it still serialises the moves that change the job's
+    counters or status, but not the log lines other transactions insert for the job (their
+    foreign key takes FOR KEY SHARE, which FOR UPDATE would block).
+    """
+    list(Job.objects.select_for_update(no_key=True).filter(pk=job_id).values_list("pk",
+                                                                                   flat=True))
+
+
+def _locked(row_id: int, *, lock_job: bool = True) -> Row:
     """Lock a row for a move. Lock order everywhere: job, then rows, then devices; so the
-    row's job is locked first (its counters change with the row)."""
+    row's job is locked first when its counters change with the row.
+
+    ``lock_job=False`` for moves between the in-flight states (queued, delivered,
+    onboarding, awaiting approval), which change no counter: such a transaction then takes
+    no job lock at all (nor waits for one), so it cannot join a lock cycle, and a thousand
+    stations fetching their configuration do not queue up behind one job row.
+    """
     job_id = Row.objects.filter(pk=row_id).values_list("install__job_id", flat=True).get()
-    list(Job.objects.select_for_update().filter(pk=job_id).values_list("pk", flat=True))
+    if lock_job:
+        _lock_job(job_id)
     return (Row.objects.select_for_update(of=("self",))
             .select_related("install__job", "station", "device")
             .get(pk=row_id))
@@ -364,7 +382,8 @@ def _place_row(row: Row, install: FleetInstall) -> None:
 @transaction.atomic
 def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = None) -> int:
     """Place queued rows of online stations, up to the concurrency cap; returns how many."""
-    job = Job.objects.select_for_update().get(pk=install.job_id)
+    _lock_job(install.job_id)
+    job = Job.objects.get(pk=install.job_id)
     if job.status != Job.Status.RUNNING:
         return 0
     rows = Row.objects.filter(install=install)
@@ -378,7 +397,7 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
         candidates = candidates.filter(station=station)
     placed = 0
     for row_id in candidates.order_by("station__name").values_list("pk", flat=True)[:slots]:
-        row = _locked(row_id)
+        row = _locked(row_id, lock_job=False)  # this transaction holds the job lock
         if row.status != S.QUEUED or row.dispatched_at is not None:
             continue
         _place_row(row, install)
@@ -386,25 +405,50 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
     return placed
 
 
-def _sync_from_request(row: Row) -> None:
-    """Follow the device's onboarding request made since the device was placed."""
+def _request_move(row: Row) -> tuple[str, dict[str, str]] | None:
+    """The move the device's onboarding request (made since placement) calls for, if any."""
     if row.device_id is None or row.dispatched_at is None or row.status in Row.TERMINAL:
-        return
+        return None
     request = (OnboardingRequest.objects.filter(device_id=row.device_id, is_renewal=False,
                                                 created_at__gte=row.dispatched_at)
-               .order_by("-created_at", "-id").first())
+               .order_by("-created_at", "-id").only("pk", "status", "reason").first())
     if request is None:
-        return
+        return None
     status = request.status
     if status in (OnboardingRequest.Status.PENDING, OnboardingRequest.Status.APPROVED):
         if _RANK.get(row.status, 9) < _RANK[S.AWAITING_APPROVAL]:
-            _transition(row, S.AWAITING_APPROVAL, note=f"Onboarding request #{request.pk}.")
+            return S.AWAITING_APPROVAL, {"note": f"Onboarding request #{request.pk}."}
     elif status == OnboardingRequest.Status.REJECTED:
-        _transition(row, S.FAILED, error=f"Onboarding request #{request.pk} was rejected"
-                    + (f": {request.reason}" if request.reason else "."))
+        return S.FAILED, {"error": f"Onboarding request #{request.pk} was rejected"
+                          + (f": {request.reason}" if request.reason else ".")}
     elif status == OnboardingRequest.Status.FAILED:
-        _transition(row, S.FAILED, error=f"Signing onboarding request #{request.pk} failed"
-                    + (f": {request.reason}" if request.reason else "."))
+        return S.FAILED, {"error": f"Signing onboarding request #{request.pk} failed"
+                          + (f": {request.reason}" if request.reason else ".")}
+    return None
+
+
+def _sync_from_request(row: Row) -> bool:
+    """Follow the device's onboarding request made since the device was placed."""
+    move = _request_move(row)
+    return move is not None and _transition(row, move[0], **move[1])
+
+
+def _report_move(row: Row, entry: dict[str, Any] | None) -> str | None:
+    """What an agent's device entry asks of this row: a status to move to, "error" (record
+    the agent's error), or None (nothing to do)."""
+    if entry is None:
+        return None
+    agent_status = entry.get("status", "")
+    if agent_status == "error":
+        error = (entry.get("last_error") or "The agent reported an error.")[:500]
+        return "error" if error != row.last_error else None
+    target = _FROM_AGENT.get(agent_status)
+    if target is not None and (
+        _RANK[target] > _RANK.get(row.status, 9)
+        or (agent_status == "certificate_issued" and row.status == S.AWAITING_APPROVAL)
+    ):
+        return target
+    return None
 
 
 def _running_rows(**filters: Any) -> Any:
@@ -423,44 +467,67 @@ def fleet_config_delivered(*, station: Station, device_names: Iterable[str]) -> 
     moved = 0
     for row_id in ids:
         with transaction.atomic():
-            row = _locked(row_id)
+            row = _locked(row_id, lock_job=False)  # queued -> delivered: no counter changes
             if row.status == S.QUEUED and row.dispatched_at is not None:
                 moved += _transition(row, S.DELIVERED,
                                      note="The agent fetched the configuration.")
     return moved
 
 
-@transaction.atomic
 def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any]]) -> None:
     """A state report arrived: place waiting rows of this (now online) station, then move
-    its placed rows along from the agent's per-device status and the onboarding request."""
+    its placed rows along from the agent's per-device status and the onboarding request.
+
+    Most reports change nothing (the agent reports every poll interval): rows are read
+    without locks first and only a row that will move takes the locks (job, then row), in
+    a transaction of its own. So the reports of a thousand stations do not queue up behind
+    one job row; the job is re-dispatched and checked for completion only when a row left
+    the in-flight states or finished.
+    """
     installs = set(_running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=True)
                    .values_list("install_id", flat=True))
     for install in FleetInstall.objects.filter(pk__in=installs).select_related("job"):
         fleet_install_dispatch(install=install, station=station)
-    touched = set()
-    ids = _running_rows(station=station, dispatched_at__isnull=False).exclude(
-        status__in=Row.TERMINAL).values_list("pk", flat=True)
-    for row_id in list(ids):
-        row = _locked(row_id)
-        touched.add(row.install_id)
-        entry = devices.get(row.install.device_name)
-        if entry is not None:
-            agent_status = entry.get("status", "")
-            target = _FROM_AGENT.get(agent_status)
-            if agent_status == "error":
-                row.last_error = (entry.get("last_error") or "The agent reported an error.")[:500]
+    moved: set[int] = set()
+    rows = list(_running_rows(station=station, dispatched_at__isnull=False)
+                .exclude(status__in=Row.TERMINAL)
+                .select_related("install").only("pk", "status", "last_error", "device_id",
+                                                "dispatched_at", "install_id",
+                                                "install__device_name"))
+    for peek in rows:
+        entry = devices.get(peek.install.device_name)
+        report_target, request_move = _report_move(peek, entry), _request_move(peek)
+        if report_target is None and request_move is None:
+            continue
+        finishing = report_target in Row.TERMINAL or (
+            request_move is not None and request_move[0] in Row.TERMINAL)
+        with transaction.atomic():
+            # The job is locked (first) only when the row may finish: its counters change.
+            row = _locked(peek.pk, lock_job=finishing)
+            if row.status in Row.TERMINAL:
+                continue
+            before = row.status
+            target = _report_move(row, entry)
+            if not finishing and (target in Row.TERMINAL or (
+                    (late := _request_move(row)) is not None and late[0] in Row.TERMINAL)):
+                continue  # it became final meanwhile: the next report (or sweep) locks the job
+            if target == "error":
+                assert entry is not None
+                row.last_error = (entry.get("last_error")
+                                  or "The agent reported an error.")[:500]
                 row.save(update_fields=["last_error"])
-            elif target is not None and (
-                _RANK[target] > _RANK.get(row.status, 9)
-                or (agent_status == "certificate_issued" and row.status == S.AWAITING_APPROVAL)
-            ):
-                note = {"certificate_issued": "Certificate issued; connecting.",
-                        "connected": "Connected to the broker."}.get(agent_status)
+            elif target is not None:
+                note = "Connected to the broker." if target == S.CONNECTED else None
+                if entry is not None and entry.get("status") == "certificate_issued":
+                    note = "Certificate issued; connecting."
                 _transition(row, target, note=note, error="" if target == S.CONNECTED else None)
-        _sync_from_request(row)
-    # A row that moved on may have freed a slot for other (online) stations of the install.
-    for install in FleetInstall.objects.filter(pk__in=touched).select_related("job"):
+            _sync_from_request(row)
+            if (before in Row.IN_FLIGHT and row.status not in Row.IN_FLIGHT) \
+                    or row.status in Row.TERMINAL:
+                moved.add(row.install_id)
+    # A row that left the in-flight states may have freed a slot for other (online) stations
+    # of the install; a row that finished may have been its last one.
+    for install in FleetInstall.objects.filter(pk__in=moved).select_related("job"):
         fleet_install_dispatch(install=install)
         _finish_if_complete(install)
 
@@ -556,11 +623,11 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                     .select_related("job"))
     for install in installs:
         with transaction.atomic():
-            list(Job.objects.select_for_update().filter(pk=install.job_id).values_list("pk"))
+            _lock_job(install.job_id)
             timed_out = now >= install.deadline
             ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
             for row_id in list(ids):
-                row = _locked(row_id)
+                row = _locked(row_id, lock_job=False)  # job locked above
                 if row.status in Row.TERMINAL:
                     continue
                 if timed_out:

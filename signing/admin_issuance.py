@@ -31,7 +31,12 @@ from .issuance import (
     signing_profile_save,
     signing_profile_validate,
 )
-from .models import IssuedCertificate, OnboardingRequest, SigningProfile
+from .models import (
+    IssuedCertificate,
+    OnboardingRequest,
+    SigningProfile,
+    default_accepted_key_types,
+)
 
 
 def _plural(count: int, singular: str, plural: str | None = None) -> str:
@@ -58,6 +63,9 @@ class SigningProfileForm(forms.ModelForm):
     )
     accepted_key_types = forms.MultipleChoiceField(
         choices=KEY_TYPE_CHOICES, widget=forms.CheckboxSelectMultiple,
+        # A declared field does not inherit the model default: without this the add form
+        # starts with no box ticked and refuses to save until someone ticks them by hand.
+        initial=default_accepted_key_types,
         help_text="Device key types this profile signs (RSA below 2048 bits never).",
     )
 

@@ -256,9 +256,14 @@ def onboarding_request_submit(
     except CsrError as exc:
         raise SigningError(exc.status, exc.code, exc.detail) from None
     if device is not None:
+        # The same key again is a retry (e.g. the agent's POST timed out after we saved it):
+        # answer with that request, also once it has been signed - as long as its certificate
+        # is still active - so that one key never gets two certificates.
         existing = (OnboardingRequest.objects
-                    .filter(device=device, public_key_fingerprint=valid.public_key_fingerprint,
-                            status__in=[Status.PENDING, Status.APPROVED])
+                    .filter(Q(status__in=[Status.PENDING, Status.APPROVED])
+                            | Q(status=Status.ISSUED, is_renewal=renewal,
+                                certificate__status=IssuedCertificate.Status.ACTIVE),
+                            device=device, public_key_fingerprint=valid.public_key_fingerprint)
                     .order_by("-created_at").first())
         if existing is not None:
             return existing, False

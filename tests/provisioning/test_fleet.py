@@ -264,3 +264,33 @@ def test_generic_job_page_links_a_fleet_install_to_its_station_page(client, supe
     assert "2 stations" in html
     assert reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]) in html
     assert DEVICE_PASSWORD not in html
+
+
+def test_a_report_that_changes_nothing_writes_nothing_for_the_install() -> None:
+    """Agents report every poll interval; with 1,000 stations each of those reports used to
+    lock the install's job row (and re-dispatch the install), so the portal's threads queued
+    on that one lock until the agents' requests timed out (found by the fleet benchmark).
+    An unchanged report now only reads."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from provisioning.fleet import fleet_station_reported
+
+    station, _ = make_station("st-a", online=True)
+    install = create(["st-a"])
+    fleet_install_run(install_id=install.pk)
+    fleet_config_delivered(station=station, device_names=["aws"])
+    report(station, "onboarding")
+    lines = install.job.log_lines.count()
+    with CaptureQueriesContext(connection) as queries:
+        fleet_station_reported(station=station, devices={"aws": {"name": "aws",
+                                                                 "status": "onboarding"}})
+    writes = [q["sql"] for q in queries.captured_queries
+              if not q["sql"].lstrip().upper().startswith("SELECT")]
+    assert writes == []
+    assert install.job.log_lines.count() == lines
+    assert rows(install)["st-a"].status == S.ONBOARDING
+    # A report that moves the row still moves it (and finishes the install).
+    report(station, "connected", connected=True, thing_name="st-a-aws")
+    install.job.refresh_from_db()
+    assert install.job.status == Job.Status.SUCCEEDED

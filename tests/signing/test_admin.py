@@ -143,3 +143,16 @@ def test_ca_expiry_warning_on_changelist(client, superuser, ca) -> None:  # noqa
     page = client.get(reverse(QUEUE))
     assert b"expires on" in page.content
     assert b"test-ca" in page.content
+
+
+@pytest.mark.django_db
+def test_add_profile_form_starts_with_the_default_key_types_ticked(client, superuser) -> None:  # noqa: ANN001
+    """The declared checkbox field once lost the model default: nothing was ticked and the
+    form refused to save until staff ticked key types by hand (found by the browser test)."""
+    from signing.models import default_accepted_key_types
+
+    client.force_login(superuser)
+    form = client.get(reverse("admin:signing_signingprofile_add")).context["adminform"].form
+    assert form["accepted_key_types"].value() == default_accepted_key_types()
+    html = str(form["accepted_key_types"])
+    assert html.count("checked") == len(default_accepted_key_types())

@@ -198,3 +198,40 @@ def test_subject_has_optional_fields_from_profile(client, ca, station_token) -> 
     assert attrs[NameOID.STATE_OR_PROVINCE_NAME] == "CA"
     assert attrs[NameOID.LOCALITY_NAME] == "Town"
     assert (cert.not_valid_after_utc - cert.not_valid_before_utc).days == 30
+
+
+@pytest.mark.django_db
+def test_same_key_again_after_signing_gets_the_issued_request_not_a_second_certificate(
+    client, profile, station_token  # noqa: ANN001
+) -> None:
+    """An agent whose POST timed out after the portal saved it posts the same CSR again; by
+    then staff may have approved and the worker signed it. Found by the 1,000-station
+    benchmark: the retry used to create a second request and a second certificate for the
+    same key, and the agent then waited on a request nobody approved."""
+    _, token = station_token
+    pem = make_ec_csr()
+    first = post(client, token, {"device": "aws", "csr": pem}).json()
+    onboarding_requests_approve(ids=[first["id"]])
+    onboarding_requests_sign(ids=[first["id"]])
+    again = post(client, token, {"device": "aws", "csr": pem})
+    assert again.status_code == 200
+    assert again.json()["id"] == first["id"]
+    assert get(client, token, first["id"]).json()["status"] == "issued"
+    assert OnboardingRequest.objects.count() == 1
+    assert IssuedCertificate.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_same_key_after_revocation_is_a_new_request(client, profile, station_token) -> None:  # noqa: ANN001
+    from signing.issuance import certificates_revoke
+
+    _, token = station_token
+    pem = make_ec_csr()
+    first = post(client, token, {"device": "aws", "csr": pem}).json()
+    onboarding_requests_approve(ids=[first["id"]])
+    onboarding_requests_sign(ids=[first["id"]])
+    certificates_revoke(ids=list(IssuedCertificate.objects.values_list("pk", flat=True)),
+                        reason="Key compromised.")
+    again = post(client, token, {"device": "aws", "csr": pem})
+    assert again.status_code == 201
+    assert again.json()["id"] != first["id"]
