@@ -13,6 +13,13 @@ from typing import Any
 from django.db import connection, models
 
 
+def _qcol(field: models.Field | None) -> str:
+    """The quoted column name of a concrete field."""
+    assert field is not None
+    assert field.column is not None
+    return connection.ops.quote_name(field.column)
+
+
 def _preparer(field: models.Field) -> Callable[[Any], Any] | None:
     """The conversion of a Python value to its database form, None when there is none."""
     if isinstance(field, models.DateTimeField):
@@ -61,11 +68,11 @@ def insert_rows(
     if connection.vendor == "postgresql":
         return _copy_rows(model, columns=[*columns, *constants], params=params,
                           width=len(columns) + len(constants), returning=returning)
-    names = ", ".join(qn(by_attname[a].column) for a in [*columns, *constants])
+    names = ", ".join(_qcol(by_attname[a]) for a in [*columns, *constants])
     one = "(" + ", ".join(["%s"] * (len(columns) + len(constants))) + ")"
     sql = f"INSERT INTO {qn(meta.db_table)} ({names}) VALUES {', '.join([one] * len(rows))}"
     if returning:
-        sql += " RETURNING " + ", ".join(qn(by_attname[a].column) for a in returning)
+        sql += " RETURNING " + ", ".join(_qcol(by_attname[a]) for a in returning)
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return [tuple(r) for r in cursor.fetchall()] if returning else []
@@ -90,7 +97,7 @@ def _copy_rows(model: type[models.Model], *, columns: Sequence[str], params: lis
             [meta.db_table, pk.column, count],
         )
         ids = [r[0] for r in cursor.fetchall()]
-        names = ", ".join(qn(by_attname[a].column) for a in [pk.attname, *columns])
+        names = ", ".join(_qcol(by_attname[a]) for a in [pk.attname, *columns])
         with cursor.cursor.copy(f"COPY {qn(meta.db_table)} ({names}) FROM STDIN") as copy:
             for i, pk_value in enumerate(ids):
                 copy.write_row((pk_value, *params[i * width:(i + 1) * width]))
@@ -121,15 +128,15 @@ def update_returning_ids(
         prepare = _preparer(by_attname[attname])
         return prepare(value) if prepare else value
 
-    sets = ", ".join(f"{qn(by_attname[a].column)} = %s" for a in values)
-    conds = [f"{qn(by_attname[a].column)} = %s" for a in where]
+    sets = ", ".join(f"{_qcol(by_attname[a])} = %s" for a in values)
+    conds = [f"{_qcol(by_attname[a])} = %s" for a in where]
     params = [prepared(a, v) for a, v in values.items()]
     params += [prepared(a, v) for a, v in where.items()]
     if ids is not None:
-        conds.append(f"{qn(meta.pk.column)} IN ({', '.join(['%s'] * len(ids))})")
+        conds.append(f"{_qcol(meta.pk)} IN ({', '.join(['%s'] * len(ids))})")
         params.extend(ids)
     sql = (f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)} "
-           f"RETURNING {qn(meta.pk.column)}")
+           f"RETURNING {_qcol(meta.pk)}")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return sorted(r[0] for r in cursor.fetchall())
