@@ -39,7 +39,9 @@ def _refuse_wrong_encryption_key(**_: Any) -> None:
 # decide, and a connection left in a broken state or inside a transaction is dropped.
 @signals.task_prerun.connect
 @signals.task_postrun.connect
-def _recycle_old_db_connections(**_: Any) -> None:
+def _recycle_old_db_connections(sender: Any = None, **_: Any) -> None:
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return  # run in the caller's process (tests, eager mode): its connection, not ours
     from django.db import close_old_connections
 
     close_old_connections()
