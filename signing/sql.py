@@ -39,7 +39,8 @@ def insert_rows(
     ``constants`` are the same for every row and prepared once. Every other concrete field
     gets its model default (computed once; nullable fields without default stay NULL), so a
     field added to the model later keeps working as with ``bulk_create``. ``returning`` may
-    name the primary key and any written column; rows come back in input order. On
+    name the primary key and any written column (match rows by a written column: SQLite
+    does not promise an order). On
     PostgreSQL the rows are sent with ``COPY`` (see :func:`_copy_rows`).
     """
     if not rows:
