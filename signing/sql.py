@@ -40,8 +40,8 @@ def insert_rows(
     gets its model default (computed once; nullable fields without default stay NULL), so a
     field added to the model later keeps working as with ``bulk_create``. ``returning`` may
     name the primary key and any written column (match rows by a written column: SQLite
-    does not promise an order). On
-    PostgreSQL the rows are sent with ``COPY`` (see :func:`_copy_rows`).
+    does not promise an order). On PostgreSQL the rows are sent with ``COPY``
+    (see :func:`_copy_rows`).
     """
     if not rows:
         return []
