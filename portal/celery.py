@@ -29,3 +29,20 @@ def _refuse_wrong_encryption_key(**_: Any) -> None:
         sys.stderr.write(f"Error: {exc}\n")
         sys.stderr.flush()
         os._exit(1)  # Celery would catch SystemExit during start-up and carry on
+
+
+# --- worker database connections (signing performance) -----------------------------------
+# Celery's Django fixup closes every database connection before and after EACH task unless
+# CELERY_DB_REUSE_MAX is set (settings.py); every signing batch then paid for a new
+# PostgreSQL backend (fork, authentication, cold catalog caches, plans). With reuse on, the
+# worker treats a task like Django treats a request: CONN_MAX_AGE and CONN_HEALTH_CHECKS
+# decide, and a connection left in a broken state or inside a transaction is dropped.
+@signals.task_prerun.connect
+@signals.task_postrun.connect
+def _recycle_old_db_connections(sender: Any = None, **_: Any) -> None:
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return  # run in the caller's process (tests, eager mode): its connection, not ours
+    from django.db import close_old_connections
+
+    close_old_connections()
+# --- end worker database connections ------------------------------------------------------

@@ -61,14 +61,12 @@ def signature_hash_for(
 
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """Upper-case hex pairs separated by colons, as browsers and openssl show it."""
-    return ":".join(f"{b:02X}" for b in cert.fingerprint(hashes.SHA256()))
+    return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
 def serial_with_colons(serial: int) -> str:
-    h = f"{serial:X}"
-    if len(h) % 2:
-        h = "0" + h
-    return ":".join(h[i : i + 2] for i in range(0, len(h), 2))
+    """Upper-case hex pairs of the big-endian bytes, colon-separated ('0A:1B:…')."""
+    return serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big").hex(":").upper()
 
 
 DN_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {

@@ -5,6 +5,7 @@ implement :class:`KeyStore` and be chosen in :func:`get_key_store` without touch
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
 from functools import lru_cache
 from typing import Protocol
@@ -30,6 +31,12 @@ class KeyStore(Protocol):
     def sign(
         self, ca: CertificateAuthority, password: str, builder: x509.CertificateBuilder
     ) -> x509.Certificate: ...
+
+    def signer(
+        self, ca: CertificateAuthority, password: str
+    ) -> Callable[[x509.CertificateBuilder], x509.Certificate]:
+        """A function that signs many builders with one unlocked key (a signing batch)."""
+        ...
 
 
 def encrypt_private_key(key: CertificateIssuerPrivateKeyTypes, password: str) -> str:
@@ -58,6 +65,18 @@ class DatabaseKeyStore:
     ) -> x509.Certificate:
         key = self.load_private_key(ca, password)
         return builder.sign(key, signature_hash_for(key))
+
+    def signer(
+        self, ca: CertificateAuthority, password: str
+    ) -> Callable[[x509.CertificateBuilder], x509.Certificate]:
+        """Unlock the key and choose the hash once; a batch then only pays for signing."""
+        key = self.load_private_key(ca, password)
+        algorithm = signature_hash_for(key)
+
+        def sign(builder: x509.CertificateBuilder) -> x509.Certificate:
+            return builder.sign(key, algorithm)
+
+        return sign
 
 
 def _password_digest(password: str) -> str:
