@@ -162,7 +162,7 @@ STORAGES = {
 # Default: kombu's filesystem transport, which needs no server yet lets a separate worker and
 # beat process share work on one machine. Set CELERY_BROKER_URL=redis://… in production.
 BROKER_DIR = DATA_DIR / "broker"
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://")
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default="filesystem://localhost/")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for _sub in ("queue", "processed", "control"):
         (BROKER_DIR / _sub).mkdir(parents=True, exist_ok=True)
