@@ -141,3 +141,18 @@ def superuser(django_user_model):  # noqa: ANN001, ANN201
     return django_user_model.objects.create_superuser(
         username="admin", password="admin-pass-123", email="admin@example.com"
     )
+
+
+def processes_with_data_dir(data_dir: str | Path) -> list[int]:
+    """Pids whose environment names ``data_dir``: a demo and every child it started."""
+    marker = f"PORTAL_DATA_DIR={data_dir}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:
+            continue
+    return pids

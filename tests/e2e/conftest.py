@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, processes_with_data_dir  # noqa: F401  (re-exported)
 
 MOSQUITTO_PUB = shutil.which("mosquitto_pub")
 MOSQUITTO_SUB = shutil.which("mosquitto_sub")
@@ -182,16 +182,3 @@ class Subscriber:
         os.close(self._master)
 
 
-def processes_with_data_dir(data_dir: str) -> list[int]:
-    """Pids whose environment names ``data_dir``: the demo and every child it started."""
-    marker = f"PORTAL_DATA_DIR={data_dir}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids

@@ -12,22 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import ROOT, wait_for
-
-
-def processes_with_data_dir(data_dir: Path) -> list[int]:
-    """Pids whose environment names ``data_dir``: the demo and every child it started."""
-    marker = f"PORTAL_DATA_DIR={data_dir}".encode()
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if marker in (entry / "environ").read_bytes().split(b"\0"):
-                pids.append(int(entry.name))
-        except OSError:
-            continue
-    return pids
+from tests.conftest import ROOT, processes_with_data_dir, wait_for
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
