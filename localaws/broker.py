@@ -21,6 +21,29 @@ from . import mqtt_codec as m
 log = logging.getLogger(__name__)
 
 
+
+async def close_connections(
+    server: asyncio.Server | None,
+    tasks: set[asyncio.Task[None]],
+    transports: weakref.WeakSet[asyncio.WriteTransport],
+) -> None:
+    """End every connection of a listener that ``stop()`` already closed.
+
+    Shared by the broker and the MQTT front: cancel the connection tasks, abort transports
+    still in a TLS shutdown (they would outlive the event loop otherwise), then wait briefly
+    for the server to finish closing.
+    """
+    for t in list(tasks):
+        t.cancel()
+    if tasks:
+        await asyncio.wait(list(tasks), timeout=2)
+    for transport in list(transports):
+        transport.abort()
+    await asyncio.sleep(0.05)
+    if server:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 2)
+
 class _Session:
     def __init__(self, writer: asyncio.StreamWriter, connect: m.Connect) -> None:
         self.writer = writer
@@ -64,16 +87,7 @@ class Broker:
         for s in list(self._sessions.values()):
             s.closed = True
             s.writer.close()
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
-        for transport in list(self._transports):
-            transport.abort()
-        await asyncio.sleep(0.05)
-        if self._server:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._server.wait_closed(), 2)
+        await close_connections(self._server, self._tasks, self._transports)
 
     def _route(self, topic: str, payload: bytes, qos: int, retain: bool) -> None:
         if retain:

@@ -37,6 +37,7 @@ from moto.iot.models import FakeCertificate, IoTBackend
 
 from . import iot_extensions as ix
 from . import mqtt_codec as m
+from .broker import close_connections
 from .pki import StandInPki
 from .provisioning import (
     TemplateError,
@@ -140,14 +141,7 @@ class MqttFront:
         """Stop listening and end every session."""
         if self._server:
             self._server.close()
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=2)
-        # Sockets still closing (TLS shutdown in progress) would outlive the loop otherwise.
-        for transport in list(self._transports):
-            transport.abort()
-        await asyncio.sleep(0.05)
+        await close_connections(self._server, self._tasks, self._transports)
 
     # ---------------------------------------------------------------- TLS trust
 

@@ -146,3 +146,10 @@ class _CallRecorder:
             error_code=type(exception).__name__[:80],
             error_message=redact_text(str(exception))[:500],
         )
+
+
+def oldest_non_default_version(versions: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The version to delete when AWS's 5-version limit (policies, provisioning templates) is
+    reached: the oldest one that is not the default; None when there is none."""
+    candidates = [v for v in versions if not v.get("isDefaultVersion")]
+    return min(candidates, key=lambda v: int(v["versionId"])) if candidates else None

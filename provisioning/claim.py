@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from portal.services import audit_record
 
-from .aws import AwsError, aws_client
+from .aws import AwsError, aws_client, oldest_non_default_version
 from .claim_models import ClaimSetup
 from .jobs import job_create, job_finish, job_log, job_progress, job_start
 from .models import AccessKey, Job
@@ -198,9 +198,8 @@ def _ensure_policy(job: Job, iot: Any, name: str, document: str) -> None:
         return
     versions = _call(job, "Listing policy versions", iot.list_policy_versions,
                      policyName=name).get("policyVersions", [])
-    if len(versions) >= MAX_VERSIONS:
-        old = min((v for v in versions if not v.get("isDefaultVersion")),
-                  key=lambda v: int(v["versionId"]))
+    old = oldest_non_default_version(versions) if len(versions) >= MAX_VERSIONS else None
+    if old is not None:
         _call(job, "Deleting an old policy version", iot.delete_policy_version,
               policyName=name, policyVersionId=old["versionId"])
     _call(job, f"Updating policy {name}", iot.create_policy_version, policyName=name,
@@ -240,9 +239,8 @@ def _ensure_template(job: Job, iot: Any, setup: ClaimSetup, body: str) -> tuple[
         return current["templateArn"], version
     versions = _call(job, "Listing template versions", iot.list_provisioning_template_versions,
                      templateName=name).get("versions", [])
-    if len(versions) >= MAX_VERSIONS:
-        old = min((v for v in versions if not v.get("isDefaultVersion")),
-                  key=lambda v: int(v["versionId"]))
+    old = oldest_non_default_version(versions) if len(versions) >= MAX_VERSIONS else None
+    if old is not None:
         _call(job, "Deleting an old template version", iot.delete_provisioning_template_version,
               templateName=name, versionId=old["versionId"])
     made = _call(job, f"Updating template {name}", iot.create_provisioning_template_version,

@@ -42,7 +42,7 @@ from portal.services import audit_record
 from signing.keystore import WrongCaPassword, ca_certificate, get_key_store
 from signing.models import JITP_PARAMETER_FOR_FIELD, CertificateAuthority, SigningProfile
 
-from .aws import AwsError, aws_client, aws_service_get
+from .aws import AwsError, aws_client, aws_service_get, oldest_non_default_version
 from .jobs import job_create, job_finish, job_log, job_progress, job_start
 from .models import AccessKey, JitpSettings, Job, JobLogLine, iot_region_choices
 from .redaction import redact_text
@@ -521,13 +521,12 @@ class _Run:
             # AWS keeps at most 5 versions: drop the oldest one that is not the default.
             versions = self.call(iot, "list_provisioning_template_versions",
                                  templateName=name).get("versions", [])
-            old = sorted((v for v in versions if not v.get("isDefaultVersion")),
-                         key=lambda v: v["versionId"])
-            if not old:
+            old = oldest_non_default_version(versions)
+            if old is None:
                 raise aws_error_explain(exc) from exc
             self.call(iot, "delete_provisioning_template_version", templateName=name,
-                      versionId=old[0]["versionId"])
-            self.log(f"Deleted the oldest version {old[0]['versionId']} of template '{name}' "
+                      versionId=old["versionId"])
+            self.log(f"Deleted the oldest version {old['versionId']} of template '{name}' "
                      "(AWS keeps at most 5).")
             answer = self.call(iot, "create_provisioning_template_version", templateName=name,
                                templateBody=body, setAsDefault=True)
