@@ -11,8 +11,9 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Router, Schema
 
-from portal.api import ApiError, StationTokenAuth
+from portal.http_api import ApiError
 
+from .auth import StationTokenAuth
 from .station_selectors import etag_matches, station_agent_config_with_etag
 from .station_services import station_report_state
 

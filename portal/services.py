@@ -11,8 +11,11 @@ from django.db.models import Model
 from .models import ApiToken, AuditEvent, EncryptionCanary
 from .tokens import hash_token, new_token
 
+Actor = AbstractBaseUser | AnonymousUser | None
+"""Who did something: a user (staff in the admin or the API), or None for the system."""
 
-def acting_user(actor: AbstractBaseUser | AnonymousUser | None) -> Any:
+
+def acting_user(actor: Actor) -> Any:
     """The authenticated user behind ``actor``, or None (anonymous, system).
 
     Typed ``Any`` because AUTH_USER_MODEL is swappable: the foreign keys that receive it
@@ -27,7 +30,7 @@ def audit_record(
     *,
     action: str,
     obj: Model,
-    actor: AbstractBaseUser | AnonymousUser | None = None,
+    actor: Actor = None,
     actor_label: str = "",
     detail: dict[str, Any] | None = None,
 ) -> AuditEvent:
@@ -68,7 +71,6 @@ def encryption_canary_ensure(*, using: str = DEFAULT_DB_ALIAS) -> None:
         EncryptionCanary.objects.using(using).create(value=EncryptionCanary.PLAINTEXT)
 
 
-# --- Heartbeats (issue 2) ------------------------------------------------------------------------
 def heartbeat_record(*, name: str) -> None:
     """Stamp ``name`` as alive now (one UPDATE, or an INSERT the first time)."""
     from django.utils import timezone

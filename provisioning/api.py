@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Path, Router, Schema, Status
 
-from portal.api import ApiError, StaffTokenAuth
+from portal.http_api import ApiError, StaffTokenAuth
 
 from .connections.models import Connection
 from .connections.selectors import connection_list

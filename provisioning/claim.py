@@ -18,13 +18,12 @@ import zipfile
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from portal.services import audit_record
+from portal.services import Actor, audit_record
 
 from .aws import AwsError, aws_client, oldest_non_default_version
 from .claim_models import ClaimSetup
@@ -32,7 +31,6 @@ from .jobs import job_create, job_finish, job_log, job_progress, job_start
 from .models import AccessKey, Job
 from .redaction import redact_text
 
-Actor = AbstractBaseUser | AnonymousUser | None
 MAX_VERSIONS = 5  # AWS keeps at most 5 versions of a policy and of a provisioning template
 STEPS = 6
 

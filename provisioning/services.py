@@ -12,19 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
-from portal.services import acting_user, audit_record
+from portal.services import Actor, acting_user, audit_record
 
 from .aws import AwsError, aws_client, aws_service_get
 from .models import AccessKey, AwsApiCall, AwsService
 
 logger = logging.getLogger(__name__)
 
-Actor = AbstractBaseUser | AnonymousUser | None
 
 # The alphabet AWS uses for secret access keys (base64 without padding quirks).
 _SECRET_RE = re.compile(r"^[A-Za-z0-9/+=]{40}$")

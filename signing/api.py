@@ -16,7 +16,8 @@ from ninja import Router, Schema, Status
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
-from portal.api import ApiError, StationTokenAuth
+from devices.auth import StationTokenAuth
+from portal.http_api import ApiError
 
 from .csr import MAX_CSR_BYTES
 from .issuance import (
@@ -103,9 +104,9 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", "The request body must be a JSON object.")
-    from portal.api import NUL_DETAIL, _has_nul
+    from portal.http_api import NUL_DETAIL, has_nul
 
-    if _has_nul(data):  # PostgreSQL text cannot hold NUL (the API parser's rule, issue 6)
+    if has_nul(data):  # PostgreSQL text cannot hold NUL (the API parser's rule, issue 6)
         raise ApiError(422, "invalid_request", NUL_DETAIL)
     try:
         return OnboardingRequestIn.model_validate(data)

@@ -26,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 from cryptography.hazmat.primitives.serialization import Encoding
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import connection, transaction
 from django.db.models import Q
@@ -34,7 +33,7 @@ from django.utils import timezone
 
 from devices.models import MqttDevice, Station, name_validator
 from portal.models import AuditEvent
-from portal.services import audit_record
+from portal.services import Actor, audit_record
 
 from .crypto import KeyType, fingerprint_sha256, serial_with_colons
 from .csr import CsrError, ValidCsr, csr_validate, public_key_fingerprint
@@ -42,7 +41,6 @@ from .keystore import WrongCaPassword, ca_certificate, get_key_store
 from .models import CertificateAuthority, IssuedCertificate, OnboardingRequest, SigningProfile
 from .sql import insert_rows, update_returning_ids
 
-Actor = AbstractBaseUser | AnonymousUser | None
 Status = OnboardingRequest.Status
 
 BATCH_SIZE = 200

@@ -16,19 +16,17 @@ from typing import Any
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal.services import audit_record
+from portal.services import Actor, audit_record
 from provisioning.models import AccessKey, access_key_id_validator
 from provisioning.services import access_key_create
 from signing.crypto import fingerprint_sha256
 
 from .models import ENDPOINT_RE, Connection
 
-Actor = AbstractBaseUser | AnonymousUser | None
 MAX_PEM_BYTES = 16 * 1024
 MAX_BINDINGS = 5000
 DEFAULT_KEY_STORE_FOR = AccessKey.StorePeriod.DAYS_30
