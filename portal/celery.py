@@ -31,7 +31,6 @@ def _refuse_wrong_encryption_key(**_: Any) -> None:
         os._exit(1)  # Celery would catch SystemExit during start-up and carry on
 
 
-# --- worker database connections (signing performance) -----------------------------------
 # Celery's Django fixup closes every database connection before and after EACH task unless
 # CELERY_DB_REUSE_MAX is set (settings.py); every signing batch then paid for a new
 # PostgreSQL backend (fork, authentication, cold catalog caches, plans). With reuse on, the
@@ -45,4 +44,3 @@ def _recycle_old_db_connections(sender: Any = None, **_: Any) -> None:
     from django.db import close_old_connections
 
     close_old_connections()
-# --- end worker database connections ------------------------------------------------------

@@ -74,7 +74,6 @@ class EncryptionCanary(models.Model):
         return "encryption canary"
 
 
-# --- Heartbeats (issue 2: admin warnings for Celery worker / beat) ------------------------------
 class Heartbeat(models.Model):
     """The last time a background component proved it was alive (one row per component).
 

@@ -15,14 +15,11 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
      "provisioning.tasks.purge_access_keys", 60),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
     (HEARTBEAT_TASK_NAME, "portal.tasks.heartbeat", 60),
-    # fleet helper: fleet-install progression, timeouts and placement of waiting stations
     ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
-    # --- signing service (issue 4) ---
     ("Mark certificates due for renewal; CA-expiry warnings",
      "signing.tasks.check_renewals", 3600),
     ("Re-enqueue approved onboarding requests left unsigned",
      "signing.tasks.sweep_approved_requests", 60),
-    # --- end signing service ---
 ]
 
 

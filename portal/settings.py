@@ -194,11 +194,9 @@ CELERY_BEAT_SYNC_EVERY = 1
 CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=False)
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_WORKER_HIJACK_ROOT_LOGGER = False
-# --- worker database connections (signing performance) ---
 # Reuse a worker's connection across tasks (Celery closes it around every task otherwise);
 # portal/celery.py applies CONN_MAX_AGE / CONN_HEALTH_CHECKS per task instead.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
-# --- end worker database connections ---
 
 # --- AWS -----------------------------------------------------------------------------------
 # Points every boto3 client at the local AWS stand-in or a moto server when set.
