@@ -364,9 +364,9 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         profile = SigningProfile(name="bench", ca=bench_ca, country="DE", organization="ACME")
         signing_profile_save(profile=profile, ca_password=CA_PASSWORD, actor=staff)
 
+        from devices.station_services import stations_import_csv
         from fleet_agent.agent import Agent
         from fleet_agent.config import AgentOptions
-        from devices.station_services import stations_import_csv
 
         names = [f"st-{i:05d}" for i in range(args.stations)]
         created = stations_import_csv(data="name\n" + "\n".join(names) + "\n", actor=staff)

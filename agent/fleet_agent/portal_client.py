@@ -17,8 +17,8 @@ import json
 import ssl
 import threading
 import urllib.error
-import urllib.request
 import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from email.message import Message
 from typing import Any

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
+from devices.models import MqttDevice, Station
 from fleet_agent.agent import Agent
 from fleet_agent.config import AgentOptions
-from devices.models import MqttDevice, Station
 from provisioning.fleet import fleet_install_create, fleet_install_run
 from provisioning.models import FleetInstallStation
 from tests.agent.helpers import ENDPOINT, Broker, Subscriber, TestCA
