@@ -146,7 +146,7 @@ def test_store_and_forward_survives_broker_outage(tmp_path, portal, broker, make
 def test_outage_mid_run_loses_nothing_and_drain_keeps_the_aws_quota(
     tmp_path, portal, broker, make_agent, monkeypatch
 ):
-    """Issue 7's outage case with counts: points offered before, during and after a broker
+    """The outage case with counts: points offered before, during and after a broker
     outage all arrive (distinct ids), and no one-second window of the agent's PUBLISHes
     (uplinks and heartbeats) exceeds 100 messages or 512 KiB, also while draining."""
     from fleet_agent import mqtt_link
