@@ -11,8 +11,8 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q -e '.[dev]'
+$(VENV)/.installed: pyproject.toml agent/pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e './agent' -e '.[dev]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -8,7 +8,7 @@ What runs (every piece real, nothing stubbed):
 * a real Celery worker (queues default, signing, fleet);
 * the local AWS IoT stand-in (``python -m localaws``, its JITP limiter OFF) in front of a
   private Mosquitto (or the embedded broker when Mosquitto is not installed);
-* N station agents (``devices.agent.Agent``) in this process, each with its own state folder.
+* N station agents (``fleet_agent.Agent``) in this process, each with its own state folder.
 
 Database: ``DATABASE_URL`` when set (PostgreSQL recommended: use a dedicated database, the
 benchmark refuses to touch one that already holds stations unless ``--reset``, which empties
@@ -177,7 +177,7 @@ _EVENTS_LOCK = threading.Lock()
 
 def instrument_agents() -> None:
     """Record, per station, when each device status is first reached and the first connect."""
-    from devices.agent.device import DeviceWorker
+    from fleet_agent.device import DeviceWorker
 
     set_status = DeviceWorker._set_status
     connect = DeviceWorker._connect
@@ -364,9 +364,9 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         profile = SigningProfile(name="bench", ca=bench_ca, country="DE", organization="ACME")
         signing_profile_save(profile=profile, ca_password=CA_PASSWORD, actor=staff)
 
-        from devices.agent.agent import Agent
-        from devices.agent.config import AgentOptions
         from devices.station_services import stations_import_csv
+        from fleet_agent.agent import Agent
+        from fleet_agent.config import AgentOptions
 
         names = [f"st-{i:05d}" for i in range(args.stations)]
         created = stations_import_csv(data="name\n" + "\n".join(names) + "\n", actor=staff)
@@ -374,7 +374,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         instrument_agents()
         import logging
 
-        logging.getLogger("devices.agent").setLevel(logging.CRITICAL)
+        logging.getLogger("fleet_agent").setLevel(logging.CRITICAL)
         print(f"setup done: JITP endpoint {endpoint}, {len(tokens)} stations; starting agents",
               flush=True)
         for name in names:

@@ -3,7 +3,7 @@
     /work/venv/bin/python benchmarks/uplink_throughput.py [--messages 20000]
         [--limited-messages 1500] [--outage 10] [--outage-rate 50] [--broker auto]
 
-Runs the real ``devices.agent.Agent`` in process (onboarded against the test fake portal
+Runs the real ``fleet_agent.Agent`` in process (onboarded against the test fake portal
 with a throw-away CA) against a private broker on free ports: Mosquitto with a TLS
 listener that requires the client certificate when ``/usr/sbin/mosquitto`` exists, else the
 local AWS IoT stand-in (``localaws``: its MQTT/TLS front, JITP of the test CA, in front of
@@ -49,9 +49,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import paho.mqtt.client as mqtt  # noqa: E402
 
-from devices.agent import mqtt_link  # noqa: E402
-from devices.agent.agent import Agent  # noqa: E402
-from devices.agent.config import AgentOptions  # noqa: E402
+from fleet_agent import mqtt_link  # noqa: E402
+from fleet_agent.agent import Agent  # noqa: E402
+from fleet_agent.config import AgentOptions  # noqa: E402
 from tests.agent.helpers import (  # noqa: E402
     ENDPOINT,
     MOSQUITTO,

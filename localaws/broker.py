@@ -16,6 +16,8 @@ import logging
 import threading
 import weakref
 
+from paho.mqtt.client import topic_matches_sub
+
 from . import mqtt_codec as m
 
 log = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class Broker:
         for sess in list(self._sessions.values()):
             granted = -1
             for filt, sq in sess.subs.items():
-                if m.topic_matches(filt, topic):
+                if topic_matches_sub(filt, topic):
                     granted = max(granted, min(qos, sq))
             if granted < 0:
                 continue
@@ -199,7 +201,7 @@ class Broker:
             sess.send(m.ack(m.SUBACK, sub.packet_id, level, codes))
             for filt, granted in new:
                 for topic, (payload, rq) in list(self._retained.items()):
-                    if m.topic_matches(filt, topic):
+                    if topic_matches_sub(filt, topic):
                         q = min(rq, granted)
                         sess.send(
                             m.publish(

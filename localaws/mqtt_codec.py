@@ -280,22 +280,6 @@ def ack(ptype: int, packet_id: int, level: int, codes: list[int] | None = None) 
     return build(ptype, 0, body + bytes(codes))
 
 
-def topic_matches(filt: str, topic: str) -> bool:
-    """MQTT filter matching with + and #; $-topics are not matched by leading wildcards."""
-    if topic.startswith("$") and filt[:1] in ("+", "#"):
-        return False
-    fparts = filt.split("/")
-    tparts = topic.split("/")
-    for i, fp in enumerate(fparts):
-        if fp == "#":
-            return True
-        if i >= len(tparts):
-            return False
-        if fp != "+" and fp != tparts[i]:
-            return False
-    return len(fparts) == len(tparts)
-
-
 def valid_filter(filt: str) -> bool:
     """Whether a topic filter is syntactically valid."""
     if not filt:

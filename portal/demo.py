@@ -220,6 +220,7 @@ def run_demo(
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     code = 0
     try:
+        chain.check_installed()
         call_command("migrate", interactive=False, verbosity=0)
         password = ensure_admin()
         write(f"[{time.monotonic() - t0:6.1f} s] Database migrated, admin ready")

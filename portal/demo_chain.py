@@ -8,6 +8,7 @@ would run. Layout of the data folder: ``docs/demo.md``.
 """
 from __future__ import annotations
 
+import importlib.util
 import os
 import secrets
 import string
@@ -68,6 +69,16 @@ def demo_secrets(path: Path) -> dict[str, str]:
             fh.writelines(f"{k}={v}\n" for k, v in values.items())
     os.chmod(path, 0o600)
     return values
+
+
+def check_installed() -> None:
+    """The demo runs the stand-in (needs moto) and real agents (the ``fleet-agent`` package)."""
+    if importlib.util.find_spec("moto") is None:
+        raise DemoError("The demo needs the local AWS stand-in's extra: "
+                        "pip install -e '.[localaws]' (make install does it).")
+    if importlib.util.find_spec("fleet_agent") is None:
+        raise DemoError("The demo needs the station agent: pip install -e ./agent "
+                        "(make install does it).")
 
 
 # --- The local AWS stand-in (a child process) --------------------------------------------------
@@ -193,7 +204,7 @@ def demo_stations(*, count: int, prefix: str, root: Path) -> list[DemoStation]:
 
 def agents_start(group: ProcessGroup, *, stations: list[DemoStation], portal_url: str,
                  standin: StandIn, env: dict[str, str]) -> None:
-    """One real agent process per station (``python -m devices.agent run``).
+    """One real agent process per station (``python -m fleet_agent run``).
 
     ``--connect-host 127.0.0.1:<MQTT_PORT>`` dials the stand-in wherever this run put it while
     the certificate is still checked against the endpoint name (SNI), as on AWS.
@@ -201,7 +212,7 @@ def agents_start(group: ProcessGroup, *, stations: list[DemoStation], portal_url
     for station in stations:
         station.state_dir.mkdir(parents=True, exist_ok=True)
         group.start(f"agent-{station.name}", [
-            sys.executable, "-m", "devices.agent", "run", "--portal", portal_url,
+            sys.executable, "-m", "fleet_agent", "run", "--portal", portal_url,
             "--token-file", str(station.token_file), "--state-dir", str(station.state_dir),
             "--broker-ca", standin.broker_ca,
             "--connect-host", f"127.0.0.1:{standin.mqtt_port}",

@@ -16,8 +16,8 @@ import threading
 import time
 from pathlib import Path
 
-from devices.agent.agent import Agent
-from devices.agent.config import AgentOptions
+from fleet_agent.agent import Agent
+from fleet_agent.config import AgentOptions
 from tests.agent.conftest import device_entry
 from tests.agent.helpers import Broker, FakePortal, Subscriber, TestCA, wait_for
 

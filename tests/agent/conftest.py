@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from devices.agent.agent import Agent
-from devices.agent.config import AgentOptions
+from fleet_agent.agent import Agent
+from fleet_agent.config import AgentOptions
 from tests.agent.helpers import ENDPOINT, Broker, FakePortal, TestCA
 
 KEY_PASSWORD = "correct horse battery"
@@ -59,7 +59,7 @@ def device_entry(broker: Broker | None, name: str = "aws", **overrides: Any) -> 
 @pytest.fixture
 def make_agent(tmp_path: Path, ca: TestCA) -> Iterator[Callable[..., Agent]]:
     agents: list[Agent] = []
-    logging.getLogger("devices.agent").setLevel(logging.INFO)
+    logging.getLogger("fleet_agent").setLevel(logging.INFO)
 
     def factory(
         state_dir: Path,

@@ -8,7 +8,7 @@ import threading
 import paho.mqtt.client as mqtt
 from cryptography import x509
 
-from devices.agent.state import StateStore
+from fleet_agent.state import StateStore
 from tests.agent.conftest import KEY_PASSWORD, device_entry
 from tests.agent.helpers import Subscriber, wait_for
 
@@ -123,7 +123,7 @@ def test_claim_provisioning_then_connects_with_permanent_cert(tmp_path, ca, brok
     # The private key never travelled: only a CSR went out, and its key is the station's.
     from cryptography.hazmat.primitives import serialization
 
-    from devices.agent.keys import load_private_key, public_key_der
+    from fleet_agent.keys import load_private_key, public_key_der
 
     csr = x509.load_pem_x509_csr(responder.csrs[0].encode())
     key = load_private_key(entry["key_path"], KEY_PASSWORD)

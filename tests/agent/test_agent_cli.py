@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives import serialization
 
-from devices.agent.keys import KeyFileError, load_private_key
+from fleet_agent.keys import KeyFileError, load_private_key
 from tests.agent.conftest import KEY_PASSWORD, device_entry
 from tests.agent.helpers import free_port, wait_for
 
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def agent_cmd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "devices.agent", *args]
+    return [sys.executable, "-m", "fleet_agent", *args]
 
 
 def run_agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:

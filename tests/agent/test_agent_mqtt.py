@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from devices.agent.state import StateStore
+from fleet_agent.state import StateStore
 from tests.agent.conftest import device_entry
 from tests.agent.helpers import Subscriber, wait_for
 
@@ -146,10 +146,10 @@ def test_store_and_forward_survives_broker_outage(tmp_path, portal, broker, make
 def test_outage_mid_run_loses_nothing_and_drain_keeps_the_aws_quota(
     tmp_path, portal, broker, make_agent, monkeypatch
 ):
-    """Issue 7's outage case with counts: points offered before, during and after a broker
+    """The outage case with counts: points offered before, during and after a broker
     outage all arrive (distinct ids), and no one-second window of the agent's PUBLISHes
     (uplinks and heartbeats) exceeds 100 messages or 512 KiB, also while draining."""
-    from devices.agent import mqtt_link
+    from fleet_agent import mqtt_link
 
     published: list[tuple[float, int]] = []
     orig = mqtt_link.RoutedClient.publish
@@ -215,7 +215,7 @@ def test_queued_points_survive_agent_restart(tmp_path, portal, broker, make_agen
     for i in range(50):
         agent.publish_point("aws", "counter", i)
     agent.stop()
-    from devices.agent.diskqueue import DiskQueue
+    from fleet_agent.diskqueue import DiskQueue
 
     q = DiskQueue(tmp_path / "st-000" / "queue.sqlite3")
     assert q.depth("aws") == 50
@@ -262,7 +262,7 @@ def test_rate_limit_can_be_switched_off(tmp_path, portal, broker, make_agent):
 
 
 def test_payload_over_128kb_is_rejected(tmp_path, portal, broker, make_agent):
-    from devices.agent.agent import PayloadTooLargeError, UnknownDeviceError
+    from fleet_agent.agent import PayloadTooLargeError, UnknownDeviceError
 
     agent, _ = _connected_agent(tmp_path, portal, broker, make_agent)
     with pytest.raises(PayloadTooLargeError, match="at most 131072 bytes"):

@@ -8,10 +8,10 @@ import os
 
 import pytest
 
-from devices.agent.config import ConfigError, DeviceConfig, parse_connect_host, render_topic
-from devices.agent.diskqueue import DiskQueue
-from devices.agent.fsutil import atomic_write
-from devices.agent.keys import (
+from fleet_agent.config import ConfigError, DeviceConfig, parse_connect_host, render_topic
+from fleet_agent.diskqueue import DiskQueue
+from fleet_agent.fsutil import atomic_write
+from fleet_agent.keys import (
     KeyFileError,
     build_csr,
     cert_info,
@@ -20,9 +20,9 @@ from devices.agent.keys import (
     public_key_der,
     save_private_key,
 )
-from devices.agent.mqtt_link import Backoff
-from devices.agent.ratelimit import PublishLimiter, SlidingWindow, TokenBucket
-from devices.agent.state import CorruptStateError, StateStore
+from fleet_agent.mqtt_link import Backoff
+from fleet_agent.ratelimit import PublishLimiter, SlidingWindow, TokenBucket
+from fleet_agent.state import CorruptStateError, StateStore
 
 
 class FakeClock:

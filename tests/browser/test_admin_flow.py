@@ -31,9 +31,9 @@ from typing import Any
 import pytest
 from django.utils import timezone
 
-from devices.agent.agent import Agent
-from devices.agent.config import AgentOptions
 from devices.models import MqttDevice
+from fleet_agent.agent import Agent
+from fleet_agent.config import AgentOptions
 from provisioning.models import AccessKey, FleetInstallStation, JitpSettings, Job
 from provisioning.services import aws_service_update
 from signing.models import CertificateAuthority, OnboardingRequest

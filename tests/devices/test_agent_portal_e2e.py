@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from devices.agent.agent import Agent
-from devices.agent.config import AgentOptions
 from devices.models import MqttDevice, Station
+from fleet_agent.agent import Agent
+from fleet_agent.config import AgentOptions
 from provisioning.fleet import fleet_install_create, fleet_install_run
 from provisioning.models import FleetInstallStation
 from tests.agent.helpers import ENDPOINT, Broker, Subscriber, TestCA
@@ -27,7 +27,7 @@ S = FleetInstallStation.Status
 @pytest.fixture
 def agents(tmp_path: Path):  # noqa: ANN201
     started: list[Agent] = []
-    logging.getLogger("devices.agent").setLevel(logging.INFO)
+    logging.getLogger("fleet_agent").setLevel(logging.INFO)
 
     def start(live_server, token: str, name: str, **kw: object) -> Agent:  # noqa: ANN001
         opts = {"state_dir": tmp_path / name, "portal": live_server.url, "token": token,

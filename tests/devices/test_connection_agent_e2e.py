@@ -19,8 +19,8 @@ import paho.mqtt.client as mqtt
 import pytest
 from django.core.management import call_command
 
-from devices.agent.agent import Agent
-from devices.agent.config import AgentOptions
+from fleet_agent.agent import Agent
+from fleet_agent.config import AgentOptions
 from provisioning.fleet import fleet_install_create, fleet_install_run
 from provisioning.models import FleetInstallStation
 from tests.agent.helpers import ENDPOINT, Broker, Subscriber, TestCA
@@ -36,7 +36,7 @@ DOWN = "fleet/{station}/{device}/down"
 def test_bound_connection_topics_reach_a_real_agent(
     live_server: Any, celery_worker_process: Any, tmp_path: Path, api: Api, payload: Any
 ) -> None:
-    logging.getLogger("devices.agent").setLevel(logging.INFO)
+    logging.getLogger("fleet_agent").setLevel(logging.INFO)
     celery_worker_process(queues="signing")
     server_ca = TestCA(_mkdir(tmp_path / "server-ca"))
     broker = Broker(tmp_path / "broker", server_ca)

@@ -10,7 +10,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from localaws.broker import BrokerThread
-from localaws.mqtt_codec import CONNECT, build, enc_str, topic_matches, valid_filter
+from localaws.mqtt_codec import CONNECT, build, enc_str, valid_filter
 
 from .helpers import PlainSubscriber, unique
 
@@ -31,20 +31,26 @@ def _client(port: int, protocol=mqtt.MQTTv311, keepalive: int = 60) -> mqtt.Clie
     return c
 
 
-@pytest.mark.parametrize(
-    ("filt", "topic", "match"),
-    [
-        ("a/+/c", "a/b/c", True),
-        ("a/+/c", "a/b/d", False),
-        ("a/#", "a", True),
-        ("a/#", "a/b/c", True),
-        ("#", "$aws/x", False),
-        ("$aws/#", "$aws/x", True),
-        ("a/b", "a/b/c", False),
-    ],
-)
-def test_topic_matching(filt, topic, match):
-    assert topic_matches(filt, topic) is match
+def test_leading_wildcards_skip_dollar_topics(broker):
+    """MQTT 4.7.2 (and AWS IoT): ``#`` and ``+`` at the start never match a ``$`` topic."""
+    base = unique("d")
+    everything = PlainSubscriber("127.0.0.1", broker.port, "#")
+    aws = PlainSubscriber("127.0.0.1", broker.port, f"$aws/{base}/#")
+    parent = PlainSubscriber("127.0.0.1", broker.port, f"{base}/#")
+    pub = _client(broker.port)
+    try:
+        pub.publish(f"$aws/{base}/x", b"1", qos=1).wait_for_publish(10)
+        pub.publish(base, b"2", qos=1).wait_for_publish(10)
+        assert aws.wait(1) == [(f"$aws/{base}/x", b"1")]
+        assert parent.wait(1) == [(base, b"2")]  # "a/#" also matches "a"
+        with everything.cond:  # the "$aws" message was routed before this one
+            assert everything.cond.wait_for(lambda: (base, b"2") in everything.messages, 30)
+            assert not [t for t, _ in everything.messages if t.startswith("$")]
+    finally:
+        pub.disconnect()
+        pub.loop_stop()
+        for sub in (everything, aws, parent):
+            sub.close()
 
 
 def test_filter_validation():

@@ -72,7 +72,7 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(
         commands = [Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
                     for pid in children]
         assert sum("-m localaws" in c for c in commands) == 1
-        assert sum("-m devices.agent run" in c for c in commands) == 2
+        assert sum("-m fleet_agent run" in c for c in commands) == 2
         assert len(children) >= 6  # stand-in, web, worker, beat, 2 agents (+ worker's pool)
         for station in ("demo-st-001", "demo-st-002"):
             token = tmp_path / "demo" / "stations" / station / "token"

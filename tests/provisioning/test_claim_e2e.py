@@ -1,6 +1,6 @@
 """Claim provisioning end to end: portal setup -> bundle -> agent claim -> local AWS stand-in.
 
-Needs the local AWS IoT stand-in (``localaws``) and the agent (``devices.agent``), both on
+Needs the local AWS IoT stand-in (``localaws``) and the agent (``fleet_agent``), both on
 main now: the first test drives the agent's claim client directly, the second a whole
 ``Agent`` that provisions itself, reconnects with its own certificate and publishes.
 """
@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 from django.utils import timezone
 
 localaws = pytest.importorskip("localaws")
-agent_claim = pytest.importorskip("devices.agent.claim")
-agent_config = pytest.importorskip("devices.agent.config")
+agent_claim = pytest.importorskip("fleet_agent.claim")
+agent_config = pytest.importorskip("fleet_agent.config")
 
 from provisioning.aws import aws_service_get  # noqa: E402
 from provisioning.claim import (  # noqa: E402
@@ -104,8 +104,8 @@ def test_agent_provisions_by_claim_then_publishes_with_its_own_certificate(
 
     import paho.mqtt.client as mqtt
 
-    from devices.agent.agent import Agent
-    from devices.agent.state import StateStore
+    from fleet_agent.agent import Agent
+    from fleet_agent.state import StateStore
 
     with localaws.LocalAws(region="eu-west-1", state_dir=tmp_path / "aws") as aws:
         settings.AWS_ENDPOINT_URL = aws.endpoint_url

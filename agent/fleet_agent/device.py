@@ -22,10 +22,10 @@ from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
-from devices.agent.claim import ClaimError, provision_by_claim
-from devices.agent.config import DeviceConfig, parse_connect_host, render_topic
-from devices.agent.fsutil import atomic_write, remove_quietly
-from devices.agent.keys import (
+from fleet_agent.claim import ClaimError, provision_by_claim
+from fleet_agent.config import DeviceConfig, parse_connect_host, render_topic
+from fleet_agent.fsutil import atomic_write, remove_quietly
+from fleet_agent.keys import (
     CertInfo,
     KeyFileError,
     PrivateKey,
@@ -36,14 +36,14 @@ from devices.agent.keys import (
     public_key_der,
     save_private_key,
 )
-from devices.agent.mqtt_link import Backoff, SocketPump, Waker, build_ssl_context, new_client
-from devices.agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
-from devices.agent.ratelimit import PublishLimiter
+from fleet_agent.mqtt_link import Backoff, SocketPump, Waker, build_ssl_context, new_client
+from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
+from fleet_agent.ratelimit import PublishLimiter
 
 if TYPE_CHECKING:
-    from devices.agent.agent import Agent
+    from fleet_agent.agent import Agent
 
-log = logging.getLogger("devices.agent")
+log = logging.getLogger("fleet_agent")
 
 STATUSES = (
     "installed",

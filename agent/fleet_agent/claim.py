@@ -16,8 +16,8 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from devices.agent.config import ClaimConfig
-from devices.agent.mqtt_link import SocketPump, build_ssl_context, new_client
+from fleet_agent.config import ClaimConfig
+from fleet_agent.mqtt_link import SocketPump, build_ssl_context, new_client
 
 CREATE_TOPIC = "$aws/certificates/create-from-csr/json"
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from devices.agent.keys import KEY_TYPES
+from fleet_agent.keys import KEY_TYPES
 
 DEFAULT_HEARTBEAT_TOPIC = "things/{thing}/heartbeat"
 DEFAULT_UPLINK_TOPIC = "things/{thing}/uplink/{point}"

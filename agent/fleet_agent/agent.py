@@ -17,27 +17,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devices.agent import __version__
-from devices.agent.config import AgentOptions, ConfigError, DeviceConfig
-from devices.agent.device import DeviceWorker, iso
-from devices.agent.diskqueue import DiskQueue
-from devices.agent.fsutil import (
+from fleet_agent import __version__
+from fleet_agent.config import AgentOptions, ConfigError, DeviceConfig
+from fleet_agent.device import DeviceWorker, iso
+from fleet_agent.diskqueue import DiskQueue
+from fleet_agent.fsutil import (
     StateDirLocked,
     atomic_write,
     lock_state_dir,
     unlock_state_dir,
 )
-from devices.agent.mqtt_link import Backoff
-from devices.agent.portal_client import (
+from fleet_agent.mqtt_link import Backoff
+from fleet_agent.portal_client import (
     PortalAuthError,
     PortalClient,
     PortalError,
     PortalUnreachable,
 )
-from devices.agent.ratelimit import AWS_MAX_PAYLOAD
-from devices.agent.state import CorruptStateError, StateStore
+from fleet_agent.ratelimit import AWS_MAX_PAYLOAD
+from fleet_agent.state import CorruptStateError, StateStore
 
-log = logging.getLogger("devices.agent")
+log = logging.getLogger("fleet_agent")
 
 CommandHandler = Callable[[str, dict[str, Any]], None]
 

@@ -16,18 +16,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from devices.agent import __version__
-from devices.agent.agent import Agent, AgentFatalError
-from devices.agent.config import AgentOptions, parse_connect_host
-from devices.agent.diskqueue import DiskQueue
-from devices.agent.fsutil import (
+from fleet_agent import __version__
+from fleet_agent.agent import Agent, AgentFatalError
+from fleet_agent.config import AgentOptions, parse_connect_host
+from fleet_agent.diskqueue import DiskQueue
+from fleet_agent.fsutil import (
     StateDirLocked,
     lock_holder_alive,
     lock_state_dir,
     remove_quietly,
     unlock_state_dir,
 )
-from devices.agent.state import CorruptStateError, StateStore
+from fleet_agent.state import CorruptStateError, StateStore
 
 # option dest -> (type, default). Booleans are flags; None default = "not set".
 RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -290,7 +290,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
     )
-    logging.getLogger("devices.agent").setLevel(level)
+    logging.getLogger("fleet_agent").setLevel(level)
     agent = Agent(options)
 
     def _on_signal(signum: int, _frame: Any) -> None:

@@ -15,7 +15,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from devices.agent.fsutil import atomic_write
+from fleet_agent.fsutil import atomic_write
 
 STATE_VERSION = 1
 
