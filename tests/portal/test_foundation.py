@@ -11,6 +11,7 @@ from portal.models import EncryptionCanary
 from tests.conftest import ROOT, subprocess_env
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_wrong_field_encryption_key_stops_the_portal() -> None:
     assert EncryptionCanary.objects.get().value == EncryptionCanary.PLAINTEXT
@@ -24,6 +25,7 @@ def test_wrong_field_encryption_key_stops_the_portal() -> None:
     assert expected in result.stderr
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_rotated_key_list_still_starts() -> None:
     from django.conf import settings
@@ -43,6 +45,7 @@ def test_api_unknown_route_and_bad_token_use_error_shape(client) -> None:  # noq
     assert response.json()["info"]["title"] == "Fleet onboarding portal API"
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize(
     "argv",

@@ -13,6 +13,9 @@ from cryptography.fernet import Fernet
 from tests.conftest import ROOT
 
 
+pytestmark = pytest.mark.integration  # every test here runs manage.py in a subprocess
+
+
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
