@@ -24,31 +24,44 @@ from django.db import connection
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = Path(__file__).resolve().parent
 
-# Fixtures that start a process or a server: a test using any of them is an integration test.
+# Fixtures that start a process or a server, as "<defining module's last name>.<fixture>" (a
+# fixture of the same name defined elsewhere, e.g. an in-process moto `aws`, does not count).
 PROCESS_FIXTURES = frozenset({
-    "celery_worker_process",  # a `celery worker` subprocess
-    "live_server",  # Django's live server
-    "moto_server",  # moto's HTTP server (tests/provisioning)
-    "aws",  # the AWS stand-in, LocalAws (tests/localaws)
-    "broker",  # Mosquitto (tests/agent) or the stand-in's broker thread (tests/localaws)
-    "portal",  # the agent tests' fake portal, an HTTP server
+    "conftest.celery_worker_process",  # a `celery worker` subprocess
+    "fixtures.live_server",  # pytest-django's live server
+    "conftest.moto_server",  # moto's HTTP server (tests/provisioning)
+    "conftest.aws",  # the AWS stand-in, LocalAws (tests/localaws)
+    "test_broker.broker",  # the stand-in's broker thread (tests/localaws)
+    "conftest.broker",  # Mosquitto (tests/agent)
+    "conftest.portal",  # the agent tests' fake portal, an HTTP server (tests/agent)
 })
 TIERS = ("integration", "e2e", "browser")
+
+
+def _fixtures_used(item: pytest.Item) -> set[str]:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    used = set()
+    for name, defs in info.name2fixturedefs.items():
+        if defs:
+            module = getattr(defs[-1].func, "__module__", "") or ""
+            used.add(f"{module.rsplit('.', 1)[-1]}.{name}")
+    return used
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Give each test its tier: browser and e2e by folder or module name, integration by
     fixture; an explicit marker wins, and a test is in one tier only."""
     for item in items:
-        explicit = [tier for tier in TIERS if item.get_closest_marker(tier)]
-        if explicit:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
             continue
         parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
         if parts[:1] == ("browser",):
             item.add_marker(pytest.mark.browser)
         elif parts[:1] == ("e2e",) or item.path.stem.endswith("_e2e"):
             item.add_marker(pytest.mark.e2e)
-        elif PROCESS_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+        elif PROCESS_FIXTURES & _fixtures_used(item):
             item.add_marker(pytest.mark.integration)
 
 

@@ -12,7 +12,6 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import ROOT
 
-
 pytestmark = pytest.mark.integration  # every test here runs manage.py in a subprocess
 
 
