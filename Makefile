@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 STATIONS ?= 5
 
-.PHONY: install system-deps demo demo-scripted test lint typecheck clean
+.PHONY: install system-deps demo demo-scripted test test-fast test-integration test-e2e \
+	test-browser lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +39,21 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
+
+# The tiers (markers given in tests/conftest.py). test-fast: unit tests only, no process or
+# server started, under a minute; `make test` above runs every tier.
+test-fast: install
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} \
+	  -m "not integration and not e2e and not browser and not slow" $(PYTEST_ARGS)
+
+test-integration: install system-deps
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m integration $(PYTEST_ARGS)
+
+test-e2e: install system-deps
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m e2e $(PYTEST_ARGS)
+
+test-browser: install system-deps
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m browser $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .

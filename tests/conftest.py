@@ -1,4 +1,11 @@
-"""Shared fixtures: a real Celery worker process, users, stations and CAs."""
+"""Shared fixtures (a real Celery worker process, users) and the sorting of tests into tiers.
+
+Every test sits in one tier: unit (no marker: no process, no server), ``integration`` (starts
+a real process or server: Celery worker, live server, the AWS stand-in, Mosquitto, moto's
+server, a ``manage.py`` subprocess), ``e2e`` (the whole chain) or ``browser``. The tier comes
+from the fixtures a test uses and from where it lives; a test that starts a process by hand
+says so with ``pytest.mark.integration``.
+"""
 from __future__ import annotations
 
 import os
@@ -15,6 +22,47 @@ from django.conf import settings
 from django.db import connection
 
 ROOT = Path(__file__).resolve().parent.parent
+TESTS = Path(__file__).resolve().parent
+
+# Fixtures that start a process or a server, as "<defining module's last name>.<fixture>" (a
+# fixture of the same name defined elsewhere, e.g. an in-process moto `aws`, does not count).
+PROCESS_FIXTURES = frozenset({
+    "conftest.celery_worker_process",  # a `celery worker` subprocess
+    "fixtures.live_server",  # pytest-django's live server
+    "conftest.moto_server",  # moto's HTTP server (tests/provisioning)
+    "conftest.aws",  # the AWS stand-in, LocalAws (tests/localaws)
+    "test_broker.broker",  # the stand-in's broker thread (tests/localaws)
+    "conftest.broker",  # Mosquitto (tests/agent)
+    "conftest.portal",  # the agent tests' fake portal, an HTTP server (tests/agent)
+})
+TIERS = ("integration", "e2e", "browser")
+
+
+def _fixtures_used(item: pytest.Item) -> set[str]:
+    info = getattr(item, "_fixtureinfo", None)
+    if info is None:
+        return set()
+    used = set()
+    for name, defs in info.name2fixturedefs.items():
+        if defs:
+            module = getattr(defs[-1].func, "__module__", "") or ""
+            used.add(f"{module.rsplit('.', 1)[-1]}.{name}")
+    return used
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Give each test its tier: browser and e2e by folder or module name, integration by
+    fixture; an explicit marker wins, and a test is in one tier only."""
+    for item in items:
+        if any(item.get_closest_marker(tier) for tier in TIERS):
+            continue
+        parts = item.path.relative_to(TESTS).parts if item.path.is_relative_to(TESTS) else ()
+        if parts[:1] == ("browser",):
+            item.add_marker(pytest.mark.browser)
+        elif parts[:1] == ("e2e",) or item.path.stem.endswith("_e2e"):
+            item.add_marker(pytest.mark.e2e)
+        elif PROCESS_FIXTURES & _fixtures_used(item):
+            item.add_marker(pytest.mark.integration)
 
 
 def test_database_url() -> str:

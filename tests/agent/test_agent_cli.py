@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def agent_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "fleet_agent", *args]
+
+
+pytestmark = pytest.mark.integration  # every test here runs the agent's command in a subprocess
 
 
 def run_agent(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -69,6 +71,15 @@ def base_args(portal, token_file, state_dir) -> list[str]:
 
 def last_line(text: str) -> str:
     return text.strip().splitlines()[-1]
+
+
+def saved_request_id(state_dir: Path) -> int | None:
+    """The onboarding request id the agent has saved for its device, once it has."""
+    try:
+        state = json.loads((state_dir / "state.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return state.get("devices", {}).get("aws", {}).get("request_id")
 
 
 def test_bad_token_exits_nonzero_with_a_sentence(tmp_path, portal):
@@ -194,7 +205,7 @@ def test_kill_mid_onboarding_then_restart_yields_exactly_one_certificate(tmp_pat
     _token, token_file, state_dir = station
     proc = spawn_agent(*base_args(portal, token_file, state_dir))
     assert wait_for(lambda: len(portal.requests) == 1, 10)
-    time.sleep(0.5)
+    assert wait_for(lambda: saved_request_id(state_dir), 10)
     key_path = state_dir / "devices" / "aws" / "key-1.pem"
     key_bytes = key_path.read_bytes()
     proc.send_signal(signal.SIGKILL)
@@ -218,14 +229,15 @@ def test_lost_request_id_is_recovered_by_resubmitting_the_same_key(tmp_path, por
     _token, token_file, state_dir = station
     proc = spawn_agent(*base_args(portal, token_file, state_dir))
     assert wait_for(lambda: len(portal.requests) == 1, 10)
-    time.sleep(0.3)
+    assert wait_for(lambda: saved_request_id(state_dir), 10)
     proc.send_signal(signal.SIGKILL)
     proc.communicate(timeout=10)
     state = json.loads((state_dir / "state.json").read_text())
     del state["devices"]["aws"]["request_id"]
     (state_dir / "state.json").write_text(json.dumps(state))
     proc = spawn_agent(*base_args(portal, token_file, state_dir), "--once", "--timeout", "20")
-    time.sleep(1.0)
+    # The restarted agent submits the same key again and gets the same request back.
+    assert wait_for(lambda: portal.calls.count(("POST", "/api/v1/onboarding-requests")) == 2, 10)
     portal.approve_all()
     _out, err = proc.communicate(timeout=20)
     assert proc.returncode == 0, err

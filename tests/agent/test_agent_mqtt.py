@@ -363,11 +363,10 @@ def test_device_removed_from_config_is_stopped(tmp_path, portal, broker, make_ag
     agent, token = _connected_agent(tmp_path, portal, broker, make_agent)
     worker = agent.workers["aws"]
     before = portal.config_304
-    time.sleep(2.5)
-    assert portal.config_304 > before  # unchanged config answered 304 via ETag
+    assert wait_for(lambda: portal.config_304 > before, 10)  # unchanged config: 304 via ETag
     reports = len(portal.stations[token].reports)
-    time.sleep(2.2)
-    assert len(portal.stations[token].reports) >= reports + 1  # heartbeat report each poll
+    # a heartbeat report each poll
+    assert wait_for(lambda: len(portal.stations[token].reports) >= reports + 1, 10)
     portal.stations[token].devices = []
     assert wait_for(lambda: not worker.is_alive(), 10)
     assert "aws" not in agent.workers

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -84,8 +83,8 @@ def test_demo_scripted_connects_every_station_and_a_subscriber_sees_them(
 
         wait_for(lambda: seen() == things, timeout=15,
                  message=f"heartbeats of {sorted(things)} (got {sub.lines[-5:]})")
-        time.sleep(0.5)
-        assert processes_with_data_dir(demo_env["PORTAL_DATA_DIR"]) == []
+        wait_for(lambda: processes_with_data_dir(demo_env["PORTAL_DATA_DIR"]) == [],
+                 timeout=10, message="every child of the demo to exit")
     finally:
         demo.stop()
         if sub is not None:

@@ -36,6 +36,7 @@ def _read_lines(proc: subprocess.Popen, n: int, timeout: float = 120) -> dict[st
     return out
 
 
+@pytest.mark.integration
 def test_cli_prints_contract_lines_and_stops_on_sigterm(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -84,6 +85,7 @@ def test_cli_prints_contract_lines_and_stops_on_sigterm(tmp_path):
         proc.stderr.close()
 
 
+@pytest.mark.integration
 def test_cli_bad_argument_is_one_sentence():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     res = subprocess.run(
@@ -107,6 +109,7 @@ def _mosquitto_up() -> bool:
         return False
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not _mosquitto_up(), reason="no Mosquitto on 127.0.0.1:1883")
 def test_external_mosquitto_backend(tmp_path):
     with LocalAws(broker="127.0.0.1:1883", state_dir=tmp_path / "state", jitp_rate=0) as aws:
@@ -144,6 +147,7 @@ def test_token_bucket_refills_at_rate():
     assert all(TokenBucket(0).take() for _ in range(1000))
 
 
+@pytest.mark.integration
 def test_jitp_rate_limit(tmp_path):
     # 0.05/s: one token now, the next in 20 s, so the burst below is throttled even on a
     # loaded machine.
@@ -167,6 +171,7 @@ def test_jitp_rate_limit(tmp_path):
         assert aws.stats.throttled == 3
 
 
+@pytest.mark.integration
 def test_cli_port_in_use_fails_with_a_sentence():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with socket.socket() as taken:

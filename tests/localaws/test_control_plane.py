@@ -212,4 +212,19 @@ def test_create_jitp_role_is_idempotent(aws):
     assert iam.get_role(RoleName=name)["Role"]["Arn"] == arn
     attached = iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]
     inline = iam.list_role_policies(RoleName=name)["PolicyNames"]
-    assert attached or inline == ["AWSIoTThingsRegistration"]
+    managed = "arn:aws:iam::aws:policy/service-role/AWSIoTThingsRegistration"
+    try:
+        iam.get_policy(PolicyArn=managed)
+    except iam.exceptions.NoSuchEntityException:
+        # moto without AWS's managed policies: the stand-in puts an inline copy on the role.
+        assert attached == []
+        assert inline == ["AWSIoTThingsRegistration"]
+        document = iam.get_role_policy(RoleName=name, PolicyName="AWSIoTThingsRegistration")[
+            "PolicyDocument"
+        ]
+        assert {"iot:RegisterThing", "iot:CreateThing", "iot:AttachPolicy"} <= set(
+            document["Statement"][0]["Action"]
+        )
+    else:
+        assert attached == [{"PolicyName": "AWSIoTThingsRegistration", "PolicyArn": managed}]
+        assert inline == []

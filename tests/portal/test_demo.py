@@ -15,6 +15,7 @@ import requests
 from tests.conftest import ROOT, processes_with_data_dir, wait_for
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_demo_serves_admin_with_printed_credentials_and_stops(
     tmp_path: Path, signum: int
@@ -84,8 +85,8 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(
         rest, _ = proc.communicate(timeout=40)
         assert proc.returncode == 0, rest
         assert rest.strip().endswith("Stopped.")
-        time.sleep(0.5)
-        assert processes_with_data_dir(tmp_path) == []
+        wait_for(lambda: processes_with_data_dir(tmp_path) == [], timeout=10,
+                 message="every child of the demo to exit")
         worker_log = (tmp_path / "demo-logs" / "worker.log").read_text()
         assert "ready." in worker_log
         assert "Warm shutdown" in worker_log
@@ -95,6 +96,7 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(
             proc.wait(10)
 
 
+@pytest.mark.integration
 @pytest.mark.parametrize(("args", "message"), [
     (["--port", "70000"], "--port must be"),
     (["--scripted", "--stations", "0"], "--scripted needs at least one station"),
@@ -112,6 +114,7 @@ def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str)
     assert message in result.stderr
 
 
+@pytest.mark.e2e
 def test_scripted_demo_timeout_exits_1_naming_the_stuck_stations(tmp_path: Path) -> None:
     """With no time to onboard, the scripted demo fails with one sentence on stderr that names
     the stations still waiting, and stops every child."""
@@ -129,5 +132,5 @@ def test_scripted_demo_timeout_exits_1_naming_the_stuck_stations(tmp_path: Path)
     assert re.search(sentence, result.stderr), result.stderr
     assert "All stations connected" not in result.stdout
     assert result.stdout.rstrip().endswith("Stopped.")
-    time.sleep(0.5)
-    assert processes_with_data_dir(tmp_path) == []
+    wait_for(lambda: processes_with_data_dir(tmp_path) == [], timeout=10,
+             message="every child of the demo to exit")

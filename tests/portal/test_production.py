@@ -12,6 +12,8 @@ from cryptography.fernet import Fernet
 
 from tests.conftest import ROOT
 
+pytestmark = pytest.mark.integration  # every test here runs manage.py in a subprocess
+
 
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()

@@ -18,6 +18,9 @@ def raw_secret(pk: int) -> str:
         return cursor.fetchone()[0]
 
 
+pytestmark = pytest.mark.integration  # every test here runs manage.py in a subprocess
+
+
 @pytest.mark.django_db(transaction=True)
 def test_reencrypt_with_new_key_then_old_key_can_go() -> None:
     from provisioning.services import access_key_create

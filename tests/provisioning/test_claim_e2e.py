@@ -1,14 +1,13 @@
 """Claim provisioning end to end: portal setup -> bundle -> agent claim -> local AWS stand-in.
 
-Needs the local AWS IoT stand-in (``localaws``) and the agent (``fleet_agent``), both on
-main now: the first test drives the agent's claim client directly, the second a whole
-``Agent`` that provisions itself, reconnects with its own certificate and publishes.
+Uses the local AWS IoT stand-in (``localaws``) and the agent (``fleet_agent``): the first
+test drives the agent's claim client directly, the second a whole ``Agent`` that provisions
+itself, reconnects with its own certificate and publishes.
 """
 from __future__ import annotations
 
 import io
 import json
-import time
 import zipfile
 from datetime import timedelta
 from pathlib import Path
@@ -22,18 +21,18 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.utils import timezone
 
-localaws = pytest.importorskip("localaws")
-agent_claim = pytest.importorskip("fleet_agent.claim")
-agent_config = pytest.importorskip("fleet_agent.config")
-
-from provisioning.aws import aws_service_get  # noqa: E402
-from provisioning.claim import (  # noqa: E402
+import localaws
+from fleet_agent import claim as agent_claim
+from fleet_agent import config as agent_config
+from provisioning.aws import aws_service_get
+from provisioning.claim import (
     claim_bundle_build,
     claim_setup_run,
     claim_setup_save,
     claim_setup_start,
 )
-from provisioning.models import AccessKey, Job  # noqa: E402
+from provisioning.models import AccessKey, Job
+from tests.conftest import wait_for
 
 pytestmark = pytest.mark.django_db
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -159,11 +158,8 @@ def test_agent_provisions_by_claim_then_publishes_with_its_own_certificate(
             assert device["thing_name"] == "st-0777"
             cert_id = device["certificate_id"]
             agent.publish_point("aws", "temp", 21.5)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline and not any(
-                t == "things/st-0777/uplink/temp" for t, _ in seen
-            ):
-                time.sleep(0.1)
+            wait_for(lambda: any(t == "things/st-0777/uplink/temp" for t, _ in seen),
+                     timeout=15, message="the uplink through the stand-in")
             uplinks = [json.loads(p) for t, p in seen if t == "things/st-0777/uplink/temp"]
             assert [u["value"] for u in uplinks] == [21.5]
             assert any(t == "things/st-0777/heartbeat" for t, _ in seen)

@@ -46,6 +46,7 @@ def test_add_access_key_refuses_bad_input_with_one_sentence(monkeypatch, secret:
     assert not AccessKey.objects.exists()
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_add_access_key_in_a_subprocess_piped_and_bad_period(secret: str) -> None:
     key_id = make_key_id()

@@ -94,6 +94,7 @@ def test_cli_real_run_records_rows(monkeypatch, django_capture_on_commit_callbac
     assert sorted(install.stations.values_list("station__name", flat=True)) == ["st-a", "st-b"]
 
 
+@pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_cli_exit_status_and_stderr_sentence() -> None:
     make_station("st-a")
