@@ -338,8 +338,8 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         from provisioning.jitp import jitp_settings_update, jitp_setup_start
         from provisioning.models import AccessKey, FleetInstallStation, Job
         from provisioning.services import aws_service_update
-        from signing.issuance import onboarding_requests_approve, signing_profile_save
         from signing.models import CertificateAuthority, OnboardingRequest, SigningProfile
+        from signing.services import onboarding_requests_approve, signing_profile_save
 
         User = get_user_model()
         staff = User.objects.create_user("bench-staff", password=None, is_staff=True)

@@ -175,7 +175,6 @@ def main() -> int:
 
     from devices.models import MqttDevice
     from portal.models import AuditEvent
-    from signing.issuance import signing_profile_create
     from signing.keystore import ca_certificate, get_key_store
     from signing.models import (
         CertificateAuthority,
@@ -183,7 +182,7 @@ def main() -> int:
         OnboardingRequest,
         SigningProfile,
     )
-    from signing.services import ca_generate
+    from signing.services import ca_generate, signing_profile_create
 
     vendor = connection.vendor
     if vendor != "postgresql":
@@ -247,8 +246,8 @@ def _portal_run(args, csrs, profile, tag, ca_key, ca_cert, connection  # noqa: A
     from devices.models import MqttDevice, Station
     from portal.models import AuditEvent
     from signing.csr import csr_validate
-    from signing.issuance import onboarding_requests_approve
     from signing.models import IssuedCertificate, OnboardingRequest
+    from signing.services import onboarding_requests_approve
 
     count = len(csrs)
     raw_rate, raw_cpu_rate = raw_loop(csrs[: args.raw_count], ca_cert, ca_key)

@@ -2,7 +2,8 @@
 
 The body is read by hand (size first, then JSON, then a strict schema) so that a 1 MB body
 is a 413 before anything parses it, garbage JSON is a 400 and wrong JSON types are a 422:
-never a 500 for bad input.
+never a 500 for bad input. The services' refusals (domain errors) propagate to the API's
+DomainError handler, which answers their status and ``{"code", "detail"}``.
 """
 from __future__ import annotations
 
@@ -17,16 +18,15 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
 from devices.auth import StationTokenAuth
-from portal.http_api import ApiError
+from portal.http_api import NUL_DETAIL, ApiError, ErrorOut, has_nul
 
 from .csr import MAX_CSR_BYTES
-from .issuance import (
-    SigningError,
+from .models import OnboardingRequest
+from .services import (
     onboarding_request_fetched,
     onboarding_request_for_station,
     onboarding_request_submit,
 )
-from .models import OnboardingRequest
 
 router = Router(tags=["onboarding"])
 
@@ -42,11 +42,6 @@ class OnboardingRequestIn(BaseModel):
     csr: StrictStr = Field(min_length=1)
     comment: StrictStr = Field(default="", max_length=200)
     renewal: StrictBool = False
-
-
-class ErrorOut(Schema):
-    code: str
-    detail: str
 
 
 class OnboardingRequestOut(Schema):
@@ -104,9 +99,7 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):
         raise ApiError(422, "invalid_request", "The request body must be a JSON object.")
-    from portal.http_api import NUL_DETAIL, has_nul
-
-    if has_nul(data):  # PostgreSQL text cannot hold NUL (the API parser's rule, issue 6)
+    if has_nul(data):  # PostgreSQL text cannot hold NUL (the API parser's rule)
         raise ApiError(422, "invalid_request", NUL_DETAIL)
     try:
         return OnboardingRequestIn.model_validate(data)
@@ -135,13 +128,10 @@ _BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
 def submit_onboarding_request(request: HttpRequest) -> Status:
     """201 with a new request; 200 with the existing one for the same pending device + key."""
     payload = _parse_body(request)
-    try:
-        row, created = onboarding_request_submit(
-            station=request.auth, device_name=payload.device,  # type: ignore[attr-defined]
-            csr=payload.csr, comment=payload.comment, renewal=payload.renewal,
-        )
-    except SigningError as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from None
+    row, created = onboarding_request_submit(
+        station=request.auth, device_name=payload.device,  # type: ignore[attr-defined]
+        csr=payload.csr, comment=payload.comment, renewal=payload.renewal,
+    )
     return Status(201 if created else 200, _out(row, with_certificate=False))
 
 
@@ -153,10 +143,7 @@ def submit_onboarding_request(request: HttpRequest) -> Status:
     exclude_none=True,
 )
 def get_onboarding_request(request: HttpRequest, request_id: int) -> HttpResponse | dict:
-    try:
-        row = onboarding_request_for_station(
-            station=request.auth, request_id=request_id  # type: ignore[attr-defined]
-        )
-    except SigningError as exc:
-        raise ApiError(exc.status, exc.code, exc.detail) from None
+    row = onboarding_request_for_station(
+        station=request.auth, request_id=request_id  # type: ignore[attr-defined]
+    )
     return _out(row, with_certificate=True)

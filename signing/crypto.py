@@ -77,28 +77,47 @@ DN_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
     "ST": NameOID.STATE_OR_PROVINCE_NAME,
     "C": NameOID.COUNTRY_NAME,
 }
-_DN_PART = re.compile(r"^\s*([A-Za-z]+)\s*=\s*(.*?)\s*$")
+_ALLOWED_DN_OIDS = {oid: key for key, oid in DN_ATTRIBUTES.items()}
+# The attribute types written in a DN string, only to name an unsupported one in a refusal.
+_DN_TYPE = re.compile(r"(?:^|(?<!\\)[,+])\s*([^=,+]*?)\s*=")
+_DN_FORM = ("Write the distinguished name as in RFC 4514, most specific first, e.g. "
+            "'CN=Fleet CA,O=ACME,C=DE' (upper-case names, no spaces around ',' and '=', "
+            "a ',' inside a value written as '\\,').")
 
 
 def parse_dn(dn: str) -> x509.Name:
-    """Parse 'CN=…,O=…,OU=…,L=…,ST=…,C=…' (any subset, any order); raise ValueError with a sentence.
+    """An RFC 4514 string ('CN=…,O=…,C=…', most specific first) as an ``x509.Name``.
 
-    Commas inside values can be escaped as '\\,'.
+    :meth:`x509.Name.from_rfc4514_string` parses it (and puts the attributes in ASN.1 order,
+    C first); this adds what a CA subject here must meet: only CN, O, OU, L, ST and C, each
+    at most once, 1-64 characters, C a two-letter upper-case code. Raises ValueError with a
+    sentence.
     """
     if not dn or not dn.strip():
         raise ValueError("The distinguished name is empty; give at least CN=….")
-    parts = [p.replace("\\,", ",") for p in re.split(r"(?<!\\),", dn)]
-    attrs: list[x509.NameAttribute] = []
+    try:
+        name = x509.Name.from_rfc4514_string(dn)
+    except ValueError as exc:
+        if "Country name" in str(exc):
+            raise ValueError("C must be a two-letter upper-case country code such as DE or "
+                             "US.") from None
+        if "length must be >= 1 and <= 64" in str(exc):
+            raise ValueError("CN must be 1-64 characters.") from None
+        for key in _DN_TYPE.findall(dn):
+            if key not in DN_ATTRIBUTES:
+                raise ValueError(f"'{key}' is not a supported name attribute; use CN, O, OU, "
+                                 "L, ST or C.") from None
+        raise ValueError(f"The distinguished name could not be read. {_DN_FORM}") from None
     seen: set[str] = set()
-    for part in parts:
-        m = _DN_PART.match(part)
-        if not m:
-            raise ValueError(f"'{part.strip()}' is not of the form KEY=value.")
-        key, value = m.group(1).upper(), m.group(2)
-        if key not in DN_ATTRIBUTES:
-            raise ValueError(
-                f"'{key}' is not a supported name attribute; use CN, O, OU, L, ST or C."
-            )
+    for rdn in name.rdns:
+        if len(rdn) != 1:
+            raise ValueError("Give one attribute per part of the distinguished name (no '+').")
+        (attr,) = rdn
+        key = _ALLOWED_DN_OIDS.get(attr.oid)
+        if key is None:
+            raise ValueError(f"'{attr.rfc4514_string().split('=')[0]}' is not a supported name "
+                             "attribute; use CN, O, OU, L, ST or C.")
+        value = attr.value if isinstance(attr.value, str) else ""
         if key in seen:
             raise ValueError(f"'{key}' appears twice in the distinguished name.")
         if not value:
@@ -108,5 +127,4 @@ def parse_dn(dn: str) -> x509.Name:
         if len(value) > 64:
             raise ValueError(f"'{key}' is longer than 64 characters.")
         seen.add(key)
-        attrs.append(x509.NameAttribute(DN_ATTRIBUTES[key], value))
-    return x509.Name(attrs)
+    return name

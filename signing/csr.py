@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from .crypto import KeyType
+from .errors import CsrError, CsrTooLarge
 
 MAX_CSR_BYTES = 16 * 1024
 
@@ -21,14 +22,6 @@ _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
 _CSR_LABELS = {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"}
 
 
-class CsrError(ValueError):
-    """A CSR the portal will not sign; ``code`` is stable, the message is a sentence."""
-
-    def __init__(self, code: str, detail: str, status: int = 422) -> None:
-        super().__init__(detail)
-        self.code = code
-        self.detail = detail
-        self.status = status
 
 
 @dataclass(frozen=True)
@@ -86,8 +79,8 @@ def _key_type(public_key: object, accepted: list[str] | None) -> str:
 def _load(data: str | bytes) -> tuple[x509.CertificateSigningRequest, str]:
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if len(raw) > MAX_CSR_BYTES:
-        raise CsrError("csr_too_large",
-                       f"The CSR is larger than {MAX_CSR_BYTES // 1024} KiB.", status=413)
+        raise CsrTooLarge("csr_too_large",
+                          f"The CSR is larger than {MAX_CSR_BYTES // 1024} KiB.")
     if not raw.strip():
         raise CsrError("csr_missing", "The CSR is empty; send a PEM certificate signing request.")
     text = raw.decode("ascii", "replace")

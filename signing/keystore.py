@@ -15,12 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificateIssuerPrivateKeyTypes
 
 from .crypto import signature_hash_for
+from .errors import WrongCaPassword
 from .models import CertificateAuthority
-
-
-class WrongCaPassword(ValueError):
-    def __init__(self, alias: str) -> None:
-        super().__init__(f"The password for CA '{alias}' is wrong.")
 
 
 class KeyStore(Protocol):

@@ -1,6 +1,8 @@
 """Key store (certificate authorities) of the signing service."""
 from __future__ import annotations
 
+from typing import ClassVar
+
 from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
@@ -133,7 +135,16 @@ class SigningProfile(models.Model):
 
 
 class OnboardingRequest(models.Model):
-    """A CSR a station sent for one of its devices; a row first, signed by a task."""
+    """A CSR a station sent for one of its devices; a row first, signed by a task.
+
+    Its state machine::
+
+        submit -> PENDING --approve--> APPROVED --sign--> ISSUED
+                          --reject---> REJECTED      \\--> FAILED (with a sentence)
+
+    Every statement that changes ``status`` filters on :meth:`statuses_before` of its
+    target, so a row moves only along :attr:`TRANSITIONS`.
+    """
 
     class Status(models.TextChoices):
         PENDING = "pending", "Pending"
@@ -141,6 +152,15 @@ class OnboardingRequest(models.Model):
         ISSUED = "issued", "Issued"
         REJECTED = "rejected", "Rejected"
         FAILED = "failed", "Failed"
+
+    # Which status may become which: the one place the moves are listed.
+    TRANSITIONS: ClassVar[dict[str, frozenset[str]]] = {
+        Status.PENDING: frozenset({Status.APPROVED, Status.REJECTED}),
+        Status.APPROVED: frozenset({Status.ISSUED, Status.FAILED}),
+        Status.ISSUED: frozenset(),
+        Status.REJECTED: frozenset(),
+        Status.FAILED: frozenset(),
+    }
 
     station = models.ForeignKey("devices.Station", on_delete=models.CASCADE,
                                 related_name="onboarding_requests")
@@ -164,7 +184,6 @@ class OnboardingRequest(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     issued_at = models.DateTimeField(null=True, blank=True)
-    # --- signing service (issue 4) ---
     decided_by_label = models.CharField(
         max_length=150, blank=True,
         help_text="Who decided when not a user: 'renewal policy (automatic)'.",
@@ -173,7 +192,6 @@ class OnboardingRequest(models.Model):
         null=True, blank=True, db_index=True,
         help_text="When signing was last handed to the worker; the sweeper re-enqueues stale ones.",
     )
-    # --- end signing service ---
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -181,6 +199,11 @@ class OnboardingRequest(models.Model):
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.device}"
+
+    @classmethod
+    def statuses_before(cls, target: str) -> list[str]:
+        """The statuses :attr:`TRANSITIONS` allows to become ``target`` (sorted)."""
+        return sorted(s for s, targets in cls.TRANSITIONS.items() if target in targets)
 
 
 class IssuedCertificate(models.Model):
@@ -212,12 +235,10 @@ class IssuedCertificate(models.Model):
     revoked_at = models.DateTimeField(null=True, blank=True)
     revocation_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
-    # --- signing service (issue 4) ---
     renewal_due_at = models.DateTimeField(
         null=True, blank=True, db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
-    # --- end signing service ---
 
     class Meta:
         ordering = ["-created_at", "-id"]

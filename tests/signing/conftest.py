@@ -14,8 +14,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from devices.services import station_create
-from signing.issuance import signing_profile_create
-from signing.services import ca_generate
+from signing.services import ca_generate, signing_profile_create
 
 
 def make_cert(

@@ -7,12 +7,12 @@ from django.urls import reverse
 
 from devices.services import station_create
 from portal.models import AuditEvent
-from signing.issuance import (
+from signing.models import IssuedCertificate, OnboardingRequest, SigningProfile
+from signing.services import (
     onboarding_request_submit,
     onboarding_requests_approve,
     onboarding_requests_sign,
 )
-from signing.models import IssuedCertificate, OnboardingRequest, SigningProfile
 from tests.signing.conftest import CA_PASSWORD, make_ec_csr
 
 QUEUE = "admin:signing_onboardingrequest_changelist"

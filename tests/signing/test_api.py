@@ -11,8 +11,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from devices.models import MqttDevice
-from signing.issuance import onboarding_requests_approve, onboarding_requests_sign
 from signing.models import IssuedCertificate, OnboardingRequest
+from signing.services import onboarding_requests_approve, onboarding_requests_sign
 from tests.signing.conftest import make_ec_csr
 
 URL = "/api/v1/onboarding-requests"
@@ -178,7 +178,7 @@ def test_openapi_documents_the_onboarding_endpoints(client) -> None:  # noqa: AN
 
 @pytest.mark.django_db
 def test_subject_has_optional_fields_from_profile(client, ca, station_token) -> None:  # noqa: ANN001
-    from signing.issuance import signing_profile_create
+    from signing.services import signing_profile_create
     from tests.signing.conftest import CA_PASSWORD
 
     signing_profile_create(name="full", ca=ca, ca_password=CA_PASSWORD, country="US",
@@ -223,7 +223,7 @@ def test_same_key_again_after_signing_gets_the_issued_request_not_a_second_certi
 
 @pytest.mark.django_db
 def test_same_key_after_revocation_is_a_new_request(client, profile, station_token) -> None:  # noqa: ANN001
-    from signing.issuance import certificates_revoke
+    from signing.services import certificates_revoke
 
     _, token = station_token
     pem = make_ec_csr()

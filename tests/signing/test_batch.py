@@ -11,13 +11,15 @@ from devices.models import MqttDevice
 from devices.services import station_create
 from portal.models import AuditEvent
 from signing.crypto import fingerprint_sha256, serial_with_colons
-from signing.issuance import (
-    onboarding_request_submit,
-    onboarding_requests_approve,
-    onboarding_requests_sign,
-)
 from signing.keystore import ca_certificate
 from signing.models import IssuedCertificate, OnboardingRequest
+from signing.services import (
+    onboarding_request_submit,
+    onboarding_requests_approve,
+    onboarding_requests_fail,
+    onboarding_requests_reject,
+    onboarding_requests_sign,
+)
 from tests.signing.conftest import make_ec_csr
 
 
@@ -151,10 +153,11 @@ def test_a_wrong_profile_password_fails_the_batch_with_a_sentence(profile, stati
 def test_bulk_approve_approves_only_pending_audits_each_and_enqueues_batches(
     profile, station_token, monkeypatch, django_capture_on_commit_callbacks  # noqa: ANN001
 ) -> None:
-    from signing import issuance, tasks
+    from signing import tasks
+    from signing.services import requests as request_services
 
     station, _ = station_token
-    monkeypatch.setattr(issuance, "BATCH_SIZE", 2)
+    monkeypatch.setattr(request_services, "BATCH_SIZE", 2)
     sent: list[list[int]] = []
     monkeypatch.setattr(tasks.sign_batch, "delay", sent.append)
     requests = _submit(station, ["d1", "d2", "d3", "d4", "d5"])
@@ -185,3 +188,28 @@ def test_approve_all_pending(profile, station_token) -> None:  # noqa: ANN001
     requests = _submit(station, ["d1", "d2"])
     assert onboarding_requests_approve(ids=None) == sorted(r.pk for r in requests)
     assert onboarding_requests_approve(ids=None) == []
+
+
+def test_transitions_table_names_the_sources_of_each_status() -> None:
+    Status = OnboardingRequest.Status
+    assert OnboardingRequest.statuses_before(Status.APPROVED) == [Status.PENDING]
+    assert OnboardingRequest.statuses_before(Status.REJECTED) == [Status.PENDING]
+    assert OnboardingRequest.statuses_before(Status.ISSUED) == [Status.APPROVED]
+    assert OnboardingRequest.statuses_before(Status.FAILED) == [Status.APPROVED]
+    assert OnboardingRequest.statuses_before(Status.PENDING) == []
+
+
+@pytest.mark.django_db
+def test_no_service_moves_a_request_against_the_transitions(profile, station_token) -> None:  # noqa: ANN001
+    station, _ = station_token
+    requests = _submit(station, ["d1", "d2", "d3"])
+    ids = [r.pk for r in requests]
+    OnboardingRequest.objects.filter(pk=ids[0]).update(status="issued")
+    OnboardingRequest.objects.filter(pk=ids[1]).update(status="rejected")
+    OnboardingRequest.objects.filter(pk=ids[2]).update(status="failed")
+    assert onboarding_requests_approve(ids=ids) == []
+    assert onboarding_requests_reject(ids=ids, reason="no") == []
+    assert onboarding_requests_fail(ids=ids, reason="gave up") == 0
+    assert onboarding_requests_sign(ids=ids).issued == 0
+    assert list(OnboardingRequest.objects.filter(pk__in=ids).order_by("pk")
+                .values_list("status", flat=True)) == ["issued", "rejected", "failed"]

@@ -53,6 +53,29 @@ def test_generate_ec_ca_has_ca_extensions() -> None:
     assert_key_protected(ca, PASSWORD)
 
 
+def test_generated_ca_subject_keeps_the_rfc4514_order_given() -> None:
+    ca = ca_generate(alias="ordered", dn="CN=Fleet CA,O=Acme,C=DE", password=PASSWORD)
+    cert = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+    assert cert.subject.rfc4514_string() == "CN=Fleet CA,O=Acme,C=DE"
+    assert ca.subject == "CN=Fleet CA,O=Acme,C=DE"
+    # ASN.1 order: the least specific RDN (C) is encoded first
+    assert [a.rfc4514_attribute_name for a in cert.subject] == ["C", "O", "CN"]
+
+
+@pytest.mark.parametrize(("dn", "sentence"), [
+    ("CN=X,DC=example", "'DC' is not a supported name attribute"),
+    ("CN=X,CN=Y", "'CN' appears twice"),
+    ("CN=X,C=de", "two-letter upper-case country code"),
+    ("CN=X+O=Y", "one attribute per part"),
+    ("CN=X,O=" + "o" * 65, "'O' is longer than 64 characters"),
+    ("CN=X,,O=Y", "RFC 4514"),
+])
+def test_generate_refuses_a_dn_with_a_sentence(dn: str, sentence: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        ca_generate(alias="bad-dn", dn=dn, password=PASSWORD)
+    assert sentence in field_error(exc, "dn")
+
+
 def test_create_ca_command_uses_ca_password_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CA_PASSWORD", PASSWORD)
     out = io.StringIO()
@@ -69,7 +92,7 @@ def test_create_ca_command_uses_ca_password_env(monkeypatch: pytest.MonkeyPatch)
         call_command("create_ca", "--alias", "cmd-ca", "--dn", "CN=Other,C=US")
     call_command("create_ca", "--alias", "cmd-ca", "--dn", "CN=Other,C=US", "--overwrite",
                  stdout=io.StringIO())
-    assert CertificateAuthority.objects.get(alias="cmd-ca").subject == "C=US,CN=Other"
+    assert CertificateAuthority.objects.get(alias="cmd-ca").subject == "CN=Other,C=US"
 
 
 def test_create_ca_without_password_fails_with_a_sentence(

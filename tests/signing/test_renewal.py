@@ -10,12 +10,12 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from portal.models import AuditEvent
-from signing.issuance import (
+from signing.models import IssuedCertificate, OnboardingRequest, SigningProfile
+from signing.services import (
     certificate_revoke,
     onboarding_requests_approve,
     onboarding_requests_sign,
 )
-from signing.models import IssuedCertificate, OnboardingRequest, SigningProfile
 from tests.signing.conftest import make_ec_csr
 
 URL = "/api/v1/onboarding-requests"

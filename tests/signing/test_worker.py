@@ -15,9 +15,8 @@ from django.utils import timezone
 
 from devices.models import MqttDevice, Station
 from signing.csr import csr_validate
-from signing.issuance import signing_profile_create
 from signing.models import IssuedCertificate, OnboardingRequest
-from signing.services import ca_generate
+from signing.services import ca_generate, signing_profile_create
 from tests.conftest import wait_for
 from tests.signing.conftest import make_ec_csr
 

@@ -8,13 +8,14 @@ import os
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from signing.issuance import signing_profile_create
+from portal.commands import PortalCommand
 from signing.models import CertificateAuthority, SigningProfile
+from signing.services import signing_profile_create
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Create a signing profile (CA password from the CA_PASSWORD environment variable)."
 
     def add_arguments(self, parser: CommandParser) -> None:

@@ -8,13 +8,14 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from signing.issuance import onboarding_requests_approve
+from portal.commands import PortalCommand
 from signing.models import OnboardingRequest
+from signing.services import onboarding_requests_approve
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Approve pending onboarding requests (signing runs on the Celery 'signing' queue)."
 
     def add_arguments(self, parser: CommandParser) -> None:

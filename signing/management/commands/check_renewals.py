@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from portal.commands import PortalCommand
+from signing.services import renewals_check
 
-from signing.issuance import renewals_check
 
-
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Mark certificates whose renewal point has passed; warn about CAs expiring soon."
 
     def handle(self, *args: Any, **opts: Any) -> None:

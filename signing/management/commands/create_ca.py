@@ -7,8 +7,9 @@ import sys
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from portal.commands import PortalCommand
 from signing.crypto import KeyType
 from signing.services import ca_generate
 
@@ -32,7 +33,7 @@ def validation_sentence(exc: ValidationError) -> str:
     return messages[0] if messages else "The input is not valid."
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Generate a CA (key + self-signed certificate) into the key store."
 
     def add_arguments(self, parser: CommandParser) -> None:

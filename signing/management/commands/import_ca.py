@@ -10,8 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from portal.commands import PortalCommand
 from signing.services import ca_import_pem, ca_import_pkcs12
 
 from .create_ca import ca_password_from_env_or_prompt, validation_sentence
@@ -24,7 +25,7 @@ def _read(path: str) -> bytes:
         raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = ("Import a CA into the key store from PEM files or a PKCS#12 file. Entry password: "
             "CA_PASSWORD; password of the file's key: CA_IMPORT_PASSWORD.")
 

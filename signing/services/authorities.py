@@ -1,10 +1,19 @@
-"""Services of the signing app. Key store: generate a CA."""
+"""Certificate authorities in the key store: generate one, or import one (PEM or PKCS#12).
+
+Every refusal is a ValidationError keyed by the form field it belongs to, so the admin's
+add form shows it next to that field and a command prints its sentence.
+"""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_private_key,
+    pkcs12,
+)
 from cryptography.x509.oid import NameOID
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
@@ -12,16 +21,17 @@ from django.db import transaction
 
 from portal.services import audit_record
 
-from .crypto import (
+from ..crypto import (
     KeyType,
     fingerprint_sha256,
     generate_private_key,
+    key_type_of,
     parse_dn,
     serial_with_colons,
     signature_hash_for,
 )
-from .keystore import encrypt_private_key
-from .models import CertificateAuthority
+from ..keystore import encrypt_private_key
+from ..models import CertificateAuthority
 
 MIN_CA_PASSWORD_LENGTH = 8
 
@@ -121,9 +131,7 @@ def ca_generate(
     )
 
 
-# --- Key store: import (issue 3) ------------------------------------------------------------
-# Imported CAs go through the same row writer as generated ones; every refusal is a
-# ValidationError whose message is a sentence a form can show next to the right field.
+# Imported CAs go through the same row writer as generated ones.
 
 
 def _check_ca_certificate(cert: x509.Certificate, *, field: str) -> None:
@@ -163,10 +171,6 @@ def _import_key_pair(
     *, alias: str, cert: x509.Certificate, key: object, password: str, overwrite: bool,
     actor: AbstractBaseUser | AnonymousUser | None, cert_field: str, key_field: str,
 ) -> CertificateAuthority:
-    from cryptography.hazmat.primitives.serialization import PublicFormat
-
-    from .crypto import key_type_of
-
     _check_password(password)
     try:
         key_type = key_type_of(cert.public_key())
@@ -207,8 +211,6 @@ def ca_import_pem(
     ``key_password`` opens the key as given (empty when it is not encrypted); the key is then
     re-encrypted with ``password``, the entry's own password, like a generated CA's key.
     """
-    from cryptography.hazmat.primitives.serialization import load_pem_private_key
-
     cert_bytes = certificate_pem.encode() if isinstance(certificate_pem, str) else certificate_pem
     key_bytes = private_key_pem.encode() if isinstance(private_key_pem, str) else private_key_pem
     try:
@@ -259,8 +261,6 @@ def ca_import_pkcs12(
     actor: AbstractBaseUser | AnonymousUser | None = None,
 ) -> CertificateAuthority:
     """Import a CA from a PKCS#12 file (key + certificate); the key is re-encrypted."""
-    from cryptography.hazmat.primitives.serialization import pkcs12
-
     try:
         key, cert, _chain = pkcs12.load_key_and_certificates(
             pkcs12_data, pkcs12_password.encode("utf-8") or None

@@ -1,26 +1,23 @@
-"""Admin of the signing app."""
+"""Admin of the key store: list CAs, add one (generate or import), read-only details, the
+certificate's download. No delete and never the private key."""
 from __future__ import annotations
 
-# ============================================================================================
-# BEGIN key store admin (issue 3). Other signing admins are appended below this block.
-# ============================================================================================
 from datetime import timedelta
 from typing import Any
 
 from django import forms
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.core.exceptions import PermissionDenied, ValidationError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
-from .crypto import KEY_TYPE_CHOICES, KeyType
-from .models import CertificateAuthority
-from .services import ca_generate, ca_import_pem, ca_import_pkcs12
-
-CA_EXPIRY_WARNING_DAYS = 90
+from ..crypto import KEY_TYPE_CHOICES, KeyType
+from ..keystore import ca_certificate
+from ..models import CertificateAuthority
+from ..services import CA_EXPIRY_WARNING_DAYS, ca_generate, ca_import_pem, ca_import_pkcs12
 
 
 class WriteOnlyTextarea(forms.Textarea):
@@ -205,8 +202,6 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
 
     @admin.display(description="issuer")
     def issuer_display(self, obj: CertificateAuthority) -> str:
-        from .keystore import ca_certificate
-
         issuer = ca_certificate(obj).issuer.rfc4514_string()
         return f"{issuer} (self-signed)" if issuer == obj.subject else issuer
 
@@ -229,20 +224,7 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
         """The CA certificate as PEM; the private key is never offered."""
         ca = get_object_or_404(CertificateAuthority, pk=pk)
         if not self.has_view_permission(request, ca):
-            from django.core.exceptions import PermissionDenied
-
             raise PermissionDenied
         response = HttpResponse(ca.certificate_pem, content_type="application/x-pem-file")
         response["Content-Disposition"] = f'attachment; filename="{ca.alias}.pem"'
         return response
-
-
-# ============================================================================================
-# END key store admin (issue 3).
-# ============================================================================================
-
-
-# --- signing service (issue 4): profiles, approval queue, issued certificates ---
-from . import admin_issuance  # noqa: E402, F401  (registers its ModelAdmins)
-
-# --- end signing service ---

@@ -1,0 +1,64 @@
+"""The signing app's refusals: one named domain error per stable code.
+
+Each is a subclass of the kind in :mod:`portal.errors` that gives its HTTP status (the API's
+DomainError handler answers ``{"code", "detail"}``), so the codes below are what stations see.
+"""
+from __future__ import annotations
+
+from portal.errors import Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
+
+
+class CsrError(InvalidInput, ValueError):
+    """A CSR the portal will not sign; ``code`` is stable, the message is a sentence (422)."""
+
+    def __init__(self, code: str, detail: str) -> None:
+        super().__init__(detail, code=code)
+
+
+class CsrTooLarge(CsrError, TooLarge):
+    """A CSR larger than the portal reads (413)."""
+
+
+class WrongCaPassword(InvalidInput, ValueError):
+    """The password does not unlock the CA's private key."""
+
+    code = "wrong_ca_password"
+
+    def __init__(self, alias: str) -> None:
+        super().__init__(f"The password for CA '{alias}' is wrong.")
+
+
+class InvalidDeviceName(InvalidInput):
+    code = "invalid_device_name"
+
+
+class CommentTooLong(InvalidInput):
+    code = "comment_too_long"
+
+
+class NoSigningProfile(InvalidInput):
+    code = "no_signing_profile"
+
+
+class CommonNameTooLong(InvalidInput):
+    code = "common_name_too_long"
+
+
+class RenewalWithoutCertificate(InvalidInput):
+    code = "renewal_without_certificate"
+
+
+class CertificateExpired(InvalidInput):
+    code = "certificate_expired"
+
+
+class CertificateRevoked(Forbidden):
+    code = "certificate_revoked"
+
+
+class RateLimitedSubmissions(RateLimited):
+    code = "rate_limited"
+
+
+class RequestNotFound(NotFound):
+    code = "not_found"

@@ -1,0 +1,73 @@
+"""Services of the signing app, by concern; this package re-exports what the doors use.
+
+- :mod:`.authorities`: certificate authorities in the key store (generate, import).
+- :mod:`.profiles`: signing profiles and the Common Name template.
+- :mod:`.requests`: onboarding requests (submit, approve, reject, sweep, fetch).
+- :mod:`.issuance`: the batch signing path.
+- :mod:`.certificates`: revocation, the renewal check, CA-expiry warnings.
+"""
+from __future__ import annotations
+
+from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12
+from .certificates import (
+    CA_EXPIRY_WARNING_DAYS,
+    RenewalCheck,
+    ca_expiry_warnings,
+    certificate_revoke,
+    certificates_revoke,
+    renewals_check,
+)
+from .issuance import BatchResult, BuiltCertificate, certificate_build, onboarding_requests_sign
+from .profiles import (
+    CN_PLACEHOLDERS,
+    cn_render,
+    cn_template_validate,
+    csr_check,
+    signing_profile_create,
+    signing_profile_for_device,
+    signing_profile_save,
+    signing_profile_validate,
+)
+from .requests import (
+    BATCH_SIZE,
+    onboarding_request_fetched,
+    onboarding_request_for_station,
+    onboarding_request_submit,
+    onboarding_requests_approve,
+    onboarding_requests_fail,
+    onboarding_requests_reject,
+    onboarding_requests_sweep,
+)
+
+__all__ = [
+    "BATCH_SIZE",
+    "CA_EXPIRY_WARNING_DAYS",
+    "CN_PLACEHOLDERS",
+    "MIN_CA_PASSWORD_LENGTH",
+    "BatchResult",
+    "BuiltCertificate",
+    "RenewalCheck",
+    "ca_expiry_warnings",
+    "ca_generate",
+    "ca_import_pem",
+    "ca_import_pkcs12",
+    "certificate_build",
+    "certificate_revoke",
+    "certificates_revoke",
+    "cn_render",
+    "cn_template_validate",
+    "csr_check",
+    "onboarding_request_fetched",
+    "onboarding_request_for_station",
+    "onboarding_request_submit",
+    "onboarding_requests_approve",
+    "onboarding_requests_fail",
+    "onboarding_requests_reject",
+    "onboarding_requests_sign",
+    "onboarding_requests_sweep",
+    "renewals_check",
+    "signing_profile_create",
+    "signing_profile_for_device",
+    "signing_profile_save",
+    "signing_profile_validate",
+]

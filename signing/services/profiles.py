@@ -1,0 +1,157 @@
+"""Signing profiles: which CA signs, what the subject holds, how long, how renewed; and the
+Common Name template (its syntax, validation and rendering)."""
+from __future__ import annotations
+
+import string
+from typing import Any
+
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from devices.models import MqttDevice
+from portal.services import Actor, audit_record
+
+from ..crypto import KeyType
+from ..csr import ValidCsr, csr_validate
+from ..errors import WrongCaPassword
+from ..keystore import get_key_store
+from ..models import CertificateAuthority, SigningProfile
+
+CN_PLACEHOLDERS = ("station", "device", "serial")
+_CN_LITERAL_OK = set(string.ascii_letters + string.digits + "_-:")
+
+
+def cn_template_validate(template: str) -> None:
+    """The CN template syntax, documented here: literal text plus placeholders.
+
+    Placeholders are ``{station}``, ``{device}`` and ``{serial}`` (the certificate serial in
+    hex); no format specs or conversions. Literal text may use letters, digits, ``_``, ``-``
+    and ``:`` (what AWS IoT allows in a Thing name, which JITP takes from the CN). The result
+    must be unique per device, so the template must contain ``{device}`` and either
+    ``{station}`` or ``{serial}``.
+    """
+    if not template or len(template) > 128:
+        raise ValidationError({"cn_template": "The CN template must be 1-128 characters."})
+    try:
+        parts = list(string.Formatter().parse(template))
+    except ValueError:
+        raise ValidationError(
+            {"cn_template": "The CN template has an unbalanced '{' or '}'."}
+        ) from None
+    used: set[str] = set()
+    for literal, field, spec, conversion in parts:
+        bad = sorted({c for c in literal if c not in _CN_LITERAL_OK})
+        if bad:
+            raise ValidationError({"cn_template": (
+                "The CN template may only contain letters, digits, '_', '-', ':' and the "
+                f"placeholders {{station}}, {{device}}, {{serial}}; found {''.join(bad)!r}."
+            )})
+        if field is None:
+            continue
+        if field not in CN_PLACEHOLDERS or spec or conversion:
+            raise ValidationError({"cn_template": (
+                f"'{{{field}}}' is not a placeholder; use {{station}}, {{device}} or {{serial}}."
+            )})
+        used.add(field)
+    if "device" not in used or not used & {"station", "serial"}:
+        raise ValidationError({"cn_template": (
+            "The CN template must contain {device} and {station} or {serial}, so that every "
+            "device gets a unique Common Name."
+        )})
+
+
+def cn_render(template: str, *, station: str, device: str, serial: str) -> str:
+    return template.format(station=station, device=device, serial=serial)
+
+
+def signing_profile_validate(*, profile: SigningProfile, ca_password: str | None) -> None:
+    """Every rule a profile must meet; ``ca_password`` None keeps the stored one."""
+    errors: dict[str, str] = {}
+    try:
+        cn_template_validate(profile.cn_template)
+    except ValidationError as exc:
+        errors.update({k: v[0] for k, v in exc.message_dict.items()})
+    country = profile.country or ""
+    if not (len(country) == 2 and country.isascii() and country.isalpha() and country.isupper()):
+        errors["country"] = "Country must be a two-letter upper-case code such as DE or US."
+    types = profile.accepted_key_types
+    if (not isinstance(types, list) or not types
+            or not all(isinstance(t, str) and t in set(KeyType) for t in types)):
+        errors["accepted_key_types"] = (
+            "Accepted key types must be a non-empty subset of " + ", ".join(KeyType) + "."
+        )
+    if not 1 <= (profile.validity_days or 0) <= 3650:
+        errors["validity_days"] = "Validity must be between 1 and 3650 days."
+    if not 10 <= (profile.renew_at_percent or 0) <= 95:
+        errors["renew_at_percent"] = "The renewal point must be between 10 % and 95 %."
+    if not 0 <= (profile.renewal_jitter_percent or 0) <= 20:
+        errors["renewal_jitter_percent"] = "The renewal jitter must be between 0 % and 20 %."
+    if profile.ca_id is None:
+        errors["ca"] = "Choose the CA that signs this profile's certificates."
+    else:
+        password = ca_password if ca_password is not None else profile.ca_password
+        if not password:
+            errors["ca_password"] = "Enter the CA's password."
+        else:
+            try:
+                get_key_store().load_private_key(profile.ca, password)
+            except WrongCaPassword:
+                errors["ca_password"] = (
+                    f"The password does not unlock the private key of CA '{profile.ca.alias}'."
+                )
+            if profile.ca.is_expired:
+                errors["ca"] = f"CA '{profile.ca.alias}' has expired."
+    if errors:
+        raise ValidationError(errors)
+
+
+@transaction.atomic
+def signing_profile_save(
+    *, profile: SigningProfile, ca_password: str | None = None, actor: Actor = None
+) -> SigningProfile:
+    """Create or update a profile (validated, CA password checked against the CA)."""
+    signing_profile_validate(profile=profile, ca_password=ca_password)
+    if ca_password is not None:
+        profile.ca_password = ca_password
+    creating = profile.pk is None
+    profile.full_clean()
+    profile.save()
+    if profile.is_default:
+        SigningProfile.objects.exclude(pk=profile.pk).filter(is_default=True).update(
+            is_default=False
+        )
+    audit_record(action="signing_profile_create" if creating else "signing_profile_change",
+                 obj=profile, actor=actor,
+                 detail={"ca": profile.ca.alias, "cn_template": profile.cn_template})
+    return profile
+
+
+def signing_profile_create(
+    *, name: str, ca: CertificateAuthority, ca_password: str, country: str,
+    cn_template: str = "{station}-{device}", validity_days: int = 365,
+    accepted_key_types: list[str] | None = None, is_default: bool = False,
+    actor: Actor = None, **optional: Any,
+) -> SigningProfile:
+    """Create a profile; ``optional`` takes the other model fields (organization, …)."""
+    profile = SigningProfile(
+        name=name, ca=ca, country=country, cn_template=cn_template,
+        validity_days=validity_days, is_default=is_default,
+        accepted_key_types=accepted_key_types or ["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"],
+        **optional,
+    )
+    return signing_profile_save(profile=profile, ca_password=ca_password, actor=actor)
+
+
+def signing_profile_for_device(device: MqttDevice) -> SigningProfile | None:
+    if device.signing_profile_id is not None:
+        return device.signing_profile
+    return SigningProfile.objects.select_related("ca").filter(is_default=True).first() or (
+        SigningProfile.objects.select_related("ca").first()
+        if SigningProfile.objects.count() == 1 else None
+    )
+
+
+def csr_check(data: str | bytes, *, profile: SigningProfile | None = None) -> ValidCsr:
+    """Validate a CSR against a profile's accepted key types (for doors other than the API)."""
+    return csr_validate(data, accepted_key_types=list(profile.accepted_key_types)
+                        if profile else None)
