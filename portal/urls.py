@@ -1,7 +1,7 @@
 """URL routes: the admin, the versioned API and health."""
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
-from django.urls import path
+from django.urls import path, re_path
 
 from .api import api
 
@@ -14,8 +14,16 @@ def healthz(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+def api_not_found(request: HttpRequest, rest: str) -> JsonResponse:
+    """Any path under /api/v1/ that no endpoint serves: the API's error shape, not HTML."""
+    return JsonResponse(
+        {"code": "not_found", "detail": "There is no API endpoint at this path."}, status=404
+    )
+
+
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/v1/", api.urls),
+    re_path(r"^api/v1/(?P<rest>.*)$", api_not_found),
     path("healthz", healthz),
 ]

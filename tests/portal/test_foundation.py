@@ -56,8 +56,6 @@ def test_api_bad_token_uses_error_shape(client, headers: dict[str, str]) -> None
                                "detail": "A valid bearer token is required."}
 
 
-@pytest.mark.xfail(strict=True, reason="an unknown /api/v1/ route is Django's HTML 404 today, "
-                   "not the API's error shape")
 def test_api_unknown_route_uses_error_shape(client) -> None:  # noqa: ANN001
     response = client.get("/api/v1/no-such-route")
     assert response.status_code == 404
