@@ -35,7 +35,7 @@ from devices.agent.agent import Agent
 from devices.agent.config import AgentOptions
 from devices.models import MqttDevice
 from provisioning.models import AccessKey, FleetInstallStation, JitpSettings, Job
-from provisioning.services import aws_service_update
+from provisioning.aws.services import aws_service_update
 from signing.models import CertificateAuthority, OnboardingRequest
 from tests.conftest import ROOT, wait_for
 from tests.devices.factories import make_station

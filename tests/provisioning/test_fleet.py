@@ -10,14 +10,15 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from devices.models import MqttDevice
-from devices.station_services import station_report_state
 from provisioning.fleet import (
+    FleetInstallFinished,
     fleet_advance,
     fleet_config_delivered,
     fleet_install_cancel,
     fleet_install_create,
     fleet_install_run,
     fleet_install_station_cancel,
+    station_report_state,
 )
 from provisioning.models import FleetInstallStation, Job
 from signing.models import OnboardingRequest
@@ -197,7 +198,7 @@ def test_cancel_one_station_removes_a_device_not_yet_onboarded() -> None:
     assert rows(install)["st-a"].status == S.CANCELLED
     assert not MqttDevice.objects.filter(station__name="st-a").exists()
     assert MqttDevice.objects.filter(station__name="st-b").exists()
-    with pytest.raises(ValidationError):
+    with pytest.raises(FleetInstallFinished):
         fleet_install_station_cancel(row=rows(install)["st-a"])
     fleet_install_cancel(install=install)
     install.job.refresh_from_db()

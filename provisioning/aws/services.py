@@ -1,4 +1,4 @@
-"""Services of the provisioning app: the AWS service settings, access keys and the call log.
+"""Services of the AWS concern: the AWS service settings, access keys and the call log.
 
 Every write goes through here, whichever door (admin, command, task, API) it comes in by.
 Secrets are taken as arguments and stored encrypted; they never reach a log line, an audit
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from portal.services import Actor, acting_user, audit_record
 
-from .aws import AwsError, aws_client, aws_service_get
+from .client import AwsError, aws_client, aws_service_get
 from .models import AccessKey, AwsApiCall, AwsService
 
 logger = logging.getLogger(__name__)
