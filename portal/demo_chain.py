@@ -142,7 +142,6 @@ def demo_prepare_aws(*, standin: StandIn, secrets_: dict[str, str]) -> None:
         access_key_delete,
         aws_service_update,
     )
-
     from provisioning.jitp import jitp_settings_get, jitp_settings_update
     from provisioning.models import AccessKey, JitpSettings
 

@@ -295,3 +295,24 @@ def test_a_report_that_changes_nothing_writes_nothing_for_the_install() -> None:
     report(station, "connected", connected=True, thing_name="st-a-aws")
     install.job.refresh_from_db()
     assert install.job.status == Job.Status.SUCCEEDED
+
+
+def test_the_update_enforces_the_transition_table() -> None:
+    """A move is made by ``UPDATE … WHERE status IN <sources>``: a row that the database
+    already holds in a state the table cannot leave (here connected) is not moved, even when
+    the caller's copy is out of date."""
+    from provisioning.fleet.transitions import _transition
+
+    assert FleetInstallStation.sources_of(S.QUEUED) == {S.FAILED}
+    assert S.CONNECTED not in FleetInstallStation.sources_of(S.FAILED)
+    make_station("st-a", online=True)
+    install = create(["st-a"])
+    fleet_install_run(install_id=install.pk)
+    stale = rows(install)["st-a"]
+    FleetInstallStation.objects.filter(pk=stale.pk).update(status=S.CONNECTED)
+    assert _transition(stale, S.FAILED, error="late timeout") is False
+    stale.refresh_from_db()
+    assert stale.status == S.CONNECTED
+    assert stale.last_error == ""
+    install.job.refresh_from_db()
+    assert install.job.progress_failed == 0
