@@ -16,8 +16,8 @@ from devices.station_services import station_state_record
 
 from ..jobs.models import Job
 from .models import FleetInstall
-from .services import _finish_if_complete, fleet_install_dispatch
-from .transitions import _RANK, Row, S, _locked, _request_move, _sync_from_request, _transition
+from .services import fleet_install_dispatch, install_finish_if_complete
+from .transitions import RANK, Row, S, move_from_request, row_follow_request, row_lock, row_move
 
 _FROM_AGENT = {
     "installed": S.DELIVERED,
@@ -39,7 +39,7 @@ def _report_move(row: Row, entry: dict[str, Any] | None) -> str | None:
         return "error" if error != row.last_error else None
     target = _FROM_AGENT.get(agent_status)
     if target is not None and (
-        _RANK[target] > _RANK.get(row.status, 9)
+        RANK[target] > RANK.get(row.status, 9)
         or (agent_status == "certificate_issued" and row.status == S.AWAITING_APPROVAL)
     ):
         return target
@@ -62,9 +62,9 @@ def fleet_config_delivered(*, station: Station, device_names: Iterable[str]) -> 
     moved = 0
     for row_id in ids:
         with transaction.atomic():
-            row = _locked(row_id, lock_job=False)  # queued -> delivered: no counter changes
+            row = row_lock(row_id, lock_job=False)  # queued -> delivered: no counter changes
             if row.status == S.QUEUED and row.dispatched_at is not None:
-                moved += _transition(row, S.DELIVERED,
+                moved += row_move(row, S.DELIVERED,
                                      note="The agent fetched the configuration.")
     return moved
 
@@ -91,20 +91,20 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                                                 "install__device_name"))
     for peek in rows:
         entry = devices.get(peek.install.device_name)
-        report_target, request_move = _report_move(peek, entry), _request_move(peek)
+        report_target, request_move = _report_move(peek, entry), move_from_request(peek)
         if report_target is None and request_move is None:
             continue
         finishing = report_target in Row.TERMINAL or (
             request_move is not None and request_move[0] in Row.TERMINAL)
         with transaction.atomic():
             # The job is locked (first) only when the row may finish: its counters change.
-            row = _locked(peek.pk, lock_job=finishing)
+            row = row_lock(peek.pk, lock_job=finishing)
             if row.status in Row.TERMINAL:
                 continue
             before = row.status
             target = _report_move(row, entry)
             if not finishing and (target in Row.TERMINAL or (
-                    (late := _request_move(row)) is not None and late[0] in Row.TERMINAL)):
+                    (late := move_from_request(row)) is not None and late[0] in Row.TERMINAL)):
                 continue  # it became final meanwhile: the next report (or sweep) locks the job
             if target == "error":
                 assert entry is not None
@@ -115,8 +115,8 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                 note = "Connected to the broker." if target == S.CONNECTED else None
                 if entry is not None and entry.get("status") == "certificate_issued":
                     note = "Certificate issued; connecting."
-                _transition(row, target, note=note, error="" if target == S.CONNECTED else None)
-            _sync_from_request(row)
+                row_move(row, target, note=note, error="" if target == S.CONNECTED else None)
+            row_follow_request(row)
             if (before in Row.IN_FLIGHT and row.status not in Row.IN_FLIGHT) \
                     or row.status in Row.TERMINAL:
                 moved.add(row.install_id)
@@ -124,7 +124,7 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
     # of the install; a row that finished may have been its last one.
     for install in FleetInstall.objects.filter(pk__in=moved).select_related("job"):
         fleet_install_dispatch(install=install)
-        _finish_if_complete(install)
+        install_finish_if_complete(install)
 
 
 def station_report_state(*, station: Station, report: dict[str, Any]) -> list[str]:

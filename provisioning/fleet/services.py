@@ -35,7 +35,7 @@ from ..jobs.models import Job
 from ..jobs.services import job_create, job_finish, job_log, job_progress, job_start
 from .models import FleetInstall
 from .plan import fleet_install_plan, plan_summary
-from .transitions import Row, S, _lock_job, _locked, _sync_from_request, _transition
+from .transitions import Row, S, job_lock, row_follow_request, row_lock, row_move
 
 MIN_CERT_PASSWORD_LENGTH = 8
 
@@ -210,7 +210,7 @@ def fleet_install_run(*, install_id: int) -> int:
             f"Started: device '{install.device_name}' to {install.endpoint}:{install.port}, "
             f"at most {install.concurrency} station(s) in flight, timeout {install.timeout}."))
     placed = fleet_install_dispatch(install=install)
-    _finish_if_complete(install)
+    install_finish_if_complete(install)
     return placed
 
 
@@ -231,7 +231,7 @@ def _place_row(row: Row, install: FleetInstall) -> None:
     placed = ["device", "created_device", "attempts", "dispatched_at"]
     if device.status == MqttDevice.Status.CONNECTED:
         row.save(update_fields=placed)
-        _transition(row, S.CONNECTED, note="Already connected; skipped (no second certificate).")
+        row_move(row, S.CONNECTED, note="Already connected; skipped (no second certificate).")
         return
     if not created:
         device.endpoint, device.port = install.endpoint, install.port
@@ -253,7 +253,7 @@ def _place_row(row: Row, install: FleetInstall) -> None:
 @transaction.atomic
 def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = None) -> int:
     """Place queued rows of online stations, up to the concurrency cap; returns how many."""
-    _lock_job(install.job_id)
+    job_lock(install.job_id)
     job = Job.objects.get(pk=install.job_id)
     if job.status != Job.Status.RUNNING:
         return 0
@@ -268,7 +268,7 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
         candidates = candidates.filter(station=station)
     placed = 0
     for row_id in candidates.order_by("station__name").values_list("pk", flat=True)[:slots]:
-        row = _locked(row_id, lock_job=False)  # this transaction holds the job lock
+        row = row_lock(row_id, lock_job=False)  # this transaction holds the job lock
         if row.status != S.QUEUED or row.dispatched_at is not None:
             continue
         _place_row(row, install)
@@ -288,20 +288,20 @@ def _cancel_row(row: Row, actor: Actor) -> None:
     elif device is not None:
         note = ("Cancelled; the device was kept (it existed before this install or already "
                 "holds a certificate).")
-    _transition(row, S.CANCELLED, by=by, note=note)
+    row_move(row, S.CANCELLED, by=by, note=note)
 
 
 @transaction.atomic
 def fleet_install_station_cancel(*, row: Row, actor: Actor = None) -> Row:
     """Cancel one station of a running install."""
-    row = _locked(row.pk)
+    row = row_lock(row.pk)
     if row.status in Row.TERMINAL:
         raise FleetInstallFinished(
             f"Station {row.station.name} is already {row.get_status_display()} in this install.")
     _cancel_row(row, actor)
     audit_record(action="fleet_install_station_cancel", obj=row.install, actor=actor,
                  detail={"station": row.station.name})
-    _finish_if_complete(row.install)
+    install_finish_if_complete(row.install)
     return row
 
 
@@ -312,7 +312,7 @@ def fleet_install_cancel(*, install: FleetInstall, actor: Actor = None) -> Fleet
     if job.is_finished:
         raise FleetInstallFinished(f"{job} is already {job.get_status_display().lower()}.")
     for row_id in install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True):
-        _cancel_row(_locked(row_id), actor)
+        _cancel_row(row_lock(row_id), actor)
     counts = _counts(install)
     job_finish(job=job, status=Job.Status.CANCELLED,
                result=f"Cancelled by {_actor_label(actor)}; {counts[S.CONNECTED]} of "
@@ -331,7 +331,7 @@ def _counts(install: FleetInstall) -> dict[str, int]:
     return counts
 
 
-def _finish_if_complete(install: FleetInstall) -> None:
+def install_finish_if_complete(install: FleetInstall) -> None:
     install.job.refresh_from_db()
     if install.job.is_finished or install.job.status != Job.Status.RUNNING:
         return
@@ -364,11 +364,11 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                     .select_related("job"))
     for install in installs:
         with transaction.atomic():
-            _lock_job(install.job_id)
+            job_lock(install.job_id)
             timed_out = now >= install.deadline
             ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
             for row_id in list(ids):
-                row = _locked(row_id, lock_job=False)  # job locked above
+                row = row_lock(row_id, lock_job=False)  # job locked above
                 if row.status in Row.TERMINAL:
                     continue
                 if timed_out:
@@ -376,12 +376,12 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                              if row.dispatched_at is None else
                              f"Not connected before the job timeout (was "
                              f"{row.get_status_display().lower()}).")
-                    _transition(row, S.FAILED, error=error)
+                    row_move(row, S.FAILED, error=error)
                 else:
-                    _sync_from_request(row)
+                    row_follow_request(row)
         if not timed_out:
             fleet_install_dispatch(install=install)
-        _finish_if_complete(install)
+        install_finish_if_complete(install)
     return len(installs)
 
 

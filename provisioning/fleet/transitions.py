@@ -16,11 +16,11 @@ from .models import FleetInstallStation
 Row = FleetInstallStation
 S = FleetInstallStation.Status
 # Forward order of the progress states; reports never move a row backwards.
-_RANK: dict[str, int] = {S.QUEUED: 0, S.DELIVERED: 1, S.ONBOARDING: 2, S.AWAITING_APPROVAL: 3,
+RANK: dict[str, int] = {S.QUEUED: 0, S.DELIVERED: 1, S.ONBOARDING: 2, S.AWAITING_APPROVAL: 3,
                          S.CONNECTED: 4}
 
 
-def _transition(row: Row, status: str, *, by: str = "system", note: str | None = None,
+def row_move(row: Row, status: str, *, by: str = "system", note: str | None = None,
                 error: str | None = None) -> bool:
     """Move one (locked) row along FleetInstallStation.TRANSITIONS; keeps the job's
     done/failed counters in step. False when the table does not allow the move."""
@@ -64,7 +64,7 @@ def _transition(row: Row, status: str, *, by: str = "system", note: str | None =
     return True
 
 
-def _lock_job(job_id: int) -> None:
+def job_lock(job_id: int) -> None:
     """Lock a job row against other fleet moves.
 
     FOR NO KEY UPDATE (on PostgreSQL): it still serialises the moves that change the job's
@@ -75,7 +75,7 @@ def _lock_job(job_id: int) -> None:
                                                                                    flat=True))
 
 
-def _locked(row_id: int, *, lock_job: bool = True) -> Row:
+def row_lock(row_id: int, *, lock_job: bool = True) -> Row:
     """Lock a row for a move. Lock order everywhere: job, then rows, then devices; so the
     row's job is locked first when its counters change with the row.
 
@@ -86,13 +86,13 @@ def _locked(row_id: int, *, lock_job: bool = True) -> Row:
     """
     job_id = Row.objects.filter(pk=row_id).values_list("install__job_id", flat=True).get()
     if lock_job:
-        _lock_job(job_id)
+        job_lock(job_id)
     return (Row.objects.select_for_update(of=("self",))
             .select_related("install__job", "station", "device")
             .get(pk=row_id))
 
 
-def _request_move(row: Row) -> tuple[str, dict[str, str]] | None:
+def move_from_request(row: Row) -> tuple[str, dict[str, str]] | None:
     """The move the device's onboarding request (made since placement) calls for, if any."""
     if row.device_id is None or row.dispatched_at is None or row.status in Row.TERMINAL:
         return None
@@ -103,7 +103,7 @@ def _request_move(row: Row) -> tuple[str, dict[str, str]] | None:
         return None
     status = request.status
     if status in (OnboardingRequest.Status.PENDING, OnboardingRequest.Status.APPROVED):
-        if _RANK.get(row.status, 9) < _RANK[S.AWAITING_APPROVAL]:
+        if RANK.get(row.status, 9) < RANK[S.AWAITING_APPROVAL]:
             return S.AWAITING_APPROVAL, {"note": f"Onboarding request #{request.pk}."}
     elif status == OnboardingRequest.Status.REJECTED:
         return S.FAILED, {"error": f"Onboarding request #{request.pk} was rejected"
@@ -114,7 +114,7 @@ def _request_move(row: Row) -> tuple[str, dict[str, str]] | None:
     return None
 
 
-def _sync_from_request(row: Row) -> bool:
+def row_follow_request(row: Row) -> bool:
     """Follow the device's onboarding request made since the device was placed."""
-    move = _request_move(row)
-    return move is not None and _transition(row, move[0], **move[1])
+    move = move_from_request(row)
+    return move is not None and row_move(row, move[0], **move[1])

@@ -301,7 +301,7 @@ def test_the_update_enforces_the_transition_table() -> None:
     """A move is made by ``UPDATE … WHERE status IN <sources>``: a row that the database
     already holds in a state the table cannot leave (here connected) is not moved, even when
     the caller's copy is out of date."""
-    from provisioning.fleet.transitions import _transition
+    from provisioning.fleet.transitions import row_move
 
     assert FleetInstallStation.sources_of(S.QUEUED) == {S.FAILED}
     assert S.CONNECTED not in FleetInstallStation.sources_of(S.FAILED)
@@ -310,7 +310,7 @@ def test_the_update_enforces_the_transition_table() -> None:
     fleet_install_run(install_id=install.pk)
     stale = rows(install)["st-a"]
     FleetInstallStation.objects.filter(pk=stale.pk).update(status=S.CONNECTED)
-    assert _transition(stale, S.FAILED, error="late timeout") is False
+    assert row_move(stale, S.FAILED, error="late timeout") is False
     stale.refresh_from_db()
     assert stale.status == S.CONNECTED
     assert stale.last_error == ""
