@@ -334,10 +334,11 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         time.sleep(3)  # the worker process has no "ready" line at WARNING; give it a moment
 
         # ---- Setup (not timed): JITP through the worker, a signing profile, the stations.
+        from provisioning.aws.services import aws_service_update
         from provisioning.fleet import fleet_install_create, fleet_install_start
         from provisioning.jitp import jitp_settings_update, jitp_setup_start
         from provisioning.models import AccessKey, FleetInstallStation, Job
-        from provisioning.services import aws_service_update
+        from provisioning.aws import aws_service_update
         from signing.models import CertificateAuthority, OnboardingRequest, SigningProfile
         from signing.services import onboarding_requests_approve, signing_profile_save
 

@@ -1,24 +1,26 @@
-"""Admin of stations and MQTT devices: health, tokens shown once, CSV import, fleet install."""
+"""Admin of stations and MQTT devices: health, tokens shown once, CSV import.
+
+The fleet-install action on stations is added by provisioning (provisioning/fleet/admin.py
+re-registers Station with a subclass of StationAdmin).
+"""
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
-from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied, ValidationError
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
 from django.db import transaction
 from django.db.models import Prefetch, QuerySet
-from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
-from django.urls import path, reverse
+from django.urls import path
 from django.utils.html import format_html, format_html_join
-from django.utils.translation import ngettext
 
-from .forms import FleetInstallForm, StationCsvImportForm, StationForm
+from .forms import StationCsvImportForm, StationForm
 from .models import MqttDevice, Station
+from .selectors import HEALTH_CHOICES, station_health, stations_with_health
 from .services import station_create, station_rotate_token
-from .station_selectors import HEALTH_CHOICES, station_health, stations_with_health
 from .station_services import CsvImportError, station_update, stations_import_csv
 
 _HEALTH_LABEL = dict(HEALTH_CHOICES)
@@ -74,7 +76,6 @@ class StationAdmin(admin.ModelAdmin):
     search_fields = ["name", "description", "site"]
     show_full_result_count = False
     list_per_page = 100
-    actions = ["install_mqtt_device"]
     inlines = [MqttDeviceInline]
     change_list_template = "admin/devices/station/change_list.html"
     change_form_template = "admin/devices/station/change_form.html"
@@ -151,8 +152,6 @@ class StationAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("import-csv/", wrap(self.import_csv_view), name="devices_station_import_csv"),
-            path("fleet-install/", wrap(self.fleet_install_view),
-                 name="devices_station_fleet_install"),
             path("<path:object_id>/rotate-token/", wrap(self.rotate_token_view),
                  name="devices_station_rotate_token"),
             *super().get_urls(),
@@ -187,56 +186,6 @@ class StationAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
-    # ---- fleet install door
-    @admin.action(description="Install AWS MQTT device", permissions=["change"])
-    def install_mqtt_device(self, request: HttpRequest, queryset: QuerySet[Station]
-                            ) -> HttpResponse:
-        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
-        return HttpResponseRedirect(
-            reverse("admin:devices_station_fleet_install") + f"?ids={ids}")
-
-    def fleet_install_view(self, request: HttpRequest) -> HttpResponse:
-        from provisioning.fleet import default_endpoint, fleet_install_create, fleet_install_start
-
-        if not self.has_change_permission(request):
-            raise PermissionDenied
-        if request.method == "POST":
-            form = FleetInstallForm(request.POST)
-            if form.is_valid():
-                data = form.cleaned_data
-                try:
-                    with transaction.atomic():
-                        install = fleet_install_create(
-                            stations=list(data["stations"]), device_name=data["device_name"],
-                            profile=data["profile"], endpoint=data["endpoint"],
-                            port=data["port"], key_password=data["key_password"],
-                            comment=data["comment"], concurrency=data["concurrency"],
-                            timeout=timedelta(hours=data["timeout_hours"]),
-                            dry_run=data["dry_run"], actor=request.user,
-                        )
-                        if not install.dry_run:
-                            fleet_install_start(install=install)
-                except ValidationError as exc:
-                    for field, msgs in exc.message_dict.items():
-                        form.add_error(field if field in form.fields else None, msgs)
-                else:
-                    self.message_user(request, (
-                        f"Dry run of {install.job} finished: nothing was changed."
-                        if install.dry_run else
-                        ngettext("%(job)s started for %(n)d station.",
-                                 "%(job)s started for %(n)d stations.",
-                                 install.job.progress_total)
-                        % {"job": install.job, "n": install.job.progress_total}),
-                        messages.SUCCESS)
-                    return HttpResponseRedirect(
-                        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]))
-        else:
-            ids = [i for i in request.GET.get("ids", "").split(",") if i.isdigit()]
-            form = FleetInstallForm(initial={"stations": ids, "endpoint": default_endpoint()})
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
-                   "title": "Install AWS MQTT device"}
-        return TemplateResponse(request, "admin/devices/station/fleet_install.html", context)
-
 
 @admin.register(MqttDevice)
 class MqttDeviceAdmin(admin.ModelAdmin):
@@ -261,8 +210,3 @@ class MqttDeviceAdmin(admin.ModelAdmin):
     @admin.display(description="last error")
     def short_error(self, obj: MqttDevice) -> str:
         return obj.last_error[:80] + ("…" if len(obj.last_error) > 80 else "")
-
-
-# The fleet-install job pages live in the provisioning app; registered here so this feature
-# does not need to edit provisioning/admin.py.
-from provisioning import fleet_admin  # noqa: E402, F401

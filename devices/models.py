@@ -72,13 +72,12 @@ class MqttDevice(models.Model):
     last_error = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
-    # --- connections (issue 7): uplink/downlink topics come from the bound connection ---
+    # The bound connection gives the device its uplink/downlink topic patterns.
     connection = models.ForeignKey(
         "provisioning.Connection", null=True, blank=True, on_delete=models.PROTECT,
         related_name="devices",
         help_text="When set, the agent uses this connection's uplink/downlink topic patterns.",
     )
-    # --- end connections ---
 
     class Meta:
         verbose_name = "MQTT device"

@@ -1,4 +1,5 @@
-"""Writes about stations beyond create/rotate: edits, CSV import and the agent's state reports."""
+"""Writes about stations beyond create/rotate: edits, CSV import and recording the agent's
+state reports on the station's rows (fleet installs follow the reports in provisioning)."""
 from __future__ import annotations
 
 import csv
@@ -6,13 +7,13 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from portal.services import audit_record
+from portal.errors import InvalidInput
+from portal.services import Actor, audit_record
 
 from .models import MqttDevice, Station
 from .services import station_create
@@ -28,7 +29,7 @@ def _parse_tags(raw: str) -> list[str]:
 @transaction.atomic
 def station_update(
     *, station: Station, description: str | None = None, site: str | None = None,
-    tags: list[str] | None = None, actor: AbstractBaseUser | AnonymousUser | None = None,
+    tags: list[str] | None = None, actor: Actor = None,
 ) -> Station:
     """Change a station's descriptive fields (never its name or token)."""
     if description is not None:
@@ -43,8 +44,10 @@ def station_update(
     return station
 
 
-class CsvImportError(Exception):
+class CsvImportError(InvalidInput):
     """The CSV import was refused; ``errors`` holds one sentence per bad row."""
+
+    code = "invalid_csv"
 
     def __init__(self, errors: list[str]) -> None:
         super().__init__(f"The CSV file has {len(errors)} error(s); nothing was imported.")
@@ -58,7 +61,7 @@ def _validation_sentences(exc: ValidationError) -> str:
 
 
 def stations_import_csv(
-    *, data: bytes | str, actor: AbstractBaseUser | AnonymousUser | None = None
+    *, data: bytes | str, actor: Actor = None
 ) -> list[tuple[Station, str]]:
     """Create stations from CSV (header: name[,description,site,tags]); all or nothing.
 
@@ -151,25 +154,16 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed
 
 
-def station_report_state(*, station: Station, report: dict[str, Any]) -> list[str]:
-    """Record an agent's state report (the heartbeat); returns notes about ignored parts.
-
-    ``report`` is the validated body of POST /agent/state. Devices the portal does not know
-    on this station are ignored (a station cannot create devices by reporting them). The
-    station's rows are committed before fleet installs move on, so the two never hold each
-    other's locks (fleet code locks job, then rows, then devices).
-    """
-    from provisioning.fleet import fleet_station_reported
-
-    notes, reported = _record_report(station=station, report=report)
-    fleet_station_reported(station=station, devices=reported)
-    return notes
-
-
 @transaction.atomic
-def _record_report(
+def station_state_record(
     *, station: Station, report: dict[str, Any]
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
+    """Record an agent's state report on the station and its devices, in one transaction.
+
+    ``report`` is the validated body of POST /agent/state. Devices the portal does not know on
+    this station are ignored (a station cannot create devices by reporting them). Returns the
+    notes about ignored parts and the reported entries of known devices, by name.
+    """
     now = timezone.now()
     notes: list[str] = []
     devices = {d.name: d for d in MqttDevice.objects.select_for_update().filter(station=station)}

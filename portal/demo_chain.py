@@ -148,9 +148,13 @@ def demo_prepare_aws(*, standin: StandIn, secrets_: dict[str, str]) -> None:
     Through the services the admin uses; re-runs reuse what is there (a purged key is
     entered again).
     """
+    from provisioning.aws.services import (
+        access_key_create,
+        access_key_delete,
+        aws_service_update,
+    )
     from provisioning.jitp import jitp_settings_get, jitp_settings_update
     from provisioning.models import AccessKey, JitpSettings
-    from provisioning.services import access_key_create, access_key_delete, aws_service_update
 
     key = AccessKey.objects.filter(access_key_id=DEMO_ACCESS_KEY_ID).first()
     if key is not None and not key.is_stored:

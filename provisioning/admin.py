@@ -1,14 +1,10 @@
-"""Admin registrations of the provisioning app (each feature in its own module)."""
+"""Admin registrations of the provisioning app: each concern registers its own ModelAdmins."""
+from .aws import admin as aws_admin
+from .claim import admin as claim_admin
+from .connections import admin as connections_admin
+from .fleet import admin as fleet_admin
+from .jitp import admin as jitp_admin
+from .jobs import admin as jobs_admin
 
-# --- AWS service, access keys, AWS API call log (issue 2) --------------------------------------
-# --- Jobs and AWS IoT / JITP settings (issue 3) ------------------------------------------------
-from . import (  # noqa: F401  (registers JobAdmin and JitpSettingsAdmin)
-    admin_aws,  # noqa: F401  (registers its ModelAdmins)
-    admin_jitp,
-    admin_jobs,
-)
-
-# --- connections and claim setup (issue 7) ---------------------------------------------------
-from . import claim_admin as _claim_admin  # noqa: E402, F401
-from .connections import admin as _connections_admin  # noqa: E402, F401
-# --- end connections -------------------------------------------------------------------------
+__all__ = ["aws_admin", "claim_admin", "connections_admin", "fleet_admin", "jitp_admin",
+           "jobs_admin"]

@@ -9,7 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
-from provisioning.models import AccessKey
+from provisioning.aws.models import AccessKey
 
 from .models import Connection
 from .services import (
@@ -99,7 +99,7 @@ class ConnectionAdminForm(forms.ModelForm):
             else:
                 self.instance = connection_create(data=data, actor=self.actor)
         except ConnectionNameTaken as exc:
-            self.add_error("name", str(exc))
+            self.add_error("name", exc.detail)
         except ValidationError as exc:
             for field, errors in exc.message_dict.items():
                 name = self._FIELD_FOR.get(field, field)
@@ -166,7 +166,7 @@ class ConnectionAdmin(admin.ModelAdmin):
         try:
             connection_delete(connection=obj, actor=request.user)
         except ConnectionInUse as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+            self.message_user(request, exc.detail, messages.ERROR)
 
     def delete_queryset(self, request: HttpRequest, queryset: QuerySet[Connection]) -> None:
         deleted = 0
@@ -175,7 +175,7 @@ class ConnectionAdmin(admin.ModelAdmin):
                 connection_delete(connection=conn, actor=request.user)
                 deleted += 1
             except ConnectionInUse as exc:
-                self.message_user(request, str(exc), messages.ERROR)
+                self.message_user(request, exc.detail, messages.ERROR)
         if deleted:
             self.message_user(
                 request, f"Deleted {deleted} connection{'s' if deleted != 1 else ''}."

@@ -13,6 +13,7 @@ from django.db import models
 from django.utils import timezone
 from encrypted_model_fields.fields import EncryptedTextField
 
+from ..aws.models import iot_region_choices
 from .topics import TopicPatternError, validate_downlink_pattern, validate_uplink_pattern
 
 connection_name_validator = RegexValidator(
@@ -44,8 +45,6 @@ def endpoint_for(prefix: str, region: str) -> str:
 
 
 def _region_choices() -> list[tuple[str, str]]:
-    from provisioning.models import iot_region_choices
-
     return iot_region_choices()
 
 
@@ -122,7 +121,7 @@ class Connection(models.Model):
             try:
                 check(value)
             except TopicPatternError as exc:
-                errors[field] = str(exc)
+                errors[field] = exc.detail
         if self.account_prefix and self.region:
             self.endpoint = endpoint_for(self.account_prefix, self.region)
         if errors:

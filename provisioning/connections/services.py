@@ -11,7 +11,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
@@ -20,9 +19,10 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from portal.services import Actor, audit_record
-from provisioning.models import AccessKey, access_key_id_validator
-from provisioning.services import access_key_create
+from portal.errors import Conflict
+from portal.services import Actor, acting_user, audit_record
+from provisioning.aws.models import AccessKey, access_key_id_validator
+from provisioning.aws.services import access_key_create
 from signing.crypto import fingerprint_sha256
 
 from .models import ENDPOINT_RE, Connection
@@ -36,17 +36,16 @@ _KEY_FIELDS = {"access_key_id": "access_key", "secret": "secret_access_key",
                "store_for": "access_key_store_for"}
 
 
-def _user(actor: Actor) -> Any:
-    """The user to record as creator, or None for anonymous / system actors."""
-    return actor if getattr(actor, "is_authenticated", False) else None
+class ConnectionNameTaken(Conflict):
+    """Another connection already has this name."""
+
+    code = "connection_exists"
 
 
-class ConnectionNameTaken(ValueError):
-    """Another connection already has this name (HTTP 409)."""
+class ConnectionInUse(Conflict):
+    """The connection still has devices bound to it."""
 
-
-class ConnectionInUse(ValueError):
-    """The connection still has devices bound to it (HTTP 409)."""
+    code = "connection_in_use"
 
 
 @dataclass(frozen=True)
@@ -249,7 +248,7 @@ def _save(conn: Connection) -> None:
 @transaction.atomic
 def connection_create(*, data: ConnectionData, actor: Actor = None) -> Connection:
     """Create a connection from a whole configuration."""
-    conn = Connection(created_by=_user(actor))
+    conn = Connection(created_by=acting_user(actor))
     secrets_changed = _apply(conn, data, actor)
     _save(conn)
     audit_record(action="connection_create", obj=conn, actor=actor,

@@ -1,7 +1,7 @@
 """Topic-pattern rules (AWS IoT Core + MQTT), checked before a pattern is stored.
 
-Pure functions, no Django: the agent, the portal and tests can share them. Each rule raises
-``TopicPatternError`` with one sentence that says what to change.
+Pure functions, no Django. Each rule raises ``TopicPatternError`` (a domain error) with one
+sentence that says what to change; the model turns it into a form error on its field.
 
 Rules (documented in docs/connections.md):
 
@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import re
 
+from portal.errors import InvalidInput
+
 PLACEHOLDERS = ("station", "device", "DevEUI", "thing", "point")
 DOWNLINK_PLACEHOLDERS = ("station", "device", "DevEUI", "thing")
 MAX_BYTES = 256
@@ -29,8 +31,10 @@ MAX_SLASHES = 7
 _BRACED = re.compile(r"\{([^{}]*)\}")
 
 
-class TopicPatternError(ValueError):
-    """A topic pattern breaks a rule; ``str()`` is one sentence for the user."""
+class TopicPatternError(InvalidInput):
+    """A topic pattern breaks a rule; ``detail`` is one sentence for the user."""
+
+    code = "invalid_topic_pattern"
 
 
 def _check_placeholders(pattern: str, allowed: tuple[str, ...], what: str) -> str:
@@ -107,14 +111,3 @@ def validate_downlink_pattern(pattern: object) -> str:
         if "#" in level and (level != "#" or index != len(levels) - 1):
             raise TopicPatternError(f"In the {what}, # must be the whole last level (…/#).")
     return text
-
-
-def render(pattern: str, *, thing: str, station: str, device: str, point: str = "") -> str:
-    """Fill the placeholders, exactly as the agent does (devices/agent/config.render_topic)."""
-    return (
-        pattern.replace("{thing}", thing)
-        .replace("{station}", station)
-        .replace("{device}", device)
-        .replace("{DevEUI}", device)
-        .replace("{point}", point)
-    )

@@ -35,7 +35,7 @@ from devices.models import MqttDevice
 from fleet_agent.agent import Agent
 from fleet_agent.config import AgentOptions
 from provisioning.models import AccessKey, FleetInstallStation, JitpSettings, Job
-from provisioning.services import aws_service_update
+from provisioning.aws.services import aws_service_update
 from signing.models import CertificateAuthority, OnboardingRequest
 from tests.conftest import ROOT, wait_for
 from tests.devices.factories import make_station

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.integration  # every test here runs manage.py in a subp
 
 @pytest.mark.django_db(transaction=True)
 def test_reencrypt_with_new_key_then_old_key_can_go() -> None:
-    from provisioning.services import access_key_create
+    from provisioning.aws.services import access_key_create
 
     old = settings.FIELD_ENCRYPTION_KEY
     assert isinstance(old, str)
@@ -52,7 +52,7 @@ def test_reencrypt_with_new_key_then_old_key_can_go() -> None:
 
 @pytest.mark.django_db(transaction=True)
 def test_reencrypt_refuses_when_a_value_cannot_be_decrypted() -> None:
-    from provisioning.services import access_key_create
+    from provisioning.aws.services import access_key_create
 
     key = access_key_create(access_key_id="AKIAROTATIONTEST0002",
                             secret="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE2", store_for="1d")

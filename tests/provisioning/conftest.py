@@ -32,7 +32,7 @@ def secret() -> str:
 
 @pytest.fixture
 def access_key_factory(db: None) -> Callable[..., object]:
-    from provisioning import services
+    from provisioning.aws import services
 
     def create(*, secret: str | None = None, store_for: str = "1d", **kw: object) -> object:
         return services.access_key_create(
@@ -47,7 +47,7 @@ def access_key_factory(db: None) -> Callable[..., object]:
 
 @pytest.fixture
 def aws_enabled(db: None) -> object:
-    from provisioning.services import aws_service_update
+    from provisioning.aws.services import aws_service_update
 
     return aws_service_update(enabled=True, region="eu-west-1")
 
@@ -203,7 +203,7 @@ class AwsHooks:
 
 @pytest.fixture
 def aws_hooks(monkeypatch: pytest.MonkeyPatch, fast_retries: None) -> AwsHooks:
-    import provisioning.jitp as jitp
+    import provisioning.jitp.steps as jitp
 
     hooks = AwsHooks()
     original = jitp.aws_client

@@ -128,7 +128,7 @@ def test_test_key_action_reports_account_and_arn(
 ) -> None:
     good = access_key_factory(secret=secret)
     gone = access_key_factory(store_for="1h", now=timezone.now() - timedelta(hours=2))
-    from provisioning.services import access_key_purge_due
+    from provisioning.aws.services import access_key_purge_due
 
     access_key_purge_due()
     response = admin_client.post(

@@ -7,8 +7,7 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from django.utils import timezone
 
-from provisioning import services
-from provisioning.aws import AccessKeyUnavailable, AwsServiceDisabled, aws_client
+from provisioning.aws import AccessKeyUnavailable, AwsServiceDisabled, aws_client, services
 from provisioning.models import AwsApiCall
 
 

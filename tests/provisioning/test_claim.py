@@ -22,16 +22,17 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 from moto import mock_aws
 
-import provisioning.claim as claim_module
+import provisioning.claim.services as claim_module
 from portal.models import AuditEvent
 from provisioning.aws import aws_client, aws_service_get
 from provisioning.claim import (
+    ClaimSetupNotReady,
     claim_bundle_build,
     claim_setup_run,
     claim_setup_save,
     claim_setup_start,
 )
-from provisioning.claim_models import ClaimSetup
+from provisioning.claim.models import ClaimSetup
 from provisioning.models import AccessKey, AwsApiCall, Job
 from provisioning.tasks import claim_setup_task
 
@@ -205,7 +206,7 @@ def test_existing_jitp_template_of_that_name_fails_the_job(aws: Any) -> None:
     assert job.status == Job.Status.FAILED
     assert "JITP template named fleet-claim already exists" in job.result
     assert setup.status == ClaimSetup.Status.FAILED
-    with pytest.raises(ValueError, match="not ready"):
+    with pytest.raises(ClaimSetupNotReady, match="not ready"):
         claim_bundle_build(setup=setup)
 
 

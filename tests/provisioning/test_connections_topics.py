@@ -5,7 +5,6 @@ import pytest
 
 from provisioning.connections.topics import (
     TopicPatternError,
-    render,
     validate_downlink_pattern,
     validate_uplink_pattern,
 )
@@ -51,7 +50,3 @@ def test_bad_downlinks(pattern: str, words: str) -> None:
         validate_downlink_pattern(pattern)
     assert words.lower() in str(err.value).lower()
 
-
-def test_render_matches_the_agent() -> None:
-    assert render("t/{thing}/{station}/{DevEUI}/{device}/{point}", thing="th", station="st",
-                  device="dv", point="p1") == "t/th/st/dv/dv/p1"

@@ -10,14 +10,15 @@ from django.utils import timezone
 from freezegun import freeze_time
 
 from devices.models import MqttDevice
-from devices.station_services import station_report_state
 from provisioning.fleet import (
+    FleetInstallFinished,
     fleet_advance,
     fleet_config_delivered,
     fleet_install_cancel,
     fleet_install_create,
     fleet_install_run,
     fleet_install_station_cancel,
+    station_report_state,
 )
 from provisioning.models import FleetInstallStation, Job
 from signing.models import OnboardingRequest
@@ -197,7 +198,7 @@ def test_cancel_one_station_removes_a_device_not_yet_onboarded() -> None:
     assert rows(install)["st-a"].status == S.CANCELLED
     assert not MqttDevice.objects.filter(station__name="st-a").exists()
     assert MqttDevice.objects.filter(station__name="st-b").exists()
-    with pytest.raises(ValidationError):
+    with pytest.raises(FleetInstallFinished):
         fleet_install_station_cancel(row=rows(install)["st-a"])
     fleet_install_cancel(install=install)
     install.job.refresh_from_db()
@@ -294,3 +295,24 @@ def test_a_report_that_changes_nothing_writes_nothing_for_the_install() -> None:
     report(station, "connected", connected=True, thing_name="st-a-aws")
     install.job.refresh_from_db()
     assert install.job.status == Job.Status.SUCCEEDED
+
+
+def test_the_update_enforces_the_transition_table() -> None:
+    """A move is made by ``UPDATE … WHERE status IN <sources>``: a row that the database
+    already holds in a state the table cannot leave (here connected) is not moved, even when
+    the caller's copy is out of date."""
+    from provisioning.fleet.transitions import row_move
+
+    assert FleetInstallStation.sources_of(S.QUEUED) == {S.FAILED}
+    assert S.CONNECTED not in FleetInstallStation.sources_of(S.FAILED)
+    make_station("st-a", online=True)
+    install = create(["st-a"])
+    fleet_install_run(install_id=install.pk)
+    stale = rows(install)["st-a"]
+    FleetInstallStation.objects.filter(pk=stale.pk).update(status=S.CONNECTED)
+    assert row_move(stale, S.FAILED, error="late timeout") is False
+    stale.refresh_from_db()
+    assert stale.status == S.CONNECTED
+    assert stale.last_error == ""
+    install.job.refresh_from_db()
+    assert install.job.progress_failed == 0

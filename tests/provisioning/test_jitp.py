@@ -180,7 +180,7 @@ def test_default_mode_sends_a_verification_certificate_signed_by_the_ca(
 ) -> None:
     from cryptography import x509
 
-    import provisioning.jitp as jitp
+    import provisioning.jitp.steps as jitp
 
     jitp_configure(access_key, jitp_role)
     sent: list[dict] = []
@@ -327,18 +327,18 @@ def test_command_refuses_bad_input_with_sentences(access_key, monkeypatch) -> No
 @pytest.mark.django_db
 def test_a_job_cancelled_while_running_stops_between_steps(moto_server, access_key,  # noqa: ANN001
                                                            jitp_role: str) -> None:
-    import provisioning.jitp as jitp
+    import provisioning.jitp.steps as jitp
     from provisioning.jobs import job_cancel
 
     jitp_configure(access_key, jitp_role)
-    original = jitp._Run.load_ca
+    original = jitp.Run.load_ca
 
     def load_then_cancel(self) -> None:  # noqa: ANN001
         original(self)
         job_cancel(job=self.job)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(jitp._Run, "load_ca", load_then_cancel)
+        mp.setattr(jitp.Run, "load_ca", load_then_cancel)
         job = jitp_run()
     job.refresh_from_db()
     assert job.status == Job.Status.CANCELLED

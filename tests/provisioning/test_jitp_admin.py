@@ -151,7 +151,7 @@ def test_job_page_is_read_only_and_polls_incrementally(admin_client) -> None:  #
 @pytest.mark.django_db
 def test_job_page_sections_for_other_job_kinds(admin_client, settings, tmp_path,  # noqa: ANN001
                                                monkeypatch) -> None:  # noqa: ANN001
-    from provisioning import admin_jobs
+    from provisioning.jobs import admin as admin_jobs
 
     (tmp_path / "stations.html").write_text("<table id='stations'>{{ job.title }}</table>")
     settings.TEMPLATES = [{**settings.TEMPLATES[0], "DIRS": [tmp_path]}]

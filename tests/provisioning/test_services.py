@@ -10,7 +10,7 @@ from django.db import connection
 from django.utils import timezone
 
 from portal.models import AuditEvent
-from provisioning import services
+from provisioning.aws import services
 from provisioning.models import AccessKey, AwsApiCall
 
 from .conftest import make_key_id, make_secret

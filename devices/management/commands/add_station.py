@@ -4,13 +4,14 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
 from devices.models import Station
 from devices.services import station_create
+from portal.commands import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Create a station and print its API token (last line of stdout, shown once)."
 
     def add_arguments(self, parser: CommandParser) -> None:

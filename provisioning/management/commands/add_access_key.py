@@ -9,13 +9,14 @@ import sys
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from provisioning import services
+from portal.commands import PortalCommand
+from provisioning.aws import services
 from provisioning.models import AccessKey
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Store an AWS access key encrypted for a limited period. The secret is read from "
         "stdin when piped, else prompted for; it is never taken from the command line."

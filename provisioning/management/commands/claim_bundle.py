@@ -5,13 +5,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from provisioning.claim import claim_bundle_build
-from provisioning.claim_models import ClaimSetup
+from portal.commands import PortalCommand
+from portal.errors import DomainError
+from provisioning.claim.models import ClaimSetup
+from provisioning.claim.services import claim_bundle_build
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Write the claim certificate, key, template name and endpoint as a zip (0600)."
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -29,10 +31,10 @@ class Command(BaseCommand):
             raise CommandError(f"Cannot create {out}: {exc.strerror}.") from None
         try:
             data = claim_bundle_build(setup=setup)
-        except ValueError as exc:
+        except DomainError:
             os.close(fd)
             out.unlink()
-            raise CommandError(str(exc)) from None
+            raise
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
         self.stdout.write(str(out))

@@ -11,13 +11,15 @@ from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
-from provisioning.fleet import fleet_install_create, fleet_install_start, plan_summary
+from portal.commands import PortalCommand
+from provisioning.fleet.plan import plan_summary
+from provisioning.fleet.services import fleet_install_create, fleet_install_start
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Install the same AWS MQTT device on the given stations (or all of them)."
 
     def add_arguments(self, parser: CommandParser) -> None:

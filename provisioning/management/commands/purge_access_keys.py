@@ -3,12 +3,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.core.management.base import BaseCommand
+from portal.commands import PortalCommand
+from provisioning.aws import services
 
-from provisioning import services
 
-
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Purge (set to NULL) the secret of every access key whose storage period has elapsed."
 
     def handle(self, *args: Any, **options: Any) -> None:

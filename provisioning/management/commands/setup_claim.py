@@ -4,14 +4,15 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
-from provisioning.aws import aws_service_get
-from provisioning.claim import claim_setup_run, claim_setup_save, claim_setup_start
+from portal.commands import PortalCommand
+from provisioning.aws.client import aws_service_get
+from provisioning.claim.services import claim_setup_run, claim_setup_save, claim_setup_start
 from provisioning.models import Job
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Create or update a FLEET_PROVISIONING template, its least-privilege device policy, a "
         "claim certificate and the claim policy; prints the job log and the data endpoint."

@@ -4,10 +4,11 @@ from __future__ import annotations
 from typing import Any
 
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.core.management.base import CommandError, CommandParser
 
+from portal.commands import PortalCommand
 from provisioning.jitp import jitp_settings_get, jitp_settings_update, jitp_setup_run
-from provisioning.jobs import job_create
+from provisioning.jobs.services import job_create
 from provisioning.models import AccessKey, JitpSettings, Job, JobLogLine
 from signing.management.commands.create_ca import (
     ca_password_from_env_or_prompt,
@@ -15,7 +16,7 @@ from signing.management.commands.create_ca import (
 )
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = ("Save the AWS IoT / JITP parameters and run the JITP setup job in the foreground, "
             "printing its log. The CA password comes from CA_PASSWORD (or a prompt).")
 

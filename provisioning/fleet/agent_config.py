@@ -1,47 +1,19 @@
-"""Reads about stations that several doors need: health and the agent's desired configuration.
+"""The desired configuration of a station, as GET /api/v1/agent/config serves it
+(docs/agent-protocol.md), and its ETag.
 
-Kept apart from ``devices/selectors.py`` (token lookup) so the agent protocol lives in one place.
+A device bound to a connection takes its topic patterns from it (docs/connections.md).
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
-from django.db.models import QuerySet
-from django.utils import timezone
 
-from .models import MqttDevice, Station
+from devices.models import MqttDevice, Station
 
-HEALTH_ONLINE = "online"
-HEALTH_STALE = "stale"
-HEALTH_NEVER = "never"
-HEALTH_CHOICES = [(HEALTH_ONLINE, "Online"), (HEALTH_STALE, "Stale"), (HEALTH_NEVER, "Never seen")]
-
-
-def station_online_since(now: datetime | None = None) -> datetime:
-    """Stations seen after this instant count as online (STATION_ONLINE_SECONDS)."""
-    return (now or timezone.now()) - timedelta(seconds=settings.STATION_ONLINE_SECONDS)
-
-
-def station_health(station: Station, now: datetime | None = None) -> str:
-    if station.last_seen_at is None:
-        return HEALTH_NEVER
-    return HEALTH_ONLINE if station.last_seen_at >= station_online_since(now) else HEALTH_STALE
-
-
-def stations_with_health(qs: QuerySet[Station], health: str) -> QuerySet[Station]:
-    since = station_online_since()
-    if health == HEALTH_ONLINE:
-        return qs.filter(last_seen_at__gte=since)
-    if health == HEALTH_STALE:
-        return qs.filter(last_seen_at__lt=since)
-    if health == HEALTH_NEVER:
-        return qs.filter(last_seen_at__isnull=True)
-    return qs
-
+from ..connections.selectors import device_topic_patterns
 
 DEFAULT_TOPICS = {
     "uplink_topic": "things/{thing}/uplink/{point}",
@@ -64,8 +36,6 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
     A device bound to a connection takes its topic patterns (and, when the device has no
     endpoint of its own, the account's endpoint) from it (docs/connections.md).
     """
-    from provisioning.connections.selectors import device_topic_patterns
-
     devices = (
         MqttDevice.objects.filter(station=station)
         .select_related("signing_profile", "current_certificate", "connection")

@@ -8,8 +8,10 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
-from .claim import claim_bundle_build, claim_setup_save, claim_setup_start
-from .claim_models import ClaimSetup
+from portal.errors import DomainError
+
+from .models import ClaimSetup
+from .services import claim_bundle_build, claim_setup_save, claim_setup_start
 
 
 @admin.register(ClaimSetup)
@@ -77,8 +79,8 @@ class ClaimSetupAdmin(admin.ModelAdmin):
         setup = queryset.get()
         try:
             data = claim_bundle_build(setup=setup, actor=request.user)
-        except ValueError as exc:
-            self.message_user(request, str(exc), messages.ERROR)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
             return None
         response = HttpResponse(data, content_type="application/zip")
         response["Content-Disposition"] = (

@@ -1,24 +1,45 @@
-"""Admin of fleet installs: the job page (progress bar + per-station table) and cancels.
+"""Admin of fleet installs: the job page (progress bar + per-station table), cancels, and the
+"Install AWS MQTT device" action on stations.
 
-Registered from devices/admin.py. When the generic job page lands, its per-station table can
-reuse ``fleet_install_context``.
+The action lives here, not in devices (devices imports neither provisioning nor signing):
+``FleetStationAdmin`` subclasses devices' ``StationAdmin``, adds the action, its form page and
+URL, and replaces the registration with ``admin.site.unregister(Station)`` then
+``admin.site.register(Station, FleetStationAdmin)``. Importing ``devices.admin`` first (the
+import below) guarantees Station is registered before it is replaced, whatever the order of
+INSTALLED_APPS.
 """
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
+from django.utils.translation import ngettext
 
-from .admin_jobs import register_job_section
-from .fleet import fleet_install_cancel, fleet_install_station_cancel, plan_summary
-from .models import FleetInstall, FleetInstallStation, Job, JobLogLine
+from devices.admin import StationAdmin
+from devices.models import Station
+from portal.errors import DomainError
+
+from ..jobs.admin import register_job_section
+from ..jobs.models import Job, JobLogLine
+from .forms import FleetInstallForm
+from .models import FleetInstall, FleetInstallStation
+from .plan import plan_summary
+from .services import (
+    default_endpoint,
+    fleet_install_cancel,
+    fleet_install_create,
+    fleet_install_start,
+    fleet_install_station_cancel,
+)
 
 
 def fleet_install_context(install: FleetInstall) -> dict[str, Any]:
@@ -113,8 +134,8 @@ class FleetInstallAdmin(admin.ModelAdmin):
             raise PermissionDenied
         try:
             fleet_install_cancel(install=install, actor=request.user)
-        except ValidationError as exc:
-            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
         else:
             self.message_user(request, f"{install.job} was cancelled.", messages.SUCCESS)
         return HttpResponseRedirect(reverse("admin:provisioning_fleetinstall_progress",
@@ -127,8 +148,8 @@ class FleetInstallAdmin(admin.ModelAdmin):
             raise PermissionDenied
         try:
             fleet_install_station_cancel(row=row, actor=request.user)
-        except ValidationError as exc:
-            self.message_user(request, " ".join(exc.messages), messages.ERROR)
+        except DomainError as exc:
+            self.message_user(request, exc.detail, messages.ERROR)
         else:
             self.message_user(request, f"Station {row.station.name} was cancelled.",
                               messages.SUCCESS)
@@ -138,3 +159,69 @@ class FleetInstallAdmin(admin.ModelAdmin):
 
 # The generic job page links a fleet-install job to its per-station page.
 register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")
+
+
+class FleetStationAdmin(StationAdmin):
+    """Stations with the "Install AWS MQTT device" action (see the module docstring)."""
+
+    actions = [*StationAdmin.actions, "install_mqtt_device"]
+
+    def get_urls(self) -> list[Any]:
+        wrap = self.admin_site.admin_view
+        return [
+            path("fleet-install/", wrap(self.fleet_install_view),
+                 name="devices_station_fleet_install"),
+            *super().get_urls(),
+        ]
+
+    @admin.action(description="Install AWS MQTT device", permissions=["change"])
+    def install_mqtt_device(self, request: HttpRequest, queryset: QuerySet[Station]
+                            ) -> HttpResponse:
+        ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
+        return HttpResponseRedirect(
+            reverse("admin:devices_station_fleet_install") + f"?ids={ids}")
+
+    def fleet_install_view(self, request: HttpRequest) -> HttpResponse:
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            form = FleetInstallForm(request.POST)
+            if form.is_valid():
+                data = form.cleaned_data
+                try:
+                    with transaction.atomic():
+                        install = fleet_install_create(
+                            stations=list(data["stations"]), device_name=data["device_name"],
+                            profile=data["profile"], endpoint=data["endpoint"],
+                            port=data["port"], key_password=data["key_password"],
+                            comment=data["comment"], concurrency=data["concurrency"],
+                            timeout=timedelta(hours=data["timeout_hours"]),
+                            dry_run=data["dry_run"], actor=request.user,
+                        )
+                        if not install.dry_run:
+                            fleet_install_start(install=install)
+                except ValidationError as exc:
+                    for field, msgs in exc.message_dict.items():
+                        form.add_error(field if field in form.fields else None, msgs)
+                else:
+                    self.message_user(request, (
+                        f"Dry run of {install.job} finished: nothing was changed."
+                        if install.dry_run else
+                        ngettext("%(job)s started for %(n)d station.",
+                                 "%(job)s started for %(n)d stations.",
+                                 install.job.progress_total)
+                        % {"job": install.job, "n": install.job.progress_total}),
+                        messages.SUCCESS)
+                    return HttpResponseRedirect(
+                        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]))
+        else:
+            ids = [i for i in request.GET.get("ids", "").split(",") if i.isdigit()]
+            form = FleetInstallForm(initial={"stations": ids, "endpoint": default_endpoint()})
+        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
+                   "title": "Install AWS MQTT device"}
+        return TemplateResponse(request, "admin/provisioning/fleetinstall/install_form.html",
+                                context)
+
+
+admin.site.unregister(Station)
+admin.site.register(Station, FleetStationAdmin)

@@ -1,4 +1,4 @@
-"""Station agent API (docs/agent-protocol.md): desired configuration and state reports.
+"""The station agent's API (docs/agent-protocol.md): desired configuration and state reports.
 
 Both endpoints authenticate the station by its bearer token and only ever touch that
 station's rows, so one station can never read another's configuration or secrets.
@@ -11,11 +11,12 @@ from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from ninja import Field, Router, Schema
 
+from devices.auth import StationTokenAuth
+from portal.errors import InvalidInput
 from portal.http_api import ApiError
 
-from .auth import StationTokenAuth
-from .station_selectors import etag_matches, station_agent_config_with_etag
-from .station_services import station_report_state
+from .agent_config import etag_matches, station_agent_config_with_etag
+from .agent_reports import fleet_config_delivered, station_report_state
 
 router = Router(tags=["agent"])
 
@@ -59,8 +60,6 @@ def _check_size(request: HttpRequest) -> None:
 @router.get("/agent/config", auth=StationTokenAuth(), url_name="agent_config",
             summary="Desired configuration of the calling station (ETag / If-None-Match)")
 def agent_config(request: HttpRequest) -> HttpResponse:
-    from provisioning.fleet import fleet_config_delivered
-
     station = request.auth  # type: ignore[attr-defined]
     config, etag = station_agent_config_with_etag(station)
     # A 304 also proves delivery: the agent already holds exactly this configuration.
@@ -80,7 +79,7 @@ def agent_state(request: HttpRequest, payload: StateReport) -> dict[str, object]
     _check_size(request)
     names = [d.name for d in payload.devices]
     if len(names) != len(set(names)):
-        raise ApiError(422, "invalid_request", "Each device may appear only once in a report.")
+        raise InvalidInput("Each device may appear only once in a report.")
     notes = station_report_state(station=request.auth,  # type: ignore[attr-defined]
                                  report=payload.model_dump())
     return {"ok": True, "notes": notes}

@@ -17,112 +17,50 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
 from devices.models import MqttDevice, Station, name_validator
-from devices.station_selectors import station_online_since
-from portal.services import audit_record
-from signing.models import OnboardingRequest, SigningProfile
+from devices.selectors import station_online_since
+from portal.errors import Conflict
+from portal.services import Actor, audit_record
+from signing.models import SigningProfile
 
-from .jobs import job_create, job_finish, job_log, job_progress, job_start
-from .models import FleetInstall, FleetInstallStation, Job, JobLogLine
+from ..jitp.models import JitpSettings
+from ..jobs.models import Job
+from ..jobs.services import job_create, job_finish, job_log, job_progress, job_start
+from .models import FleetInstall
+from .plan import fleet_install_plan, plan_summary
+from .transitions import Row, S, job_lock, row_follow_request, row_lock, row_move
 
-Row = FleetInstallStation
-S = FleetInstallStation.Status
 MIN_CERT_PASSWORD_LENGTH = 8
+
+
+class FleetInstallFinished(Conflict):
+    """The install (or the station's row in it) has already finished."""
+
+    code = "fleet_install_finished"
+
+
+class DryRunNotStartable(Conflict):
+    """A dry run only plans; it has nothing to start."""
+
+    code = "dry_run_not_startable"
+
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
     r"[A-Za-z0-9])?)*\.?$"
 )
-# Forward order of the progress states; reports never move a row backwards.
-_RANK: dict[str, int] = {S.QUEUED: 0, S.DELIVERED: 1, S.ONBOARDING: 2, S.AWAITING_APPROVAL: 3,
-                         S.CONNECTED: 4}
-_FROM_AGENT = {
-    "installed": S.DELIVERED,
-    "onboarding": S.ONBOARDING,
-    "awaiting_approval": S.AWAITING_APPROVAL,
-    "certificate_issued": S.ONBOARDING,
-    "connected": S.CONNECTED,
-}
-
-Actor = AbstractBaseUser | AnonymousUser | None
 
 
 def _actor_label(actor: Actor) -> str:
     if actor is not None and getattr(actor, "is_authenticated", False):
         return actor.get_username()
     return "system"
-
-
-# --------------------------------------------------------------------------- plan
-
-
-@dataclass(frozen=True)
-class PlanEntry:
-    """What a fleet install would do on one station."""
-
-    station: str
-    action: str  # create | update | nothing | skip
-    detail: str
-
-    def as_dict(self) -> dict[str, str]:
-        return {"station": self.station, "action": self.action, "detail": self.detail}
-
-
-def fleet_install_plan(
-    *, stations: Iterable[Station], device_name: str, endpoint: str, port: int,
-    profile: SigningProfile,
-) -> list[PlanEntry]:
-    """Per station: create the device, update it, leave it, or skip it (already connected)."""
-    stations = list(stations)
-    existing = {
-        d.station_id: d
-        for d in MqttDevice.objects.filter(station__in=stations, name=device_name)
-    }
-    plan = []
-    for station in stations:
-        device = existing.get(station.pk)
-        if device is None:
-            plan.append(PlanEntry(station.name, "create",
-                                  f"Create device '{device_name}' for {endpoint}:{port} "
-                                  f"(profile {profile.name})."))
-        elif device.status == MqttDevice.Status.CONNECTED:
-            plan.append(PlanEntry(station.name, "skip",
-                                  "Already connected; nothing changes (no second certificate)."))
-        else:
-            changes = []
-            if (device.endpoint, device.port) != (endpoint, port):
-                changes.append(f"endpoint {device.endpoint or '(none)'}:{device.port} -> "
-                               f"{endpoint}:{port}")
-            if device.signing_profile_id != profile.pk:
-                changes.append(f"profile -> {profile.name}")
-            if changes:
-                plan.append(PlanEntry(station.name, "update",
-                                      "Update device '" + device_name + "': "
-                                      + "; ".join(changes) + "."))
-            else:
-                plan.append(PlanEntry(station.name, "nothing",
-                                      f"Device already configured ({device.get_status_display()});"
-                                      " nothing changes."))
-    return plan
-
-
-def plan_summary(plan: list[dict[str, str]]) -> str:
-    counts = {a: sum(1 for p in plan if p["action"] == a)
-              for a in ("create", "update", "nothing", "skip")}
-    return (f"{counts['create']} to create, {counts['update']} to update, "
-            f"{counts['nothing']} unchanged, {counts['skip']} already connected")
-
-
-# --------------------------------------------------------------------------- create / start
 
 
 def _resolve_stations(
@@ -254,7 +192,8 @@ def fleet_install_create(
 def fleet_install_start(*, install: FleetInstall) -> None:
     """Start the install's task once the rows are committed (queue ``fleet``)."""
     if install.dry_run:
-        raise ValidationError("A dry run cannot be started; create the install without dry run.")
+        raise DryRunNotStartable(
+            "A dry run cannot be started; create the install without dry run.")
     from .tasks import fleet_install_run
 
     install_id = install.pk
@@ -271,77 +210,8 @@ def fleet_install_run(*, install_id: int) -> int:
             f"Started: device '{install.device_name}' to {install.endpoint}:{install.port}, "
             f"at most {install.concurrency} station(s) in flight, timeout {install.timeout}."))
     placed = fleet_install_dispatch(install=install)
-    _finish_if_complete(install)
+    install_finish_if_complete(install)
     return placed
-
-
-# --------------------------------------------------------------------------- transitions
-
-
-def _transition(row: Row, status: str, *, by: str = "system", note: str | None = None,
-                error: str | None = None) -> bool:
-    """Move one (locked) row; keeps the job's done/failed counters in step."""
-    if row.status == status or not row.can_move_to(status):
-        return False
-    old = row.status
-    now = timezone.now()
-    row.status = status
-    row.status_changed_at = now
-    row.status_changed_by = by[:150]
-    if note is not None:
-        row.note = note[:300]
-    if error is not None:
-        row.last_error = error[:500]
-    if status in (S.DELIVERED, S.ONBOARDING, S.AWAITING_APPROVAL, S.CONNECTED):
-        row.delivered_at = row.delivered_at or now
-    if status == S.CONNECTED:
-        row.connected_at = now
-    if status in Row.TERMINAL:
-        row.finished_at = now
-    if status == S.QUEUED:
-        row.finished_at = None
-        row.dispatched_at = None
-    row.full_clean()
-    row.save()
-    job = row.install.job
-    done = 1 if status == S.CONNECTED else 0
-    failed = (1 if status in (S.FAILED, S.CANCELLED) else 0) - (1 if old == S.FAILED else 0)
-    if done or failed:
-        job_progress(job=job, done=done, failed=failed)
-    level = JobLogLine.Level.WARNING if status in (S.FAILED, S.CANCELLED) else JobLogLine.Level.INFO
-    tail = f": {error}" if error else (f": {note}" if note else ".")
-    job_log(job=job, level=level,
-            message=f"{row.station.name}: {Row.Status(old).label} -> "
-                    f"{Row.Status(status).label}{tail}")
-    return True
-
-
-def _lock_job(job_id: int) -> None:
-    """Lock a job row against other fleet moves.
-
-    FOR NO KEY UPDATE (on PostgreSQL): it still serialises the moves that change the job's
-    counters or status, but not the log lines other transactions insert for the job (their
-    foreign key takes FOR KEY SHARE, which FOR UPDATE would block).
-    """
-    list(Job.objects.select_for_update(no_key=True).filter(pk=job_id).values_list("pk",
-                                                                                   flat=True))
-
-
-def _locked(row_id: int, *, lock_job: bool = True) -> Row:
-    """Lock a row for a move. Lock order everywhere: job, then rows, then devices; so the
-    row's job is locked first when its counters change with the row.
-
-    ``lock_job=False`` for moves between the in-flight states (queued, delivered,
-    onboarding, awaiting approval), which change no counter: such a transaction then takes
-    no job lock at all (nor waits for one), so it cannot join a lock cycle, and a thousand
-    stations fetching their configuration do not queue up behind one job row.
-    """
-    job_id = Row.objects.filter(pk=row_id).values_list("install__job_id", flat=True).get()
-    if lock_job:
-        _lock_job(job_id)
-    return (Row.objects.select_for_update(of=("self",))
-            .select_related("install__job", "station", "device")
-            .get(pk=row_id))
 
 
 def _place_row(row: Row, install: FleetInstall) -> None:
@@ -358,9 +228,10 @@ def _place_row(row: Row, install: FleetInstall) -> None:
     row.created_device = row.created_device or created
     row.attempts += 1
     row.dispatched_at = timezone.now()
+    placed = ["device", "created_device", "attempts", "dispatched_at"]
     if device.status == MqttDevice.Status.CONNECTED:
-        row.save()
-        _transition(row, S.CONNECTED, note="Already connected; skipped (no second certificate).")
+        row.save(update_fields=placed)
+        row_move(row, S.CONNECTED, note="Already connected; skipped (no second certificate).")
         return
     if not created:
         device.endpoint, device.port = install.endpoint, install.port
@@ -375,14 +246,14 @@ def _place_row(row: Row, install: FleetInstall) -> None:
         device.save(update_fields=fields)
     row.note = ("Device created in the station's desired configuration." if created
                 else "Existing device updated in the station's desired configuration.")
-    row.save()
+    row.save(update_fields=[*placed, "note"])
     job_log(job=install.job, message=f"{row.station.name}: {row.note}")
 
 
 @transaction.atomic
 def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = None) -> int:
     """Place queued rows of online stations, up to the concurrency cap; returns how many."""
-    _lock_job(install.job_id)
+    job_lock(install.job_id)
     job = Job.objects.get(pk=install.job_id)
     if job.status != Job.Status.RUNNING:
         return 0
@@ -397,142 +268,12 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
         candidates = candidates.filter(station=station)
     placed = 0
     for row_id in candidates.order_by("station__name").values_list("pk", flat=True)[:slots]:
-        row = _locked(row_id, lock_job=False)  # this transaction holds the job lock
+        row = row_lock(row_id, lock_job=False)  # this transaction holds the job lock
         if row.status != S.QUEUED or row.dispatched_at is not None:
             continue
         _place_row(row, install)
         placed += 1
     return placed
-
-
-def _request_move(row: Row) -> tuple[str, dict[str, str]] | None:
-    """The move the device's onboarding request (made since placement) calls for, if any."""
-    if row.device_id is None or row.dispatched_at is None or row.status in Row.TERMINAL:
-        return None
-    request = (OnboardingRequest.objects.filter(device_id=row.device_id, is_renewal=False,
-                                                created_at__gte=row.dispatched_at)
-               .order_by("-created_at", "-id").only("pk", "status", "reason").first())
-    if request is None:
-        return None
-    status = request.status
-    if status in (OnboardingRequest.Status.PENDING, OnboardingRequest.Status.APPROVED):
-        if _RANK.get(row.status, 9) < _RANK[S.AWAITING_APPROVAL]:
-            return S.AWAITING_APPROVAL, {"note": f"Onboarding request #{request.pk}."}
-    elif status == OnboardingRequest.Status.REJECTED:
-        return S.FAILED, {"error": f"Onboarding request #{request.pk} was rejected"
-                          + (f": {request.reason}" if request.reason else ".")}
-    elif status == OnboardingRequest.Status.FAILED:
-        return S.FAILED, {"error": f"Signing onboarding request #{request.pk} failed"
-                          + (f": {request.reason}" if request.reason else ".")}
-    return None
-
-
-def _sync_from_request(row: Row) -> bool:
-    """Follow the device's onboarding request made since the device was placed."""
-    move = _request_move(row)
-    return move is not None and _transition(row, move[0], **move[1])
-
-
-def _report_move(row: Row, entry: dict[str, Any] | None) -> str | None:
-    """What an agent's device entry asks of this row: a status to move to, "error" (record
-    the agent's error), or None (nothing to do)."""
-    if entry is None:
-        return None
-    agent_status = entry.get("status", "")
-    if agent_status == "error":
-        error = (entry.get("last_error") or "The agent reported an error.")[:500]
-        return "error" if error != row.last_error else None
-    target = _FROM_AGENT.get(agent_status)
-    if target is not None and (
-        _RANK[target] > _RANK.get(row.status, 9)
-        or (agent_status == "certificate_issued" and row.status == S.AWAITING_APPROVAL)
-    ):
-        return target
-    return None
-
-
-def _running_rows(**filters: Any) -> Any:
-    return Row.objects.filter(install__job__status=Job.Status.RUNNING, **filters)
-
-
-def fleet_config_delivered(*, station: Station, device_names: Iterable[str]) -> int:
-    """The agent fetched a config holding these devices: their placed rows are delivered.
-
-    Called on every config poll, so the common case (nothing to move) is one read and no
-    transaction (on SQLite a transaction would take the write lock).
-    """
-    ids = list(_running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=False,
-                             install__device_name__in=list(device_names))
-               .values_list("pk", flat=True))
-    moved = 0
-    for row_id in ids:
-        with transaction.atomic():
-            row = _locked(row_id, lock_job=False)  # queued -> delivered: no counter changes
-            if row.status == S.QUEUED and row.dispatched_at is not None:
-                moved += _transition(row, S.DELIVERED,
-                                     note="The agent fetched the configuration.")
-    return moved
-
-
-def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any]]) -> None:
-    """A state report arrived: place waiting rows of this (now online) station, then move
-    its placed rows along from the agent's per-device status and the onboarding request.
-
-    Most reports change nothing (the agent reports every poll interval): rows are read
-    without locks first and only a row that will move takes the locks (job, then row), in
-    a transaction of its own. So the reports of a thousand stations do not queue up behind
-    one job row; the job is re-dispatched and checked for completion only when a row left
-    the in-flight states or finished.
-    """
-    installs = set(_running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=True)
-                   .values_list("install_id", flat=True))
-    for install in FleetInstall.objects.filter(pk__in=installs).select_related("job"):
-        fleet_install_dispatch(install=install, station=station)
-    moved: set[int] = set()
-    rows = list(_running_rows(station=station, dispatched_at__isnull=False)
-                .exclude(status__in=Row.TERMINAL)
-                .select_related("install").only("pk", "status", "last_error", "device_id",
-                                                "dispatched_at", "install_id",
-                                                "install__device_name"))
-    for peek in rows:
-        entry = devices.get(peek.install.device_name)
-        report_target, request_move = _report_move(peek, entry), _request_move(peek)
-        if report_target is None and request_move is None:
-            continue
-        finishing = report_target in Row.TERMINAL or (
-            request_move is not None and request_move[0] in Row.TERMINAL)
-        with transaction.atomic():
-            # The job is locked (first) only when the row may finish: its counters change.
-            row = _locked(peek.pk, lock_job=finishing)
-            if row.status in Row.TERMINAL:
-                continue
-            before = row.status
-            target = _report_move(row, entry)
-            if not finishing and (target in Row.TERMINAL or (
-                    (late := _request_move(row)) is not None and late[0] in Row.TERMINAL)):
-                continue  # it became final meanwhile: the next report (or sweep) locks the job
-            if target == "error":
-                assert entry is not None
-                row.last_error = (entry.get("last_error")
-                                  or "The agent reported an error.")[:500]
-                row.save(update_fields=["last_error"])
-            elif target is not None:
-                note = "Connected to the broker." if target == S.CONNECTED else None
-                if entry is not None and entry.get("status") == "certificate_issued":
-                    note = "Certificate issued; connecting."
-                _transition(row, target, note=note, error="" if target == S.CONNECTED else None)
-            _sync_from_request(row)
-            if (before in Row.IN_FLIGHT and row.status not in Row.IN_FLIGHT) \
-                    or row.status in Row.TERMINAL:
-                moved.add(row.install_id)
-    # A row that left the in-flight states may have freed a slot for other (online) stations
-    # of the install; a row that finished may have been its last one.
-    for install in FleetInstall.objects.filter(pk__in=moved).select_related("job"):
-        fleet_install_dispatch(install=install)
-        _finish_if_complete(install)
-
-
-# --------------------------------------------------------------------------- cancel / finish
 
 
 def _cancel_row(row: Row, actor: Actor) -> None:
@@ -547,20 +288,20 @@ def _cancel_row(row: Row, actor: Actor) -> None:
     elif device is not None:
         note = ("Cancelled; the device was kept (it existed before this install or already "
                 "holds a certificate).")
-    _transition(row, S.CANCELLED, by=by, note=note)
+    row_move(row, S.CANCELLED, by=by, note=note)
 
 
 @transaction.atomic
 def fleet_install_station_cancel(*, row: Row, actor: Actor = None) -> Row:
     """Cancel one station of a running install."""
-    row = _locked(row.pk)
+    row = row_lock(row.pk)
     if row.status in Row.TERMINAL:
-        raise ValidationError(f"Station {row.station.name} is already {row.get_status_display()}"
-                              " in this install.")
+        raise FleetInstallFinished(
+            f"Station {row.station.name} is already {row.get_status_display()} in this install.")
     _cancel_row(row, actor)
     audit_record(action="fleet_install_station_cancel", obj=row.install, actor=actor,
                  detail={"station": row.station.name})
-    _finish_if_complete(row.install)
+    install_finish_if_complete(row.install)
     return row
 
 
@@ -569,9 +310,9 @@ def fleet_install_cancel(*, install: FleetInstall, actor: Actor = None) -> Fleet
     """Cancel a whole install: every unfinished station is cancelled, then the job."""
     job = Job.objects.select_for_update().get(pk=install.job_id)
     if job.is_finished:
-        raise ValidationError(f"{job} is already {job.get_status_display().lower()}.")
+        raise FleetInstallFinished(f"{job} is already {job.get_status_display().lower()}.")
     for row_id in install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True):
-        _cancel_row(_locked(row_id), actor)
+        _cancel_row(row_lock(row_id), actor)
     counts = _counts(install)
     job_finish(job=job, status=Job.Status.CANCELLED,
                result=f"Cancelled by {_actor_label(actor)}; {counts[S.CONNECTED]} of "
@@ -590,7 +331,7 @@ def _counts(install: FleetInstall) -> dict[str, int]:
     return counts
 
 
-def _finish_if_complete(install: FleetInstall) -> None:
+def install_finish_if_complete(install: FleetInstall) -> None:
     install.job.refresh_from_db()
     if install.job.is_finished or install.job.status != Job.Status.RUNNING:
         return
@@ -623,11 +364,11 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                     .select_related("job"))
     for install in installs:
         with transaction.atomic():
-            _lock_job(install.job_id)
+            job_lock(install.job_id)
             timed_out = now >= install.deadline
             ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
             for row_id in list(ids):
-                row = _locked(row_id, lock_job=False)  # job locked above
+                row = row_lock(row_id, lock_job=False)  # job locked above
                 if row.status in Row.TERMINAL:
                     continue
                 if timed_out:
@@ -635,27 +376,21 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                              if row.dispatched_at is None else
                              f"Not connected before the job timeout (was "
                              f"{row.get_status_display().lower()}).")
-                    _transition(row, S.FAILED, error=error)
+                    row_move(row, S.FAILED, error=error)
                 else:
-                    _sync_from_request(row)
+                    row_follow_request(row)
         if not timed_out:
             fleet_install_dispatch(install=install)
-        _finish_if_complete(install)
+        install_finish_if_complete(install)
     return len(installs)
 
 
 def default_endpoint() -> str:
-    """The broker endpoint to offer: the JITP setup's data endpoint when that model exists,
-    else the endpoint of the most recent fleet install."""
-    from django.apps import apps
-
-    for model in apps.get_app_config("provisioning").get_models():
-        names = {f.name for f in model._meta.get_fields()}
-        if "data_endpoint" in names:
-            value = (model._default_manager.exclude(data_endpoint="")
-                     .exclude(data_endpoint__isnull=True)
-                     .order_by("-pk").values_list("data_endpoint", flat=True).first())
-            if value:
-                return str(value)
+    """The broker endpoint to offer: the JITP setup's data endpoint, else the endpoint of the
+    most recent fleet install."""
+    value = (JitpSettings.objects.exclude(data_endpoint="").order_by("-pk")
+             .values_list("data_endpoint", flat=True).first())
+    if value:
+        return str(value)
     last = FleetInstall.objects.exclude(endpoint="").order_by("-created_at").first()
     return last.endpoint if last else ""

@@ -9,7 +9,7 @@ Extending the job page (e.g. fleet install's per-station table), two hooks:
 * a template section for one job kind, rendered below the log with ``{"job": job,
   "request": request}`` in its context::
 
-      from provisioning.admin_jobs import register_job_section
+      from provisioning.jobs.admin import register_job_section
       register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_stations.html")
 
   (call it from your app's ``admin.py``; the section may poll its own JSON endpoint);

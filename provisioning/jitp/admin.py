@@ -11,9 +11,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
-from .admin_jobs import job_link
-from .jitp import jitp_settings_get, jitp_setup_start
+from ..jobs.admin import job_link
 from .models import JitpSettings
+from .services import jitp_settings_get, jitp_setup_start
 
 SETUP_BUTTON = "_setup_jitp"
 

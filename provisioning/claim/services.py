@@ -23,13 +23,15 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from portal.errors import Conflict
 from portal.services import Actor, audit_record
 
-from .aws import AwsError, aws_client, oldest_non_default_version
-from .claim_models import ClaimSetup
-from .jobs import job_create, job_finish, job_log, job_progress, job_start
-from .models import AccessKey, Job
-from .redaction import redact_text
+from ..aws.client import AwsError, aws_client, oldest_non_default_version
+from ..aws.models import AccessKey
+from ..aws.redaction import redact_text
+from ..jobs.models import Job
+from ..jobs.services import job_create, job_finish, job_log, job_progress, job_start
+from .models import ClaimSetup
 
 MAX_VERSIONS = 5  # AWS keeps at most 5 versions of a policy and of a provisioning template
 STEPS = 6
@@ -328,6 +330,12 @@ def claim_setup_run(*, job_id: int, setup_id: int, new_claim_certificate: bool =
 # ---------------------------------------------------------------- bundle
 
 
+class ClaimSetupNotReady(Conflict):
+    """The claim setup has not finished successfully, so there is no bundle to give out."""
+
+    code = "claim_setup_not_ready"
+
+
 @transaction.atomic
 def claim_bundle_build(*, setup: ClaimSetup, actor: Actor = None) -> bytes:
     """The claim bundle for stations (zip): claim cert + key, template name, endpoint.
@@ -336,7 +344,7 @@ def claim_bundle_build(*, setup: ClaimSetup, actor: Actor = None) -> bytes:
     """
     setup = ClaimSetup.objects.select_for_update().get(pk=setup.pk)
     if setup.status != ClaimSetup.Status.READY or not setup.has_claim_key:
-        raise ValueError(
+        raise ClaimSetupNotReady(
             f"Claim setup {setup.template_name} is not ready; run setup_claim successfully first."
         )
     claim = {

@@ -1,4 +1,4 @@
-"""Services of the provisioning app: the AWS service settings, access keys and the call log.
+"""Services of the AWS concern: the AWS service settings, access keys and the call log.
 
 Every write goes through here, whichever door (admin, command, task, API) it comes in by.
 Secrets are taken as arguments and stored encrypted; they never reach a log line, an audit
@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from portal.services import Actor, acting_user, audit_record
 
-from .aws import AwsError, aws_client, aws_service_get
+from .client import AwsError, aws_client, aws_service_get
 from .models import AccessKey, AwsApiCall, AwsService
 
 logger = logging.getLogger(__name__)
@@ -46,12 +46,6 @@ def access_key_secret_check(secret: str) -> None:
     """Raise a ValidationError (never quoting the secret) unless it has AWS's shape."""
     if not _SECRET_RE.match(secret or ""):
         raise ValidationError(SECRET_MESSAGE, code="invalid_secret")
-
-
-def _actor_label(actor: Actor) -> str:
-    if actor is not None and getattr(actor, "is_authenticated", False):
-        return str(actor.get_username())
-    return "system"
 
 
 @transaction.atomic
@@ -150,7 +144,6 @@ def access_key_purge_due(*, now: datetime | None = None, actor: Actor = None) ->
                 action="access_key_purge",
                 obj=key,
                 actor=actor,
-                actor_label=_actor_label(actor),
                 detail={"purge_at": key.purge_at.isoformat(), "purged_at": now.isoformat()},
             )
         purged += 1
@@ -165,7 +158,7 @@ def access_key_update(*, access_key: AccessKey, description: str, actor: Actor =
     access_key.full_clean(exclude=["secret"])  # validating must not load the secret
     access_key.save(update_fields=["description"])
     audit_record(action="access_key_update", obj=access_key, actor=actor,
-                 actor_label=_actor_label(actor), detail={"description": description})
+                 detail={"description": description})
     return access_key
 
 
@@ -176,7 +169,6 @@ def access_key_delete(*, access_key: AccessKey, actor: Actor = None) -> None:
         action="access_key_delete",
         obj=access_key,
         actor=actor,
-        actor_label=_actor_label(actor),
         detail={"stored": access_key.purged_at is None},
     )
     AccessKey.objects.filter(pk=access_key.pk).delete()
@@ -222,7 +214,6 @@ def access_key_test(*, access_key: AccessKey, actor: Actor = None) -> CallerIden
         action="access_key_test",
         obj=access_key,
         actor=actor,
-        actor_label=_actor_label(actor),
         detail={"account": identity.account, "arn": identity.arn},
     )
     return identity
@@ -248,7 +239,6 @@ def aws_service_update(
             action="aws_service_update",
             obj=service,
             actor=actor,
-            actor_label=_actor_label(actor),
             detail=changes,
         )
     return service

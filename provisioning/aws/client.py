@@ -16,24 +16,30 @@ from django.conf import settings
 from django.contrib.sites.models import Site
 from django.utils import timezone
 
+from portal.errors import Conflict, InvalidInput
+
 from .models import AccessKey, AwsApiCall, AwsService
 from .redaction import redact, redact_text
 
 
-class AwsError(Exception):
-    """An AWS step failed; ``str()`` is a sentence that says what to fix (never a secret)."""
+class AwsError(InvalidInput):
+    """An AWS step failed; ``detail`` is a sentence that says what to fix (never a secret)
+    and ``code`` is AWS's error code (or the portal's name for the failure), which jobs record.
+    """
 
-    def __init__(self, detail: str, *, code: str = "") -> None:
-        super().__init__(detail)
-        self.code = code
-
-
-class AwsServiceDisabled(AwsError):
-    pass
+    code = "AwsError"
 
 
-class AccessKeyUnavailable(AwsError):
-    pass
+class AwsServiceDisabled(AwsError, Conflict):
+    """The AWS service switch is off: no request leaves the portal."""
+
+    code = "AwsServiceDisabled"
+
+
+class AccessKeyUnavailable(AwsError, Conflict):
+    """The access key's secret was purged (its storage period elapsed)."""
+
+    code = "AccessKeyPurged"
 
 
 def aws_service_get() -> AwsService:

@@ -19,7 +19,7 @@ from django.utils.translation import ngettext
 from portal.admin import ReadOnlyAdminMixin
 
 from . import services
-from .aws import AwsError, aws_service_get
+from .client import AwsError, aws_service_get
 from .models import AccessKey, AwsApiCall, AwsService
 
 # --- AWS service (one row per site) -----------------------------------------------------------

@@ -5,19 +5,18 @@ the same redaction as the AWS call log, as a last line of defence for secrets.
 """
 from __future__ import annotations
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from portal.services import acting_user
+from portal.services import Actor, acting_user
 
+from ..aws.redaction import redact_text
 from .models import Job, JobLogLine
-from .redaction import redact_text
 
 
 def job_create(
-    *, kind: str, title: str, actor: AbstractBaseUser | AnonymousUser | None = None,
+    *, kind: str, title: str, actor: Actor = None,
     total: int = 0,
 ) -> Job:
     user = acting_user(actor)
