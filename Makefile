@@ -57,10 +57,11 @@ test-browser: install system-deps
 
 lint: install
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check . || true
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
 
 typecheck: install
-	$(BIN)/mypy portal provisioning signing devices localaws
+	$(BIN)/mypy portal provisioning signing devices localaws agent/fleet_agent
 
 clean:
 	rm -rf var/test .pytest_cache

@@ -27,6 +27,7 @@ database rows (request created / issued, row delivered / connected) and the agen
 (certificate fetched, first TLS connect, MQTT connected), and the peak RSS of the portal and
 worker processes (psutil when installed, else /proc's VmHWM).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -114,8 +115,14 @@ class Child:
         self.name = name
         self.log_path = logdir / f"{name}.log"
         self._log = self.log_path.open("w")
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def wait_for_text(self, text: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -125,8 +132,10 @@ class Child:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.1)
-        raise SystemExit(f"{self.name} did not start; see {self.log_path}:\n"
-                         + self.log_path.read_text(errors="replace")[-3000:])
+        raise SystemExit(
+            f"{self.name} did not start; see {self.log_path}:\n"
+            + self.log_path.read_text(errors="replace")[-3000:]
+        )
 
     def stop(self) -> None:
         if self.proc.poll() is None:
@@ -142,10 +151,28 @@ class Child:
 
 
 def start_localaws(base: Path, env: dict[str, str], broker: str) -> tuple[Child, dict[str, str]]:
-    child = Child("localaws", [sys.executable, "-m", "localaws", "--port", "0", "--mqtt-port",
-                               "0", "--jitp-rate", "0", "--broker", broker, "--state-dir",
-                               str(base / "aws"), "--create-role", "bench-jitp"],
-                  env, base / "logs")
+    child = Child(
+        "localaws",
+        [
+            sys.executable,
+            "-m",
+            "localaws",
+            "--port",
+            "0",
+            "--mqtt-port",
+            "0",
+            "--jitp-rate",
+            "0",
+            "--broker",
+            broker,
+            "--state-dir",
+            str(base / "aws"),
+            "--create-role",
+            "bench-jitp",
+        ],
+        env,
+        base / "logs",
+    )
     child.wait_for_text("JITP_ROLE_ARN=", 60)
     values = {}
     for line in child.log_path.read_text().splitlines():
@@ -158,8 +185,10 @@ def start_localaws(base: Path, env: dict[str, str], broker: str) -> tuple[Child,
 def start_mosquitto(base: Path, env: dict[str, str]) -> tuple[Child, str]:
     port = free_port()
     conf = base / "mosquitto.conf"
-    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                    "max_connections -1\nmax_queued_messages 1000\n")
+    conf.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_connections -1\nmax_queued_messages 1000\n"
+    )
     child = Child("mosquitto", [MOSQUITTO, "-c", str(conf), "-v"], env, base / "logs")
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -204,8 +233,7 @@ def spread(values: list[float]) -> str:
         return "n/a"
     values = sorted(values)
     p95 = values[min(len(values) - 1, int(0.95 * len(values)))]
-    return (f"median {statistics.median(values):6.2f} s, p95 {p95:6.2f} s, "
-            f"max {values[-1]:6.2f} s")
+    return f"median {statistics.median(values):6.2f} s, p95 {p95:6.2f} s, max {values[-1]:6.2f} s"
 
 
 def ts(value: datetime | None) -> float | None:
@@ -239,18 +267,36 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
     parser.add_argument("--web-threads", type=int, default=8, help="threads per web worker")
     parser.add_argument("--celery", type=int, default=2, help="Celery worker processes")
-    parser.add_argument("--poll-interval", type=float, default=30.0,
-                        help="agents' config/state poll interval (s); 30 = the portal default")
-    parser.add_argument("--request-poll-max", type=float, default=15.0,
-                        help="agents' cap on the onboarding-request poll backoff (s)")
-    parser.add_argument("--concurrency", type=int, default=0,
-                        help="fleet install cap on stations in flight (default: all stations)")
-    parser.add_argument("--broker", default="auto",
-                        help="MQTT broker behind the stand-in: auto (a private Mosquitto when "
-                             "installed, else embedded), embedded, or HOST:PORT")
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=30.0,
+        help="agents' config/state poll interval (s); 30 = the portal default",
+    )
+    parser.add_argument(
+        "--request-poll-max",
+        type=float,
+        default=15.0,
+        help="agents' cap on the onboarding-request poll backoff (s)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=0,
+        help="fleet install cap on stations in flight (default: all stations)",
+    )
+    parser.add_argument(
+        "--broker",
+        default="auto",
+        help="MQTT broker behind the stand-in: auto (a private Mosquitto when "
+        "installed, else embedded), embedded, or HOST:PORT",
+    )
     parser.add_argument("--timeout", type=float, default=900, help="give up after (s)")
-    parser.add_argument("--reset", action="store_true",
-                        help="empty a DATABASE_URL database that already holds stations")
+    parser.add_argument(
+        "--reset",
+        action="store_true",
+        help="empty a DATABASE_URL database that already holds stations",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temp folder")
     args = parser.parse_args()
     if args.stations < 1:
@@ -263,8 +309,11 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
     data_dir = base / "data"
     data_dir.mkdir()
     env_vars = {
-        "PORTAL_DATA_DIR": str(data_dir), "DEBUG": "false", "LOG_LEVEL": "WARNING",
-        "ALLOWED_HOSTS": "127.0.0.1,localhost", "PYTHONPATH": str(ROOT),
+        "PORTAL_DATA_DIR": str(data_dir),
+        "DEBUG": "false",
+        "LOG_LEVEL": "WARNING",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PYTHONPATH": str(ROOT),
         "STATION_ONLINE_SECONDS": "600",
     }
     os.environ.update(env_vars)
@@ -288,14 +337,18 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
 
         if Station.objects.exists():
             if not args.reset:
-                raise SystemExit("The database already holds stations; give --reset to empty "
-                                 "it, or point DATABASE_URL at a dedicated database.")
+                raise SystemExit(
+                    "The database already holds stations; give --reset to empty "
+                    "it, or point DATABASE_URL at a dedicated database."
+                )
             call_command("flush", interactive=False, verbosity=0)
             call_command("migrate", verbosity=0)
         child_env = dict(os.environ)
         child_env["FIELD_ENCRYPTION_KEY"] = ",".join(
-            settings.FIELD_ENCRYPTION_KEY if isinstance(settings.FIELD_ENCRYPTION_KEY, list)
-            else [settings.FIELD_ENCRYPTION_KEY])
+            settings.FIELD_ENCRYPTION_KEY
+            if isinstance(settings.FIELD_ENCRYPTION_KEY, list)
+            else [settings.FIELD_ENCRYPTION_KEY]
+        )
         child_env["SECRET_KEY"] = settings.SECRET_KEY
 
         # ---- The stand-in and its broker.
@@ -311,18 +364,55 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
 
         # ---- Portal and worker processes.
         port = free_port()
-        web = Child("gunicorn", [
-            sys.executable, "-m", "gunicorn", "portal.wsgi", "-b", f"127.0.0.1:{port}",
-            "-w", str(1 if sqlite else args.web_workers), "-k", "gthread",
-            "--threads", str(args.web_threads), "--backlog", "2048", "--timeout", "120",
-        ], child_env, base / "logs")
-        celery = Child("celery", [
-            sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q",
-            "default,signing,fleet", "-c", str(args.celery),
-            "-P", "prefork" if args.celery > 1 else "solo", "--without-gossip",
-            "--without-mingle", "--without-heartbeat", "-l", "WARNING",
-            "-n", f"bench-{os.getpid()}@%h",
-        ], child_env, base / "logs")
+        web = Child(
+            "gunicorn",
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "portal.wsgi",
+                "-b",
+                f"127.0.0.1:{port}",
+                "-w",
+                str(1 if sqlite else args.web_workers),
+                "-k",
+                "gthread",
+                "--threads",
+                str(args.web_threads),
+                "--backlog",
+                "2048",
+                "--timeout",
+                "120",
+            ],
+            child_env,
+            base / "logs",
+        )
+        celery = Child(
+            "celery",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                "default,signing,fleet",
+                "-c",
+                str(args.celery),
+                "-P",
+                "prefork" if args.celery > 1 else "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-l",
+                "WARNING",
+                "-n",
+                f"bench-{os.getpid()}@%h",
+            ],
+            child_env,
+            base / "logs",
+        )
         children += [web, celery]
         web.wait_for_text("Booting worker", 60)
         portal_url = f"http://127.0.0.1:{port}"
@@ -338,19 +428,26 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         from provisioning.fleet import fleet_install_create, fleet_install_start
         from provisioning.jitp import jitp_settings_update, jitp_setup_start
         from provisioning.models import AccessKey, FleetInstallStation, Job
-        from provisioning.aws import aws_service_update
         from signing.models import CertificateAuthority, OnboardingRequest, SigningProfile
         from signing.services import onboarding_requests_approve, signing_profile_save
 
         User = get_user_model()
         staff = User.objects.create_user("bench-staff", password=None, is_staff=True)
         aws_service_update(enabled=True, region="eu-west-1")
-        key = AccessKey.objects.create(access_key_id="AKIABENCHMARK0000001", secret="b" * 40,
-                                       store_for="1d",
-                                       purge_at=timezone.now() + timedelta(days=1))
-        jitp_settings_update(access_key=key, role_arn=aws["JITP_ROLE_ARN"], ca_source="generate",
-                             ca_alias="bench-ca", ca_password=CA_PASSWORD,
-                             ca_dn="CN=Bench Fleet CA,O=ACME,C=DE")
+        key = AccessKey.objects.create(
+            access_key_id="AKIABENCHMARK0000001",
+            secret="b" * 40,
+            store_for="1d",
+            purge_at=timezone.now() + timedelta(days=1),
+        )
+        jitp_settings_update(
+            access_key=key,
+            role_arn=aws["JITP_ROLE_ARN"],
+            ca_source="generate",
+            ca_alias="bench-ca",
+            ca_password=CA_PASSWORD,
+            ca_dn="CN=Bench Fleet CA,O=ACME,C=DE",
+        )
         job = jitp_setup_start(actor=staff)
         deadline = time.monotonic() + 120
         while not Job.objects.get(pk=job.pk).is_finished:
@@ -376,15 +473,25 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         import logging
 
         logging.getLogger("fleet_agent").setLevel(logging.CRITICAL)
-        print(f"setup done: JITP endpoint {endpoint}, {len(tokens)} stations; starting agents",
-              flush=True)
+        print(
+            f"setup done: JITP endpoint {endpoint}, {len(tokens)} stations; starting agents",
+            flush=True,
+        )
         for name in names:
-            agent = Agent(AgentOptions(
-                state_dir=base / "stations" / name, portal=portal_url, token=tokens[name],
-                broker_ca=aws["BROKER_CA"], connect_host=f"127.0.0.1:{aws['MQTT_PORT']}",
-                poll_interval=args.poll_interval, request_poll_max=args.request_poll_max,
-                portal_retry_max=5.0, reconnect_max=5.0, stable_after=5.0,
-            ))
+            agent = Agent(
+                AgentOptions(
+                    state_dir=base / "stations" / name,
+                    portal=portal_url,
+                    token=tokens[name],
+                    broker_ca=aws["BROKER_CA"],
+                    connect_host=f"127.0.0.1:{aws['MQTT_PORT']}",
+                    poll_interval=args.poll_interval,
+                    request_poll_max=args.request_poll_max,
+                    portal_retry_max=5.0,
+                    reconnect_max=5.0,
+                    stable_after=5.0,
+                )
+            )
             agent.start()
             agents.append(agent)
         deadline = time.monotonic() + 300
@@ -392,17 +499,26 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             if time.monotonic() > deadline:
                 raise SystemExit("Not every station reported in within 300 s.")
             time.sleep(0.5)
-        print(f"{args.stations} agents running and reported in; load average "
-              f"{os.getloadavg()[0]:.1f}", flush=True)
+        print(
+            f"{args.stations} agents running and reported in; load average "
+            f"{os.getloadavg()[0]:.1f}",
+            flush=True,
+        )
 
         # ---- Timed: fleet install -> bulk approvals -> all connected.
         with load_sampler() as loads:
             t0 = time.time()
             install = fleet_install_create(
-                device_name="aws", profile=profile, endpoint=endpoint, port=8883,
-                key_password=DEVICE_PASSWORD, comment="benchmark",
+                device_name="aws",
+                profile=profile,
+                endpoint=endpoint,
+                port=8883,
+                key_password=DEVICE_PASSWORD,
+                comment="benchmark",
                 stations=list(Station.objects.filter(name__in=names)),
-                concurrency=args.concurrency or args.stations, actor=staff)
+                concurrency=args.concurrency or args.stations,
+                actor=staff,
+            )
             fleet_install_start(install=install)  # on_commit: autocommit here, so at once
             approvals: list[tuple[float, int]] = []
             deadline = time.monotonic() + args.timeout
@@ -420,26 +536,52 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         install.job.refresh_from_db()
 
         # ---- Figures.
-        rss = {"portal (gunicorn)": peak_rss_mib(web.proc.pid),
-               "worker (celery)": peak_rss_mib(celery.proc.pid)}
-        requests = {r["device__station__name"]: r for r in OnboardingRequest.objects.filter(
-            is_renewal=False).values("device__station__name", "created_at", "decided_at",
-                                     "issued_at")}
-        rows = {r["station__name"]: r for r in FleetInstallStation.objects.filter(
-            install=install).values("station__name", "dispatched_at", "delivered_at",
-                                    "connected_at")}
-        phases: dict[str, list[float]] = {k: [] for k in (
-            "install -> placed", "placed -> config fetched", "config fetched -> CSR submitted",
-            "CSR submitted -> approved", "approved -> signed", "signed -> fetched",
-            "fetched -> first connect", "first connect -> connected",
-            "connected -> portal sees it")}
+        rss = {
+            "portal (gunicorn)": peak_rss_mib(web.proc.pid),
+            "worker (celery)": peak_rss_mib(celery.proc.pid),
+        }
+        requests = {
+            r["device__station__name"]: r
+            for r in OnboardingRequest.objects.filter(is_renewal=False).values(
+                "device__station__name", "created_at", "decided_at", "issued_at"
+            )
+        }
+        rows = {
+            r["station__name"]: r
+            for r in FleetInstallStation.objects.filter(install=install).values(
+                "station__name", "dispatched_at", "delivered_at", "connected_at"
+            )
+        }
+        phases: dict[str, list[float]] = {
+            k: []
+            for k in (
+                "install -> placed",
+                "placed -> config fetched",
+                "config fetched -> CSR submitted",
+                "CSR submitted -> approved",
+                "approved -> signed",
+                "signed -> fetched",
+                "fetched -> first connect",
+                "first connect -> connected",
+                "connected -> portal sees it",
+            )
+        }
         for name in names:
             req, row, ev = requests.get(name), rows.get(name), EVENTS.get(name, {})
             if not (req and row):
                 continue
-            points = [t0, ts(row["dispatched_at"]), ts(row["delivered_at"]), ts(req["created_at"]),
-                      ts(req["decided_at"]), ts(req["issued_at"]), ev.get("certificate_issued"),
-                      ev.get("first_connect"), ev.get("connected"), ts(row["connected_at"])]
+            points = [
+                t0,
+                ts(row["dispatched_at"]),
+                ts(row["delivered_at"]),
+                ts(req["created_at"]),
+                ts(req["decided_at"]),
+                ts(req["issued_at"]),
+                ev.get("certificate_issued"),
+                ev.get("first_connect"),
+                ev.get("connected"),
+                ts(row["connected_at"]),
+            ]
             for label, (a, b) in zip(phases, zip(points, points[1:], strict=False), strict=True):
                 if a is not None and b is not None:
                     phases[label].append(b - a)
@@ -479,30 +621,48 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         vendor = connection.vendor
         print()
         print(f"Fleet onboarding benchmark, {n} stations, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC")
-        print(f"machine: {os.cpu_count()} CPUs, {platform_line()}; database {vendor}; broker "
-              f"{settings.CELERY_BROKER_URL.split('://')[0]}; MQTT backend {broker}")
-        print(f"portal: gunicorn {1 if sqlite else args.web_workers} worker(s) x "
-              f"{args.web_threads} threads; celery {args.celery} process(es); agents poll every "
-              f"{args.poll_interval:g} s, request poll cap {args.request_poll_max:g} s")
+        print(
+            f"machine: {os.cpu_count()} CPUs, {platform_line()}; database {vendor}; broker "
+            f"{settings.CELERY_BROKER_URL.split('://')[0]}; MQTT backend {broker}"
+        )
+        print(
+            f"portal: gunicorn {1 if sqlite else args.web_workers} worker(s) x "
+            f"{args.web_threads} threads; celery {args.celery} process(es); agents poll every "
+            f"{args.poll_interval:g} s, request poll cap {args.request_poll_max:g} s"
+        )
         print(f"job: {install.job.get_status_display()}: {install.job.result}")
-        print(f"devices connected (portal): {connected}/{n}; agents connected: "
-              f"{sum(1 for a in agents if a.all_connected())}/{n}")
-        print(f"load average during the run: min {min(loads or [0]):.1f}, "
-              f"median {statistics.median(loads or [0]):.1f}, max {max(loads or [0]):.1f}")
+        print(
+            f"devices connected (portal): {connected}/{n}; agents connected: "
+            f"{sum(1 for a in agents if a.all_connected())}/{n}"
+        )
+        print(
+            f"load average during the run: min {min(loads or [0]):.1f}, "
+            f"median {statistics.median(loads or [0]):.1f}, max {max(loads or [0]):.1f}"
+        )
         print()
-        print(f"overall: {n} stations from fleet install to all connected in {total:.1f} s "
-              f"= {n / total:.1f} stations/s")
-        print(f"portal side: {portal_side:.2f} s = {n / portal_side:.1f} stations/s "
-              f"(placing {placing:.2f} s + signing {signing:.2f} s)")
-        print(f"  signing: {n} certificates in {signing:.2f} s of signing = "
-              f"{n / max(signing, 1e-9):.1f}/s (last issued {signed_last - first_approval:.1f} s "
-              f"after the first approval); CSR intake {csr_first - t0:.1f} -> "
-              f"{csr_last - t0:.1f} s after the install")
-        print(f"  approvals: {len(approvals)} bulk rounds "
-              + ", ".join(f"+{c} at {t - t0:.1f} s" for t, c in approvals[:8])
-              + (" ..." if len(approvals) > 8 else ""))
-        print(f"  last agent connected at {agent_conn_last - t0:.1f} s, last row connected in "
-              f"the portal at {conn_last - t0:.1f} s")
+        print(
+            f"overall: {n} stations from fleet install to all connected in {total:.1f} s "
+            f"= {n / total:.1f} stations/s"
+        )
+        print(
+            f"portal side: {portal_side:.2f} s = {n / portal_side:.1f} stations/s "
+            f"(placing {placing:.2f} s + signing {signing:.2f} s)"
+        )
+        print(
+            f"  signing: {n} certificates in {signing:.2f} s of signing = "
+            f"{n / max(signing, 1e-9):.1f}/s (last issued {signed_last - first_approval:.1f} s "
+            f"after the first approval); CSR intake {csr_first - t0:.1f} -> "
+            f"{csr_last - t0:.1f} s after the install"
+        )
+        print(
+            f"  approvals: {len(approvals)} bulk rounds "
+            + ", ".join(f"+{c} at {t - t0:.1f} s" for t, c in approvals[:8])
+            + (" ..." if len(approvals) > 8 else "")
+        )
+        print(
+            f"  last agent connected at {agent_conn_last - t0:.1f} s, last row connected in "
+            f"the portal at {conn_last - t0:.1f} s"
+        )
         print()
         print("phase split per station:")
         for label, values in phases.items():
@@ -511,10 +671,14 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         print("peak RSS:")
         for label, per in rss.items():
             parts = ", ".join(f"{v:.0f}" for v in sorted(per.values(), reverse=True))
-            print(f"  {label:18s} max {max(per.values() or [0]):.0f} MiB per process "
-                  f"({len(per)} processes: {parts} MiB)")
-        print(f"AWS JITP comparison: at AWS's ~10 registrations/s, {n} stations need "
-              f"{n / 10:.0f} s of JITP alone; the portal side needs {portal_side:.1f} s.")
+            print(
+                f"  {label:18s} max {max(per.values() or [0]):.0f} MiB per process "
+                f"({len(per)} processes: {parts} MiB)"
+            )
+        print(
+            f"AWS JITP comparison: at AWS's ~10 registrations/s, {n} stations need "
+            f"{n / 10:.0f} s of JITP alone; the portal side needs {portal_side:.1f} s."
+        )
         return 0 if install.job.status == Job.Status.SUCCEEDED else 1
     finally:
         for agent in agents:

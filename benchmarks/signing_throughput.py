@@ -25,6 +25,7 @@ The script creates its own CA, profile, station, devices and requests (names pre
 ``VACUUM ANALYZE`` on the tables it writes before each run (the shared server here runs
 with autovacuum off; without it dead rows of earlier runs pile up).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,9 +52,11 @@ def _make_csr(_: int) -> str:
     from cryptography.x509.oid import NameOID
 
     key = ec.generate_private_key(ec.SECP256R1())
-    csr = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")])
-    ).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "bench")]))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
 
 
@@ -65,11 +68,19 @@ def raw_loop(csrs: list[str], ca_cert, ca_key) -> tuple[float, float]:  # noqa: 
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-        ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value)
-    ku = x509.KeyUsage(digital_signature=True, content_commitment=False,
-                       key_encipherment=False, data_encipherment=False, key_agreement=False,
-                       key_cert_sign=False, crl_sign=False, encipher_only=False,
-                       decipher_only=False)
+        ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    )
+    ku = x509.KeyUsage(
+        digital_signature=True,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
     now = datetime.now(UTC)
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -79,22 +90,31 @@ def raw_loop(csrs: list[str], ca_cert, ca_key) -> tuple[float, float]:  # noqa: 
         pub = csr.public_key()
         cert = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
-                                     x509.NameAttribute(NameOID.COMMON_NAME, f"raw-{i}")]))
-            .issuer_name(ca_cert.subject).public_key(pub)
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, f"raw-{i}"),
+                    ]
+                )
+            )
+            .issuer_name(ca_cert.subject)
+            .public_key(pub)
             .serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + timedelta(days=365))
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=365))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(ku, critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(pub), critical=False)
             .add_extension(aki, critical=False)
             .sign(ca_key, hashes.SHA256())
         )
         cert.public_bytes(Encoding.PEM)
-    return (len(csrs) / (time.perf_counter() - start),
-            len(csrs) / (time.process_time() - cpu_start))
+    return (
+        len(csrs) / (time.perf_counter() - start),
+        len(csrs) / (time.process_time() - cpu_start),
+    )
 
 
 def _cpu_seconds(pids: list[int]) -> float:
@@ -132,8 +152,10 @@ def _backend_pids(connection) -> list[int]:  # noqa: ANN001
     if connection.vendor != "postgresql":
         return []
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-                       "AND pid <> pg_backend_pid() AND backend_type = 'client backend'")
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND pid <> pg_backend_pid() AND backend_type = 'client backend'"
+        )
         return [r[0] for r in cursor.fetchall()]
 
 
@@ -154,10 +176,12 @@ def _vacuum(connection, tables: list[str]) -> None:  # noqa: ANN001
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=10_000)
-    parser.add_argument("--concurrency", type=int, default=1,
-                        help="worker processes (1 = solo pool, one core)")
-    parser.add_argument("--raw-count", type=int, default=2000,
-                        help="CSRs for the raw single-core loop")
+    parser.add_argument(
+        "--concurrency", type=int, default=1, help="worker processes (1 = solo pool, one core)"
+    )
+    parser.add_argument(
+        "--raw-count", type=int, default=2000, help="CSRs for the raw single-core loop"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="portal runs (fresh rows each)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's rows")
@@ -186,36 +210,43 @@ def main() -> int:
 
     vendor = connection.vendor
     if vendor != "postgresql":
-        print(f"warning: running on {vendor}; the figures are meant for PostgreSQL.",
-              file=sys.stderr)
+        print(
+            f"warning: running on {vendor}; the figures are meant for PostgreSQL.", file=sys.stderr
+        )
     call_command("migrate", verbosity=0)
-    tables = [m._meta.db_table for m in (MqttDevice, OnboardingRequest, IssuedCertificate,
-                                         AuditEvent)]
+    tables = [
+        m._meta.db_table for m in (MqttDevice, OnboardingRequest, IssuedCertificate, AuditEvent)
+    ]
 
     tag = uuid.uuid4().hex[:6]
     password = f"bench-{uuid.uuid4().hex}"
-    print(f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
-          f"Python {platform.python_version()}, database {vendor}, "
-          f"broker {settings.CELERY_BROKER_URL.split('://')[0]}; load average "
-          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    print(
+        f"machine: {platform.node()} {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}, database {vendor}, "
+        f"broker {settings.CELERY_BROKER_URL.split('://')[0]}; load average "
+        + " ".join(f"{x:.1f}" for x in os.getloadavg())
+    )
 
     t0 = time.perf_counter()
     with multiprocessing.Pool() as pool:
         csrs = pool.map(_make_csr, range(args.count), chunksize=250)
     print(f"generated {args.count} EC P-256 CSRs in {time.perf_counter() - t0:.1f} s")
 
-    ca = ca_generate(alias=f"bench-{tag}", dn=f"CN=Bench CA {tag},C=DE", password=password,
-                     key_type="ec-p256")
-    profile = signing_profile_create(name=f"bench-{tag}", ca=ca, ca_password=password,
-                                     country="DE", organization="Bench")
+    ca = ca_generate(
+        alias=f"bench-{tag}", dn=f"CN=Bench CA {tag},C=DE", password=password, key_type="ec-p256"
+    )
+    profile = signing_profile_create(
+        name=f"bench-{tag}", ca=ca, ca_password=password, country="DE", organization="Bench"
+    )
     ca_key = get_key_store().load_private_key(ca, password)
     runs: list[dict[str, float]] = []
     try:
         for rep in range(args.repeat):
             print(f"--- run {rep + 1} of {args.repeat}")
             _vacuum(connection, tables)
-            run = _portal_run(args, csrs, profile, f"{tag}{rep}", ca_key,
-                              ca_certificate(ca), connection)
+            run = _portal_run(
+                args, csrs, profile, f"{tag}{rep}", ca_key, ca_certificate(ca), connection
+            )
             if run is None:
                 return 1
             runs.append(run)
@@ -225,20 +256,32 @@ def main() -> int:
             CertificateAuthority.objects.filter(pk=ca.pk).delete()
     if len(runs) > 1:
         print("--- summary")
-        for key, label in (("ratio_wall", "ratio wall clock"),
-                           ("ratio_cpu", "ratio CPU (worker)"),
-                           ("ratio_cpu_all", "ratio CPU (worker + PostgreSQL + approve)"),
-                           ("rate", "portal certs/s"), ("raw", "raw loop certs/s (wall)")):
+        for key, label in (
+            ("ratio_wall", "ratio wall clock"),
+            ("ratio_cpu", "ratio CPU (worker)"),
+            ("ratio_cpu_all", "ratio CPU (worker + PostgreSQL + approve)"),
+            ("rate", "portal certs/s"),
+            ("raw", "raw loop certs/s (wall)"),
+        ):
             values = [r[key] for r in runs]
-            print(f"{label}: best {max(values):,.2f}, median {statistics.median(values):,.2f}"
-                  f" (runs: {', '.join(f'{v:,.2f}' for v in values)})")
+            print(
+                f"{label}: best {max(values):,.2f}, median {statistics.median(values):,.2f}"
+                f" (runs: {', '.join(f'{v:,.2f}' for v in values)})"
+            )
     print("load average at the end: " + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     print(f"date: {timezone.now():%Y-%m-%d %H:%M} UTC")
     return 0
 
 
-def _portal_run(args, csrs, profile, tag, ca_key, ca_cert, connection  # noqa: ANN001, PLR0913
-                ) -> dict[str, float] | None:
+def _portal_run(
+    args,
+    csrs,
+    profile,
+    tag,
+    ca_key,
+    ca_cert,
+    connection,  # noqa: ANN001, PLR0913
+) -> dict[str, float] | None:
     """One portal run on fresh rows: approve everything, wait until all are issued."""
     from django.conf import settings
     from django.db.models import Count
@@ -251,49 +294,84 @@ def _portal_run(args, csrs, profile, tag, ca_key, ca_cert, connection  # noqa: A
 
     count = len(csrs)
     raw_rate, raw_cpu_rate = raw_loop(csrs[: args.raw_count], ca_cert, ca_key)
-    print(f"raw cryptography loop, one core: {raw_rate:,.0f} certs/s wall clock, "
-          f"{raw_cpu_rate:,.0f} certs per CPU-second ({min(args.raw_count, count)} "
-          "certificates)")
+    print(
+        f"raw cryptography loop, one core: {raw_rate:,.0f} certs/s wall clock, "
+        f"{raw_cpu_rate:,.0f} certs per CPU-second ({min(args.raw_count, count)} "
+        "certificates)"
+    )
 
     t0 = time.perf_counter()
-    station = Station.objects.create(name=f"bench-{tag}", token_hash=uuid.uuid4().hex * 2,
-                                     token_prefix="bench")
+    station = Station.objects.create(
+        name=f"bench-{tag}", token_hash=uuid.uuid4().hex * 2, token_prefix="bench"
+    )
     devices = MqttDevice.objects.bulk_create(
-        [MqttDevice(station=station, name=f"d{i}", signing_profile=profile)
-         for i in range(count)], batch_size=2000)
+        [MqttDevice(station=station, name=f"d{i}", signing_profile=profile) for i in range(count)],
+        batch_size=2000,
+    )
     rows = []
     check_cpu = time.process_time()
     valid_csrs = [csr_validate(pem) for pem in csrs]  # what the station API does per request
     check_cpu = time.process_time() - check_cpu
     for device, valid in zip(devices, valid_csrs, strict=True):
-        rows.append(OnboardingRequest(
-            station=station, device=device, profile=profile, csr_pem=valid.pem,
-            key_type=valid.key_type, public_key_fingerprint=valid.public_key_fingerprint))
+        rows.append(
+            OnboardingRequest(
+                station=station,
+                device=device,
+                profile=profile,
+                csr_pem=valid.pem,
+                key_type=valid.key_type,
+                public_key_fingerprint=valid.public_key_fingerprint,
+            )
+        )
     del valid_csrs
     OnboardingRequest.objects.bulk_create(rows, batch_size=2000)
     ids = [r.pk for r in rows]
     del rows
-    print(f"created {count} pending requests in {time.perf_counter() - t0:.1f} s; the "
-          f"submission check (csr_validate: parse, key type, self-signature) took "
-          f"{check_cpu / count * 1e6:.0f} µs CPU per CSR (at submission, not timed below)")
+    print(
+        f"created {count} pending requests in {time.perf_counter() - t0:.1f} s; the "
+        f"submission check (csr_validate: parse, key type, self-signature) took "
+        f"{check_cpu / count * 1e6:.0f} µs CPU per CSR (at submission, not timed below)"
+    )
 
     env = dict(os.environ)
     keys = settings.FIELD_ENCRYPTION_KEY
     env.update(
         DATABASE_URL=env.get("DATABASE_URL", f"sqlite:///{connection.settings_dict['NAME']}"),
-        CELERY_BROKER_URL=settings.CELERY_BROKER_URL, PORTAL_DATA_DIR=str(settings.DATA_DIR),
+        CELERY_BROKER_URL=settings.CELERY_BROKER_URL,
+        PORTAL_DATA_DIR=str(settings.DATA_DIR),
         FIELD_ENCRYPTION_KEY=",".join(keys if isinstance(keys, list) else [keys]),
-        SECRET_KEY=settings.SECRET_KEY, PYTHONPATH=str(ROOT),
+        SECRET_KEY=settings.SECRET_KEY,
+        PYTHONPATH=str(ROOT),
         DEBUG="false",  # as in production: no per-query log in the worker
     )
     log_path = Path(settings.DATA_DIR) / f"bench-worker-{tag}.log"
     log = log_path.open("w")
     pool_args = ["-P", "solo"] if args.concurrency == 1 else ["-P", "prefork"]
     worker = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", "signing",
-         "-c", str(args.concurrency), *pool_args, "--without-gossip", "--without-mingle",
-         "--without-heartbeat", "-n", f"bench-{tag}@%h", "-l", "INFO"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "worker",
+            "-Q",
+            "signing",
+            "-c",
+            str(args.concurrency),
+            *pool_args,
+            "--without-gossip",
+            "--without-mingle",
+            "--without-heartbeat",
+            "-n",
+            f"bench-{tag}@%h",
+            "-l",
+            "INFO",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     peak_kib = 0
     own_pid = _own_backend_pid(connection)
@@ -317,14 +395,20 @@ def _portal_run(args, csrs, profile, tag, ca_key, ca_cert, connection  # noqa: A
         approve_s = time.perf_counter() - start
         approve_cpu = time.process_time() - approve_cpu
         approve_pg = (_cpu_seconds([own_pid]) - own_before) if own_pid else 0.0
-        print(f"phase 1, bulk approve + enqueue of {len(approved)} requests: {approve_s:.2f} s "
-              f"(CPU: {approve_cpu:.2f} s here + {approve_pg:.2f} s PostgreSQL)")
+        print(
+            f"phase 1, bulk approve + enqueue of {len(approved)} requests: {approve_s:.2f} s "
+            f"(CPU: {approve_cpu:.2f} s here + {approve_pg:.2f} s PostgreSQL)"
+        )
         mine = OnboardingRequest.objects.filter(station=station)
         while True:
             # Cheap polling (by station, 10 times a second) so the observer hardly loads
             # the database; the end time is therefore at most 0.1 s late.
-            done = dict(mine.filter(status__in=["issued", "failed"]).values_list("status")
-                        .annotate(n=Count("id")).order_by())
+            done = dict(
+                mine.filter(status__in=["issued", "failed"])
+                .values_list("status")
+                .annotate(n=Count("id"))
+                .order_by()
+            )
             issued = done.get("issued", 0)
             for pid in pids:
                 peak_kib = max(peak_kib, _rss_kib(pid)[1])
@@ -337,8 +421,7 @@ def _portal_run(args, csrs, profile, tag, ca_key, ca_cert, connection  # noqa: A
         elapsed = time.perf_counter() - start
         worker_cpu = _cpu_seconds(pids) - cpu_before
         backends = _backend_pids(connection)
-        worker_pg = sum(_cpu_seconds([pid]) - backends_before.get(pid, 0.0)
-                        for pid in backends)
+        worker_pg = sum(_cpu_seconds([pid]) - backends_before.get(pid, 0.0) for pid in backends)
         load_after = os.getloadavg()[0]
     finally:
         for pid in _worker_pids(worker.pid):
@@ -350,45 +433,66 @@ def _portal_run(args, csrs, profile, tag, ca_key, ca_cert, connection  # noqa: A
     rate = issued / elapsed
     certs = IssuedCertificate.objects.filter(request_id__in=ids).count()
     processes = f"{args.concurrency} worker process{'es' if args.concurrency > 1 else ''}"
-    print(f"phase 2, signing until all issued ({processes}): {sign_s:.2f} s = "
-          f"{issued / sign_s:,.0f} certs/s")
-    print(f"portal end to end (approve -> all issued): {issued} issued in {elapsed:.2f} s = "
-          f"{rate:,.0f} certs/s")
+    print(
+        f"phase 2, signing until all issued ({processes}): {sign_s:.2f} s = "
+        f"{issued / sign_s:,.0f} certs/s"
+    )
+    print(
+        f"portal end to end (approve -> all issued): {issued} issued in {elapsed:.2f} s = "
+        f"{rate:,.0f} certs/s"
+    )
     raw_after, raw_cpu_after = raw_loop(csrs[: args.raw_count], ca_cert, ca_key)
-    print(f"raw loop again after the run: {raw_after:,.0f} certs/s wall clock, "
-          f"{raw_cpu_after:,.0f} per CPU-second")
+    print(
+        f"raw loop again after the run: {raw_after:,.0f} certs/s wall clock, "
+        f"{raw_cpu_after:,.0f} per CPU-second"
+    )
     # The faster of the two raw measurements is the reference: the ratio is not flattered
     # by a raw loop that happened to run while the machine was busy.
     raw = max(raw_rate, raw_after)
     raw_cpu = max(raw_cpu_rate, raw_cpu_after)
-    print(f"ratio portal / raw single core: {rate / raw:.2f} (wall clock; load average "
-          f"{load_before:.1f} -> {load_after:.1f})")
+    print(
+        f"ratio portal / raw single core: {rate / raw:.2f} (wall clock; load average "
+        f"{load_before:.1f} -> {load_after:.1f})"
+    )
     cpu_rate = issued / worker_cpu if worker_cpu else float("nan")
-    print(f"worker CPU: {worker_cpu:.2f} s = {worker_cpu / issued * 1e6:.0f} µs per "
-          f"certificate = {cpu_rate:,.0f} certs per worker CPU-second; ratio to the raw "
-          f"loop's CPU rate: {cpu_rate / raw_cpu:.2f} (load-independent)")
+    print(
+        f"worker CPU: {worker_cpu:.2f} s = {worker_cpu / issued * 1e6:.0f} µs per "
+        f"certificate = {cpu_rate:,.0f} certs per worker CPU-second; ratio to the raw "
+        f"loop's CPU rate: {cpu_rate / raw_cpu:.2f} (load-independent)"
+    )
     all_cpu = worker_cpu + worker_pg + approve_cpu + approve_pg
     all_rate = issued / all_cpu if all_cpu else float("nan")
     if connection.vendor == "postgresql":
-        print(f"PostgreSQL CPU of the worker's connections: {worker_pg:.2f} s = "
-              f"{worker_pg / issued * 1e6:.0f} µs per certificate; all CPU (worker + its "
-              f"PostgreSQL + approve): {all_cpu:.2f} s = {all_rate:,.0f} certs per CPU-second;"
-              f" ratio {all_rate / raw_cpu:.2f}")
+        print(
+            f"PostgreSQL CPU of the worker's connections: {worker_pg:.2f} s = "
+            f"{worker_pg / issued * 1e6:.0f} µs per certificate; all CPU (worker + its "
+            f"PostgreSQL + approve): {all_cpu:.2f} s = {all_rate:,.0f} certs per CPU-second;"
+            f" ratio {all_rate / raw_cpu:.2f}"
+        )
     print(f"worker peak RSS: {peak_kib / 1024:.0f} MiB (largest process)")
     assert certs == issued, "certificate rows and issued requests disagree"
 
     if not args.keep:
-        cert_ids = list(IssuedCertificate.objects.filter(request_id__in=ids)
-                        .values_list("pk", flat=True))
+        cert_ids = list(
+            IssuedCertificate.objects.filter(request_id__in=ids).values_list("pk", flat=True)
+        )
         MqttDevice.objects.filter(station=station).update(current_certificate=None)
         IssuedCertificate.objects.filter(pk__in=cert_ids).delete()
-        AuditEvent.objects.filter(object_type="signing.onboardingrequest",
-                                  object_id__in=[str(i) for i in ids]).delete()
+        AuditEvent.objects.filter(
+            object_type="signing.onboardingrequest", object_id__in=[str(i) for i in ids]
+        ).delete()
         OnboardingRequest.objects.filter(pk__in=ids).delete()
         station.delete()
-    return {"rate": rate, "raw": raw, "ratio_wall": rate / raw,
-            "ratio_cpu": cpu_rate / raw_cpu, "ratio_cpu_all": all_rate / raw_cpu,
-            "approve_s": approve_s, "sign_s": sign_s, "peak_mib": peak_kib / 1024}
+    return {
+        "rate": rate,
+        "raw": raw,
+        "ratio_wall": rate / raw,
+        "ratio_cpu": cpu_rate / raw_cpu,
+        "ratio_cpu_all": all_rate / raw_cpu,
+        "approve_s": approve_s,
+        "sign_s": sign_s,
+        "peak_mib": peak_kib / 1024,
+    }
 
 
 if __name__ == "__main__":

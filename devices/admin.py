@@ -3,6 +3,7 @@
 The fleet-install action on stations is added by provisioning (provisioning/fleet/admin.py
 re-registers Station with a subclass of StationAdmin).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -50,8 +51,9 @@ class DeviceStatusFilter(admin.SimpleListFilter):
         if value == "none":
             return queryset.filter(devices__isnull=True)
         if value in MqttDevice.Status.values:
-            return queryset.filter(pk__in=MqttDevice.objects.filter(status=value)
-                                   .values("station_id"))
+            return queryset.filter(
+                pk__in=MqttDevice.objects.filter(status=value).values("station_id")
+            )
         return queryset
 
 
@@ -60,8 +62,7 @@ class MqttDeviceInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
-    fields = ("name", "status", "endpoint", "port", "client_id", "last_connected_at",
-              "last_error")
+    fields = ("name", "status", "endpoint", "port", "client_id", "last_connected_at", "last_error")
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -79,51 +80,79 @@ class StationAdmin(admin.ModelAdmin):
     inlines = [MqttDeviceInline]
     change_list_template = "admin/devices/station/change_list.html"
     change_form_template = "admin/devices/station/change_form.html"
-    readonly_fields = ["token_prefix", "created_at", "last_seen_at", "agent_version",
-                       "reported_state"]
+    readonly_fields = [
+        "token_prefix",
+        "created_at",
+        "last_seen_at",
+        "agent_version",
+        "reported_state",
+    ]
 
     def get_fields(self, request: HttpRequest, obj: Station | None = None) -> Any:
         if obj is None:
             return ["name", "description", "site", "tags"]
-        return ["name", "description", "site", "tags", "token_prefix", "created_at",
-                "last_seen_at", "agent_version", "reported_state"]
+        return [
+            "name",
+            "description",
+            "site",
+            "tags",
+            "token_prefix",
+            "created_at",
+            "last_seen_at",
+            "agent_version",
+            "reported_state",
+        ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Station | None = None) -> list[str]:
         return [*self.readonly_fields, "name"] if obj is not None else []
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Station]:
-        return super().get_queryset(request).prefetch_related(
-            Prefetch("devices", queryset=MqttDevice.objects.only(
-                "id", "station_id", "name", "status").order_by("name"))
+        return (
+            super()
+            .get_queryset(request)
+            .prefetch_related(
+                Prefetch(
+                    "devices",
+                    queryset=MqttDevice.objects.only("id", "station_id", "name", "status").order_by(
+                        "name"
+                    ),
+                )
+            )
         )
 
     @admin.display(description="health", ordering="last_seen_at")
     def health(self, obj: Station) -> str:
         value = station_health(obj)
-        return format_html('<span style="color:{}">&#9679; {}</span>', _HEALTH_COLOUR[value],
-                           _HEALTH_LABEL[value])
+        return format_html(
+            '<span style="color:{}">&#9679; {}</span>', _HEALTH_COLOUR[value], _HEALTH_LABEL[value]
+        )
 
     @admin.display(description="devices")
     def device_statuses(self, obj: Station) -> str:
         devices = list(obj.devices.all())  # prefetched: no query per row
         if not devices:
             return "-"
-        return format_html_join(", ", "{}: {}", ((d.name, d.get_status_display())
-                                                 for d in devices))
+        return format_html_join(", ", "{}: {}", ((d.name, d.get_status_display()) for d in devices))
 
     # ---- add / change through the services; the token is shown once, never stored
     def save_model(self, request: HttpRequest, obj: Station, form: Any, change: bool) -> None:
         data = form.cleaned_data
         if change:
-            station_update(station=obj, description=data["description"], site=data["site"],
-                           tags=data["tags"], actor=request.user)
+            station_update(
+                station=obj,
+                description=data["description"],
+                site=data["site"],
+                tags=data["tags"],
+                actor=request.user,
+            )
             return
         with transaction.atomic():
-            station, token = station_create(name=data["name"],
-                                            description=data["description"],
-                                            actor=request.user)
-            station_update(station=station, site=data["site"], tags=data["tags"],
-                           actor=request.user)
+            station, token = station_create(
+                name=data["name"], description=data["description"], actor=request.user
+            )
+            station_update(
+                station=station, site=data["site"], tags=data["tags"], actor=request.user
+            )
         obj.pk = station.pk
         obj.refresh_from_db()
         request._station_token = token  # type: ignore[attr-defined]  # read by response_add
@@ -131,18 +160,25 @@ class StationAdmin(admin.ModelAdmin):
     def get_inlines(self, request: HttpRequest, obj: Station | None) -> list[Any]:
         return list(self.inlines) if obj is not None else []
 
-    def response_add(self, request: HttpRequest, obj: Station, post_url_continue: Any = None
-                     ) -> HttpResponse:
+    def response_add(
+        self, request: HttpRequest, obj: Station, post_url_continue: Any = None
+    ) -> HttpResponse:
         token = getattr(request, "_station_token", None)
         if token is None:
             return super().response_add(request, obj, post_url_continue)
         return self._token_page(request, obj, token, "created")
 
-    def _token_page(self, request: HttpRequest, station: Station, token: str, what: str
-                    ) -> HttpResponse:
-        context = {**self.admin_site.each_context(request), "opts": self.opts,
-                   "station": station, "token": token, "what": what,
-                   "title": f"API token for station {station.name}"}
+    def _token_page(
+        self, request: HttpRequest, station: Station, token: str, what: str
+    ) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "station": station,
+            "token": token,
+            "what": what,
+            "title": f"API token for station {station.name}",
+        }
         response = TemplateResponse(request, "admin/devices/station/token.html", context)
         response["Cache-Control"] = "no-store"
         return response
@@ -152,8 +188,11 @@ class StationAdmin(admin.ModelAdmin):
         wrap = self.admin_site.admin_view
         return [
             path("import-csv/", wrap(self.import_csv_view), name="devices_station_import_csv"),
-            path("<path:object_id>/rotate-token/", wrap(self.rotate_token_view),
-                 name="devices_station_rotate_token"),
+            path(
+                "<path:object_id>/rotate-token/",
+                wrap(self.rotate_token_view),
+                name="devices_station_rotate_token",
+            ),
             *super().get_urls(),
         ]
 
@@ -164,8 +203,12 @@ class StationAdmin(admin.ModelAdmin):
         if request.method == "POST":
             token = station_rotate_token(station=station, actor=request.user)
             return self._token_page(request, station, token, "rotated")
-        context = {**self.admin_site.each_context(request), "opts": self.opts,
-                   "station": station, "title": f"Rotate the token of {station.name}?"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "station": station,
+            "title": f"Rotate the token of {station.name}?",
+        }
         return TemplateResponse(request, "admin/devices/station/rotate_confirm.html", context)
 
     def import_csv_view(self, request: HttpRequest) -> HttpResponse:
@@ -176,12 +219,19 @@ class StationAdmin(admin.ModelAdmin):
         form = StationCsvImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
             try:
-                created = stations_import_csv(data=form.cleaned_data["file"].read(),
-                                              actor=request.user)
+                created = stations_import_csv(
+                    data=form.cleaned_data["file"].read(), actor=request.user
+                )
             except CsvImportError as exc:
                 errors = exc.errors
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
-                   "errors": errors, "created": created, "title": "Import stations from CSV"}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "errors": errors,
+            "created": created,
+            "title": "Import stations from CSV",
+        }
         response = TemplateResponse(request, "admin/devices/station/import_csv.html", context)
         response["Cache-Control"] = "no-store"
         return response
@@ -191,18 +241,47 @@ class StationAdmin(admin.ModelAdmin):
 class MqttDeviceAdmin(admin.ModelAdmin):
     """Devices are made by fleet installs and driven by agents: mostly read-only here."""
 
-    list_display = ["__str__", "status", "client_id", "current_certificate",
-                    "last_connected_at", "short_error"]
+    list_display = [
+        "__str__",
+        "status",
+        "client_id",
+        "current_certificate",
+        "last_connected_at",
+        "short_error",
+    ]
     list_filter = ["status", "station__site", "name"]
     search_fields = ["station__name", "name", "client_id"]
     list_select_related = ["station", "current_certificate"]
     show_full_result_count = False
-    fields = ["station", "name", "status", "endpoint", "port", "client_id", "certificate_alias",
-              "signing_profile", "onboarding_comment", "current_certificate",
-              "last_connected_at", "last_error", "created_at", "updated_at"]
-    readonly_fields = ["station", "name", "status", "client_id", "certificate_alias",
-                       "signing_profile", "current_certificate", "last_connected_at",
-                       "last_error", "created_at", "updated_at"]
+    fields = [
+        "station",
+        "name",
+        "status",
+        "endpoint",
+        "port",
+        "client_id",
+        "certificate_alias",
+        "signing_profile",
+        "onboarding_comment",
+        "current_certificate",
+        "last_connected_at",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ]
+    readonly_fields = [
+        "station",
+        "name",
+        "status",
+        "client_id",
+        "certificate_alias",
+        "signing_profile",
+        "current_certificate",
+        "last_connected_at",
+        "last_error",
+        "created_at",
+        "updated_at",
+    ]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # devices come from fleet installs (or a hand install on the station)

@@ -1,4 +1,5 @@
 """The station API's authentication: a station's bearer token."""
+
 from __future__ import annotations
 
 from typing import Any

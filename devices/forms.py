@@ -1,4 +1,5 @@
 """Admin forms of the devices app: station add/change, CSV import."""
+
 from __future__ import annotations
 
 from django import forms
@@ -30,7 +31,7 @@ class StationForm(forms.ModelForm):
 class StationCsvImportForm(forms.Form):
     file = forms.FileField(
         help_text="UTF-8 CSV with a header line: name (required), description, site, tags "
-                  "(tags separated by ';'). All rows are imported, or none.",
+        "(tags separated by ';'). All rows are imported, or none.",
     )
 
     MAX_BYTES = 2 * 1024 * 1024

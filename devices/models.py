@@ -1,4 +1,5 @@
 """Stations (the fleet) and the MQTT devices installed on them."""
+
 from __future__ import annotations
 
 from django.core.validators import RegexValidator
@@ -48,24 +49,34 @@ class MqttDevice(models.Model):
 
     station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="devices")
     name = models.CharField(max_length=63, validators=[name_validator])
-    status = models.CharField(max_length=20, choices=Status.choices,
-                              default=Status.PENDING_INSTALL, db_index=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.PENDING_INSTALL, db_index=True
+    )
     endpoint = models.CharField("broker endpoint", max_length=253, blank=True)
     port = models.PositiveIntegerField(default=8883)
     client_id = models.CharField(
         max_length=128, blank=True, help_text="The certificate's CN, filled when it arrives."
     )
     signing_profile = models.ForeignKey(
-        "signing.SigningProfile", null=True, blank=True, on_delete=models.PROTECT,
+        "signing.SigningProfile",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="devices",
     )
     key_password = EncryptedCharField(
-        "certificate password", max_length=128, blank=True, editable=False,
+        "certificate password",
+        max_length=128,
+        blank=True,
+        editable=False,
         help_text="Protects the device key on the station; delivered only to that station.",
     )
     onboarding_comment = models.CharField(max_length=200, blank=True)
     current_certificate = models.ForeignKey(
-        "signing.IssuedCertificate", null=True, blank=True, on_delete=models.SET_NULL,
+        "signing.IssuedCertificate",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     last_connected_at = models.DateTimeField(null=True, blank=True)
@@ -74,7 +85,10 @@ class MqttDevice(models.Model):
     updated_at = models.DateTimeField(auto_now=True)
     # The bound connection gives the device its uplink/downlink topic patterns.
     connection = models.ForeignKey(
-        "provisioning.Connection", null=True, blank=True, on_delete=models.PROTECT,
+        "provisioning.Connection",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="devices",
         help_text="When set, the agent uses this connection's uplink/downlink topic patterns.",
     )

@@ -1,4 +1,5 @@
 """Reads of the devices app that more than one door needs: token lookup, station health."""
+
 from __future__ import annotations
 
 from datetime import datetime, timedelta

@@ -1,4 +1,5 @@
 """Services of the devices app: stations and their tokens, devices' certificates."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,8 +21,9 @@ def station_create(
 ) -> tuple[Station, str]:
     """Create a station; returns it with its API token, which is shown this once only."""
     token = new_token()
-    station = Station(name=name, description=description, token_hash=hash_token(token),
-                      token_prefix=token[:8])
+    station = Station(
+        name=name, description=description, token_hash=hash_token(token), token_prefix=token[:8]
+    )
     station.full_clean()
     station.save()
     audit_record(action="station_create", obj=station, actor=actor)
@@ -41,9 +43,7 @@ def station_rotate_token(
     return token
 
 
-def devices_certificate_issued(
-    *, issued: Sequence[tuple[int, int, str]], now: datetime
-) -> None:
+def devices_certificate_issued(*, issued: Sequence[tuple[int, int, str]], now: datetime) -> None:
     """Point each device at its new certificate, in ONE ``UPDATE … FROM (VALUES …)`` statement.
 
     ``issued`` holds (device id, certificate id, MQTT client id) in signing order; the last
@@ -60,8 +60,11 @@ def devices_certificate_issued(
     if connection.vendor == "postgresql":
         # Three array parameters instead of 600 placeholders.
         source = "unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(column1, column2, column3)"
-        params += [list(latest), [c for c, _ in latest.values()],
-                   [client for _, client in latest.values()]]
+        params += [
+            list(latest),
+            [c for c, _ in latest.values()],
+            [client for _, client in latest.values()],
+        ]
     else:
         source = f"(VALUES {', '.join(['(%s, %s, %s)'] * len(latest))}) AS v"
         for device_id, (cert_id, client_id) in latest.items():
@@ -73,5 +76,13 @@ def devices_certificate_issued(
         f'"updated_at" = %s FROM {source} WHERE "{table}"."id" = v.column1'
     )
     with connection.cursor() as cursor:
-        cursor.execute(sql, [connected, connected, MqttDevice.Status.CERTIFICATE_ISSUED,
-                             connection.ops.adapt_datetimefield_value(now), *params])
+        cursor.execute(
+            sql,
+            [
+                connected,
+                connected,
+                MqttDevice.Status.CERTIFICATE_ISSUED,
+                connection.ops.adapt_datetimefield_value(now),
+                *params,
+            ],
+        )

@@ -1,5 +1,6 @@
 """Writes about stations beyond create/rotate: edits, CSV import and recording the agent's
 state reports on the station's rows (fleet installs follow the reports in provisioning)."""
+
 from __future__ import annotations
 
 import csv
@@ -28,8 +29,12 @@ def _parse_tags(raw: str) -> list[str]:
 
 @transaction.atomic
 def station_update(
-    *, station: Station, description: str | None = None, site: str | None = None,
-    tags: list[str] | None = None, actor: Actor = None,
+    *,
+    station: Station,
+    description: str | None = None,
+    site: str | None = None,
+    tags: list[str] | None = None,
+    actor: Actor = None,
 ) -> Station:
     """Change a station's descriptive fields (never its name or token)."""
     if description is not None:
@@ -60,9 +65,7 @@ def _validation_sentences(exc: ValidationError) -> str:
     return " ".join(exc.messages)
 
 
-def stations_import_csv(
-    *, data: bytes | str, actor: Actor = None
-) -> list[tuple[Station, str]]:
+def stations_import_csv(*, data: bytes | str, actor: Actor = None) -> list[tuple[Station, str]]:
     """Create stations from CSV (header: name[,description,site,tags]); all or nothing.
 
     Returns each new station with its token, which the caller shows once. Raises
@@ -79,8 +82,9 @@ def stations_import_csv(
         raise CsvImportError(["The first line must be a header with at least a 'name' column."])
     unknown = [h for h in header if h not in CSV_COLUMNS]
     if unknown:
-        raise CsvImportError([f"Unknown column(s): {', '.join(unknown)}; use "
-                              f"{', '.join(CSV_COLUMNS)}."])
+        raise CsvImportError(
+            [f"Unknown column(s): {', '.join(unknown)}; use {', '.join(CSV_COLUMNS)}."]
+        )
     reader.fieldnames = header
     errors: list[str] = []
     rows: list[tuple[int, dict[str, Any]]] = []
@@ -111,9 +115,14 @@ def stations_import_csv(
         if values["name"] in existing:
             errors.append(f"Line {line}: a station named '{values['name']}' already exists.")
             continue
-        probe = Station(name=values["name"], description=values.get("description", ""),
-                        site=values.get("site", ""), tags=_parse_tags(values.get("tags", "")),
-                        token_hash="x" * 64, token_prefix="x")
+        probe = Station(
+            name=values["name"],
+            description=values.get("description", ""),
+            site=values.get("site", ""),
+            tags=_parse_tags(values.get("tags", "")),
+            token_hash="x" * 64,
+            token_prefix="x",
+        )
         try:
             probe.full_clean(validate_unique=False)
         except ValidationError as exc:
@@ -126,8 +135,12 @@ def stations_import_csv(
             station, token = station_create(
                 name=values["name"], description=values.get("description", ""), actor=actor
             )
-            station_update(station=station, site=values.get("site", ""),
-                           tags=_parse_tags(values.get("tags", "")), actor=actor)
+            station_update(
+                station=station,
+                site=values.get("site", ""),
+                tags=_parse_tags(values.get("tags", "")),
+                actor=actor,
+            )
             created.append((station, token))
     return created
 

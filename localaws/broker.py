@@ -23,7 +23,6 @@ from . import mqtt_codec as m
 log = logging.getLogger(__name__)
 
 
-
 async def close_connections(
     server: asyncio.Server | None,
     tasks: set[asyncio.Task[None]],
@@ -45,6 +44,7 @@ async def close_connections(
     if server:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(server.wait_closed(), 2)
+
 
 class _Session:
     def __init__(self, writer: asyncio.StreamWriter, connect: m.Connect) -> None:

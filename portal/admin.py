@@ -1,4 +1,5 @@
 """Admin for cross-cutting rows: audit events (read-only) and staff API tokens."""
+
 from typing import Any
 
 from django.contrib import admin

@@ -1,5 +1,6 @@
 """The versioned JSON API (/api/v1/): the NinjaAPI instance, its error handlers and the
 routers each app contributes. Shared pieces the routers use live in ``portal.http_api``."""
+
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig
@@ -46,9 +47,16 @@ def _auth_error(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
     return _error(request, 401, "unauthorized", "A valid bearer token is required.")
 
 
-_HTTP_CODES = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed",
-               413: "too_large", 415: "unsupported_media_type", 422: "invalid_request",
-               429: "rate_limited"}
+_HTTP_CODES = {
+    400: "bad_request",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    429: "rate_limited",
+}
 
 
 @api.exception_handler(HttpError)
@@ -64,8 +72,10 @@ def _validation_error(request: HttpRequest, exc: NinjaValidationError) -> HttpRe
     for err in exc.errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p not in ("body", "payload"))
         parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
-    detail = "The request is not valid: " + "; ".join(parts) + "." if parts else (
-        "The request body is not valid JSON of the expected shape."
+    detail = (
+        "The request is not valid: " + "; ".join(parts) + "."
+        if parts
+        else ("The request body is not valid JSON of the expected shape.")
     )
     return _error(request, 422, "invalid_request", detail)
 

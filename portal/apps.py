@@ -1,4 +1,5 @@
 """App config of the portal itself: cross-cutting models, checks and periodic-task install."""
+
 from django.apps import AppConfig
 from django.db.models.signals import post_migrate
 

@@ -1,4 +1,5 @@
 """The Celery application. Tasks are thin doors: they take ids, re-read rows, call services."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """System checks that make the portal refuse to start when it is misconfigured."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,4 +1,5 @@
 """The management commands' door: a domain error becomes a non-zero exit with its sentence."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -9,6 +9,7 @@ same :class:`ProcessGroup` without touching the web/worker/beat wiring:
 - :func:`ensure_admin` creates or updates the ``admin`` superuser with a fresh password.
 - :func:`portal_processes` lists the web server, the Celery worker and beat.
 """
+
 from __future__ import annotations
 
 import os
@@ -59,8 +60,13 @@ class ProcessGroup:
             child.log = (self.log_dir / f"{name}.log").open("ab")
             stdout = child.log
         child.proc = subprocess.Popen(
-            child.argv, cwd=ROOT, env=env, stdout=stdout, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True,
+            child.argv,
+            cwd=ROOT,
+            env=env,
+            stdout=stdout,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
         self.children.append(child)
         return child
@@ -143,12 +149,41 @@ def portal_processes(*, host: str, port: int) -> list[tuple[str, list[str]]]:
     python = sys.executable
     return [
         ("web", [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
-        ("worker", [python, "-m", "celery", "-A", "portal", "worker", "-Q",
-                    "default,signing,fleet", "-c", "2", "-l", "INFO",
-                    "-n", f"demo-{os.getpid()}@%h"]),
-        ("beat", [python, "-m", "celery", "-A", "portal", "beat", "-l", "INFO",
-                  "-S", "django_celery_beat.schedulers:DatabaseScheduler",
-                  "--pidfile="]),
+        (
+            "worker",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                "default,signing,fleet",
+                "-c",
+                "2",
+                "-l",
+                "INFO",
+                "-n",
+                f"demo-{os.getpid()}@%h",
+            ],
+        ),
+        (
+            "beat",
+            [
+                python,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "-l",
+                "INFO",
+                "-S",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+                "--pidfile=",
+            ],
+        ),
     ]
 
 
@@ -186,8 +221,12 @@ def _mqtt_port(options: DemoOptions) -> int:
 
 
 def run_demo(
-    *, host: str = "127.0.0.1", port: int = 8000, write: Callable[[str], None] = print,
-    extra: Callable[[ProcessGroup], None] | None = None, options: DemoOptions | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    write: Callable[[str], None] = print,
+    extra: Callable[[ProcessGroup], None] | None = None,
+    options: DemoOptions | None = None,
     error: Callable[[str], None] | None = None,
 ) -> int:
     """Run the demo until Ctrl-C/SIGTERM (or, scripted, until every station is connected).
@@ -229,22 +268,32 @@ def run_demo(
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("AWS_ENDPOINT_URL", None)
         standin = chain.standin_start(
-            group, state_dir=data_dir / "demo" / "localaws", broker=options.broker,
-            mqtt_port=_mqtt_port(options), env=env,
+            group,
+            state_dir=data_dir / "demo" / "localaws",
+            broker=options.broker,
+            mqtt_port=_mqtt_port(options),
+            env=env,
         )
-        write(f"[{time.monotonic() - t0:6.1f} s] Local AWS stand-in up: control plane "
-              f"{standin.endpoint_url}, MQTT {standin.mqtt_endpoint} on 127.0.0.1:"
-              f"{standin.mqtt_port}, broker behind it {standin.broker}")
+        write(
+            f"[{time.monotonic() - t0:6.1f} s] Local AWS stand-in up: control plane "
+            f"{standin.endpoint_url}, MQTT {standin.mqtt_endpoint} on 127.0.0.1:"
+            f"{standin.mqtt_port}, broker behind it {standin.broker}"
+        )
         write(f"Broker CA: {standin.broker_ca}")
         # This process runs the scripted steps' AWS calls itself (setup_jitp in the foreground).
         settings.AWS_ENDPOINT_URL = standin.endpoint_url
         env["AWS_ENDPOINT_URL"] = standin.endpoint_url
         chain.demo_prepare_aws(standin=standin, secrets_=demo_secrets)
-        stations = chain.demo_stations(count=options.stations, prefix=options.station_prefix,
-                                       root=data_dir / "demo" / "stations")
-        write(f"[{time.monotonic() - t0:6.1f} s] Demo data ready: access key "
-              f"{chain.DEMO_ACCESS_KEY_ID}, AWS service on ({chain.DEMO_REGION}), "
-              f"{len(stations)} station(s)")
+        stations = chain.demo_stations(
+            count=options.stations,
+            prefix=options.station_prefix,
+            root=data_dir / "demo" / "stations",
+        )
+        write(
+            f"[{time.monotonic() - t0:6.1f} s] Demo data ready: access key "
+            f"{chain.DEMO_ACCESS_KEY_ID}, AWS service on ({chain.DEMO_REGION}), "
+            f"{len(stations)} station(s)"
+        )
         for name, argv in portal_processes(host=host, port=port):
             group.start(name, argv, env=env)
         if extra is not None:
@@ -253,32 +302,44 @@ def run_demo(
         if not wait_http(url, timeout=60, alive=lambda: group.exited() is None):
             write(f"The web server did not start; see {group.log_dir}/web.log.")
             return 1
-        chain.agents_start(group, stations=stations, portal_url=f"http://{host}:{port}",
-                           standin=standin, env=env)
-        write(f"[{time.monotonic() - t0:6.1f} s] Web server, worker, beat and "
-              f"{len(stations)} agent(s) started")
+        chain.agents_start(
+            group, stations=stations, portal_url=f"http://{host}:{port}", standin=standin, env=env
+        )
+        write(
+            f"[{time.monotonic() - t0:6.1f} s] Web server, worker, beat and "
+            f"{len(stations)} agent(s) started"
+        )
         write(f"Admin:    {url}")
         write(f"User:     {ADMIN_USERNAME}")
         write(f"Password: {password}")
         write(f"Logs:     {group.log_dir}")
         if options.scripted:
-            code = chain.run_scripted(standin=standin, stations=stations,
-                                      secrets_=demo_secrets, write=write,
-                                      timeout=options.timeout, started_at=started_at, t0=t0,
-                                      dead=lambda: getattr(group.exited(), "name", None))
+            code = chain.run_scripted(
+                standin=standin,
+                stations=stations,
+                secrets_=demo_secrets,
+                write=write,
+                timeout=options.timeout,
+                started_at=started_at,
+                t0=t0,
+                dead=lambda: getattr(group.exited(), "name", None),
+            )
             if not options.keep_running:
                 return code
         else:
-            for line in chain.click_steps(standin=standin, secrets_path=secrets_path,
-                                          stations=stations, url=url):
+            for line in chain.click_steps(
+                standin=standin, secrets_path=secrets_path, stations=stations, url=url
+            ):
                 write(line)
         write("Running. Press Ctrl-C to stop.")
         while True:
             dead = group.exited()
             if dead is not None:
-                write(f"The {dead.name} process stopped unexpectedly (exit code "
-                      f"{dead.proc.returncode if dead.proc else '?'}); see "
-                      f"{group.log_dir}/{dead.name}.log. Stopping the demo.")
+                write(
+                    f"The {dead.name} process stopped unexpectedly (exit code "
+                    f"{dead.proc.returncode if dead.proc else '?'}); see "
+                    f"{group.log_dir}/{dead.name}.log. Stopping the demo."
+                )
                 code = 1
                 break
             time.sleep(0.5)

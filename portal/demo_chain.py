@@ -6,6 +6,7 @@ management commands staff use (``setup_jitp``, ``add_signing_profile``, ``fleet_
 for the stand-in, the AWS service switch, the JITP form) and the station agents a real fleet
 would run. Layout of the data folder: ``docs/demo.md``.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -30,8 +31,15 @@ DEMO_CA_ALIAS = "jitp-ca"
 DEMO_CA_DN = "CN=Demo Fleet CA,O=Demo Fleet,C=DE"
 DEMO_PROFILE = "demo"
 DEMO_DEVICE = "aws"
-STANDIN_KEYS = ("AWS_ENDPOINT_URL", "MQTT_ENDPOINT", "MQTT_PORT", "BROKER_CA", "AMAZON_CA",
-                "BROKER", "JITP_ROLE_ARN")
+STANDIN_KEYS = (
+    "AWS_ENDPOINT_URL",
+    "MQTT_ENDPOINT",
+    "MQTT_PORT",
+    "BROKER_CA",
+    "AMAZON_CA",
+    "BROKER",
+    "JITP_ROLE_ARN",
+)
 
 Write = Callable[[str], None]
 
@@ -41,6 +49,7 @@ class DemoError(Exception):
 
 
 # --- Secrets the demo generates once (data folder, mode 0600) ----------------------------------
+
 
 def demo_secrets(path: Path) -> dict[str, str]:
     """CA password, device certificate password and the stand-in's access key secret.
@@ -74,14 +83,18 @@ def demo_secrets(path: Path) -> dict[str, str]:
 def check_installed() -> None:
     """The demo runs the stand-in (needs moto) and real agents (the ``fleet-agent`` package)."""
     if importlib.util.find_spec("moto") is None:
-        raise DemoError("The demo needs the local AWS stand-in's extra: "
-                        "pip install -e '.[localaws]' (make install does it).")
+        raise DemoError(
+            "The demo needs the local AWS stand-in's extra: "
+            "pip install -e '.[localaws]' (make install does it)."
+        )
     if importlib.util.find_spec("fleet_agent") is None:
-        raise DemoError("The demo needs the station agent: pip install -e ./agent "
-                        "(make install does it).")
+        raise DemoError(
+            "The demo needs the station agent: pip install -e ./agent (make install does it)."
+        )
 
 
 # --- The local AWS stand-in (a child process) --------------------------------------------------
+
 
 @dataclass
 class StandIn:
@@ -97,17 +110,37 @@ class StandIn:
 
 
 def standin_start(
-    group: ProcessGroup, *, state_dir: Path, broker: str, mqtt_port: int, env: dict[str, str],
+    group: ProcessGroup,
+    *,
+    state_dir: Path,
+    broker: str,
+    mqtt_port: int,
+    env: dict[str, str],
     timeout: float = 60.0,
 ) -> StandIn:
     """Start the stand-in in ``group`` and read its KEY=VALUE lines from its log file."""
     assert group.log_dir is not None
     log_path = group.log_dir / "localaws.log"
     offset = log_path.stat().st_size if log_path.exists() else 0
-    child = group.start("localaws", [
-        sys.executable, "-m", "localaws", "--port", "0", "--mqtt-port", str(mqtt_port),
-        "--state-dir", str(state_dir), "--broker", broker, "--create-role", DEMO_ROLE_NAME,
-    ], env=env)
+    child = group.start(
+        "localaws",
+        [
+            sys.executable,
+            "-m",
+            "localaws",
+            "--port",
+            "0",
+            "--mqtt-port",
+            str(mqtt_port),
+            "--state-dir",
+            str(state_dir),
+            "--broker",
+            broker,
+            "--create-role",
+            DEMO_ROLE_NAME,
+        ],
+        env=env,
+    )
     deadline = time.monotonic() + timeout
     values: dict[str, str] = {}
     while time.monotonic() < deadline:
@@ -120,20 +153,25 @@ def standin_start(
                 values[key] = value.strip()
         if "JITP_ROLE_ARN" in values:
             return StandIn(
-                endpoint_url=values["AWS_ENDPOINT_URL"], mqtt_endpoint=values["MQTT_ENDPOINT"],
-                mqtt_port=int(values["MQTT_PORT"]), broker_ca=values["BROKER_CA"],
-                amazon_ca=values["AMAZON_CA"], broker=values["BROKER"],
+                endpoint_url=values["AWS_ENDPOINT_URL"],
+                mqtt_endpoint=values["MQTT_ENDPOINT"],
+                mqtt_port=int(values["MQTT_PORT"]),
+                broker_ca=values["BROKER_CA"],
+                amazon_ca=values["AMAZON_CA"],
+                broker=values["BROKER"],
                 role_arn=values["JITP_ROLE_ARN"],
             )
         if child.proc is not None and child.proc.poll() is not None:
             last = text.strip().splitlines()[-1:] or ["no output"]
             raise DemoError(f"The local AWS stand-in did not start ({last[0]}); see {log_path}.")
         time.sleep(0.1)
-    raise DemoError(f"The local AWS stand-in did not report its ports within {timeout:g} s; "
-                    f"see {log_path}.")
+    raise DemoError(
+        f"The local AWS stand-in did not report its ports within {timeout:g} s; see {log_path}."
+    )
 
 
 # --- Demo data a person would otherwise type ---------------------------------------------------
+
 
 @dataclass
 class DemoStation:
@@ -161,15 +199,22 @@ def demo_prepare_aws(*, standin: StandIn, secrets_: dict[str, str]) -> None:
         access_key_delete(access_key=key)
         key = None
     if key is None:
-        key = access_key_create(access_key_id=DEMO_ACCESS_KEY_ID,
-                                secret=secrets_["AWS_SECRET_ACCESS_KEY"], store_for="30d",
-                                description="Local AWS stand-in (demo)")
+        key = access_key_create(
+            access_key_id=DEMO_ACCESS_KEY_ID,
+            secret=secrets_["AWS_SECRET_ACCESS_KEY"],
+            store_for="30d",
+            description="Local AWS stand-in (demo)",
+        )
     aws_service_update(enabled=True, region=DEMO_REGION)
     row = jitp_settings_get()
     fields: dict[str, Any] = {"access_key": key, "role_arn": standin.role_arn, "region": ""}
     if not row.registered_ca_alias:  # never registered: offer the demo CA to generate
-        fields.update(ca_source=JitpSettings.CaSource.GENERATE, ca_alias=DEMO_CA_ALIAS,
-                      ca_dn=DEMO_CA_DN, ca_password=secrets_["CA_PASSWORD"])
+        fields.update(
+            ca_source=JitpSettings.CaSource.GENERATE,
+            ca_alias=DEMO_CA_ALIAS,
+            ca_dn=DEMO_CA_DN,
+            ca_password=secrets_["CA_PASSWORD"],
+        )
     jitp_settings_update(**fields)
 
 
@@ -194,8 +239,10 @@ def demo_stations(*, count: int, prefix: str, root: Path) -> list[DemoStation]:
         token = None
         if station is None:
             station, token = station_create(name=name, description="Simulated demo station")
-        elif not token_file.exists() or \
-                hash_token(token_file.read_text().strip()) != station.token_hash:
+        elif (
+            not token_file.exists()
+            or hash_token(token_file.read_text().strip()) != station.token_hash
+        ):
             token = station_rotate_token(station=station)
         if token is not None:
             fd = os.open(token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -206,8 +253,14 @@ def demo_stations(*, count: int, prefix: str, root: Path) -> list[DemoStation]:
     return result
 
 
-def agents_start(group: ProcessGroup, *, stations: list[DemoStation], portal_url: str,
-                 standin: StandIn, env: dict[str, str]) -> None:
+def agents_start(
+    group: ProcessGroup,
+    *,
+    stations: list[DemoStation],
+    portal_url: str,
+    standin: StandIn,
+    env: dict[str, str],
+) -> None:
     """One real agent process per station (``python -m fleet_agent run``).
 
     ``--connect-host 127.0.0.1:<MQTT_PORT>`` dials the stand-in wherever this run put it while
@@ -215,17 +268,40 @@ def agents_start(group: ProcessGroup, *, stations: list[DemoStation], portal_url
     """
     for station in stations:
         station.state_dir.mkdir(parents=True, exist_ok=True)
-        group.start(f"agent-{station.name}", [
-            sys.executable, "-m", "fleet_agent", "run", "--portal", portal_url,
-            "--token-file", str(station.token_file), "--state-dir", str(station.state_dir),
-            "--broker-ca", standin.broker_ca,
-            "--connect-host", f"127.0.0.1:{standin.mqtt_port}",
-            "--poll-interval", "2", "--request-poll-max", "2", "--portal-retry-max", "2",
-            "--reconnect-max", "5", "--stable-after", "5",
-        ], env=env)
+        group.start(
+            f"agent-{station.name}",
+            [
+                sys.executable,
+                "-m",
+                "fleet_agent",
+                "run",
+                "--portal",
+                portal_url,
+                "--token-file",
+                str(station.token_file),
+                "--state-dir",
+                str(station.state_dir),
+                "--broker-ca",
+                standin.broker_ca,
+                "--connect-host",
+                f"127.0.0.1:{standin.mqtt_port}",
+                "--poll-interval",
+                "2",
+                "--request-poll-max",
+                "2",
+                "--portal-retry-max",
+                "2",
+                "--reconnect-max",
+                "5",
+                "--stable-after",
+                "5",
+            ],
+            env=env,
+        )
 
 
 # --- Scripted mode ---------------------------------------------------------------------------
+
 
 @contextmanager
 def phase(write: Write, title: str, started: float) -> Iterator[None]:
@@ -270,15 +346,22 @@ def _stuck(stations: list[DemoStation], since: datetime) -> list[str]:
     """Stations whose demo device has not connected during this run, with its status."""
     from devices.models import MqttDevice
 
-    devices = {d.station.name: d for d in MqttDevice.objects.select_related("station")
-               .filter(station__name__in=[s.name for s in stations], name=DEMO_DEVICE)}
+    devices = {
+        d.station.name: d
+        for d in MqttDevice.objects.select_related("station").filter(
+            station__name__in=[s.name for s in stations], name=DEMO_DEVICE
+        )
+    }
     stuck = []
     for station in stations:
         device = devices.get(station.name)
         if device is None:
             stuck.append(f"{station.name} (no device yet)")
-        elif device.status != MqttDevice.Status.CONNECTED or device.last_connected_at is None \
-                or device.last_connected_at < since:
+        elif (
+            device.status != MqttDevice.Status.CONNECTED
+            or device.last_connected_at is None
+            or device.last_connected_at < since
+        ):
             detail = device.status + (f": {device.last_error}" if device.last_error else "")
             stuck.append(f"{station.name} ({detail})")
     return stuck
@@ -290,18 +373,29 @@ def _waiting_for_approval(stations: list[DemoStation]) -> list[str]:
     from signing.models import OnboardingRequest
 
     names = [s.name for s in stations]
-    ready = set(MqttDevice.objects.filter(
-        station__name__in=names, name=DEMO_DEVICE, current_certificate__isnull=False,
-    ).values_list("station__name", flat=True))
-    ready |= set(OnboardingRequest.objects.filter(
-        device__station__name__in=names, device__name=DEMO_DEVICE,
-        status__in=[OnboardingRequest.Status.PENDING, OnboardingRequest.Status.APPROVED],
-    ).values_list("device__station__name", flat=True))
+    ready = set(
+        MqttDevice.objects.filter(
+            station__name__in=names,
+            name=DEMO_DEVICE,
+            current_certificate__isnull=False,
+        ).values_list("station__name", flat=True)
+    )
+    ready |= set(
+        OnboardingRequest.objects.filter(
+            device__station__name__in=names,
+            device__name=DEMO_DEVICE,
+            status__in=[OnboardingRequest.Status.PENDING, OnboardingRequest.Status.APPROVED],
+        ).values_list("device__station__name", flat=True)
+    )
     return [n for n in names if n not in ready]
 
 
 def _waiting(
-    what: Callable[[], list[str]], *, deadline: float, timeout: float, sentence: str,
+    what: Callable[[], list[str]],
+    *,
+    deadline: float,
+    timeout: float,
+    sentence: str,
     dead: Callable[[], str | None],
 ) -> None:
     """Poll ``what()`` (names still waiting) until it is empty; DemoError on timeout."""
@@ -314,17 +408,36 @@ def _waiting(
         time.sleep(0.3)
 
 
-def wait_all_connected(*, stations: list[DemoStation], since: datetime, deadline: float,
-                       timeout: float, dead: Callable[[], str | None] = lambda: None) -> None:
+def wait_all_connected(
+    *,
+    stations: list[DemoStation],
+    since: datetime,
+    deadline: float,
+    timeout: float,
+    dead: Callable[[], str | None] = lambda: None,
+) -> None:
     """Return once every station's demo device connected during this run; else DemoError
     naming the stuck stations with their device status."""
-    _waiting(lambda: _stuck(stations, since), deadline=deadline, timeout=timeout,
-             sentence="these stations are not connected", dead=dead)
+    _waiting(
+        lambda: _stuck(stations, since),
+        deadline=deadline,
+        timeout=timeout,
+        sentence="these stations are not connected",
+        dead=dead,
+    )
 
 
-def run_scripted(*, standin: StandIn, stations: list[DemoStation], secrets_: dict[str, str],
-                 write: Write, timeout: float, started_at: datetime, t0: float,
-                 dead: Callable[[], str | None] = lambda: None) -> int:
+def run_scripted(
+    *,
+    standin: StandIn,
+    stations: list[DemoStation],
+    secrets_: dict[str, str],
+    write: Write,
+    timeout: float,
+    started_at: datetime,
+    t0: float,
+    dead: Callable[[], str | None] = lambda: None,
+) -> int:
     """Staff's steps through the same commands, then wait until every device is connected.
 
     ``dead()`` names a child process that has stopped (the demo cannot succeed then).
@@ -335,36 +448,82 @@ def run_scripted(*, standin: StandIn, stations: list[DemoStation], secrets_: dic
 
     deadline = time.monotonic() + timeout
     names = [s.name for s in stations]
-    with phase(write, f"JITP set up with the stand-in (CA '{DEMO_CA_ALIAS}')", t0), \
-            _env(CA_PASSWORD=secrets_["CA_PASSWORD"]):
-        _call("setup_jitp", "--access-key-id", DEMO_ACCESS_KEY_ID, "--role-arn",
-              standin.role_arn, "--generate-ca", DEMO_CA_DN, "--alias", DEMO_CA_ALIAS)
-    with phase(write, f"Signing profile '{DEMO_PROFILE}' ready", t0), \
-            _env(CA_PASSWORD=secrets_["CA_PASSWORD"]):
+    with (
+        phase(write, f"JITP set up with the stand-in (CA '{DEMO_CA_ALIAS}')", t0),
+        _env(CA_PASSWORD=secrets_["CA_PASSWORD"]),
+    ):
+        _call(
+            "setup_jitp",
+            "--access-key-id",
+            DEMO_ACCESS_KEY_ID,
+            "--role-arn",
+            standin.role_arn,
+            "--generate-ca",
+            DEMO_CA_DN,
+            "--alias",
+            DEMO_CA_ALIAS,
+        )
+    with (
+        phase(write, f"Signing profile '{DEMO_PROFILE}' ready", t0),
+        _env(CA_PASSWORD=secrets_["CA_PASSWORD"]),
+    ):
         if not SigningProfile.objects.filter(name=DEMO_PROFILE).exists():
-            _call("add_signing_profile", "--name", DEMO_PROFILE, "--ca-alias", DEMO_CA_ALIAS,
-                  "--country", "DE", "--organization", "Demo Fleet", "--default")
-    with phase(write, f"Fleet install started on {len(names)} station(s)", t0), \
-            _env(DEVICE_CERT_PASSWORD=secrets_["DEVICE_CERT_PASSWORD"]):
-        _call("fleet_install", "--device-name", DEMO_DEVICE, "--profile", DEMO_PROFILE,
-              "--endpoint", standin.mqtt_endpoint, "--port", str(standin.mqtt_port),
-              "--stations", ",".join(names), "--comment", "demo")
+            _call(
+                "add_signing_profile",
+                "--name",
+                DEMO_PROFILE,
+                "--ca-alias",
+                DEMO_CA_ALIAS,
+                "--country",
+                "DE",
+                "--organization",
+                "Demo Fleet",
+                "--default",
+            )
+    with (
+        phase(write, f"Fleet install started on {len(names)} station(s)", t0),
+        _env(DEVICE_CERT_PASSWORD=secrets_["DEVICE_CERT_PASSWORD"]),
+    ):
+        _call(
+            "fleet_install",
+            "--device-name",
+            DEMO_DEVICE,
+            "--profile",
+            DEMO_PROFILE,
+            "--endpoint",
+            standin.mqtt_endpoint,
+            "--port",
+            str(standin.mqtt_port),
+            "--stations",
+            ",".join(names),
+            "--comment",
+            "demo",
+        )
     with phase(write, "Every station sent its CSR", t0):
-        _waiting(lambda: _waiting_for_approval(stations), deadline=deadline, timeout=timeout,
-                 sentence="no CSR yet from these stations", dead=dead)
+        _waiting(
+            lambda: _waiting_for_approval(stations),
+            deadline=deadline,
+            timeout=timeout,
+            sentence="no CSR yet from these stations",
+            dead=dead,
+        )
     with phase(write, "Requests approved and certificates issued", t0):
         left = max(5.0, deadline - time.monotonic())
         _call("approve_requests", "--all-pending", "--wait", f"{left:.0f}")
     with phase(write, "Every device connected through the stand-in", t0):
-        wait_all_connected(stations=stations, since=started_at, deadline=deadline,
-                           timeout=timeout, dead=dead)
-    write(f"All stations connected ({len(names)} of {len(names)}, "
-          f"{(timezone.now() - started_at).total_seconds():.1f} s).")
+        wait_all_connected(
+            stations=stations, since=started_at, deadline=deadline, timeout=timeout, dead=dead
+        )
+    write(
+        f"All stations connected ({len(names)} of {len(names)}, "
+        f"{(timezone.now() - started_at).total_seconds():.1f} s)."
+    )
     return 0
 
 
-def click_steps(*, standin: StandIn, secrets_path: Path, stations: list[DemoStation],
-                url: str) -> list[str]:
+def click_steps(
+    *, standin: StandIn, secrets_path: Path, stations: list[DemoStation], url: str
+) -> list[str]:
     """What to click in the admin to walk the chain by hand."""
     first, last = (stations[0].name, stations[-1].name) if stations else ("", "")
     return [

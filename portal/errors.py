@@ -6,6 +6,7 @@ form error, a management command to a non-zero exit with the sentence
 (``portal.commands.PortalCommand``). An app subclasses the kind that fits and sets its own
 ``code``, e.g. ``class CertificateRevoked(Forbidden): code = "certificate_revoked"``.
 """
+
 from __future__ import annotations
 
 
@@ -59,8 +60,9 @@ class RateLimited(DomainError):
 
     code = "rate_limited"
 
-    def __init__(self, detail: str, *, code: str | None = None,
-                 retry_after: int | None = None) -> None:
+    def __init__(
+        self, detail: str, *, code: str | None = None, retry_after: int | None = None
+    ) -> None:
         super().__init__(detail, code=code)
         self.retry_after = retry_after
 

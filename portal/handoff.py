@@ -7,6 +7,7 @@ sweeper re-enqueues it once the broker is back, so the send failing must not tur
 the arguments), counted, and visible to the door through :func:`handoffs_deferred`, which
 turns it into a sentence ("the work starts when the task queue is reachable").
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -33,7 +34,8 @@ def send_task(task: Any, *args: Any, **options: Any) -> bool:
         _deferred.set(_deferred.get() + 1)
         logger.warning(
             "Could not hand %s to the task queue (%s); a sweeper will pick the work up.",
-            getattr(task, "name", task), type(exc).__name__,
+            getattr(task, "name", task),
+            type(exc).__name__,
         )
         return False
     return True

@@ -3,6 +3,7 @@
 Kept cheap per page view: two indexed single-row queries and a broker probe whose result is
 cached in the process for :data:`BROKER_PROBE_TTL` seconds.
 """
+
 from __future__ import annotations
 
 import threading

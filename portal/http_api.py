@@ -4,6 +4,7 @@ the JSON parser. The API instance that mounts the routers is ``portal.api``.
 Every error is ``{"code": "<stable_snake_case>", "detail": "<sentence>"}`` with a 4xx status;
 bad input never produces a 500.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -3,6 +3,7 @@
 Rotation: put the new key first in FIELD_ENCRYPTION_KEY and keep the old ones after it
 (``new,old``), restart, run ``manage.py reencrypt_secrets``, then drop the old key.
 """
+
 from __future__ import annotations
 
 from cryptography.fernet import InvalidToken

@@ -3,6 +3,7 @@
 Each entry: (name shown in the admin, dotted task path, interval in seconds). Every periodic
 task must be safe to run twice at once.
 """
+
 from __future__ import annotations
 
 from django.db import DEFAULT_DB_ALIAS, connections
@@ -11,15 +12,20 @@ from django.db import DEFAULT_DB_ALIAS, connections
 HEARTBEAT_TASK_NAME = "Heartbeat: proves beat, the broker and a worker are alive"
 
 PERIODIC_TASKS: list[tuple[str, str, int]] = [
-    ("Purge access keys whose storage period has elapsed",
-     "provisioning.tasks.purge_access_keys", 60),
+    (
+        "Purge access keys whose storage period has elapsed",
+        "provisioning.tasks.purge_access_keys",
+        60,
+    ),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
     (HEARTBEAT_TASK_NAME, "portal.tasks.heartbeat", 60),
     ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
-    ("Mark certificates due for renewal; CA-expiry warnings",
-     "signing.tasks.check_renewals", 3600),
-    ("Re-enqueue approved onboarding requests left unsigned",
-     "signing.tasks.sweep_approved_requests", 60),
+    ("Mark certificates due for renewal; CA-expiry warnings", "signing.tasks.check_renewals", 3600),
+    (
+        "Re-enqueue approved onboarding requests left unsigned",
+        "signing.tasks.sweep_approved_requests",
+        60,
+    ),
 ]
 
 

@@ -2,6 +2,7 @@
 
 Production never uses this: settings refuse to start without real secrets there.
 """
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Services of the portal app: audit, staff API tokens, encryption canary."""
+
 from __future__ import annotations
 
 from typing import Any

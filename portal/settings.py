@@ -4,6 +4,7 @@ Every variable has a default that needs no external service (SQLite, a filesyste
 transport, generated development secrets), except in production
 (``PORTAL_PRODUCTION=true``), where missing secrets stop the portal with a sentence.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,10 @@ if PRODUCTION:
     _missing = [
         name
         for name in (
-            "SECRET_KEY", "FIELD_ENCRYPTION_KEY", "DATABASE_URL", "ALLOWED_HOSTS",
+            "SECRET_KEY",
+            "FIELD_ENCRYPTION_KEY",
+            "DATABASE_URL",
+            "ALLOWED_HOSTS",
             "CELERY_BROKER_URL",
         )
         if not env.str(name, default="")
@@ -59,8 +63,8 @@ def _check_fernet_keys(keys: list[str]) -> None:
         except (ValueError, TypeError):
             raise ImproperlyConfigured(
                 f"FIELD_ENCRYPTION_KEY entry {position} is not a Fernet key (32 url-safe "
-                "base64-encoded bytes); generate one with `python -c \"from cryptography.fernet "
-                "import Fernet; print(Fernet.generate_key().decode())\"`."
+                'base64-encoded bytes); generate one with `python -c "from cryptography.fernet '
+                'import Fernet; print(Fernet.generate_key().decode())"`.'
             ) from None
 
 
@@ -116,16 +120,17 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": env.db_url(
-        "DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"
-    ),
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'portal.sqlite3'}"),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # Several processes (web, worker, beat, agents' API calls) share the file: wait for locks
     # instead of failing, and use WAL so readers do not block the writer.
     DATABASES["default"].setdefault("OPTIONS", {}).update(
-        {"timeout": 30, "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
-         "transaction_mode": "IMMEDIATE"}
+        {
+            "timeout": 30,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+            "transaction_mode": "IMMEDIATE",
+        }
     )
     # A file (not :memory:) so that a real Celery worker process can share the test database.
     DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test-portal.sqlite3")}

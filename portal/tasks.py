@@ -1,4 +1,5 @@
 """Celery tasks of the portal itself: the heartbeat that proves beat and a worker are alive."""
+
 from __future__ import annotations
 
 from celery import shared_task

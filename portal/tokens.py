@@ -1,4 +1,5 @@
 """Bearer tokens: high-entropy random strings stored only as SHA-256 hashes."""
+
 from __future__ import annotations
 
 import hashlib

@@ -1,4 +1,5 @@
 """URL routes: the admin, the versioned API and health."""
+
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path

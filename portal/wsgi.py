@@ -1,4 +1,5 @@
 """WSGI entry point (gunicorn portal.wsgi). Refuses to serve with a wrong encryption key."""
+
 import os
 
 from django.core.wsgi import get_wsgi_application

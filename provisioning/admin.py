@@ -1,4 +1,5 @@
 """Admin registrations of the provisioning app: each concern registers its own ModelAdmins."""
+
 from .aws import admin as aws_admin
 from .claim import admin as claim_admin
 from .connections import admin as connections_admin
@@ -6,5 +7,11 @@ from .fleet import admin as fleet_admin
 from .jitp import admin as jitp_admin
 from .jobs import admin as jobs_admin
 
-__all__ = ["aws_admin", "claim_admin", "connections_admin", "fleet_admin", "jitp_admin",
-           "jobs_admin"]
+__all__ = [
+    "aws_admin",
+    "claim_admin",
+    "connections_admin",
+    "fleet_admin",
+    "jitp_admin",
+    "jobs_admin",
+]

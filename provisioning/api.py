@@ -1,5 +1,6 @@
 """The provisioning app's part of the JSON API: one router holding each concern's routers
 (connections for staff, the agent protocol for stations). ``portal.api`` mounts it."""
+
 from __future__ import annotations
 
 from ninja import Router

@@ -3,6 +3,7 @@
 Django registers models found through this module; each concern keeps its own models
 (aws/, jobs/, jitp/, claim/, connections/, fleet/).
 """
+
 from .aws.models import (
     AccessKey,
     AwsApiCall,

@@ -3,6 +3,7 @@
 Each concern keeps its tasks in its own package; the task names stay
 ``provisioning.tasks.<name>`` because beat schedules, routes and queued messages use them.
 """
+
 from .aws.tasks import prune_aws_call_log, purge_access_keys
 from .claim.tasks import claim_setup_task
 from .fleet.tasks import fleet_advance, fleet_install_run

@@ -5,6 +5,7 @@ is a 413 before anything parses it, garbage JSON is a 400 and wrong JSON types a
 never a 500 for bad input. The services' refusals (domain errors) propagate to the API's
 DomainError handler, which answers their status and ``{"code", "detail"}``.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,8 +60,11 @@ class OnboardingRequestOut(Schema):
 
 def _out(row: OnboardingRequest, *, with_certificate: bool) -> dict[str, Any]:
     data: dict[str, Any] = {
-        "id": row.pk, "status": row.status, "device": row.device.name,
-        "created": row.created_at, "renewal": row.is_renewal,
+        "id": row.pk,
+        "status": row.status,
+        "device": row.device.name,
+        "created": row.created_at,
+        "renewal": row.is_renewal,
     }
     if row.reason:
         data["reason"] = row.reason
@@ -80,19 +84,23 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
     except ValueError:
         length = 0
     if length > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large",
-                       f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        raise ApiError(
+            413, "too_large", f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
+        )
     try:
         body = request.body
     except RequestDataTooBig:
-        raise ApiError(413, "too_large",
-                       f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.") from None
+        raise ApiError(
+            413, "too_large", f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
+        ) from None
     if len(body) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large",
-                       f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB.")
+        raise ApiError(
+            413, "too_large", f"The request body is larger than {MAX_BODY_BYTES // 1024} KiB."
+        )
     if not body.strip():
-        raise ApiError(400, "empty_body",
-                       'The request body is empty; send {"device": …, "csr": …}.')
+        raise ApiError(
+            400, "empty_body", 'The request body is empty; send {"device": …, "csr": …}.'
+        )
     try:
         data = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -108,8 +116,9 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
         for err in exc.errors()[:5]:
             loc = ".".join(str(p) for p in err.get("loc", ()))
             parts.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
-        raise ApiError(422, "invalid_request",
-                       "The request is not valid: " + "; ".join(parts) + ".") from None
+        raise ApiError(
+            422, "invalid_request", "The request is not valid: " + "; ".join(parts) + "."
+        ) from None
 
 
 _BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
@@ -118,10 +127,19 @@ _BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
 @router.post(
     "/onboarding-requests",
     auth=StationTokenAuth(),
-    response={200: OnboardingRequestOut, 201: OnboardingRequestOut, 400: ErrorOut,
-              401: ErrorOut, 403: ErrorOut, 413: ErrorOut, 422: ErrorOut, 429: ErrorOut},
-    openapi_extra={"requestBody": {"required": True, "content": {
-        "application/json": {"schema": _BODY_SCHEMA}}}},
+    response={
+        200: OnboardingRequestOut,
+        201: OnboardingRequestOut,
+        400: ErrorOut,
+        401: ErrorOut,
+        403: ErrorOut,
+        413: ErrorOut,
+        422: ErrorOut,
+        429: ErrorOut,
+    },
+    openapi_extra={
+        "requestBody": {"required": True, "content": {"application/json": {"schema": _BODY_SCHEMA}}}
+    },
     summary="Submit a CSR for a device",
     exclude_none=True,
 )
@@ -129,8 +147,11 @@ def submit_onboarding_request(request: HttpRequest) -> Status:
     """201 with a new request; 200 with the existing one for the same pending device + key."""
     payload = _parse_body(request)
     row, created = onboarding_request_submit(
-        station=request.auth, device_name=payload.device,  # type: ignore[attr-defined]
-        csr=payload.csr, comment=payload.comment, renewal=payload.renewal,
+        station=request.auth,  # type: ignore[attr-defined]
+        device_name=payload.device,
+        csr=payload.csr,
+        comment=payload.comment,
+        renewal=payload.renewal,
     )
     return Status(201 if created else 200, _out(row, with_certificate=False))
 
@@ -144,6 +165,7 @@ def submit_onboarding_request(request: HttpRequest) -> Status:
 )
 def get_onboarding_request(request: HttpRequest, request_id: int) -> HttpResponse | dict:
     row = onboarding_request_for_station(
-        station=request.auth, request_id=request_id  # type: ignore[attr-defined]
+        station=request.auth,  # type: ignore[attr-defined]
+        request_id=request_id,
     )
     return _out(row, with_certificate=True)

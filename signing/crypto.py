@@ -1,4 +1,5 @@
 """Pure-cryptography helpers shared by the key store and the signing service (no Django)."""
+
 from __future__ import annotations
 
 import re
@@ -80,9 +81,11 @@ DN_ATTRIBUTES: dict[str, x509.ObjectIdentifier] = {
 _ALLOWED_DN_OIDS = {oid: key for key, oid in DN_ATTRIBUTES.items()}
 # The attribute types written in a DN string, only to name an unsupported one in a refusal.
 _DN_TYPE = re.compile(r"(?:^|(?<!\\)[,+])\s*([^=,+]*?)\s*=")
-_DN_FORM = ("Write the distinguished name as in RFC 4514, most specific first, e.g. "
-            "'CN=Fleet CA,O=ACME,C=DE' (upper-case names, no spaces around ',' and '=', "
-            "a ',' inside a value written as '\\,').")
+_DN_FORM = (
+    "Write the distinguished name as in RFC 4514, most specific first, e.g. "
+    "'CN=Fleet CA,O=ACME,C=DE' (upper-case names, no spaces around ',' and '=', "
+    "a ',' inside a value written as '\\,')."
+)
 
 
 def parse_dn(dn: str) -> x509.Name:
@@ -99,14 +102,16 @@ def parse_dn(dn: str) -> x509.Name:
         name = x509.Name.from_rfc4514_string(dn)
     except ValueError as exc:
         if "Country name" in str(exc):
-            raise ValueError("C must be a two-letter upper-case country code such as DE or "
-                             "US.") from None
+            raise ValueError(
+                "C must be a two-letter upper-case country code such as DE or US."
+            ) from None
         if "length must be >= 1 and <= 64" in str(exc):
             raise ValueError("CN must be 1-64 characters.") from None
         for key in _DN_TYPE.findall(dn):
             if key not in DN_ATTRIBUTES:
-                raise ValueError(f"'{key}' is not a supported name attribute; use CN, O, OU, "
-                                 "L, ST or C.") from None
+                raise ValueError(
+                    f"'{key}' is not a supported name attribute; use CN, O, OU, L, ST or C."
+                ) from None
         raise ValueError(f"The distinguished name could not be read. {_DN_FORM}") from None
     seen: set[str] = set()
     for rdn in name.rdns:
@@ -115,8 +120,10 @@ def parse_dn(dn: str) -> x509.Name:
         (attr,) = rdn
         key = _ALLOWED_DN_OIDS.get(attr.oid)
         if key is None:
-            raise ValueError(f"'{attr.rfc4514_string().split('=')[0]}' is not a supported name "
-                             "attribute; use CN, O, OU, L, ST or C.")
+            raise ValueError(
+                f"'{attr.rfc4514_string().split('=')[0]}' is not a supported name "
+                "attribute; use CN, O, OU, L, ST or C."
+            )
         value = attr.value if isinstance(attr.value, str) else ""
         if key in seen:
             raise ValueError(f"'{key}' appears twice in the distinguished name.")

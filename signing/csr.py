@@ -4,6 +4,7 @@ Pure cryptography (no database), so the API, the services and the benchmark shar
 What a CSR *asks for* (subject, extensions) is otherwise ignored: the portal decides the
 certificate's content. The one request we refuse outright is to be a CA.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,6 @@ MAX_CSR_BYTES = 16 * 1024
 
 _PEM_BLOCK = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----")
 _CSR_LABELS = {"CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"}
-
-
 
 
 @dataclass(frozen=True)
@@ -44,43 +43,52 @@ def public_key_fingerprint(public_key: object) -> str:
 
 def _key_type(public_key: object, accepted: list[str] | None) -> str:
     if isinstance(public_key, dsa.DSAPublicKey):
-        raise CsrError("csr_key_type_not_accepted", "DSA keys are not accepted; use EC P-256 "
-                       "or RSA with at least 2048 bits.")
+        raise CsrError(
+            "csr_key_type_not_accepted",
+            "DSA keys are not accepted; use EC P-256 or RSA with at least 2048 bits.",
+        )
     if isinstance(public_key, ec.EllipticCurvePublicKey):
         names = {"secp256r1": KeyType.EC_P256, "secp384r1": KeyType.EC_P384}
         kt = names.get(public_key.curve.name)
         if kt is None:
-            raise CsrError("csr_key_type_not_accepted",
-                           f"The elliptic curve {public_key.curve.name} is not accepted; "
-                           "use P-256 or P-384.")
+            raise CsrError(
+                "csr_key_type_not_accepted",
+                f"The elliptic curve {public_key.curve.name} is not accepted; use P-256 or P-384.",
+            )
     elif isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < 2048:
-            raise CsrError("csr_key_too_small",
-                           f"RSA keys of {public_key.key_size} bits are too weak; "
-                           "use at least 2048 bits.")
+            raise CsrError(
+                "csr_key_too_small",
+                f"RSA keys of {public_key.key_size} bits are too weak; use at least 2048 bits.",
+            )
         try:
             kt = KeyType(f"rsa-{public_key.key_size}")
         except ValueError:
-            raise CsrError("csr_key_type_not_accepted",
-                           f"RSA keys of {public_key.key_size} bits are not accepted; use "
-                           "2048, 3072 or 4096 bits.") from None
+            raise CsrError(
+                "csr_key_type_not_accepted",
+                f"RSA keys of {public_key.key_size} bits are not accepted; use "
+                "2048, 3072 or 4096 bits.",
+            ) from None
     else:
-        raise CsrError("csr_key_type_not_accepted",
-                       f"Keys of type {type(public_key).__name__} are not accepted; use EC "
-                       "P-256 or RSA with at least 2048 bits.")
+        raise CsrError(
+            "csr_key_type_not_accepted",
+            f"Keys of type {type(public_key).__name__} are not accepted; use EC "
+            "P-256 or RSA with at least 2048 bits.",
+        )
     if accepted is not None and kt.value not in accepted:
-        raise CsrError("csr_key_type_not_accepted",
-                       f"The signing profile does not accept {kt.label} keys; it accepts "
-                       + ", ".join(KeyType(a).label for a in accepted if a in set(KeyType))
-                       + ".")
+        raise CsrError(
+            "csr_key_type_not_accepted",
+            f"The signing profile does not accept {kt.label} keys; it accepts "
+            + ", ".join(KeyType(a).label for a in accepted if a in set(KeyType))
+            + ".",
+        )
     return kt.value
 
 
 def _load(data: str | bytes) -> tuple[x509.CertificateSigningRequest, str]:
     raw = data.encode("utf-8", "replace") if isinstance(data, str) else data
     if len(raw) > MAX_CSR_BYTES:
-        raise CsrTooLarge("csr_too_large",
-                          f"The CSR is larger than {MAX_CSR_BYTES // 1024} KiB.")
+        raise CsrTooLarge("csr_too_large", f"The CSR is larger than {MAX_CSR_BYTES // 1024} KiB.")
     if not raw.strip():
         raise CsrError("csr_missing", "The CSR is empty; send a PEM certificate signing request.")
     text = raw.decode("ascii", "replace")
@@ -88,22 +96,25 @@ def _load(data: str | bytes) -> tuple[x509.CertificateSigningRequest, str]:
     if labels:
         if not labels & _CSR_LABELS:
             if any("PRIVATE KEY" in label for label in labels):
-                raise CsrError("csr_is_private_key",
-                               "This is a private key, not a CSR; never send the private key. "
-                               "Send the certificate signing request.")
+                raise CsrError(
+                    "csr_is_private_key",
+                    "This is a private key, not a CSR; never send the private key. "
+                    "Send the certificate signing request.",
+                )
             if "CERTIFICATE" in labels:
-                raise CsrError("csr_is_certificate",
-                               "This is a certificate, not a CSR; send the certificate signing "
-                               "request.")
-            raise CsrError("csr_not_pem",
-                           "The PEM block is not a certificate signing request.")
+                raise CsrError(
+                    "csr_is_certificate",
+                    "This is a certificate, not a CSR; send the certificate signing request.",
+                )
+            raise CsrError("csr_not_pem", "The PEM block is not a certificate signing request.")
         if "-----END CERTIFICATE REQUEST-----" not in text:
             raise CsrError("csr_truncated", "The CSR is truncated (no END line).")
         try:
             csr = x509.load_pem_x509_csr(raw)
         except ValueError:
-            raise CsrError("csr_malformed",
-                           "The CSR could not be decoded; it is truncated or corrupted.") from None
+            raise CsrError(
+                "csr_malformed", "The CSR could not be decoded; it is truncated or corrupted."
+            ) from None
     else:
         try:
             csr = x509.load_der_x509_csr(raw)
@@ -111,11 +122,11 @@ def _load(data: str | bytes) -> tuple[x509.CertificateSigningRequest, str]:
             try:
                 x509.load_der_x509_certificate(raw)
             except ValueError:
-                raise CsrError("csr_not_pem",
-                               "The CSR is neither PEM nor DER encoded.") from None
-            raise CsrError("csr_is_certificate",
-                           "This is a certificate, not a CSR; send the certificate signing "
-                           "request.") from None
+                raise CsrError("csr_not_pem", "The CSR is neither PEM nor DER encoded.") from None
+            raise CsrError(
+                "csr_is_certificate",
+                "This is a certificate, not a CSR; send the certificate signing request.",
+            ) from None
     pem = csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
     return csr, pem
 
@@ -126,8 +137,9 @@ def csr_validate(data: str | bytes, *, accepted_key_types: list[str] | None = No
     try:
         public_key = csr.public_key()
     except (ValueError, TypeError, x509.UnsupportedGeneralNameType):
-        raise CsrError("csr_key_type_not_accepted",
-                       "The CSR's public key type is not supported.") from None
+        raise CsrError(
+            "csr_key_type_not_accepted", "The CSR's public key type is not supported."
+        ) from None
     except Exception:  # noqa: BLE001  (unknown curves raise several library-specific errors)
         raise CsrError(
             "csr_key_type_not_accepted",
@@ -139,8 +151,10 @@ def csr_validate(data: str | bytes, *, accepted_key_types: list[str] | None = No
     except Exception:  # noqa: BLE001
         valid = False
     if not valid:
-        raise CsrError("csr_bad_signature",
-                       "The CSR's self-signature does not verify; it was altered or corrupted.")
+        raise CsrError(
+            "csr_bad_signature",
+            "The CSR's self-signature does not verify; it was altered or corrupted.",
+        )
     try:
         basic = csr.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
@@ -148,8 +162,14 @@ def csr_validate(data: str | bytes, *, accepted_key_types: list[str] | None = No
     except ValueError:
         raise CsrError("csr_malformed", "The CSR's extensions could not be decoded.") from None
     if basic is not None and basic.ca:
-        raise CsrError("csr_requests_ca",
-                       "The CSR asks for a CA certificate (CA:true); devices get end-entity "
-                       "certificates only.")
-    return ValidCsr(csr=csr, pem=pem, key_type=key_type,
-                    public_key_fingerprint=public_key_fingerprint(public_key))
+        raise CsrError(
+            "csr_requests_ca",
+            "The CSR asks for a CA certificate (CA:true); devices get end-entity "
+            "certificates only.",
+        )
+    return ValidCsr(
+        csr=csr,
+        pem=pem,
+        key_type=key_type,
+        public_key_fingerprint=public_key_fingerprint(public_key),
+    )

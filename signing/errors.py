@@ -3,6 +3,7 @@
 Each is a subclass of the kind in :mod:`portal.errors` that gives its HTTP status (the API's
 DomainError handler answers ``{"code", "detail"}``), so the codes below are what stations see.
 """
+
 from __future__ import annotations
 
 from portal.errors import Forbidden, InvalidInput, NotFound, RateLimited, TooLarge

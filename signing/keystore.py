@@ -3,6 +3,7 @@
 Only this module touches private key bytes. Another backend (file, HSM via PKCS#11) can
 implement :class:`KeyStore` and be chosen in :func:`get_key_store` without touching callers.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -84,9 +85,7 @@ def _password_digest(password: str) -> str:
 _key_cache: dict[tuple[str, int, str], CertificateIssuerPrivateKeyTypes] = {}
 
 
-def _load_key(
-    alias: str, pem: str, digest: str, password: str
-) -> CertificateIssuerPrivateKeyTypes:
+def _load_key(alias: str, pem: str, digest: str, password: str) -> CertificateIssuerPrivateKeyTypes:
     cache_key = (alias, hash(pem), digest)
     if cache_key in _key_cache:
         return _key_cache[cache_key]

@@ -1,4 +1,5 @@
 """Key store (certificate authorities) of the signing service."""
+
 from __future__ import annotations
 
 from typing import ClassVar
@@ -85,11 +86,17 @@ class SigningProfile(models.Model):
         default=False,
         help_text="Used for CSRs of devices installed by hand (not by a fleet install).",
     )
-    ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT,
-                           related_name="signing_profiles", verbose_name="CA")
+    ca = models.ForeignKey(
+        CertificateAuthority,
+        on_delete=models.PROTECT,
+        related_name="signing_profiles",
+        verbose_name="CA",
+    )
     ca_password = EncryptedCharField("CA password", max_length=256, editable=False)
     cn_template = models.CharField(
-        "Common Name template", max_length=128, default="{station}-{device}",
+        "Common Name template",
+        max_length=128,
+        default="{station}-{device}",
         help_text="Placeholders: {station}, {device}, {serial}. Must yield a unique CN per device.",
     )
     country = models.CharField("Country (C)", max_length=2)
@@ -108,8 +115,9 @@ class SigningProfile(models.Model):
         help_text="Random spread of the renewal point, so a fleet does not renew at once.",
     )
     accepted_key_types = models.JSONField(default=default_accepted_key_types)
-    renewal_policy = models.CharField(max_length=10, choices=RenewalPolicy.choices,
-                                      default=RenewalPolicy.AUTOMATIC)
+    renewal_policy = models.CharField(
+        max_length=10, choices=RenewalPolicy.choices, default=RenewalPolicy.AUTOMATIC
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -122,16 +130,22 @@ class SigningProfile(models.Model):
         """Short names of the subject fields this profile puts in every certificate."""
         fields = {"CN", "C"}
         optional = {
-            "O": self.organization, "OU": self.organizational_unit, "L": self.locality,
-            "ST": self.state, "dnQualifier": self.dn_qualifier,
+            "O": self.organization,
+            "OU": self.organizational_unit,
+            "L": self.locality,
+            "ST": self.state,
+            "dnQualifier": self.dn_qualifier,
             "serialNumber": self.serial_number,
         }
         return fields | {name for name, value in optional.items() if value}
 
     def jitp_parameters(self) -> set[str]:
         """The JITP template parameters a certificate of this profile can satisfy."""
-        return {JITP_PARAMETER_FOR_FIELD[f] for f in self.subject_fields()
-                if f in JITP_PARAMETER_FOR_FIELD}
+        return {
+            JITP_PARAMETER_FOR_FIELD[f]
+            for f in self.subject_fields()
+            if f in JITP_PARAMETER_FOR_FIELD
+        }
 
 
 class OnboardingRequest(models.Model):
@@ -162,12 +176,15 @@ class OnboardingRequest(models.Model):
         Status.FAILED: frozenset(),
     }
 
-    station = models.ForeignKey("devices.Station", on_delete=models.CASCADE,
-                                related_name="onboarding_requests")
-    device = models.ForeignKey("devices.MqttDevice", on_delete=models.CASCADE,
-                               related_name="onboarding_requests")
-    profile = models.ForeignKey(SigningProfile, on_delete=models.PROTECT,
-                                related_name="onboarding_requests")
+    station = models.ForeignKey(
+        "devices.Station", on_delete=models.CASCADE, related_name="onboarding_requests"
+    )
+    device = models.ForeignKey(
+        "devices.MqttDevice", on_delete=models.CASCADE, related_name="onboarding_requests"
+    )
+    profile = models.ForeignKey(
+        SigningProfile, on_delete=models.PROTECT, related_name="onboarding_requests"
+    )
     comment = models.CharField(max_length=200, blank=True)
     csr_pem = models.TextField("CSR (PEM)")
     key_type = models.CharField(max_length=10)
@@ -175,8 +192,9 @@ class OnboardingRequest(models.Model):
         max_length=64, db_index=True, help_text="SHA-256 of the public key (SubjectPublicKeyInfo)."
     )
     is_renewal = models.BooleanField(default=False)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.PENDING,
-                              db_index=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
     reason = models.CharField(max_length=500, blank=True)
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     decided_at = models.DateTimeField(null=True, blank=True)
@@ -185,11 +203,14 @@ class OnboardingRequest(models.Model):
     )
     issued_at = models.DateTimeField(null=True, blank=True)
     decided_by_label = models.CharField(
-        max_length=150, blank=True,
+        max_length=150,
+        blank=True,
         help_text="Who decided when not a user: 'renewal policy (automatic)'.",
     )
     sign_enqueued_at = models.DateTimeField(
-        null=True, blank=True, db_index=True,
+        null=True,
+        blank=True,
+        db_index=True,
         help_text="When signing was last handed to the worker; the sweeper re-enqueues stale ones.",
     )
 
@@ -214,10 +235,12 @@ class IssuedCertificate(models.Model):
         SUPERSEDED = "superseded", "Superseded"
         REVOKED = "revoked", "Revoked"
 
-    device = models.ForeignKey("devices.MqttDevice", on_delete=models.PROTECT,
-                               related_name="certificates")
-    request = models.OneToOneField(OnboardingRequest, on_delete=models.PROTECT,
-                                   related_name="certificate")
+    device = models.ForeignKey(
+        "devices.MqttDevice", on_delete=models.PROTECT, related_name="certificates"
+    )
+    request = models.OneToOneField(
+        OnboardingRequest, on_delete=models.PROTECT, related_name="certificate"
+    )
     profile = models.ForeignKey(SigningProfile, on_delete=models.PROTECT, related_name="+")
     ca = models.ForeignKey(CertificateAuthority, on_delete=models.PROTECT, related_name="+")
     serial = models.CharField(max_length=100, unique=True)
@@ -229,14 +252,17 @@ class IssuedCertificate(models.Model):
     renew_after = models.DateTimeField(db_index=True)
     fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=95, unique=True)
     certificate_pem = models.TextField("certificate (PEM)")
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACTIVE,
-                              db_index=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.ACTIVE, db_index=True
+    )
     superseded_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
     revocation_reason = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     renewal_due_at = models.DateTimeField(
-        null=True, blank=True, db_index=True,
+        null=True,
+        blank=True,
+        db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
 

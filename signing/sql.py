@@ -5,6 +5,7 @@ model instances and per-field preparation than the signing itself. These helpers
 statement per call with values already in database form, and work on PostgreSQL and SQLite
 (>= 3.35, for ``RETURNING``) alike. They are only used inside the services' transactions.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -35,8 +36,12 @@ def _preparer(field: models.Field) -> Callable[[Any], Any] | None:
 
 
 def insert_rows(
-    model: type[models.Model], *, columns: Sequence[str], rows: Sequence[Sequence[Any]],
-    constants: dict[str, Any] | None = None, returning: Sequence[str] = (),
+    model: type[models.Model],
+    *,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+    constants: dict[str, Any] | None = None,
+    returning: Sequence[str] = (),
 ) -> list[tuple[Any, ...]]:
     """``INSERT INTO … VALUES (…), (…) [RETURNING …]`` in one statement.
 
@@ -74,8 +79,13 @@ def insert_rows(
             params.extend(const_values)
     qn = connection.ops.quote_name
     if connection.vendor == "postgresql":
-        return _copy_rows(model, columns=[*columns, *constants], params=params,
-                          width=len(columns) + len(constants), returning=returning)
+        return _copy_rows(
+            model,
+            columns=[*columns, *constants],
+            params=params,
+            width=len(columns) + len(constants),
+            returning=returning,
+        )
     names = ", ".join(_qcol(by_attname[a]) for a in [*columns, *constants])
     one = "(" + ", ".join(["%s"] * (len(columns) + len(constants))) + ")"
     sql = f"INSERT INTO {qn(meta.db_table)} ({names}) VALUES {', '.join([one] * len(rows))}"
@@ -86,8 +96,14 @@ def insert_rows(
         return [tuple(r) for r in cursor.fetchall()] if returning else []
 
 
-def _copy_rows(model: type[models.Model], *, columns: Sequence[str], params: list[Any],
-               width: int, returning: Sequence[str]) -> list[tuple[Any, ...]]:
+def _copy_rows(
+    model: type[models.Model],
+    *,
+    columns: Sequence[str],
+    params: list[Any],
+    width: int,
+    returning: Sequence[str],
+) -> list[tuple[Any, ...]]:
     """PostgreSQL: ``COPY … FROM STDIN`` (primary keys drawn from the sequence first).
 
     A multi-row INSERT of 200 certificates has 3,000 placeholders: psycopg spent ~7 ms
@@ -108,17 +124,22 @@ def _copy_rows(model: type[models.Model], *, columns: Sequence[str], params: lis
         names = ", ".join(_qcol(by_attname[a]) for a in [pk.attname, *columns])
         with cursor.cursor.copy(f"COPY {qn(meta.db_table)} ({names}) FROM STDIN") as copy:
             for i, pk_value in enumerate(ids):
-                copy.write_row((pk_value, *params[i * width:(i + 1) * width]))
+                copy.write_row((pk_value, *params[i * width : (i + 1) * width]))
     if not returning:
         return []
     index = {a: n for n, a in enumerate(columns)}
     picks = [None if a == pk.attname else index[a] for a in returning]
-    return [tuple(pk_value if p is None else params[i * width + p] for p in picks)
-            for i, pk_value in enumerate(ids)]
+    return [
+        tuple(pk_value if p is None else params[i * width + p] for p in picks)
+        for i, pk_value in enumerate(ids)
+    ]
 
 
 def update_returning_ids(
-    model: type[models.Model], *, ids: Sequence[int] | None, where: dict[str, Any],
+    model: type[models.Model],
+    *,
+    ids: Sequence[int] | None,
+    where: dict[str, Any],
     values: dict[str, Any],
 ) -> list[int]:
     """``UPDATE … SET … WHERE [id IN ids AND] col = … RETURNING id``: which rows changed.
@@ -150,8 +171,10 @@ def update_returning_ids(
     if ids is not None:
         conds.append(f"{_qcol(meta.pk)} IN ({', '.join(['%s'] * len(ids))})")
         params.extend(ids)
-    sql = (f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)} "
-           f"RETURNING {_qcol(meta.pk)}")
+    sql = (
+        f"UPDATE {qn(meta.db_table)} SET {sets} WHERE {' AND '.join(conds)} "
+        f"RETURNING {_qcol(meta.pk)}"
+    )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         return sorted(r[0] for r in cursor.fetchall())
@@ -170,7 +193,11 @@ def jit_off() -> None:
 
 
 def requests_claim_postgresql(
-    *, ids: Sequence[int], from_statuses: Sequence[str], to_status: str, now: datetime,
+    *,
+    ids: Sequence[int],
+    from_statuses: Sequence[str],
+    to_status: str,
+    now: datetime,
 ) -> list[tuple[Any, ...]]:
     """PostgreSQL: lock the requests among ``ids``, flip those in ``from_statuses`` to
     ``to_status`` (``issued_at = now``) and return what signing needs, in ONE statement.

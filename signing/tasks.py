@@ -5,6 +5,7 @@ never travels through the broker (the worker reads it from the profile). The ser
 enqueue these tasks and these tasks call the services: each imports the other as a module,
 so either may be imported first.
 """
+
 from __future__ import annotations
 
 import logging
@@ -19,8 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 class _SignBatchTask(Task):
-    def on_failure(self, exc: BaseException, task_id: str, args: Any, kwargs: Any,
-                   einfo: Any) -> None:
+    def on_failure(
+        self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
+    ) -> None:
         """Retries exhausted or an unexpected error: the batch's requests fail with a sentence."""
         ids = args[0] if args else kwargs.get("ids", [])
         services.onboarding_requests_fail(
@@ -29,16 +31,24 @@ class _SignBatchTask(Task):
 
 
 @shared_task(
-    base=_SignBatchTask, bind=True, name="signing.tasks.sign_batch",
-    autoretry_for=(DatabaseError, InterfaceError), retry_backoff=2, retry_backoff_max=60,
+    base=_SignBatchTask,
+    bind=True,
+    name="signing.tasks.sign_batch",
+    autoretry_for=(DatabaseError, InterfaceError),
+    retry_backoff=2,
+    retry_backoff_max=60,
     max_retries=5,
 )
 def sign_batch(self: Task, ids: list[int]) -> dict[str, int]:
     """Sign the approved requests among ``ids`` (one transaction per batch)."""
     logger.info("signing batch of %d requests started", len(ids))
     result = services.onboarding_requests_sign(ids=[int(i) for i in ids])
-    logger.info("signing batch done: %d issued, %d failed, %d skipped",
-                result.issued, result.failed, result.skipped)
+    logger.info(
+        "signing batch done: %d issued, %d failed, %d skipped",
+        result.issued,
+        result.failed,
+        result.skipped,
+    )
     return {"issued": result.issued, "failed": result.failed, "skipped": result.skipped}
 
 

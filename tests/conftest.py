@@ -6,6 +6,7 @@ server, a ``manage.py`` subprocess), ``e2e`` (the whole chain) or ``browser``. T
 from the fixtures a test uses and from where it lives; a test that starts a process by hand
 says so with ``pytest.mark.integration``.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,15 +27,17 @@ TESTS = Path(__file__).resolve().parent
 
 # Fixtures that start a process or a server, as "<defining module's last name>.<fixture>" (a
 # fixture of the same name defined elsewhere, e.g. an in-process moto `aws`, does not count).
-PROCESS_FIXTURES = frozenset({
-    "conftest.celery_worker_process",  # a `celery worker` subprocess
-    "fixtures.live_server",  # pytest-django's live server
-    "conftest.moto_server",  # moto's HTTP server (tests/provisioning)
-    "conftest.aws",  # the AWS stand-in, LocalAws (tests/localaws)
-    "test_broker.broker",  # the stand-in's broker thread (tests/localaws)
-    "conftest.broker",  # Mosquitto (tests/agent)
-    "conftest.portal",  # the agent tests' fake portal, an HTTP server (tests/agent)
-})
+PROCESS_FIXTURES = frozenset(
+    {
+        "conftest.celery_worker_process",  # a `celery worker` subprocess
+        "fixtures.live_server",  # pytest-django's live server
+        "conftest.moto_server",  # moto's HTTP server (tests/provisioning)
+        "conftest.aws",  # the AWS stand-in, LocalAws (tests/localaws)
+        "test_broker.broker",  # the stand-in's broker thread (tests/localaws)
+        "conftest.broker",  # Mosquitto (tests/agent)
+        "conftest.portal",  # the agent tests' fake portal, an HTTP server (tests/agent)
+    }
+)
 TIERS = ("integration", "e2e", "browser")
 
 
@@ -104,12 +107,29 @@ class WorkerProcess:
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
             [
-                sys.executable, "-m", "celery", "-A", "portal", "worker", "-Q", queues,
-                "-c", str(concurrency), "-P", "prefork" if concurrency > 1 else "solo",
-                "--without-gossip", "--without-mingle", "--without-heartbeat",
-                "-n", f"test-{uuid.uuid4().hex[:8]}@%h", "-l", "INFO",
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "worker",
+                "-Q",
+                queues,
+                "-c",
+                str(concurrency),
+                "-P",
+                "prefork" if concurrency > 1 else "solo",
+                "--without-gossip",
+                "--without-mingle",
+                "--without-heartbeat",
+                "-n",
+                f"test-{uuid.uuid4().hex[:8]}@%h",
+                "-l",
+                "INFO",
             ],
-            cwd=ROOT, env=subprocess_env(**extra_env), stdout=self._log,
+            cwd=ROOT,
+            env=subprocess_env(**extra_env),
+            stdout=self._log,
             stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 60
@@ -165,8 +185,12 @@ def celery_worker_process(
         worker.stop()
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 30.0, interval: float = 0.1,
-             message: str = "condition") -> object:
+def wait_for(
+    predicate: Callable[[], object],
+    timeout: float = 30.0,
+    interval: float = 0.1,
+    message: str = "condition",
+) -> object:
     """Poll until ``predicate()`` is truthy; fail the test with ``message`` otherwise."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

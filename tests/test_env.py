@@ -4,6 +4,7 @@ Each xdist worker gets its own data folder (SQLite test database, filesystem bro
 secrets) and, when the broker is Redis, its own Redis database number, so parallel workers
 never steal each other's Celery tasks.
 """
+
 from __future__ import annotations
 
 import os

@@ -156,12 +156,14 @@ class DiskQueue:
             try:
                 gone: list[tuple[str, int]] = []
                 for start in range(0, len(item_ids), 500):
-                    chunk = item_ids[start:start + 500]
+                    chunk = item_ids[start : start + 500]
                     marks = ",".join("?" * len(chunk))
-                    gone.extend(db.execute(
-                        f"DELETE FROM messages WHERE id IN ({marks}) RETURNING device, size",
-                        chunk,
-                    ).fetchall())
+                    gone.extend(
+                        db.execute(
+                            f"DELETE FROM messages WHERE id IN ({marks}) RETURNING device, size",
+                            chunk,
+                        ).fetchall()
+                    )
                 db.execute("COMMIT")
             except BaseException:
                 db.execute("ROLLBACK")

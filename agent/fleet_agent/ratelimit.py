@@ -124,9 +124,7 @@ class PublishLimiter:
         self.messages = TokenBucket(messages_per_s, max(1.0, messages_per_s / 10), clock)
         self.bytes = TokenBucket(bytes_per_s, max(float(AWS_MAX_PAYLOAD), bytes_per_s / 10), clock)
         # A little over one second: the broker sees a publish slightly after we count it.
-        self.window = SlidingWindow(
-            max(1, int(messages_per_s)), bytes_per_s, WINDOW_SPAN, clock
-        )
+        self.window = SlidingWindow(max(1, int(messages_per_s)), bytes_per_s, WINDOW_SPAN, clock)
 
     def try_acquire(self, size: int) -> bool:
         """Take one publish of ``size`` bytes if both buckets allow it now."""

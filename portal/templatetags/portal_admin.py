@@ -1,4 +1,5 @@
 """Template tags for the admin: the health warnings shown on the index page."""
+
 from __future__ import annotations
 
 from django import template
@@ -16,7 +17,5 @@ def portal_warnings() -> SafeString | str:
     warnings = admin_warnings()
     if not warnings:
         return ""
-    items = format_html_join(
-        "", '<li class="warning">{}</li>', ((w,) for w in warnings)
-    )
+    items = format_html_join("", '<li class="warning">{}</li>', ((w,) for w in warnings))
     return format_html('<ul class="messagelist portal-health">{}</ul>', items)

@@ -3,6 +3,7 @@
 Access-key secrets are write-only here: the add form takes the secret through a password
 input that never renders a value back, and no other page shows it in any form.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -127,12 +128,25 @@ class AccessKeyAdmin(admin.ModelAdmin):
     show_full_result_count = False
     actions = ["clean_up_purged_keys", "test_keys"]
     readonly_fields = [
-        "access_key_id", "stored", "store_for", "created_at", "created_by", "purge_at",
-        "purged_at", "last_used_at",
+        "access_key_id",
+        "stored",
+        "store_for",
+        "created_at",
+        "created_by",
+        "purge_at",
+        "purged_at",
+        "last_used_at",
     ]
     fields = [
-        "access_key_id", "stored", "store_for", "description", "created_at", "created_by",
-        "purge_at", "purged_at", "last_used_at",
+        "access_key_id",
+        "stored",
+        "store_for",
+        "description",
+        "created_at",
+        "created_by",
+        "purge_at",
+        "purged_at",
+        "last_used_at",
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AccessKey]:
@@ -154,7 +168,10 @@ class AccessKeyAdmin(admin.ModelAdmin):
         return bool(getattr(obj, "secret_stored", False))
 
     def get_form(
-        self, request: HttpRequest, obj: AccessKey | None = None, change: bool = False,
+        self,
+        request: HttpRequest,
+        obj: AccessKey | None = None,
+        change: bool = False,
         **kwargs: Any,
     ) -> Any:
         if obj is None:
@@ -173,7 +190,8 @@ class AccessKeyAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: AccessKey, form: Any, change: bool) -> None:
         if change:  # only the description is editable
             services.access_key_update(
-                access_key=obj, description=form.cleaned_data.get("description", ""),
+                access_key=obj,
+                description=form.cleaned_data.get("description", ""),
                 actor=request.user,
             )
             return
@@ -214,8 +232,10 @@ class AccessKeyAdmin(admin.ModelAdmin):
             return HttpResponseRedirect(request.get_full_path())
         return super().changelist_view(request, extra_context)
 
-    @admin.action(description="Clean up purged keys (purge every key past its date now)",
-                  permissions=["change"])
+    @admin.action(
+        description="Clean up purged keys (purge every key past its date now)",
+        permissions=["change"],
+    )
     def clean_up_purged_keys(self, request: HttpRequest, queryset: QuerySet[AccessKey]) -> None:
         count = services.access_key_purge_due(actor=request.user)
         if count:
@@ -231,12 +251,12 @@ class AccessKeyAdmin(admin.ModelAdmin):
             )
         else:
             self.message_user(
-                request, "No access key was past its purge date; nothing to clean up.",
+                request,
+                "No access key was past its purge date; nothing to clean up.",
                 messages.INFO,
             )
 
-    @admin.action(description="Test key (ask AWS STS who it belongs to)",
-                  permissions=["test"])
+    @admin.action(description="Test key (ask AWS STS who it belongs to)", permissions=["test"])
     def test_keys(self, request: HttpRequest, queryset: QuerySet[AccessKey]) -> None:
         ok = failed = 0
         for key in queryset:
@@ -286,16 +306,33 @@ class OutcomeFilter(admin.SimpleListFilter):
 
 
 _CALL_FIELDS = [
-    "at", "service", "operation", "region", "access_key_id", "parameters", "http_status",
-    "error_code", "error_message", "latency_ms", "request_id", "retry_attempts",
+    "at",
+    "service",
+    "operation",
+    "region",
+    "access_key_id",
+    "parameters",
+    "http_status",
+    "error_code",
+    "error_message",
+    "latency_ms",
+    "request_id",
+    "retry_attempts",
 ]
 
 
 @admin.register(AwsApiCall)
 class AwsApiCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
-        "at", "service", "operation", "outcome_display", "http_status", "error_code",
-        "latency_ms", "request_id", "access_key_id",
+        "at",
+        "service",
+        "operation",
+        "outcome_display",
+        "http_status",
+        "error_code",
+        "latency_ms",
+        "request_id",
+        "access_key_id",
     ]
     list_filter = ["operation", OutcomeFilter, "service", "region"]
     search_fields = ["operation", "request_id", "error_code", "access_key_id"]
@@ -308,4 +345,3 @@ class AwsApiCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     @admin.display(description="outcome", ordering="error_code")
     def outcome_display(self, obj: AwsApiCall) -> str:
         return obj.outcome
-

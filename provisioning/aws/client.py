@@ -4,6 +4,7 @@ Every AWS call the portal makes goes through :func:`aws_client`; that is what ma
 "service disabled" switch, the endpoint override, the retry mode and the call log hold for
 all of them.
 """
+
 from __future__ import annotations
 
 import time
@@ -127,8 +128,15 @@ class _CallRecorder:
             **fields,
         )
 
-    def _after(self, *, http_response: Any, parsed: dict[str, Any], model: Any,
-               context: dict[str, Any], **_: Any) -> None:
+    def _after(
+        self,
+        *,
+        http_response: Any,
+        parsed: dict[str, Any],
+        model: Any,
+        context: dict[str, Any],
+        **_: Any,
+    ) -> None:
         meta = parsed.get("ResponseMetadata", {}) if isinstance(parsed, dict) else {}
         error = parsed.get("Error", {}) if isinstance(parsed, dict) else {}
         self._record(
@@ -141,8 +149,9 @@ class _CallRecorder:
             retry_attempts=int(meta.get("RetryAttempts", 0) or 0),
         )
 
-    def _after_error(self, *, exception: Exception, context: dict[str, Any], event_name: str,
-                     **_: Any) -> None:
+    def _after_error(
+        self, *, exception: Exception, context: dict[str, Any], event_name: str, **_: Any
+    ) -> None:
         # botocore passes no operation model with this event (connection errors and the
         # like, after retries): the operation is the last part of the event name.
         self._record(

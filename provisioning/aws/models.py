@@ -1,4 +1,5 @@
 """AWS service settings, access keys and the AWS API call log."""
+
 from __future__ import annotations
 
 import functools

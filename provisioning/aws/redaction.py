@@ -1,4 +1,5 @@
 """The one place where secrets are taken out of what the portal records (AWS call log, job log)."""
+
 from __future__ import annotations
 
 import re

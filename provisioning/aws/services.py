@@ -4,6 +4,7 @@ Every write goes through here, whichever door (admin, command, task, API) it com
 Secrets are taken as arguments and stored encrypted; they never reach a log line, an audit
 entry or an exception message.
 """
+
 from __future__ import annotations
 
 import logging
@@ -77,19 +78,17 @@ def access_key_create(
     if store_for not in AccessKey.PERIODS:
         errors["store_for"] = [
             ValidationError(
-                "The storage period must be one of "
-                + ", ".join(AccessKey.PERIODS)
-                + ".",
+                "The storage period must be one of " + ", ".join(AccessKey.PERIODS) + ".",
                 code="invalid_store_for",
             )
         ]
-    if "access_key_id" not in errors and AccessKey.objects.filter(
-        access_key_id=access_key_id
-    ).exists():
+    if (
+        "access_key_id" not in errors
+        and AccessKey.objects.filter(access_key_id=access_key_id).exists()
+    ):
         errors["access_key_id"] = [
             ValidationError(
-                f"Access key {access_key_id} is already stored; delete it first to enter it "
-                "again.",
+                f"Access key {access_key_id} is already stored; delete it first to enter it again.",
                 code="duplicate",
             )
         ]
@@ -134,9 +133,9 @@ def access_key_purge_due(*, now: datetime | None = None, actor: Actor = None) ->
     purged = 0
     for pk in due:
         with transaction.atomic():
-            won = AccessKey.objects.filter(
-                pk=pk, secret__isnull=False, purge_at__lte=now
-            ).update(secret=None, purged_at=now)
+            won = AccessKey.objects.filter(pk=pk, secret__isnull=False, purge_at__lte=now).update(
+                secret=None, purged_at=now
+            )
             if not won:
                 continue  # another sweep got there first
             key = AccessKey.objects.get(pk=pk)
@@ -157,8 +156,9 @@ def access_key_update(*, access_key: AccessKey, description: str, actor: Actor =
     access_key.description = description
     access_key.full_clean(exclude=["secret"])  # validating must not load the secret
     access_key.save(update_fields=["description"])
-    audit_record(action="access_key_update", obj=access_key, actor=actor,
-                 detail={"description": description})
+    audit_record(
+        action="access_key_update", obj=access_key, actor=actor, detail={"description": description}
+    )
     return access_key
 
 
@@ -255,9 +255,7 @@ def aws_call_log_prune(*, now: datetime | None = None, days: int | None = None) 
     cutoff = now - timedelta(days=days)
     total = 0
     while True:
-        batch = list(
-            AwsApiCall.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:5000]
-        )
+        batch = list(AwsApiCall.objects.filter(at__lt=cutoff).values_list("pk", flat=True)[:5000])
         if not batch:
             return total
         deleted, _ = AwsApiCall.objects.filter(pk__in=batch).delete()

@@ -2,6 +2,7 @@
 
 Task names are fixed (``provisioning.tasks.…``): beat schedules and queued messages use them.
 """
+
 from __future__ import annotations
 
 from celery import shared_task

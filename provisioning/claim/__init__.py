@@ -1,5 +1,6 @@
 """Fleet provisioning by claim: the AWS provisioning template, claim certificate and the
 bundle a station uses to get its own certificate from AWS."""
+
 from .services import (
     ClaimSetupNotReady,
     claim_bundle_build,
@@ -11,6 +12,13 @@ from .services import (
     device_policy_document,
 )
 
-__all__ = ["ClaimSetupNotReady", "claim_bundle_build", "claim_policy_document",
-           "claim_setup_run", "claim_setup_save", "claim_setup_start", "claim_template_body",
-           "device_policy_document"]
+__all__ = [
+    "ClaimSetupNotReady",
+    "claim_bundle_build",
+    "claim_policy_document",
+    "claim_setup_run",
+    "claim_setup_save",
+    "claim_setup_start",
+    "claim_template_body",
+    "device_policy_document",
+]

@@ -1,4 +1,5 @@
 """Admin for fleet provisioning by claim: parameters, the setup job, the audited bundle."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -16,19 +17,54 @@ from .services import claim_bundle_build, claim_setup_save, claim_setup_start
 
 @admin.register(ClaimSetup)
 class ClaimSetupAdmin(admin.ModelAdmin):
-    list_display = ["template_name", "region", "status", "endpoint", "claim_certificate_short",
-                    "ready_at", "download_count", "last_downloaded_at"]
+    list_display = [
+        "template_name",
+        "region",
+        "status",
+        "endpoint",
+        "claim_certificate_short",
+        "ready_at",
+        "download_count",
+        "last_downloaded_at",
+    ]
     list_filter = ["status", "region"]
     list_select_related = ["access_key", "job"]
     search_fields = ["template_name"]
     show_full_result_count = False
-    fields = ["template_name", "region", "access_key", "role_arn", "thing_name_prefix",
-              "thing_type", "status", "job", "endpoint", "template_arn", "template_version_id",
-              "claim_certificate_id", "claim_certificate_arn", "has_claim_key", "ready_at",
-              "download_count", "last_downloaded_at", "created_at"]
-    readonly_fields = ["status", "job", "endpoint", "template_arn", "template_version_id",
-                       "claim_certificate_id", "claim_certificate_arn", "has_claim_key",
-                       "ready_at", "download_count", "last_downloaded_at", "created_at"]
+    fields = [
+        "template_name",
+        "region",
+        "access_key",
+        "role_arn",
+        "thing_name_prefix",
+        "thing_type",
+        "status",
+        "job",
+        "endpoint",
+        "template_arn",
+        "template_version_id",
+        "claim_certificate_id",
+        "claim_certificate_arn",
+        "has_claim_key",
+        "ready_at",
+        "download_count",
+        "last_downloaded_at",
+        "created_at",
+    ]
+    readonly_fields = [
+        "status",
+        "job",
+        "endpoint",
+        "template_arn",
+        "template_version_id",
+        "claim_certificate_id",
+        "claim_certificate_arn",
+        "has_claim_key",
+        "ready_at",
+        "download_count",
+        "last_downloaded_at",
+        "created_at",
+    ]
     actions = ["run_setup", "download_bundle"]
 
     @admin.display(description="claim certificate")
@@ -39,13 +75,15 @@ class ClaimSetupAdmin(admin.ModelAdmin):
     def has_claim_key(self, obj: ClaimSetup) -> bool:
         return obj.has_claim_key
 
-    def save_model(self, request: HttpRequest, obj: ClaimSetup, form: Any,
-                   change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: ClaimSetup, form: Any, change: bool) -> None:
         try:
             saved = claim_setup_save(
-                template_name=obj.template_name, region=obj.region,
-                access_key_id=obj.access_key.access_key_id, role_arn=obj.role_arn,
-                thing_name_prefix=obj.thing_name_prefix, thing_type=obj.thing_type,
+                template_name=obj.template_name,
+                region=obj.region,
+                access_key_id=obj.access_key.access_key_id,
+                role_arn=obj.role_arn,
+                thing_name_prefix=obj.thing_name_prefix,
+                thing_type=obj.thing_type,
                 actor=request.user,
             )
         except ValidationError as exc:
@@ -56,8 +94,9 @@ class ClaimSetupAdmin(admin.ModelAdmin):
     def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False  # the claim certificate lives on in AWS: rotate it, do not forget it
 
-    @admin.action(description="Run the claim setup job for the selected templates",
-                  permissions=["change"])
+    @admin.action(
+        description="Run the claim setup job for the selected templates", permissions=["change"]
+    )
     def run_setup(self, request: HttpRequest, queryset: QuerySet[ClaimSetup]) -> None:
         count = 0
         for setup in queryset:
@@ -68,13 +107,17 @@ class ClaimSetupAdmin(admin.ModelAdmin):
     def has_download_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("provisioning.download_claim_bundle")
 
-    @admin.action(description="Download the claim bundle (claim certificate and key; audited)",
-                  permissions=["download"])
-    def download_bundle(self, request: HttpRequest,
-                        queryset: QuerySet[ClaimSetup]) -> HttpResponse | None:
+    @admin.action(
+        description="Download the claim bundle (claim certificate and key; audited)",
+        permissions=["download"],
+    )
+    def download_bundle(
+        self, request: HttpRequest, queryset: QuerySet[ClaimSetup]
+    ) -> HttpResponse | None:
         if queryset.count() != 1:
-            self.message_user(request, "Select exactly one claim setup to download.",
-                              messages.WARNING)
+            self.message_user(
+                request, "Select exactly one claim setup to download.", messages.WARNING
+            )
             return None
         setup = queryset.get()
         try:
@@ -83,8 +126,6 @@ class ClaimSetupAdmin(admin.ModelAdmin):
             self.message_user(request, exc.detail, messages.ERROR)
             return None
         response = HttpResponse(data, content_type="application/zip")
-        response["Content-Disposition"] = (
-            f'attachment; filename="claim-{setup.template_name}.zip"'
-        )
+        response["Content-Disposition"] = f'attachment; filename="claim-{setup.template_name}.zip"'
         response["Cache-Control"] = "no-store"
         return response

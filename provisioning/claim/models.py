@@ -1,4 +1,5 @@
 """Fleet provisioning by claim: the template + claim certificate the portal set up in AWS."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -39,22 +40,30 @@ class ClaimSetup(models.Model):
         READY = "ready", "Ready"
         FAILED = "failed", "Failed"
 
-    template_name = models.CharField(max_length=36, unique=True,
-                                     validators=[template_name_validator])
+    template_name = models.CharField(
+        max_length=36, unique=True, validators=[template_name_validator]
+    )
     region = models.CharField(max_length=32, choices=_region_choices)
-    access_key = models.ForeignKey("provisioning.AccessKey", on_delete=models.PROTECT,
-                                   related_name="claim_setups")
+    access_key = models.ForeignKey(
+        "provisioning.AccessKey", on_delete=models.PROTECT, related_name="claim_setups"
+    )
     role_arn = models.CharField(
-        "provisioning role ARN", max_length=600, validators=[role_arn_validator],
+        "provisioning role ARN",
+        max_length=600,
+        validators=[role_arn_validator],
         help_text="The IAM role AWS IoT assumes to create things and attach policies.",
     )
-    thing_name_prefix = models.CharField(max_length=64, blank=True,
-                                         validators=[thing_prefix_validator],
-                                         help_text="Thing name = prefix + SerialNumber.")
+    thing_name_prefix = models.CharField(
+        max_length=64,
+        blank=True,
+        validators=[thing_prefix_validator],
+        help_text="Thing name = prefix + SerialNumber.",
+    )
     thing_type = models.CharField(max_length=128, blank=True)
     status = models.CharField(max_length=8, choices=Status.choices, default=Status.NEW)
-    job = models.ForeignKey("provisioning.Job", null=True, blank=True,
-                            on_delete=models.SET_NULL, related_name="+")
+    job = models.ForeignKey(
+        "provisioning.Job", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     endpoint = models.CharField(max_length=253, blank=True, editable=False)
     template_arn = models.CharField(max_length=300, blank=True, editable=False)
     template_version_id = models.PositiveIntegerField(null=True, blank=True, editable=False)
@@ -65,8 +74,9 @@ class ClaimSetup(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(auto_now=True)
     ready_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True,
-                                   on_delete=models.SET_NULL, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
     last_downloaded_at = models.DateTimeField(null=True, blank=True, editable=False)
     download_count = models.PositiveIntegerField(default=0, editable=False)
 

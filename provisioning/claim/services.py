@@ -10,6 +10,7 @@ least-privilege device policy. See docs/claim-provisioning.md.
 version only when the body changed, and keeps an ACTIVE claim certificate unless asked to
 rotate it.
 """
+
 from __future__ import annotations
 
 import io
@@ -57,16 +58,23 @@ def claim_template_body(setup: ClaimSetup) -> str:
             "thing": {
                 "Type": "AWS::IoT::Thing",
                 "Properties": thing,
-                "OverrideSettings": {"AttributePayload": "MERGE", "ThingTypeName": "REPLACE",
-                                     "ThingGroups": "DO_NOTHING"},
+                "OverrideSettings": {
+                    "AttributePayload": "MERGE",
+                    "ThingTypeName": "REPLACE",
+                    "ThingGroups": "DO_NOTHING",
+                },
             },
             "certificate": {
                 "Type": "AWS::IoT::Certificate",
-                "Properties": {"CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                               "Status": "ACTIVE"},
+                "Properties": {
+                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
+                    "Status": "ACTIVE",
+                },
             },
-            "policy": {"Type": "AWS::IoT::Policy",
-                       "Properties": {"PolicyName": setup.device_policy_name}},
+            "policy": {
+                "Type": "AWS::IoT::Policy",
+                "Properties": {"PolicyName": setup.device_policy_name},
+            },
         },
         "DeviceConfiguration": {},
     }
@@ -80,13 +88,25 @@ def device_policy_document(*, region: str, account: str) -> str:
     doc = {
         "Version": "2012-10-17",
         "Statement": [
-            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn}:client/{thing}",
-             "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}}},
-            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
-             "Resource": [f"{arn}:topic/things/{thing}/*", f"{arn}:topic/$aws/things/{thing}/*"]},
-            {"Effect": "Allow", "Action": "iot:Subscribe",
-             "Resource": [f"{arn}:topicfilter/things/{thing}/*",
-                          f"{arn}:topicfilter/$aws/things/{thing}/*"]},
+            {
+                "Effect": "Allow",
+                "Action": "iot:Connect",
+                "Resource": f"{arn}:client/{thing}",
+                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
+            },
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": [f"{arn}:topic/things/{thing}/*", f"{arn}:topic/$aws/things/{thing}/*"],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [
+                    f"{arn}:topicfilter/things/{thing}/*",
+                    f"{arn}:topicfilter/$aws/things/{thing}/*",
+                ],
+            },
         ],
     }
     return json.dumps(doc, sort_keys=True)
@@ -95,16 +115,24 @@ def device_policy_document(*, region: str, account: str) -> str:
 def claim_policy_document(*, region: str, account: str, template_name: str) -> str:
     """The claim certificate may only call the two fleet-provisioning MQTT APIs."""
     arn = f"arn:aws:iot:{region}:{account}"
-    topics = ["$aws/certificates/create-from-csr/*",
-              f"$aws/provisioning-templates/{template_name}/provision/*"]
+    topics = [
+        "$aws/certificates/create-from-csr/*",
+        f"$aws/provisioning-templates/{template_name}/provision/*",
+    ]
     doc = {
         "Version": "2012-10-17",
         "Statement": [
             {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn}:client/*"},
-            {"Effect": "Allow", "Action": ["iot:Publish", "iot:Receive"],
-             "Resource": [f"{arn}:topic/{t}" for t in topics]},
-            {"Effect": "Allow", "Action": "iot:Subscribe",
-             "Resource": [f"{arn}:topicfilter/{t}" for t in topics]},
+            {
+                "Effect": "Allow",
+                "Action": ["iot:Publish", "iot:Receive"],
+                "Resource": [f"{arn}:topic/{t}" for t in topics],
+            },
+            {
+                "Effect": "Allow",
+                "Action": "iot:Subscribe",
+                "Resource": [f"{arn}:topicfilter/{t}" for t in topics],
+            },
         ],
     }
     return json.dumps(doc, sort_keys=True)
@@ -115,15 +143,25 @@ def claim_policy_document(*, region: str, account: str, template_name: str) -> s
 
 @transaction.atomic
 def claim_setup_save(
-    *, template_name: str, region: str, access_key_id: str, role_arn: str,
-    thing_name_prefix: str = "", thing_type: str = "", actor: Actor = None,
+    *,
+    template_name: str,
+    region: str,
+    access_key_id: str,
+    role_arn: str,
+    thing_name_prefix: str = "",
+    thing_type: str = "",
+    actor: Actor = None,
 ) -> ClaimSetup:
     """Create or update the parameters of a claim setup (nothing is sent to AWS here)."""
     key = AccessKey.objects.filter(access_key_id=access_key_id).first()
     if key is None:
-        raise ValidationError({"access_key": (
-            f"There is no access key {access_key_id}; add it with add_access_key first."
-        )})
+        raise ValidationError(
+            {
+                "access_key": (
+                    f"There is no access key {access_key_id}; add it with add_access_key first."
+                )
+            }
+        )
     setup = ClaimSetup.objects.select_for_update().filter(template_name=template_name).first()
     if setup is None:
         user: Any = actor if getattr(actor, "is_authenticated", False) else None
@@ -135,22 +173,37 @@ def claim_setup_save(
     setup.thing_type = thing_type
     setup.full_clean()
     setup.save()
-    audit_record(action="claim_setup_save", obj=setup, actor=actor,
-                 detail={"region": region, "access_key_id": access_key_id})
+    audit_record(
+        action="claim_setup_save",
+        obj=setup,
+        actor=actor,
+        detail={"region": region, "access_key_id": access_key_id},
+    )
     return setup
 
 
 @transaction.atomic
 def claim_setup_start(
-    *, setup: ClaimSetup, actor: Actor = None, new_claim_certificate: bool = False,
+    *,
+    setup: ClaimSetup,
+    actor: Actor = None,
+    new_claim_certificate: bool = False,
     run_async: bool = True,
 ) -> Job:
     """A CLAIM_SETUP job row; with ``run_async`` the Celery task starts after commit."""
-    job = job_create(kind=Job.Kind.CLAIM_SETUP, actor=actor, total=STEPS,
-                     title=f"Fleet provisioning (claim) setup: {setup.template_name}")
+    job = job_create(
+        kind=Job.Kind.CLAIM_SETUP,
+        actor=actor,
+        total=STEPS,
+        title=f"Fleet provisioning (claim) setup: {setup.template_name}",
+    )
     ClaimSetup.objects.filter(pk=setup.pk).update(job=job)
-    audit_record(action="claim_setup_start", obj=setup, actor=actor,
-                 detail={"job": job.pk, "new_claim_certificate": new_claim_certificate})
+    audit_record(
+        action="claim_setup_start",
+        obj=setup,
+        actor=actor,
+        detail={"job": job.pk, "new_claim_certificate": new_claim_certificate},
+    )
     if run_async:
         from .tasks import claim_setup_task
 
@@ -172,8 +225,9 @@ def _call(job: Job, what: str, fn: Any, **kwargs: Any) -> dict[str, Any]:
     except ClientError as exc:
         err = exc.response.get("Error", {})
         code = str(err.get("Code", "ClientError"))
-        raise _Step(f"{what} failed: {code}: {redact_text(str(err.get('Message', '')))}",
-                    code) from None
+        raise _Step(
+            f"{what} failed: {code}: {redact_text(str(err.get('Message', '')))}", code
+        ) from None
     except BotoCoreError as exc:
         raise _Step(f"{what} failed: {redact_text(str(exc))}", type(exc).__name__) from None
 
@@ -187,23 +241,41 @@ def _ensure_policy(job: Job, iot: Any, name: str, document: str) -> None:
         current = iot.get_policy(policyName=name)
     except ClientError as exc:
         if _error_code(exc) != "ResourceNotFoundException":
-            raise _Step(f"Reading policy {name} failed: {_error_code(exc)}.",
-                        _error_code(exc)) from None
-        _call(job, f"Creating policy {name}", iot.create_policy, policyName=name,
-              policyDocument=document)
+            raise _Step(
+                f"Reading policy {name} failed: {_error_code(exc)}.", _error_code(exc)
+            ) from None
+        _call(
+            job,
+            f"Creating policy {name}",
+            iot.create_policy,
+            policyName=name,
+            policyDocument=document,
+        )
         job_log(job=job, message=f"Created policy {name}.")
         return
     if json.loads(current.get("policyDocument") or "{}") == json.loads(document):
         job_log(job=job, message=f"Policy {name} is up to date.")
         return
-    versions = _call(job, "Listing policy versions", iot.list_policy_versions,
-                     policyName=name).get("policyVersions", [])
+    versions = _call(job, "Listing policy versions", iot.list_policy_versions, policyName=name).get(
+        "policyVersions", []
+    )
     old = oldest_non_default_version(versions) if len(versions) >= MAX_VERSIONS else None
     if old is not None:
-        _call(job, "Deleting an old policy version", iot.delete_policy_version,
-              policyName=name, policyVersionId=old["versionId"])
-    _call(job, f"Updating policy {name}", iot.create_policy_version, policyName=name,
-          policyDocument=document, setAsDefault=True)
+        _call(
+            job,
+            "Deleting an old policy version",
+            iot.delete_policy_version,
+            policyName=name,
+            policyVersionId=old["versionId"],
+        )
+    _call(
+        job,
+        f"Updating policy {name}",
+        iot.create_policy_version,
+        policyName=name,
+        policyDocument=document,
+        setAsDefault=True,
+    )
     job_log(job=job, message=f"Policy {name} has a new default version.")
 
 
@@ -213,21 +285,36 @@ def _ensure_template(job: Job, iot: Any, setup: ClaimSetup, body: str) -> tuple[
         current = iot.describe_provisioning_template(templateName=name)
     except ClientError as exc:
         if _error_code(exc) != "ResourceNotFoundException":
-            raise _Step(f"Reading template {name} failed: {_error_code(exc)}.",
-                        _error_code(exc)) from None
+            raise _Step(
+                f"Reading template {name} failed: {_error_code(exc)}.", _error_code(exc)
+            ) from None
         created = _call(
-            job, f"Creating provisioning template {name}", iot.create_provisioning_template,
-            templateName=name, description="Fleet provisioning by claim (fleet portal).",
-            templateBody=body, enabled=True, provisioningRoleArn=setup.role_arn,
+            job,
+            f"Creating provisioning template {name}",
+            iot.create_provisioning_template,
+            templateName=name,
+            description="Fleet provisioning by claim (fleet portal).",
+            templateBody=body,
+            enabled=True,
+            provisioningRoleArn=setup.role_arn,
             type="FLEET_PROVISIONING",
         )
         job_log(job=job, message=f"Created fleet provisioning template {name}.")
         return created["templateArn"], int(created.get("defaultVersionId") or 1)
     if current.get("type", "FLEET_PROVISIONING") != "FLEET_PROVISIONING":
-        raise _Step(f"A {current.get('type')} template named {name} already exists; choose "
-                    "another template name.", "TemplateTypeMismatch")
-    _call(job, f"Enabling template {name}", iot.update_provisioning_template,
-          templateName=name, enabled=True, provisioningRoleArn=setup.role_arn)
+        raise _Step(
+            f"A {current.get('type')} template named {name} already exists; choose "
+            "another template name.",
+            "TemplateTypeMismatch",
+        )
+    _call(
+        job,
+        f"Enabling template {name}",
+        iot.update_provisioning_template,
+        templateName=name,
+        enabled=True,
+        provisioningRoleArn=setup.role_arn,
+    )
     version = int(current.get("defaultVersionId") or 1)
     same = False
     try:
@@ -237,14 +324,26 @@ def _ensure_template(job: Job, iot: Any, setup: ClaimSetup, body: str) -> tuple[
     if same:
         job_log(job=job, message=f"Template {name} is up to date (version {version}).")
         return current["templateArn"], version
-    versions = _call(job, "Listing template versions", iot.list_provisioning_template_versions,
-                     templateName=name).get("versions", [])
+    versions = _call(
+        job, "Listing template versions", iot.list_provisioning_template_versions, templateName=name
+    ).get("versions", [])
     old = oldest_non_default_version(versions) if len(versions) >= MAX_VERSIONS else None
     if old is not None:
-        _call(job, "Deleting an old template version", iot.delete_provisioning_template_version,
-              templateName=name, versionId=old["versionId"])
-    made = _call(job, f"Updating template {name}", iot.create_provisioning_template_version,
-                 templateName=name, templateBody=body, setAsDefault=True)
+        _call(
+            job,
+            "Deleting an old template version",
+            iot.delete_provisioning_template_version,
+            templateName=name,
+            versionId=old["versionId"],
+        )
+    made = _call(
+        job,
+        f"Updating template {name}",
+        iot.create_provisioning_template_version,
+        templateName=name,
+        templateBody=body,
+        setAsDefault=True,
+    )
     version = int(made.get("versionId") or version + 1)
     job_log(job=job, message=f"Template {name} has a new default version {version}.")
     return current["templateArn"], version
@@ -265,8 +364,9 @@ def claim_setup_run(*, job_id: int, setup_id: int, new_claim_certificate: bool =
     setup = ClaimSetup.objects.select_related("access_key").get(pk=setup_id)
     try:
         iot = aws_client("iot", access_key=setup.access_key, region=setup.region)
-        endpoint = _call(job, "DescribeEndpoint", iot.describe_endpoint,
-                         endpointType="iot:Data-ATS")["endpointAddress"]
+        endpoint = _call(
+            job, "DescribeEndpoint", iot.describe_endpoint, endpointType="iot:Data-ATS"
+        )["endpointAddress"]
         job_log(job=job, message=f"Data endpoint: {endpoint}.")
         job_progress(job=job, done=1)
 
@@ -282,11 +382,13 @@ def claim_setup_run(*, job_id: int, setup_id: int, new_claim_certificate: bool =
             cert_arn = setup.claim_certificate_arn
             job_log(job=job, message=f"Keeping the ACTIVE claim certificate {old_cert_id[:12]}….")
         else:
-            made = _call(job, "CreateKeysAndCertificate", iot.create_keys_and_certificate,
-                         setAsActive=True)
+            made = _call(
+                job, "CreateKeysAndCertificate", iot.create_keys_and_certificate, setAsActive=True
+            )
             cert_arn = made["certificateArn"]
             ClaimSetup.objects.filter(pk=setup.pk).update(
-                claim_certificate_id=made["certificateId"], claim_certificate_arn=cert_arn,
+                claim_certificate_id=made["certificateId"],
+                claim_certificate_arn=cert_arn,
                 claim_certificate_pem=made["certificatePem"],
             )
             setup.refresh_from_db()
@@ -296,20 +398,40 @@ def claim_setup_run(*, job_id: int, setup_id: int, new_claim_certificate: bool =
         job_progress(job=job, done=1)
         account = _account_of(cert_arn)
 
-        _ensure_policy(job, iot, setup.device_policy_name,
-                       device_policy_document(region=setup.region, account=account))
+        _ensure_policy(
+            job,
+            iot,
+            setup.device_policy_name,
+            device_policy_document(region=setup.region, account=account),
+        )
         job_progress(job=job, done=1)
         template_arn, version = _ensure_template(job, iot, setup, claim_template_body(setup))
         job_progress(job=job, done=1)
-        _ensure_policy(job, iot, setup.claim_policy_name, claim_policy_document(
-            region=setup.region, account=account, template_name=setup.template_name))
-        _call(job, "AttachPolicy", iot.attach_policy, policyName=setup.claim_policy_name,
-              target=cert_arn)
+        _ensure_policy(
+            job,
+            iot,
+            setup.claim_policy_name,
+            claim_policy_document(
+                region=setup.region, account=account, template_name=setup.template_name
+            ),
+        )
+        _call(
+            job,
+            "AttachPolicy",
+            iot.attach_policy,
+            policyName=setup.claim_policy_name,
+            target=cert_arn,
+        )
         job_log(job=job, message=f"Attached {setup.claim_policy_name} to the claim certificate.")
         job_progress(job=job, done=1)
         if old_cert_id and old_cert_id != setup.claim_certificate_id:
-            _call(job, "Deactivating the old claim certificate", iot.update_certificate,
-                  certificateId=old_cert_id, newStatus="INACTIVE")
+            _call(
+                job,
+                "Deactivating the old claim certificate",
+                iot.update_certificate,
+                certificateId=old_cert_id,
+                newStatus="INACTIVE",
+            )
             job_log(job=job, message=f"Deactivated the old claim certificate {old_cert_id[:12]}….")
         job_progress(job=job, done=1)
     except (_Step, AwsError) as exc:
@@ -317,13 +439,17 @@ def claim_setup_run(*, job_id: int, setup_id: int, new_claim_certificate: bool =
         ClaimSetup.objects.filter(pk=setup.pk).update(status=ClaimSetup.Status.FAILED)
         return job_finish(job=job, status=Job.Status.FAILED, result=str(exc), error_code=code)
     ClaimSetup.objects.filter(pk=setup.pk).update(
-        status=ClaimSetup.Status.READY, endpoint=endpoint, template_arn=template_arn,
-        template_version_id=version, ready_at=timezone.now(),
+        status=ClaimSetup.Status.READY,
+        endpoint=endpoint,
+        template_arn=template_arn,
+        template_version_id=version,
+        ready_at=timezone.now(),
     )
     return job_finish(
-        job=job, status=Job.Status.SUCCEEDED,
+        job=job,
+        status=Job.Status.SUCCEEDED,
         result=f"Template {setup.template_name} (version {version}) and its claim certificate "
-               f"are ready; stations provision at {endpoint}.",
+        f"are ready; stations provision at {endpoint}.",
     )
 
 
@@ -367,6 +493,10 @@ def claim_bundle_build(*, setup: ClaimSetup, actor: Actor = None) -> bytes:
     ClaimSetup.objects.filter(pk=setup.pk).update(
         last_downloaded_at=timezone.now(), download_count=F("download_count") + 1
     )
-    audit_record(action="claim_bundle_download", obj=setup, actor=actor,
-                 detail={"certificate_id": setup.claim_certificate_id})
+    audit_record(
+        action="claim_bundle_download",
+        obj=setup,
+        actor=actor,
+        detail={"certificate_id": setup.claim_certificate_id},
+    )
     return buf.getvalue()

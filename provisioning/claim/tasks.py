@@ -1,4 +1,5 @@
 """Celery task of the claim setup (the name stays ``provisioning.tasks.claim_setup_task``)."""
+
 from __future__ import annotations
 
 from celery import shared_task

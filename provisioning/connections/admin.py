@@ -1,4 +1,5 @@
 """Admin for connections: the same service as the API; secrets are write-only, never rendered."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -33,11 +34,16 @@ class ConnectionAdminForm(forms.ModelForm):
 
     access_key_id = forms.CharField(label="Access key id", max_length=20)
     secret_access_key = forms.CharField(
-        label="Secret access key", required=False, strip=True, max_length=40,
-        widget=forms.PasswordInput(render_value=False), help_text=_WRITE_ONLY,
+        label="Secret access key",
+        required=False,
+        strip=True,
+        max_length=40,
+        widget=forms.PasswordInput(render_value=False),
+        help_text=_WRITE_ONLY,
     )
     access_key_store_for = forms.ChoiceField(
-        label="Keep the secret for", required=False,
+        label="Keep the secret for",
+        required=False,
         choices=[("", "unchanged (30 days for a new key)"), *AccessKey.StorePeriod.choices],
     )
     certificate = forms.CharField(
@@ -55,8 +61,14 @@ class ConnectionAdminForm(forms.ModelForm):
     class Meta:
         model = Connection
         fields = [
-            "name", "description", "region", "account_prefix", "device_type", "certificate_id",
-            "uplink_topic_pattern", "downlink_topic_pattern",
+            "name",
+            "description",
+            "region",
+            "account_prefix",
+            "device_type",
+            "certificate_id",
+            "uplink_topic_pattern",
+            "downlink_topic_pattern",
         ]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -80,9 +92,12 @@ class ConnectionAdminForm(forms.ModelForm):
         d = self.cleaned_data
         remove = d.get("remove_certificate")
         data = ConnectionData(
-            name=d["name"], description=d.get("description") or "",
-            region=d["region"], account_prefix=d["account_prefix"],
-            device_type=d.get("device_type") or "", certificate_id=d.get("certificate_id") or "",
+            name=d["name"],
+            description=d.get("description") or "",
+            region=d["region"],
+            account_prefix=d["account_prefix"],
+            device_type=d.get("device_type") or "",
+            certificate_id=d.get("certificate_id") or "",
             uplink_topic_pattern=d["uplink_topic_pattern"],
             downlink_topic_pattern=d.get("downlink_topic_pattern") or "",
             access_key_id=d["access_key_id"],
@@ -109,38 +124,69 @@ class ConnectionAdminForm(forms.ModelForm):
 @admin.register(Connection)
 class ConnectionAdmin(admin.ModelAdmin):
     form = ConnectionAdminForm
-    list_display = ["name", "region", "endpoint", "uplink_topic_pattern",
-                    "downlink_topic_pattern", "bound_devices", "has_certificate_display"]
+    list_display = [
+        "name",
+        "region",
+        "endpoint",
+        "uplink_topic_pattern",
+        "downlink_topic_pattern",
+        "bound_devices",
+        "has_certificate_display",
+    ]
     list_select_related = ["access_key"]
     search_fields = ["name", "description", "account_prefix"]
     list_filter = ["region"]
     show_full_result_count = False
-    readonly_fields = ["endpoint", "certificate_fingerprint", "certificate_not_after",
-                       "secret_stored", "bound_devices", "created_at", "updated_at"]
+    readonly_fields = [
+        "endpoint",
+        "certificate_fingerprint",
+        "certificate_not_after",
+        "secret_stored",
+        "bound_devices",
+        "created_at",
+        "updated_at",
+    ]
     fieldsets = [
         (None, {"fields": ["name", "description"]}),
         ("AWS IoT account", {"fields": ["region", "account_prefix", "endpoint", "device_type"]}),
-        ("Access key", {"fields": ["access_key_id", "secret_access_key", "access_key_store_for",
-                                   "secret_stored"]}),
-        ("Certificate (write-only)", {"fields": [
-            "certificate_id", "certificate", "private_key", "remove_certificate",
-            "certificate_fingerprint", "certificate_not_after",
-        ]}),
-        ("Topics", {"fields": ["uplink_topic_pattern", "downlink_topic_pattern",
-                               "bound_devices"]}),
+        (
+            "Access key",
+            {
+                "fields": [
+                    "access_key_id",
+                    "secret_access_key",
+                    "access_key_store_for",
+                    "secret_stored",
+                ]
+            },
+        ),
+        (
+            "Certificate (write-only)",
+            {
+                "fields": [
+                    "certificate_id",
+                    "certificate",
+                    "private_key",
+                    "remove_certificate",
+                    "certificate_fingerprint",
+                    "certificate_not_after",
+                ]
+            },
+        ),
+        ("Topics", {"fields": ["uplink_topic_pattern", "downlink_topic_pattern", "bound_devices"]}),
         ("Record", {"fields": ["created_at", "updated_at"]}),
     ]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Connection]:
         return super().get_queryset(request).annotate(device_count=Count("devices"))
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
-                 **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         form = super().get_form(request, obj, change=change, **kwargs)
         return type("ConnectionAdminFormFor", (form,), {"actor": request.user})
 
-    def save_model(self, request: HttpRequest, obj: Connection, form: Any,
-                   change: bool) -> None:
+    def save_model(self, request: HttpRequest, obj: Connection, form: Any, change: bool) -> None:
         """The form already saved through the service."""
 
     @admin.display(description="bound devices")

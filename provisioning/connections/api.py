@@ -4,6 +4,7 @@ Request and response bodies follow the reference LPWAN connector's ``/connection
 (shared INTERFACES.md). Write-only fields (``secretAccessKey``, ``certificate``,
 ``privateKey``) are accepted and never returned: responses say ``hasCertificate`` etc.
 """
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -185,8 +186,9 @@ def _get(connection_id: int) -> Connection:
 _ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
-@router.get("/connections", auth=StaffTokenAuth(),
-            response={200: list[ConnectionOut], 401: ErrorOut})
+@router.get(
+    "/connections", auth=StaffTokenAuth(), response={200: list[ConnectionOut], 401: ErrorOut}
+)
 def list_connections(request: HttpRequest) -> list[dict]:
     return [_out(c) for c in connection_list()]
 
@@ -200,16 +202,16 @@ def create_connection(request: HttpRequest, payload: ConnectionIn) -> Status:
     return Status(201, _out(_get(conn.pk)))
 
 
-@router.get("/connections/{connection_id}", auth=StaffTokenAuth(),
-            response={200: ConnectionOut, **_ERRORS})
-def get_connection(
-    request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)
-) -> dict:
+@router.get(
+    "/connections/{connection_id}", auth=StaffTokenAuth(), response={200: ConnectionOut, **_ERRORS}
+)
+def get_connection(request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)) -> dict:
     return _out(_get(connection_id))
 
 
-@router.put("/connections/{connection_id}", auth=StaffTokenAuth(),
-            response={200: ConnectionOut, **_ERRORS})
+@router.put(
+    "/connections/{connection_id}", auth=StaffTokenAuth(), response={200: ConnectionOut, **_ERRORS}
+)
 def replace_connection(
     request: HttpRequest, payload: ConnectionIn, connection_id: int = Path(..., ge=1, le=MAX_ID)
 ) -> dict:
@@ -221,8 +223,9 @@ def replace_connection(
     return _out(_get(conn.pk))
 
 
-@router.delete("/connections/{connection_id}", auth=StaffTokenAuth(),
-               response={204: None, **_ERRORS})
+@router.delete(
+    "/connections/{connection_id}", auth=StaffTokenAuth(), response={204: None, **_ERRORS}
+)
 def delete_connection(
     request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)
 ) -> HttpResponse:
@@ -238,25 +241,33 @@ def _bindings(conn: Connection) -> dict:
     }
 
 
-@router.get("/connections/{connection_id}/devices", auth=StaffTokenAuth(),
-            response={200: DeviceBindingOut, **_ERRORS})
+@router.get(
+    "/connections/{connection_id}/devices",
+    auth=StaffTokenAuth(),
+    response={200: DeviceBindingOut, **_ERRORS},
+)
 def list_connection_devices(
     request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)
 ) -> dict:
     return _bindings(_get(connection_id))
 
 
-@router.put("/connections/{connection_id}/devices", auth=StaffTokenAuth(),
-            response={200: DeviceBindingOut, **_ERRORS})
+@router.put(
+    "/connections/{connection_id}/devices",
+    auth=StaffTokenAuth(),
+    response={200: DeviceBindingOut, **_ERRORS},
+)
 def bind_connection_devices(
-    request: HttpRequest, payload: DeviceBindingIn,
+    request: HttpRequest,
+    payload: DeviceBindingIn,
     connection_id: int = Path(..., ge=1, le=MAX_ID),
 ) -> dict:
     """Replace the set of devices bound to the connection (an empty list unbinds all)."""
     conn = _get(connection_id)
     try:
         connection_bind_devices(
-            connection=conn, devices=[(d.station, d.device) for d in payload.devices],
+            connection=conn,
+            devices=[(d.station, d.device) for d in payload.devices],
             actor=_actor(request),
         )
     except ValidationError as exc:

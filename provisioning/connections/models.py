@@ -2,6 +2,7 @@
 
 Imported from provisioning/models.py so Django registers it in the provisioning app.
 """
+
 from __future__ import annotations
 
 import re
@@ -59,11 +60,14 @@ class Connection(models.Model):
     description = models.CharField(max_length=500, blank=True)
     region = models.CharField(max_length=32, choices=_region_choices)
     account_prefix = models.CharField(
-        "account endpoint prefix", max_length=63, validators=[account_prefix_validator],
+        "account endpoint prefix",
+        max_length=63,
+        validators=[account_prefix_validator],
         help_text="The first label of the account's AWS IoT data endpoint.",
     )
     endpoint = models.CharField(
-        max_length=253, editable=False,
+        max_length=253,
+        editable=False,
         help_text="Derived: <prefix>-ats.iot.<region>.amazonaws.com.",
     )
     device_type = models.CharField(
@@ -85,7 +89,8 @@ class Connection(models.Model):
         max_length=256, help_text="Publish topic; placeholders {station} {device} {thing} {point}."
     )
     downlink_topic_pattern = models.CharField(
-        max_length=256, blank=True,
+        max_length=256,
+        blank=True,
         help_text="Subscription filter (+ and # allowed as whole levels); empty: no downlinks.",
     )
     created_at = models.DateTimeField(default=timezone.now)

@@ -1,4 +1,5 @@
 """Reads of connections that more than one door needs (API, admin, agent configuration)."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
@@ -16,9 +17,11 @@ DEFAULT_DOWNLINK_TOPIC = "things/{thing}/downlink"
 
 
 def connection_list() -> QuerySet[Connection]:
-    return Connection.objects.select_related("access_key").annotate(
-        device_count=Count("devices")
-    ).order_by("name")
+    return (
+        Connection.objects.select_related("access_key")
+        .annotate(device_count=Count("devices"))
+        .order_by("name")
+    )
 
 
 def device_topic_patterns(device: MqttDevice) -> dict[str, Any]:

@@ -4,6 +4,7 @@ Every door (API, admin, commands) calls these. Write-only secrets follow one rul
 documented in docs/connections.md: ``None`` (omitted) keeps what is stored, a value replaces
 it, and an empty string for ``certificate``/``private_key`` removes the pair.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,11 @@ MAX_BINDINGS = 5000
 DEFAULT_KEY_STORE_FOR = AccessKey.StorePeriod.DAYS_30
 _AWS_SECRET_RE = re.compile(r"^[A-Za-z0-9/+=]{40}$")
 #: access_key_create's field names -> the connection payload's.
-_KEY_FIELDS = {"access_key_id": "access_key", "secret": "secret_access_key",
-               "store_for": "access_key_store_for"}
+_KEY_FIELDS = {
+    "access_key_id": "access_key",
+    "secret": "secret_access_key",
+    "store_for": "access_key_store_for",
+}
 
 
 class ConnectionNameTaken(Conflict):
@@ -75,8 +79,10 @@ def _split_endpoint(value: str, region: str) -> tuple[str, str]:
         return value, region
     if region and match["region"] != region:
         raise ValidationError(
-            {"account_prefix": f"The endpoint is in region {match['region']}, but the "
-                               f"connection's region is {region}."}
+            {
+                "account_prefix": f"The endpoint is in region {match['region']}, but the "
+                f"connection's region is {region}."
+            }
         )
     return match["prefix"], match["region"]
 
@@ -94,10 +100,15 @@ def _access_key(data: ConnectionData, actor: Actor) -> AccessKey:
     key = AccessKey.objects.select_for_update().filter(access_key_id=data.access_key_id).first()
     if data.secret_access_key is None:
         if key is None:
-            raise ValidationError({"secret_access_key": (
-                f"Access key {data.access_key_id} is not stored in the portal yet; send its "
-                "secretAccessKey too."
-            )})
+            raise ValidationError(
+                {
+                    "secret_access_key": (
+                        f"Access key {data.access_key_id} is not stored in the portal yet; "
+                        "send its "
+                        "secretAccessKey too."
+                    )
+                }
+            )
         return key
     if not _AWS_SECRET_RE.match(data.secret_access_key):
         raise ValidationError(
@@ -105,23 +116,32 @@ def _access_key(data: ConnectionData, actor: Actor) -> AccessKey:
         )
     store_for = data.access_key_store_for or (key.store_for if key else DEFAULT_KEY_STORE_FOR)
     if store_for not in AccessKey.PERIODS:
-        raise ValidationError({"access_key_store_for": (
-            "The storage period must be one of " + ", ".join(AccessKey.PERIODS) + "."
-        )})
+        raise ValidationError(
+            {
+                "access_key_store_for": (
+                    "The storage period must be one of " + ", ".join(AccessKey.PERIODS) + "."
+                )
+            }
+        )
     if key is None:
         # A new key goes through the one service that stores access keys (same checks,
         # audit and log line as the access-key admin); its errors are renamed to the
         # connection's fields so the API names what the caller sent.
         try:
             return access_key_create(
-                access_key_id=data.access_key_id, secret=data.secret_access_key,
-                store_for=store_for, description="Stored with a connection.", actor=actor,
+                access_key_id=data.access_key_id,
+                secret=data.secret_access_key,
+                store_for=store_for,
+                description="Stored with a connection.",
+                actor=actor,
             )
         except ValidationError as exc:
-            raise ValidationError({
-                _KEY_FIELDS.get(field, field): messages
-                for field, messages in exc.message_dict.items()
-            }) from None
+            raise ValidationError(
+                {
+                    _KEY_FIELDS.get(field, field): messages
+                    for field, messages in exc.message_dict.items()
+                }
+            ) from None
     # An existing key keeps its row (connections and other users stay linked): the secret is
     # replaced in place and its storage period restarts, which also revives a purged key.
     # access_key_create refuses existing ids on purpose, so this stays here.
@@ -133,8 +153,12 @@ def _access_key(data: ConnectionData, actor: Actor) -> AccessKey:
     key.purged_at = None
     key.full_clean()
     key.save()
-    audit_record(action="access_key_store", obj=key, actor=actor,
-                 detail={"store_for": store_for, "via": "connection"})
+    audit_record(
+        action="access_key_store",
+        obj=key,
+        actor=actor,
+        detail={"store_for": store_for, "via": "connection"},
+    )
     return key
 
 
@@ -158,15 +182,22 @@ def _certificate(conn: Connection, data: ConnectionData) -> _CertInfo:
     cert_pem, key_pem = cert_pem or "", key_pem or ""
     if bool(cert_pem) != bool(key_pem):
         missing = "privateKey" if cert_pem else "certificate"
-        raise ValidationError({
-            "private_key" if cert_pem else "certificate_pem":
-                f"The certificate and private key go together; {missing} is missing."
-        })
+        raise ValidationError(
+            {
+                "private_key" if cert_pem else "certificate_pem": (
+                    f"The certificate and private key go together; {missing} is missing."
+                )
+            }
+        )
     if not cert_pem:
         if data.certificate_id and not re.fullmatch(r"[0-9a-f]{64}", data.certificate_id):
-            raise ValidationError({"certificate_id": (
-                "An AWS IoT certificate id is 64 lower-case hexadecimal characters."
-            )})
+            raise ValidationError(
+                {
+                    "certificate_id": (
+                        "An AWS IoT certificate id is 64 lower-case hexadecimal characters."
+                    )
+                }
+            )
         return _CertInfo("", "", data.certificate_id, "", None)
     for field, pem in (("certificate_pem", cert_pem), ("private_key", key_pem)):
         if len(pem.encode("utf-8")) > MAX_PEM_BYTES:
@@ -180,9 +211,14 @@ def _certificate(conn: Connection, data: ConnectionData) -> _CertInfo:
     try:
         key = serialization.load_pem_private_key(key_pem.encode("utf-8"), password=None)
     except TypeError:
-        raise ValidationError({"private_key": (
-            "The private key is password-protected; send it unencrypted (it is stored encrypted)."
-        )}) from None
+        raise ValidationError(
+            {
+                "private_key": (
+                    "The private key is password-protected; send it unencrypted "
+                    "(it is stored encrypted)."
+                )
+            }
+        ) from None
     except (ValueError, UnicodeError, UnsupportedAlgorithm):
         raise ValidationError(
             {"private_key": "The private key is not a PEM private key."}
@@ -196,11 +232,21 @@ def _certificate(conn: Connection, data: ConnectionData) -> _CertInfo:
         raise ValidationError({"private_key": "The private key does not match the certificate."})
     derived_id = hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
     if data.certificate_id and data.certificate_id != derived_id:
-        raise ValidationError({"certificate_id": (
-            "certificateId does not match the certificate (AWS IoT uses its SHA-256 fingerprint)."
-        )})
-    return _CertInfo(cert_pem + "\n", key_pem + "\n", derived_id, fingerprint_sha256(cert),
-                     cert.not_valid_after_utc)
+        raise ValidationError(
+            {
+                "certificate_id": (
+                    "certificateId does not match the certificate "
+                    "(AWS IoT uses its SHA-256 fingerprint)."
+                )
+            }
+        )
+    return _CertInfo(
+        cert_pem + "\n",
+        key_pem + "\n",
+        derived_id,
+        fingerprint_sha256(cert),
+        cert.not_valid_after_utc,
+    )
 
 
 def _apply(conn: Connection, data: ConnectionData, actor: Actor) -> list[str]:
@@ -251,20 +297,26 @@ def connection_create(*, data: ConnectionData, actor: Actor = None) -> Connectio
     conn = Connection(created_by=acting_user(actor))
     secrets_changed = _apply(conn, data, actor)
     _save(conn)
-    audit_record(action="connection_create", obj=conn, actor=actor,
-                 detail={"secrets_set": secrets_changed})
+    audit_record(
+        action="connection_create", obj=conn, actor=actor, detail={"secrets_set": secrets_changed}
+    )
     return conn
 
 
 @transaction.atomic
-def connection_replace(*, connection: Connection, data: ConnectionData,
-                       actor: Actor = None) -> Connection:
+def connection_replace(
+    *, connection: Connection, data: ConnectionData, actor: Actor = None
+) -> Connection:
     """Replace the whole configuration (PUT); omitted write-only secrets are kept."""
     conn = Connection.objects.select_for_update().get(pk=connection.pk)
     secrets_changed = _apply(conn, data, actor)
     _save(conn)
-    audit_record(action="connection_replace", obj=conn, actor=actor,
-                 detail={"secrets_changed": secrets_changed})
+    audit_record(
+        action="connection_replace",
+        obj=conn,
+        actor=actor,
+        detail={"secrets_changed": secrets_changed},
+    )
     return conn
 
 
@@ -302,7 +354,8 @@ def connection_bind_devices(
     for station, device in wanted:
         pk = (
             MqttDevice.objects.filter(station__name=station, name=device)
-            .values_list("pk", flat=True).first()
+            .values_list("pk", flat=True)
+            .first()
         )
         if pk is None:
             missing.append(f"{station}/{device}")
@@ -311,12 +364,20 @@ def connection_bind_devices(
     if missing:
         shown = ", ".join(missing[:5]) + (" …" if len(missing) > 5 else "")
         raise ValidationError({"devices": f"There is no MQTT device {shown}."})
-    unbound = MqttDevice.objects.filter(connection=conn).exclude(pk__in=ids).update(
-        connection=None, updated_at=timezone.now()
+    unbound = (
+        MqttDevice.objects.filter(connection=conn)
+        .exclude(pk__in=ids)
+        .update(connection=None, updated_at=timezone.now())
     )
-    moved = MqttDevice.objects.filter(pk__in=ids).exclude(connection=conn).update(
-        connection=conn, updated_at=timezone.now()
+    moved = (
+        MqttDevice.objects.filter(pk__in=ids)
+        .exclude(connection=conn)
+        .update(connection=conn, updated_at=timezone.now())
     )
-    audit_record(action="connection_bind_devices", obj=conn, actor=actor,
-                 detail={"bound": len(ids), "newly_bound": moved, "unbound": unbound})
+    audit_record(
+        action="connection_bind_devices",
+        obj=conn,
+        actor=actor,
+        detail={"bound": len(ids), "newly_bound": moved, "unbound": unbound},
+    )
     return len(ids)

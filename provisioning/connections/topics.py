@@ -17,6 +17,7 @@ Rules (documented in docs/connections.md):
 * downlink (a subscription filter): ``+`` only as a whole level, ``#`` only as the whole last
   level, so a station can take commands for several points with one subscription.
 """
+
 from __future__ import annotations
 
 import re

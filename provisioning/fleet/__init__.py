@@ -5,6 +5,7 @@
 per-station state machine's moves), ``plan`` (dry runs), ``agent_config`` / ``agent_reports``
 / ``agent_api`` (GET /agent/config, POST /agent/state).
 """
+
 from .agent_reports import fleet_config_delivered, fleet_station_reported, station_report_state
 from .plan import fleet_install_plan, plan_summary
 from .services import (

@@ -8,6 +8,7 @@ URL, and replaces the registration with ``admin.site.unregister(Station)`` then
 import below) guarantees Station is registered before it is replaced, whatever the order of
 INSTALLED_APPS.
 """
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -49,8 +50,13 @@ def fleet_install_context(install: FleetInstall) -> dict[str, Any]:
     lines = list(JobLogLine.objects.filter(job=job).order_by("-id")[:50])[::-1]
     total = job.progress_total or 0
     return {
-        "install": install, "job": job, "rows": rows, "log_lines": lines,
-        "done": job.progress_done, "failed": job.progress_failed, "total": total,
+        "install": install,
+        "job": job,
+        "rows": rows,
+        "log_lines": lines,
+        "done": job.progress_done,
+        "failed": job.progress_failed,
+        "total": total,
         "done_pct": int(100 * job.progress_done / total) if total else 0,
         "failed_pct": int(100 * job.progress_failed / total) if total else 0,
         "plan": install.plan if install.dry_run else [],
@@ -61,16 +67,25 @@ def fleet_install_context(install: FleetInstall) -> dict[str, Any]:
 
 @admin.register(FleetInstall)
 class FleetInstallAdmin(admin.ModelAdmin):
-    list_display = ["job", "device_name", "endpoint", "status", "progress", "dry_run",
-                    "created_at"]
+    list_display = ["job", "device_name", "endpoint", "status", "progress", "dry_run", "created_at"]
     list_filter = ["dry_run", "job__status", "device_name"]
     list_select_related = ["job", "signing_profile"]
     search_fields = ["device_name", "endpoint", "stations__station__name"]
     show_full_result_count = False
     change_list_template = "admin/provisioning/fleetinstall/change_list.html"
     # key_password is not editable and never listed: write-only.
-    fields = ("job", "device_name", "signing_profile", "endpoint", "port", "onboarding_comment",
-              "concurrency", "timeout", "dry_run", "created_at")
+    fields = (
+        "job",
+        "device_name",
+        "signing_profile",
+        "endpoint",
+        "port",
+        "onboarding_comment",
+        "concurrency",
+        "timeout",
+        "dry_run",
+        "created_at",
+    )
     readonly_fields = fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -93,36 +108,53 @@ class FleetInstallAdmin(admin.ModelAdmin):
     def progress(self, obj: FleetInstall) -> str:
         url = reverse("admin:provisioning_fleetinstall_progress", args=[obj.pk])
         job = obj.job
-        return format_html('<a href="{}">{} done / {} failed / {} total</a>', url,
-                           job.progress_done, job.progress_failed, job.progress_total)
+        return format_html(
+            '<a href="{}">{} done / {} failed / {} total</a>',
+            url,
+            job.progress_done,
+            job.progress_failed,
+            job.progress_total,
+        )
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
         return [
-            path("<int:pk>/progress/", wrap(self.progress_view),
-                 name="provisioning_fleetinstall_progress"),
-            path("<int:pk>/cancel/", wrap(self.cancel_view),
-                 name="provisioning_fleetinstall_cancel"),
-            path("<int:pk>/stations/<int:row_id>/cancel/", wrap(self.cancel_station_view),
-                 name="provisioning_fleetinstall_cancel_station"),
+            path(
+                "<int:pk>/progress/",
+                wrap(self.progress_view),
+                name="provisioning_fleetinstall_progress",
+            ),
+            path(
+                "<int:pk>/cancel/", wrap(self.cancel_view), name="provisioning_fleetinstall_cancel"
+            ),
+            path(
+                "<int:pk>/stations/<int:row_id>/cancel/",
+                wrap(self.cancel_station_view),
+                name="provisioning_fleetinstall_cancel_station",
+            ),
             *super().get_urls(),
         ]
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: Any = None) -> HttpResponse:
+    def change_view(
+        self, request: HttpRequest, object_id: str, form_url: str = "", extra_context: Any = None
+    ) -> HttpResponse:
         if object_id.isdigit():
             return HttpResponseRedirect(
-                reverse("admin:provisioning_fleetinstall_progress", args=[int(object_id)]))
+                reverse("admin:provisioning_fleetinstall_progress", args=[int(object_id)])
+            )
         return super().change_view(request, object_id, form_url, extra_context)
 
     def progress_view(self, request: HttpRequest, pk: int) -> HttpResponse:
         if not self.has_view_permission(request):
             raise PermissionDenied
         install = get_object_or_404(FleetInstall.objects.select_related("job"), pk=pk)
-        context = {**self.admin_site.each_context(request), "opts": self.opts,
-                   "title": str(install.job.title),
-                   "can_cancel": self._can_cancel(request) and not install.job.is_finished,
-                   **fleet_install_context(install)}
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "title": str(install.job.title),
+            "can_cancel": self._can_cancel(request) and not install.job.is_finished,
+            **fleet_install_context(install),
+        }
         return TemplateResponse(request, "admin/provisioning/fleetinstall/progress.html", context)
 
     def _can_cancel(self, request: HttpRequest) -> bool:
@@ -138,12 +170,14 @@ class FleetInstallAdmin(admin.ModelAdmin):
             self.message_user(request, exc.detail, messages.ERROR)
         else:
             self.message_user(request, f"{install.job} was cancelled.", messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:provisioning_fleetinstall_progress",
-                                            args=[pk]))
+        return HttpResponseRedirect(reverse("admin:provisioning_fleetinstall_progress", args=[pk]))
 
     def cancel_station_view(self, request: HttpRequest, pk: int, row_id: int) -> HttpResponse:
-        row = get_object_or_404(FleetInstallStation.objects.select_related("station", "install"),
-                                pk=row_id, install_id=pk)
+        row = get_object_or_404(
+            FleetInstallStation.objects.select_related("station", "install"),
+            pk=row_id,
+            install_id=pk,
+        )
         if request.method != "POST" or not self._can_cancel(request):
             raise PermissionDenied
         try:
@@ -151,10 +185,10 @@ class FleetInstallAdmin(admin.ModelAdmin):
         except DomainError as exc:
             self.message_user(request, exc.detail, messages.ERROR)
         else:
-            self.message_user(request, f"Station {row.station.name} was cancelled.",
-                              messages.SUCCESS)
-        return HttpResponseRedirect(reverse("admin:provisioning_fleetinstall_progress",
-                                            args=[pk]))
+            self.message_user(
+                request, f"Station {row.station.name} was cancelled.", messages.SUCCESS
+            )
+        return HttpResponseRedirect(reverse("admin:provisioning_fleetinstall_progress", args=[pk]))
 
 
 # The generic job page links a fleet-install job to its per-station page.
@@ -164,22 +198,25 @@ register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_insta
 class FleetStationAdmin(StationAdmin):
     """Stations with the "Install AWS MQTT device" action (see the module docstring)."""
 
-    actions = [*StationAdmin.actions, "install_mqtt_device"]
+    actions = [*list(StationAdmin.actions or []), "install_mqtt_device"]  # type: ignore[misc]
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
         return [
-            path("fleet-install/", wrap(self.fleet_install_view),
-                 name="devices_station_fleet_install"),
+            path(
+                "fleet-install/",
+                wrap(self.fleet_install_view),
+                name="devices_station_fleet_install",
+            ),
             *super().get_urls(),
         ]
 
     @admin.action(description="Install AWS MQTT device", permissions=["change"])
-    def install_mqtt_device(self, request: HttpRequest, queryset: QuerySet[Station]
-                            ) -> HttpResponse:
+    def install_mqtt_device(
+        self, request: HttpRequest, queryset: QuerySet[Station]
+    ) -> HttpResponse:
         ids = ",".join(str(pk) for pk in queryset.values_list("pk", flat=True))
-        return HttpResponseRedirect(
-            reverse("admin:devices_station_fleet_install") + f"?ids={ids}")
+        return HttpResponseRedirect(reverse("admin:devices_station_fleet_install") + f"?ids={ids}")
 
     def fleet_install_view(self, request: HttpRequest) -> HttpResponse:
         if not self.has_change_permission(request):
@@ -191,12 +228,17 @@ class FleetStationAdmin(StationAdmin):
                 try:
                     with transaction.atomic():
                         install = fleet_install_create(
-                            stations=list(data["stations"]), device_name=data["device_name"],
-                            profile=data["profile"], endpoint=data["endpoint"],
-                            port=data["port"], key_password=data["key_password"],
-                            comment=data["comment"], concurrency=data["concurrency"],
+                            stations=list(data["stations"]),
+                            device_name=data["device_name"],
+                            profile=data["profile"],
+                            endpoint=data["endpoint"],
+                            port=data["port"],
+                            key_password=data["key_password"],
+                            comment=data["comment"],
+                            concurrency=data["concurrency"],
                             timeout=timedelta(hours=data["timeout_hours"]),
-                            dry_run=data["dry_run"], actor=request.user,
+                            dry_run=data["dry_run"],
+                            actor=request.user,
                         )
                         if not install.dry_run:
                             fleet_install_start(install=install)
@@ -204,23 +246,35 @@ class FleetStationAdmin(StationAdmin):
                     for field, msgs in exc.message_dict.items():
                         form.add_error(field if field in form.fields else None, msgs)
                 else:
-                    self.message_user(request, (
-                        f"Dry run of {install.job} finished: nothing was changed."
-                        if install.dry_run else
-                        ngettext("%(job)s started for %(n)d station.",
-                                 "%(job)s started for %(n)d stations.",
-                                 install.job.progress_total)
-                        % {"job": install.job, "n": install.job.progress_total}),
-                        messages.SUCCESS)
+                    self.message_user(
+                        request,
+                        (
+                            f"Dry run of {install.job} finished: nothing was changed."
+                            if install.dry_run
+                            else ngettext(
+                                "%(job)s started for %(n)d station.",
+                                "%(job)s started for %(n)d stations.",
+                                install.job.progress_total,
+                            )
+                            % {"job": install.job, "n": install.job.progress_total}
+                        ),
+                        messages.SUCCESS,
+                    )
                     return HttpResponseRedirect(
-                        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]))
+                        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk])
+                    )
         else:
             ids = [i for i in request.GET.get("ids", "").split(",") if i.isdigit()]
             form = FleetInstallForm(initial={"stations": ids, "endpoint": default_endpoint()})
-        context = {**self.admin_site.each_context(request), "opts": self.opts, "form": form,
-                   "title": "Install AWS MQTT device"}
-        return TemplateResponse(request, "admin/provisioning/fleetinstall/install_form.html",
-                                context)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "form": form,
+            "title": "Install AWS MQTT device",
+        }
+        return TemplateResponse(
+            request, "admin/provisioning/fleetinstall/install_form.html", context
+        )
 
 
 admin.site.unregister(Station)

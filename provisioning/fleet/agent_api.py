@@ -3,6 +3,7 @@
 Both endpoints authenticate the station by its bearer token and only ever touch that
 station's rows, so one station can never read another's configuration or secrets.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -25,8 +26,9 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$"
 
 class DeviceReport(Schema):
     name: str = Field(..., pattern=NAME_PATTERN)
-    status: Literal["installed", "onboarding", "awaiting_approval", "certificate_issued",
-                    "connected", "error"]
+    status: Literal[
+        "installed", "onboarding", "awaiting_approval", "certificate_issued", "connected", "error"
+    ]
     thing_name: str | None = Field(None, max_length=128)
     onboarding_request_id: int | None = Field(None, ge=1)
     certificate_serial: str | None = Field(None, max_length=100)
@@ -57,8 +59,12 @@ def _check_size(request: HttpRequest) -> None:
         raise ApiError(413, "too_large", "The state report is larger than the portal accepts.")
 
 
-@router.get("/agent/config", auth=StationTokenAuth(), url_name="agent_config",
-            summary="Desired configuration of the calling station (ETag / If-None-Match)")
+@router.get(
+    "/agent/config",
+    auth=StationTokenAuth(),
+    url_name="agent_config",
+    summary="Desired configuration of the calling station (ETag / If-None-Match)",
+)
 def agent_config(request: HttpRequest) -> HttpResponse:
     station = request.auth  # type: ignore[attr-defined]
     config, etag = station_agent_config_with_etag(station)
@@ -73,13 +79,20 @@ def agent_config(request: HttpRequest) -> HttpResponse:
     return response
 
 
-@router.post("/agent/state", auth=StationTokenAuth(), response=StateAck, url_name="agent_state",
-             summary="State report / heartbeat of the calling station")
+@router.post(
+    "/agent/state",
+    auth=StationTokenAuth(),
+    response=StateAck,
+    url_name="agent_state",
+    summary="State report / heartbeat of the calling station",
+)
 def agent_state(request: HttpRequest, payload: StateReport) -> dict[str, object]:
     _check_size(request)
     names = [d.name for d in payload.devices]
     if len(names) != len(set(names)):
         raise InvalidInput("Each device may appear only once in a report.")
-    notes = station_report_state(station=request.auth,  # type: ignore[attr-defined]
-                                 report=payload.model_dump())
+    notes = station_report_state(
+        station=request.auth,  # type: ignore[attr-defined]
+        report=payload.model_dump(),
+    )
     return {"ok": True, "notes": notes}

@@ -3,6 +3,7 @@
 
 A device bound to a connection takes its topic patterns from it (docs/connections.md).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,24 +47,34 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
     for device in devices:
         cert = device.current_certificate
         topics = device_topic_patterns(device)
-        out.append({
-            "name": device.name,
-            "endpoint": device.endpoint or topics["endpoint"] or "",
-            "port": device.port,
-            "key_password": device.key_password or "",
-            "comment": device.onboarding_comment,
-            "key_type": _device_key_type(device),
-            "renew_after": cert.renew_after.isoformat() if cert is not None else None,
-            "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
-            **DEFAULT_TOPICS,
-            "uplink_topic": topics["uplink_topic"],
-            "downlink_topic": topics["downlink_topic"],
-        })
+        out.append(
+            {
+                "name": device.name,
+                "endpoint": device.endpoint or topics["endpoint"] or "",
+                "port": device.port,
+                "key_password": device.key_password or "",
+                "comment": device.onboarding_comment,
+                "key_type": _device_key_type(device),
+                "renew_after": cert.renew_after.isoformat() if cert is not None else None,
+                "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
+                **DEFAULT_TOPICS,
+                "uplink_topic": topics["uplink_topic"],
+                "downlink_topic": topics["downlink_topic"],
+            }
+        )
         conn = device.connection if device.connection_id else None
-        versions.append([device.name, device.connection_id,
-                         conn.updated_at.isoformat() if conn is not None else None])
-    config = {"station": station.name, "poll_interval": settings.AGENT_POLL_INTERVAL,
-              "devices": out}
+        versions.append(
+            [
+                device.name,
+                device.connection_id,
+                conn.updated_at.isoformat() if conn is not None else None,
+            ]
+        )
+    config = {
+        "station": station.name,
+        "poll_interval": settings.AGENT_POLL_INTERVAL,
+        "devices": out,
+    }
     return config, versions
 
 

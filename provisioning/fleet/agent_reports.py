@@ -4,6 +4,7 @@ state report (docs/agent-protocol.md) moves each placed row along.
 ``station_report_state`` is the one service behind POST /agent/state: the devices app records
 the report on the station's rows, then the fleet installs follow it.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -56,16 +57,20 @@ def fleet_config_delivered(*, station: Station, device_names: Iterable[str]) -> 
     Called on every config poll, so the common case (nothing to move) is one read and no
     transaction (on SQLite a transaction would take the write lock).
     """
-    ids = list(_running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=False,
-                             install__device_name__in=list(device_names))
-               .values_list("pk", flat=True))
+    ids = list(
+        _running_rows(
+            station=station,
+            status=S.QUEUED,
+            dispatched_at__isnull=False,
+            install__device_name__in=list(device_names),
+        ).values_list("pk", flat=True)
+    )
     moved = 0
     for row_id in ids:
         with transaction.atomic():
             row = row_lock(row_id, lock_job=False)  # queued -> delivered: no counter changes
             if row.status == S.QUEUED and row.dispatched_at is not None:
-                moved += row_move(row, S.DELIVERED,
-                                     note="The agent fetched the configuration.")
+                moved += row_move(row, S.DELIVERED, note="The agent fetched the configuration.")
     return moved
 
 
@@ -79,23 +84,36 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
     one job row; the job is re-dispatched and checked for completion only when a row left
     the in-flight states or finished.
     """
-    installs = set(_running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=True)
-                   .values_list("install_id", flat=True))
+    installs = set(
+        _running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=True).values_list(
+            "install_id", flat=True
+        )
+    )
     for install in FleetInstall.objects.filter(pk__in=installs).select_related("job"):
         fleet_install_dispatch(install=install, station=station)
     moved: set[int] = set()
-    rows = list(_running_rows(station=station, dispatched_at__isnull=False)
-                .exclude(status__in=Row.TERMINAL)
-                .select_related("install").only("pk", "status", "last_error", "device_id",
-                                                "dispatched_at", "install_id",
-                                                "install__device_name"))
+    rows = list(
+        _running_rows(station=station, dispatched_at__isnull=False)
+        .exclude(status__in=Row.TERMINAL)
+        .select_related("install")
+        .only(
+            "pk",
+            "status",
+            "last_error",
+            "device_id",
+            "dispatched_at",
+            "install_id",
+            "install__device_name",
+        )
+    )
     for peek in rows:
         entry = devices.get(peek.install.device_name)
         report_target, request_move = _report_move(peek, entry), move_from_request(peek)
         if report_target is None and request_move is None:
             continue
         finishing = report_target in Row.TERMINAL or (
-            request_move is not None and request_move[0] in Row.TERMINAL)
+            request_move is not None and request_move[0] in Row.TERMINAL
+        )
         with transaction.atomic():
             # The job is locked (first) only when the row may finish: its counters change.
             row = row_lock(peek.pk, lock_job=finishing)
@@ -103,13 +121,14 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                 continue
             before = row.status
             target = _report_move(row, entry)
-            if not finishing and (target in Row.TERMINAL or (
-                    (late := move_from_request(row)) is not None and late[0] in Row.TERMINAL)):
+            if not finishing and (
+                target in Row.TERMINAL
+                or ((late := move_from_request(row)) is not None and late[0] in Row.TERMINAL)
+            ):
                 continue  # it became final meanwhile: the next report (or sweep) locks the job
             if target == "error":
                 assert entry is not None
-                row.last_error = (entry.get("last_error")
-                                  or "The agent reported an error.")[:500]
+                row.last_error = (entry.get("last_error") or "The agent reported an error.")[:500]
                 row.save(update_fields=["last_error"])
             elif target is not None:
                 note = "Connected to the broker." if target == S.CONNECTED else None
@@ -117,8 +136,9 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
                     note = "Certificate issued; connecting."
                 row_move(row, target, note=note, error="" if target == S.CONNECTED else None)
             row_follow_request(row)
-            if (before in Row.IN_FLIGHT and row.status not in Row.IN_FLIGHT) \
-                    or row.status in Row.TERMINAL:
+            if (
+                before in Row.IN_FLIGHT and row.status not in Row.IN_FLIGHT
+            ) or row.status in Row.TERMINAL:
                 moved.add(row.install_id)
     # A row that left the in-flight states may have freed a slot for other (online) stations
     # of the install; a row that finished may have been its last one.

@@ -1,5 +1,6 @@
 """Fleet install rows: one FleetInstall per fleet-install Job (its parameters), one
 FleetInstallStation per selected station, with the per-station state machine."""
+
 from __future__ import annotations
 
 from datetime import datetime
@@ -22,7 +23,10 @@ class FleetInstall(models.Model):
     endpoint = models.CharField("broker endpoint", max_length=253)
     port = models.PositiveIntegerField(default=8883)
     key_password = EncryptedCharField(
-        "certificate password", max_length=128, blank=True, editable=False,
+        "certificate password",
+        max_length=128,
+        blank=True,
+        editable=False,
         help_text="Protects the device key on each station; write-only.",
     )
     onboarding_comment = models.CharField(max_length=200, blank=True)
@@ -64,14 +68,33 @@ class FleetInstallStation(models.Model):
     # The one place that says which moves are allowed. Progress may skip steps (a report can
     # arrive late); failed rows may be queued again by a retry.
     TRANSITIONS: dict[str, set[str]] = {
-        Status.QUEUED: {Status.DELIVERED, Status.ONBOARDING, Status.AWAITING_APPROVAL,
-                        Status.CONNECTED, Status.FAILED, Status.CANCELLED},
-        Status.DELIVERED: {Status.ONBOARDING, Status.AWAITING_APPROVAL, Status.CONNECTED,
-                           Status.FAILED, Status.CANCELLED},
-        Status.ONBOARDING: {Status.AWAITING_APPROVAL, Status.CONNECTED, Status.FAILED,
-                            Status.CANCELLED},
-        Status.AWAITING_APPROVAL: {Status.ONBOARDING, Status.CONNECTED, Status.FAILED,
-                                   Status.CANCELLED},
+        Status.QUEUED: {
+            Status.DELIVERED,
+            Status.ONBOARDING,
+            Status.AWAITING_APPROVAL,
+            Status.CONNECTED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.DELIVERED: {
+            Status.ONBOARDING,
+            Status.AWAITING_APPROVAL,
+            Status.CONNECTED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.ONBOARDING: {
+            Status.AWAITING_APPROVAL,
+            Status.CONNECTED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
+        Status.AWAITING_APPROVAL: {
+            Status.ONBOARDING,
+            Status.CONNECTED,
+            Status.FAILED,
+            Status.CANCELLED,
+        },
         Status.CONNECTED: set(),
         Status.FAILED: {Status.QUEUED},
         Status.CANCELLED: set(),
@@ -81,12 +104,19 @@ class FleetInstallStation(models.Model):
     IN_FLIGHT = {Status.QUEUED, Status.DELIVERED, Status.ONBOARDING}
 
     install = models.ForeignKey(FleetInstall, on_delete=models.CASCADE, related_name="stations")
-    station = models.ForeignKey("devices.Station", on_delete=models.CASCADE,
-                                related_name="fleet_install_rows")
-    device = models.ForeignKey("devices.MqttDevice", null=True, blank=True,
-                               on_delete=models.SET_NULL, related_name="fleet_install_rows")
-    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED,
-                              db_index=True)
+    station = models.ForeignKey(
+        "devices.Station", on_delete=models.CASCADE, related_name="fleet_install_rows"
+    )
+    device = models.ForeignKey(
+        "devices.MqttDevice",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="fleet_install_rows",
+    )
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     created_device = models.BooleanField(
         default=False, help_text="This install created the device (so a cancel may remove it)."
     )
@@ -107,8 +137,9 @@ class FleetInstallStation(models.Model):
         ordering = ["station__name"]
         verbose_name = "fleet install station"
         constraints = [
-            models.UniqueConstraint(fields=["install", "station"],
-                                    name="unique_station_per_fleet_install")
+            models.UniqueConstraint(
+                fields=["install", "station"], name="unique_station_per_fleet_install"
+            )
         ]
 
     def __str__(self) -> str:

@@ -13,6 +13,7 @@ report or the job timeout passes. Re-runs are safe: devices are found by (statio
 connected device is skipped untouched (no second certificate), an existing device keeps its
 certificate password once it holds a certificate.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,6 +51,7 @@ class DryRunNotStartable(Conflict):
     """A dry run only plans; it has nothing to start."""
 
     code = "dry_run_not_startable"
+
 
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
@@ -101,24 +103,26 @@ def fleet_install_create(
     errors: dict[str, list[str]] = {}
     station_objs, unknown = _resolve_stations(stations, all_stations)
     if unknown:
-        errors.setdefault("stations", []).append(
-            f"Unknown station(s): {', '.join(unknown)}.")
+        errors.setdefault("stations", []).append(f"Unknown station(s): {', '.join(unknown)}.")
     elif not station_objs:
         errors.setdefault("stations", []).append(
-            "Select at least one station." if not all_stations else "There are no stations.")
+            "Select at least one station." if not all_stations else "There are no stations."
+        )
     device_name = (device_name or "").strip()
     try:
         name_validator(device_name)
     except ValidationError as exc:
         errors.setdefault("device_name", []).append(
-            "The device name is required." if not device_name else " ".join(exc.messages))
+            "The device name is required." if not device_name else " ".join(exc.messages)
+        )
     endpoint = (endpoint or "").strip()
     if not endpoint:
         errors.setdefault("endpoint", []).append("A broker endpoint is required.")
     elif not _HOSTNAME.match(endpoint):
         errors.setdefault("endpoint", []).append(
             "The broker endpoint must be a host name such as "
-            "abc123-ats.iot.eu-west-1.amazonaws.com (no scheme, no port).")
+            "abc123-ats.iot.eu-west-1.amazonaws.com (no scheme, no port)."
+        )
     if not 1 <= int(port) <= 65535:
         errors.setdefault("port", []).append("The port must be between 1 and 65535.")
     profile_obj: SigningProfile | None
@@ -128,11 +132,14 @@ def fleet_install_create(
         profile_obj = SigningProfile.objects.filter(name=(profile or "").strip()).first()
         if profile_obj is None:
             errors.setdefault("profile", []).append(
-                f"There is no signing profile named '{profile}'." if profile
-                else "A signing profile is required.")
+                f"There is no signing profile named '{profile}'."
+                if profile
+                else "A signing profile is required."
+            )
     if not dry_run and len(key_password or "") < MIN_CERT_PASSWORD_LENGTH:
         errors.setdefault("key_password", []).append(
-            f"The certificate password must be at least {MIN_CERT_PASSWORD_LENGTH} characters.")
+            f"The certificate password must be at least {MIN_CERT_PASSWORD_LENGTH} characters."
+        )
     concurrency = settings.FLEET_INSTALL_DEFAULT_CONCURRENCY if concurrency is None else concurrency
     if concurrency < 1:
         errors.setdefault("concurrency", []).append("The concurrency cap must be at least 1.")
@@ -143,31 +150,62 @@ def fleet_install_create(
         raise ValidationError(errors)
     assert profile_obj is not None
 
-    plan = [p.as_dict() for p in fleet_install_plan(
-        stations=station_objs, device_name=device_name, endpoint=endpoint, port=int(port),
-        profile=profile_obj)]
-    title = (f"{'Dry run: install' if dry_run else 'Install'} '{device_name}' on "
-             f"{len(station_objs)} station(s)")
+    plan = [
+        p.as_dict()
+        for p in fleet_install_plan(
+            stations=station_objs,
+            device_name=device_name,
+            endpoint=endpoint,
+            port=int(port),
+            profile=profile_obj,
+        )
+    ]
+    title = (
+        f"{'Dry run: install' if dry_run else 'Install'} '{device_name}' on "
+        f"{len(station_objs)} station(s)"
+    )
     # A dry run installs nothing: its progress counters stay at zero (the plan says it all).
-    job = job_create(kind=Job.Kind.FLEET_INSTALL, title=title, actor=actor,
-                     total=0 if dry_run else len(station_objs))
+    job = job_create(
+        kind=Job.Kind.FLEET_INSTALL,
+        title=title,
+        actor=actor,
+        total=0 if dry_run else len(station_objs),
+    )
     install = FleetInstall(
-        job=job, device_name=device_name, signing_profile=profile_obj, endpoint=endpoint,
-        port=int(port), key_password="" if dry_run else key_password,
-        onboarding_comment=comment, concurrency=concurrency, timeout=timeout, dry_run=dry_run,
+        job=job,
+        device_name=device_name,
+        signing_profile=profile_obj,
+        endpoint=endpoint,
+        port=int(port),
+        key_password="" if dry_run else key_password,
+        onboarding_comment=comment,
+        concurrency=concurrency,
+        timeout=timeout,
+        dry_run=dry_run,
         plan=plan,
     )
     install.full_clean()
     install.save()
-    audit_record(action="fleet_install_create", obj=install, actor=actor,
-                 detail={"stations": len(station_objs), "dry_run": dry_run,
-                         "device": device_name, "endpoint": endpoint})
+    audit_record(
+        action="fleet_install_create",
+        obj=install,
+        actor=actor,
+        detail={
+            "stations": len(station_objs),
+            "dry_run": dry_run,
+            "device": device_name,
+            "endpoint": endpoint,
+        },
+    )
     if dry_run:
         job_start(job=job)
         for entry in plan:
             job_log(job=job, message=f"{entry['station']}: {entry['action']}: {entry['detail']}")
-        job_finish(job=job, status=Job.Status.SUCCEEDED,
-                   result=f"Dry run, nothing changed: {plan_summary(plan)}.")
+        job_finish(
+            job=job,
+            status=Job.Status.SUCCEEDED,
+            result=f"Dry run, nothing changed: {plan_summary(plan)}.",
+        )
         install.job.refresh_from_db()
         return install
     now = timezone.now()
@@ -177,10 +215,18 @@ def fleet_install_create(
     for station in station_objs:
         if by_name[station.name]["action"] == "skip":
             skipped += 1
-            rows.append(Row(install=install, station=station, status=S.CONNECTED,
-                            note="Already connected; skipped (no second certificate).",
-                            device=MqttDevice.objects.get(station=station, name=device_name),
-                            connected_at=now, finished_at=now, status_changed_by="system"))
+            rows.append(
+                Row(
+                    install=install,
+                    station=station,
+                    status=S.CONNECTED,
+                    note="Already connected; skipped (no second certificate).",
+                    device=MqttDevice.objects.get(station=station, name=device_name),
+                    connected_at=now,
+                    finished_at=now,
+                    status_changed_by="system",
+                )
+            )
         else:
             rows.append(Row(install=install, station=station))
     Row.objects.bulk_create(rows)
@@ -192,8 +238,7 @@ def fleet_install_create(
 def fleet_install_start(*, install: FleetInstall) -> None:
     """Start the install's task once the rows are committed (queue ``fleet``)."""
     if install.dry_run:
-        raise DryRunNotStartable(
-            "A dry run cannot be started; create the install without dry run.")
+        raise DryRunNotStartable("A dry run cannot be started; create the install without dry run.")
     from .tasks import fleet_install_run
 
     install_id = install.pk
@@ -206,9 +251,13 @@ def fleet_install_run(*, install_id: int) -> int:
     if install is None or install.dry_run or install.job.is_finished:
         return 0
     if install.job.status == Job.Status.QUEUED and job_start(job=install.job):
-        job_log(job=install.job, message=(
-            f"Started: device '{install.device_name}' to {install.endpoint}:{install.port}, "
-            f"at most {install.concurrency} station(s) in flight, timeout {install.timeout}."))
+        job_log(
+            job=install.job,
+            message=(
+                f"Started: device '{install.device_name}' to {install.endpoint}:{install.port}, "
+                f"at most {install.concurrency} station(s) in flight, timeout {install.timeout}."
+            ),
+        )
     placed = fleet_install_dispatch(install=install)
     install_finish_if_complete(install)
     return placed
@@ -217,12 +266,16 @@ def fleet_install_run(*, install_id: int) -> int:
 def _place_row(row: Row, install: FleetInstall) -> None:
     """Create or update the station's device so it appears in the station's /agent/config."""
     device, created = MqttDevice.objects.select_for_update().get_or_create(
-        station=row.station, name=install.device_name,
-        defaults={"endpoint": install.endpoint, "port": install.port,
-                  "signing_profile": install.signing_profile,
-                  "key_password": install.key_password,
-                  "onboarding_comment": install.onboarding_comment,
-                  "status": MqttDevice.Status.PENDING_INSTALL},
+        station=row.station,
+        name=install.device_name,
+        defaults={
+            "endpoint": install.endpoint,
+            "port": install.port,
+            "signing_profile": install.signing_profile,
+            "key_password": install.key_password,
+            "onboarding_comment": install.onboarding_comment,
+            "status": MqttDevice.Status.PENDING_INSTALL,
+        },
     )
     row.device = device
     row.created_device = row.created_device or created
@@ -244,8 +297,11 @@ def _place_row(row: Row, install: FleetInstall) -> None:
             fields.append("key_password")
         device.full_clean()
         device.save(update_fields=fields)
-    row.note = ("Device created in the station's desired configuration." if created
-                else "Existing device updated in the station's desired configuration.")
+    row.note = (
+        "Device created in the station's desired configuration."
+        if created
+        else "Existing device updated in the station's desired configuration."
+    )
     row.save(update_fields=[*placed, "note"])
     job_log(job=install.job, message=f"{row.station.name}: {row.note}")
 
@@ -262,8 +318,11 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
     slots = install.concurrency - in_flight
     if slots <= 0:
         return 0
-    candidates = rows.filter(status=S.QUEUED, dispatched_at__isnull=True,
-                             station__last_seen_at__gte=station_online_since())
+    candidates = rows.filter(
+        status=S.QUEUED,
+        dispatched_at__isnull=True,
+        station__last_seen_at__gte=station_online_since(),
+    )
     if station is not None:
         candidates = candidates.filter(station=station)
     placed = 0
@@ -280,14 +339,20 @@ def _cancel_row(row: Row, actor: Actor) -> None:
     by = _actor_label(actor)
     device = row.device
     note = "Cancelled by staff."
-    if device is not None and row.created_device and device.current_certificate_id is None \
-            and not device.certificates.exists():
+    if (
+        device is not None
+        and row.created_device
+        and device.current_certificate_id is None
+        and not device.certificates.exists()
+    ):
         device.delete()
         row.device = None
         note = "Cancelled; the device was removed from the station's desired configuration."
     elif device is not None:
-        note = ("Cancelled; the device was kept (it existed before this install or already "
-                "holds a certificate).")
+        note = (
+            "Cancelled; the device was kept (it existed before this install or already "
+            "holds a certificate)."
+        )
     row_move(row, S.CANCELLED, by=by, note=note)
 
 
@@ -297,10 +362,15 @@ def fleet_install_station_cancel(*, row: Row, actor: Actor = None) -> Row:
     row = row_lock(row.pk)
     if row.status in Row.TERMINAL:
         raise FleetInstallFinished(
-            f"Station {row.station.name} is already {row.get_status_display()} in this install.")
+            f"Station {row.station.name} is already {row.get_status_display()} in this install."
+        )
     _cancel_row(row, actor)
-    audit_record(action="fleet_install_station_cancel", obj=row.install, actor=actor,
-                 detail={"station": row.station.name})
+    audit_record(
+        action="fleet_install_station_cancel",
+        obj=row.install,
+        actor=actor,
+        detail={"station": row.station.name},
+    )
     install_finish_if_complete(row.install)
     return row
 
@@ -314,9 +384,12 @@ def fleet_install_cancel(*, install: FleetInstall, actor: Actor = None) -> Fleet
     for row_id in install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True):
         _cancel_row(row_lock(row_id), actor)
     counts = _counts(install)
-    job_finish(job=job, status=Job.Status.CANCELLED,
-               result=f"Cancelled by {_actor_label(actor)}; {counts[S.CONNECTED]} of "
-                      f"{counts['total']} station(s) had connected.")
+    job_finish(
+        job=job,
+        status=Job.Status.CANCELLED,
+        result=f"Cancelled by {_actor_label(actor)}; {counts[S.CONNECTED]} of "
+        f"{counts['total']} station(s) had connected.",
+    )
     _forget_password(install)
     audit_record(action="fleet_install_cancel", obj=install, actor=actor)
     install.job.refresh_from_db()
@@ -338,8 +411,10 @@ def install_finish_if_complete(install: FleetInstall) -> None:
     if install.stations.exclude(status__in=Row.TERMINAL).exists():
         return
     c = _counts(install)
-    result = (f"{c[S.CONNECTED]} of {c['total']} station(s) connected; {c[S.FAILED]} failed; "
-              f"{c[S.CANCELLED]} cancelled.")
+    result = (
+        f"{c[S.CONNECTED]} of {c['total']} station(s) connected; {c[S.FAILED]} failed; "
+        f"{c[S.CANCELLED]} cancelled."
+    )
     status = Job.Status.SUCCEEDED if c[S.FAILED] == 0 else Job.Status.FAILED
     job_finish(job=install.job, status=status, result=result)
     _forget_password(install)
@@ -360,8 +435,11 @@ def fleet_advance(*, now: datetime | None = None) -> int:
     Returns how many running installs were looked at.
     """
     now = now or timezone.now()
-    installs = list(FleetInstall.objects.filter(job__status=Job.Status.RUNNING, dry_run=False)
-                    .select_related("job"))
+    installs = list(
+        FleetInstall.objects.filter(job__status=Job.Status.RUNNING, dry_run=False).select_related(
+            "job"
+        )
+    )
     for install in installs:
         with transaction.atomic():
             job_lock(install.job_id)
@@ -372,10 +450,12 @@ def fleet_advance(*, now: datetime | None = None) -> int:
                 if row.status in Row.TERMINAL:
                     continue
                 if timed_out:
-                    error = ("The station was not seen before the job timeout."
-                             if row.dispatched_at is None else
-                             f"Not connected before the job timeout (was "
-                             f"{row.get_status_display().lower()}).")
+                    error = (
+                        "The station was not seen before the job timeout."
+                        if row.dispatched_at is None
+                        else f"Not connected before the job timeout (was "
+                        f"{row.get_status_display().lower()})."
+                    )
                     row_move(row, S.FAILED, error=error)
                 else:
                     row_follow_request(row)
@@ -388,8 +468,12 @@ def fleet_advance(*, now: datetime | None = None) -> int:
 def default_endpoint() -> str:
     """The broker endpoint to offer: the JITP setup's data endpoint, else the endpoint of the
     most recent fleet install."""
-    value = (JitpSettings.objects.exclude(data_endpoint="").order_by("-pk")
-             .values_list("data_endpoint", flat=True).first())
+    value = (
+        JitpSettings.objects.exclude(data_endpoint="")
+        .order_by("-pk")
+        .values_list("data_endpoint", flat=True)
+        .first()
+    )
     if value:
         return str(value)
     last = FleetInstall.objects.exclude(endpoint="").order_by("-created_at").first()

@@ -1,5 +1,6 @@
 """Celery tasks of fleet installs, routed to queue "fleet" by CELERY_TASK_ROUTES
 (``provisioning.tasks.fleet_*``); the names stay ``provisioning.tasks.…``."""
+
 from __future__ import annotations
 
 from celery import shared_task

@@ -4,6 +4,7 @@ whose certificates it signed become things on their first connection.
 ``services`` holds what the doors call (settings, start, run); ``steps`` and ``preflight``
 the job's steps; ``documents`` the policy, template and verification certificate.
 """
+
 from .documents import (
     SEVEN_ACTIONS,
     THING_NAME_VARIABLE,

@@ -1,5 +1,6 @@
 """Admin of the AWS IoT / JITP settings: the parameters, the read-only outputs and the
 "Set up JITP" button (and action), which start the JITP job and open its job page."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,18 +23,33 @@ class JitpSettingsForm(forms.ModelForm):
     """The CA password is write-only: never rendered back, kept when left empty."""
 
     ca_password = forms.CharField(
-        label="CA password", required=False, strip=False,
+        label="CA password",
+        required=False,
+        strip=False,
         widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
         help_text="Protects (generate) or opens (existing CA) the CA's private key. "
-                  "Leave empty to keep the stored password.",
+        "Leave empty to keep the stored password.",
     )
 
     class Meta:
         model = JitpSettings
         fields = [
-            "access_key", "region", "role_arn", "ca_source", "ca_alias", "ca_password", "ca_dn",
-            "ca_key_type", "ca_validity_days", "overwrite_ca", "template_name",
-            "thing_type_name", "thing_groups", "billing_group", "attributes", "policy_mode",
+            "access_key",
+            "region",
+            "role_arn",
+            "ca_source",
+            "ca_alias",
+            "ca_password",
+            "ca_dn",
+            "ca_key_type",
+            "ca_validity_days",
+            "overwrite_ca",
+            "template_name",
+            "thing_type_name",
+            "thing_groups",
+            "billing_group",
+            "attributes",
+            "policy_mode",
             "certificate_mode",
         ]
         widgets = {"role_arn": forms.TextInput(attrs={"size": 70, "autocomplete": "off"})}
@@ -41,8 +57,9 @@ class JitpSettingsForm(forms.ModelForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         stored = bool(self.instance and self.instance.pk and self.instance.ca_password)
-        self.fields["ca_password"].help_text += (" A password is stored." if stored
-                                                 else " No password is stored yet.")
+        self.fields["ca_password"].help_text += (
+            " A password is stored." if stored else " No password is stored yet."
+        )
 
     def clean_ca_password(self) -> str:
         value = self.cleaned_data.get("ca_password") or ""
@@ -54,20 +71,55 @@ class JitpSettingsForm(forms.ModelForm):
 @admin.register(JitpSettings)
 class JitpSettingsAdmin(admin.ModelAdmin):
     form = JitpSettingsForm
-    list_display = ["__str__", "registered_ca_alias", "aws_ca_certificate_id", "data_endpoint",
-                    "last_run_at", "last_result"]
+    list_display = [
+        "__str__",
+        "registered_ca_alias",
+        "aws_ca_certificate_id",
+        "data_endpoint",
+        "last_run_at",
+        "last_result",
+    ]
     list_select_related = ["site", "last_job"]
     actions = ["setup_jitp"]
     change_form_template = "admin/provisioning/jitpsettings/change_form.html"
-    readonly_fields = ("registered_ca_alias", "aws_ca_certificate_id", "data_endpoint",
-                       "last_run_at", "last_result", "last_job_link")
+    readonly_fields = (
+        "registered_ca_alias",
+        "aws_ca_certificate_id",
+        "data_endpoint",
+        "last_run_at",
+        "last_result",
+        "last_job_link",
+    )
     fieldsets = [
         ("AWS", {"fields": ["access_key", "region", "role_arn"]}),
-        ("CA", {"fields": ["ca_source", "ca_alias", "ca_password", "ca_dn", "ca_key_type",
-                           "ca_validity_days", "overwrite_ca"]}),
-        ("Provisioning template", {"fields": ["template_name", "thing_type_name", "thing_groups",
-                                              "billing_group", "attributes", "policy_mode",
-                                              "certificate_mode"]}),
+        (
+            "CA",
+            {
+                "fields": [
+                    "ca_source",
+                    "ca_alias",
+                    "ca_password",
+                    "ca_dn",
+                    "ca_key_type",
+                    "ca_validity_days",
+                    "overwrite_ca",
+                ]
+            },
+        ),
+        (
+            "Provisioning template",
+            {
+                "fields": [
+                    "template_name",
+                    "thing_type_name",
+                    "thing_groups",
+                    "billing_group",
+                    "attributes",
+                    "policy_mode",
+                    "certificate_mode",
+                ]
+            },
+        ),
         ("Results (written by the JITP job)", {"fields": list(readonly_fields)}),
     ]
 
@@ -80,8 +132,9 @@ class JitpSettingsAdmin(admin.ModelAdmin):
     def has_run_jitp_setup_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("provisioning.run_jitp_setup")
 
-    def changelist_view(self, request: HttpRequest,
-                        extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def changelist_view(
+        self, request: HttpRequest, extra_context: dict[str, Any] | None = None
+    ) -> HttpResponse:
         jitp_settings_get()
         return super().changelist_view(request, extra_context)
 
@@ -92,8 +145,9 @@ class JitpSettingsAdmin(admin.ModelAdmin):
     def last_job_link(self, obj: JitpSettings) -> str:
         return job_link(obj.last_job)
 
-    def render_change_form(self, request: HttpRequest, context: dict[str, Any], *args: Any,
-                           **kwargs: Any) -> HttpResponse:
+    def render_change_form(
+        self, request: HttpRequest, context: dict[str, Any], *args: Any, **kwargs: Any
+    ) -> HttpResponse:
         context["can_run_jitp_setup"] = self.has_run_jitp_setup_permission(request)
         context["setup_button_name"] = SETUP_BUTTON
         return super().render_change_form(request, context, *args, **kwargs)
@@ -106,13 +160,15 @@ class JitpSettingsAdmin(admin.ModelAdmin):
             return self._start(request)
         return super().response_change(request, obj)
 
-    @admin.action(description="Set up JITP (register the CA with AWS IoT)",
-                  permissions=["run_jitp_setup"])
+    @admin.action(
+        description="Set up JITP (register the CA with AWS IoT)", permissions=["run_jitp_setup"]
+    )
     def setup_jitp(self, request: HttpRequest, queryset: QuerySet[JitpSettings]) -> Any:
         return self._start(request)
 
     def _start(self, request: HttpRequest) -> HttpResponse:
         job = jitp_setup_start(actor=request.user)
-        self.message_user(request, f"JITP setup job #{job.pk} started; its log follows below.",
-                          messages.SUCCESS)
+        self.message_user(
+            request, f"JITP setup job #{job.pk} started; its log follows below.", messages.SUCCESS
+        )
         return HttpResponseRedirect(reverse("admin:provisioning_job_change", args=[job.pk]))

@@ -1,5 +1,6 @@
 """The documents the JITP setup sends to AWS: the device policy, the provisioning template
 and the verification certificate, built from the settings row (pure, no AWS calls)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -21,8 +22,13 @@ CERTIFICATE_ID_PARAMETER = "AWS::IoT::Certificate::Id"  # AWS-internal, always a
 COMMON_NAME_PARAMETER = "AWS::IoT::Certificate::CommonName"
 CERTIFICATE_FIELD_PARAMETERS = frozenset(JITP_PARAMETER_FOR_FIELD.values())
 SEVEN_ACTIONS = [
-    "iot:Connect", "iot:Publish", "iot:Subscribe", "iot:Receive", "iot:GetRetainedMessage",
-    "iot:ListRetainedMessages", "iot:RetainPublish",
+    "iot:Connect",
+    "iot:Publish",
+    "iot:Subscribe",
+    "iot:Receive",
+    "iot:GetRetainedMessage",
+    "iot:ListRetainedMessages",
+    "iot:RetainPublish",
 ]
 THING_NAME_VARIABLE = "${iot:Connection.Thing.ThingName}"
 
@@ -64,17 +70,22 @@ def policy_document_build(*, mode: str, region: str, account_id: str) -> dict[st
             {
                 "Sid": "OwnTopics",
                 "Effect": "Allow",
-                "Action": ["iot:Publish", "iot:Receive", "iot:RetainPublish",
-                           "iot:GetRetainedMessage"],
-                "Resource": [f"{arn}:topic/things/{thing}/*",
-                             f"{arn}:topic/$aws/things/{thing}/*"],
+                "Action": [
+                    "iot:Publish",
+                    "iot:Receive",
+                    "iot:RetainPublish",
+                    "iot:GetRetainedMessage",
+                ],
+                "Resource": [f"{arn}:topic/things/{thing}/*", f"{arn}:topic/$aws/things/{thing}/*"],
             },
             {
                 "Sid": "OwnTopicFilters",
                 "Effect": "Allow",
                 "Action": "iot:Subscribe",
-                "Resource": [f"{arn}:topicfilter/things/{thing}/*",
-                             f"{arn}:topicfilter/$aws/things/{thing}/*"],
+                "Resource": [
+                    f"{arn}:topicfilter/things/{thing}/*",
+                    f"{arn}:topicfilter/$aws/things/{thing}/*",
+                ],
             },
         ],
     }
@@ -109,8 +120,10 @@ def template_body_build(*, row: JitpSettings, region: str, account_id: str) -> d
             "thing": {"Type": "AWS::IoT::Thing", "Properties": thing},
             "certificate": {
                 "Type": "AWS::IoT::Certificate",
-                "Properties": {"CertificateId": {"Ref": CERTIFICATE_ID_PARAMETER},
-                               "Status": "ACTIVE"},
+                "Properties": {
+                    "CertificateId": {"Ref": CERTIFICATE_ID_PARAMETER},
+                    "Status": "ACTIVE",
+                },
             },
             "policy": {
                 "Type": "AWS::IoT::Policy",

@@ -1,4 +1,5 @@
 """AWS's answers to the JITP setup, turned into sentences that say what to fix."""
+
 from __future__ import annotations
 
 from botocore.exceptions import BotoCoreError, ClientError, ReadTimeoutError
@@ -7,17 +8,43 @@ from botocore.exceptions import ConnectionError as BotoConnectionError
 from ..aws.client import AwsError
 from ..aws.redaction import redact_text
 
-_DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedException",
-           "AuthorizationError", "UnauthorizedOperation"}
-_BAD_KEY = {"InvalidClientTokenId", "UnrecognizedClientException", "SignatureDoesNotMatch",
-            "InvalidSignatureException", "ExpiredToken", "ExpiredTokenException",
-            "IncompleteSignature"}
-_THROTTLED = {"Throttling", "ThrottlingException", "TooManyRequestsException",
-              "RequestLimitExceeded", "ThrottledException", "SlowDown"}
-_UNAVAILABLE = {"ServiceUnavailableException", "ServiceUnavailable", "InternalFailureException",
-                "InternalFailure", "InternalError", "ServiceFailure"}
-_IAM_ACTION = {"GetRole": "iam:GetRole", "GetCallerIdentity": "sts:GetCallerIdentity",
-               "ListAttachedRolePolicies": "iam:ListAttachedRolePolicies"}
+_DENIED = {
+    "AccessDenied",
+    "AccessDeniedException",
+    "UnauthorizedException",
+    "AuthorizationError",
+    "UnauthorizedOperation",
+}
+_BAD_KEY = {
+    "InvalidClientTokenId",
+    "UnrecognizedClientException",
+    "SignatureDoesNotMatch",
+    "InvalidSignatureException",
+    "ExpiredToken",
+    "ExpiredTokenException",
+    "IncompleteSignature",
+}
+_THROTTLED = {
+    "Throttling",
+    "ThrottlingException",
+    "TooManyRequestsException",
+    "RequestLimitExceeded",
+    "ThrottledException",
+    "SlowDown",
+}
+_UNAVAILABLE = {
+    "ServiceUnavailableException",
+    "ServiceUnavailable",
+    "InternalFailureException",
+    "InternalFailure",
+    "InternalError",
+    "ServiceFailure",
+}
+_IAM_ACTION = {
+    "GetRole": "iam:GetRole",
+    "GetCallerIdentity": "sts:GetCallerIdentity",
+    "ListAttachedRolePolicies": "iam:ListAttachedRolePolicies",
+}
 
 
 def aws_error_explain(exc: Exception, *, access_key_id: str = "") -> AwsError:
@@ -28,11 +55,14 @@ def aws_error_explain(exc: Exception, *, access_key_id: str = "") -> AwsError:
         return AwsError(
             "The portal could not reach AWS (network error: "
             f"{type(exc).__name__}); check the network, proxy and region, then run the job "
-            "again.", code="NetworkError",
+            "again.",
+            code="NetworkError",
         )
     if isinstance(exc, BotoCoreError):
-        return AwsError(f"The AWS SDK failed ({type(exc).__name__}); run the job again.",
-                        code=type(exc).__name__)
+        return AwsError(
+            f"The AWS SDK failed ({type(exc).__name__}); run the job again.",
+            code=type(exc).__name__,
+        )
     if not isinstance(exc, ClientError):
         raise TypeError(exc)
     error = exc.response.get("Error", {})
@@ -43,38 +73,58 @@ def aws_error_explain(exc: Exception, *, access_key_id: str = "") -> AwsError:
     action = _IAM_ACTION.get(op, f"iot:{op}")
     if code in _DENIED:
         if "PassRole" in message:
-            text = (f"AWS refused {op} ({code}): the access key's user needs iam:PassRole on "
-                    "the JITP role; add it to the user's IAM policy.")
+            text = (
+                f"AWS refused {op} ({code}): the access key's user needs iam:PassRole on "
+                "the JITP role; add it to the user's IAM policy."
+            )
         else:
-            text = (f"AWS refused {op} ({code}): give the access key's IAM user permission "
-                    f"for {action}.")
+            text = (
+                f"AWS refused {op} ({code}): give the access key's IAM user permission "
+                f"for {action}."
+            )
     elif code in _BAD_KEY:
-        text = (f"AWS does not accept access key {access_key_id} ({code}); check the key and "
-                "its secret, or enter the key again.")
+        text = (
+            f"AWS does not accept access key {access_key_id} ({code}); check the key and "
+            "its secret, or enter the key again."
+        )
     elif code == "NoSuchEntity":
-        text = ("The IAM role in the settings does not exist in this AWS account "
-                f"({code}); create the role (trusting iot.amazonaws.com, with the "
-                "AWSIoTThingsRegistration policy) or correct the role ARN.")
+        text = (
+            "The IAM role in the settings does not exist in this AWS account "
+            f"({code}); create the role (trusting iot.amazonaws.com, with the "
+            "AWSIoTThingsRegistration policy) or correct the role ARN."
+        )
     elif code in _THROTTLED:
-        text = (f"AWS kept throttling {op} after {attempts} attempts ({code}); wait a few "
-                "minutes and run the job again.")
+        text = (
+            f"AWS kept throttling {op} after {attempts} attempts ({code}); wait a few "
+            "minutes and run the job again."
+        )
     elif code in _UNAVAILABLE:
-        text = (f"AWS IoT was unavailable for {op} after {attempts} attempts ({code}); run "
-                "the job again later.")
+        text = (
+            f"AWS IoT was unavailable for {op} after {attempts} attempts ({code}); run "
+            "the job again later."
+        )
     elif code == "CertificateValidationException":
-        text = (f"AWS rejected the certificate in {op} ({code}: {message}); check that the "
-                "CA certificate is a valid, unexpired CA (CA:true, keyCertSign) and, in "
-                "DEFAULT mode, that the verification certificate was just made from a fresh "
-                "registration code.")
+        text = (
+            f"AWS rejected the certificate in {op} ({code}: {message}); check that the "
+            "CA certificate is a valid, unexpired CA (CA:true, keyCertSign) and, in "
+            "DEFAULT mode, that the verification certificate was just made from a fresh "
+            "registration code."
+        )
     elif code == "RegistrationCodeValidationException":
-        text = (f"AWS did not accept the verification certificate ({code}); the registration "
-                "code changed or expired, run the job again.")
+        text = (
+            f"AWS did not accept the verification certificate ({code}); the registration "
+            "code changed or expired, run the job again."
+        )
     elif code == "InvalidRequestException":
-        text = (f"AWS rejected {op} as invalid ({code}: {message}); check the template "
-                "options (thing type, groups, billing group must exist) and the role ARN.")
+        text = (
+            f"AWS rejected {op} as invalid ({code}: {message}); check the template "
+            "options (thing type, groups, billing group must exist) and the role ARN."
+        )
     elif code in {"LimitExceededException", "VersionsLimitExceededException"}:
-        text = (f"An AWS IoT limit stopped {op} ({code}: {message}); remove unused CA "
-                "certificates or template versions and run the job again.")
+        text = (
+            f"An AWS IoT limit stopped {op} ({code}: {message}); remove unused CA "
+            "certificates or template versions and run the job again."
+        )
     else:
         text = f"AWS refused {op} ({code}: {message}); correct the settings and run the job again."
     return AwsError(text, code=code)

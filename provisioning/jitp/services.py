@@ -16,6 +16,7 @@ Each step is logged into the Job; every failure ends the job with the AWS error 
 sentence that says what to fix. The code follows AWS's documented API behaviour; moto is
 looser (see the tests). Secrets (CA password, role ARN, AWS secret) never reach a log line.
 """
+
 from __future__ import annotations
 
 import logging
@@ -45,9 +46,7 @@ def jitp_settings_get() -> JitpSettings:
 
 
 @transaction.atomic
-def jitp_settings_update(
-    *, actor: Actor = None, **fields: Any
-) -> JitpSettings:
+def jitp_settings_update(*, actor: Actor = None, **fields: Any) -> JitpSettings:
     """Change input fields of the settings row (validated); outputs are not writable here."""
     row = JitpSettings.objects.select_for_update().get(pk=jitp_settings_get().pk)
     editable = {f.name for f in JitpSettings._meta.get_fields() if getattr(f, "editable", False)}
@@ -57,9 +56,12 @@ def jitp_settings_update(
         setattr(row, name, value)
     row.full_clean()
     row.save()
-    audit_record(action="jitp_settings_update", obj=row, actor=actor,
-                 detail={"fields": sorted(n for n in fields if n not in {"ca_password",
-                                                                         "role_arn"})})
+    audit_record(
+        action="jitp_settings_update",
+        obj=row,
+        actor=actor,
+        detail={"fields": sorted(n for n in fields if n not in {"ca_password", "role_arn"})},
+    )
     return row
 
 
@@ -69,8 +71,7 @@ def jitp_setup_start(*, actor: Actor = None) -> Job:
 
     with transaction.atomic():
         row = jitp_settings_get()
-        job = job_create(kind=Job.Kind.JITP_SETUP, title="Set up JITP", actor=actor,
-                         total=STEPS)
+        job = job_create(kind=Job.Kind.JITP_SETUP, title="Set up JITP", actor=actor, total=STEPS)
         JitpSettings.objects.filter(pk=row.pk).update(last_job=job)
         audit_record(action="jitp_setup_start", obj=job, actor=actor)
         transaction.on_commit(lambda: jitp_setup.delay(job.pk))
@@ -107,29 +108,45 @@ def jitp_setup_run(*, job: Job, echo: Echo | None = None) -> Job:
     except Exception as exc:  # noqa: BLE001 - the job must end, with a sentence
         logger.exception("JITP setup job %s crashed", job.pk)
         return _finish_failed(
-            run, f"The JITP setup stopped on an internal error ({type(exc).__name__}); see "
-                 "the worker log and run the job again.", "InternalError",
+            run,
+            f"The JITP setup stopped on an internal error ({type(exc).__name__}); see "
+            "the worker log and run the job again.",
+            "InternalError",
         )
     now = timezone.now()
-    result = (f"JITP is set up: CA '{run.ca.alias}' is registered in AWS IoT (id "
-              f"{run.ca_certificate_id}); devices connect to {run.endpoint}:8883.")
+    result = (
+        f"JITP is set up: CA '{run.ca.alias}' is registered in AWS IoT (id "
+        f"{run.ca_certificate_id}); devices connect to {run.endpoint}:8883."
+    )
     JitpSettings.objects.filter(pk=row.pk).update(
-        registered_ca_alias=run.ca.alias, registered_ca_fingerprint=run.ca.fingerprint_sha256,
-        aws_ca_certificate_id=run.ca_certificate_id, data_endpoint=run.endpoint,
-        last_run_at=now, last_result=result[:500], last_job=job,
+        registered_ca_alias=run.ca.alias,
+        registered_ca_fingerprint=run.ca.fingerprint_sha256,
+        aws_ca_certificate_id=run.ca_certificate_id,
+        data_endpoint=run.endpoint,
+        last_run_at=now,
+        last_result=result[:500],
+        last_job=job,
     )
     job = job_finish(job=job, status=Job.Status.SUCCEEDED, result=result)
     _echo_last(run)
-    audit_record(action="jitp_setup_succeeded", obj=row, actor=job.actor,
-                 detail={"ca": run.ca.alias, "aws_ca_certificate_id": run.ca_certificate_id,
-                         "endpoint": run.endpoint})
+    audit_record(
+        action="jitp_setup_succeeded",
+        obj=row,
+        actor=job.actor,
+        detail={
+            "ca": run.ca.alias,
+            "aws_ca_certificate_id": run.ca_certificate_id,
+            "endpoint": run.endpoint,
+        },
+    )
     return job
 
 
 def _finish_failed(run: Run, sentence: str, code: str) -> Job:
     job_progress(job=run.job, failed=1)
     JitpSettings.objects.filter(pk=run.row.pk).update(
-        last_run_at=timezone.now(), last_result=f"Failed ({code}): {sentence}"[:500],
+        last_run_at=timezone.now(),
+        last_result=f"Failed ({code}): {sentence}"[:500],
         last_job=run.job,
     )
     job = job_finish(job=run.job, status=Job.Status.FAILED, result=sentence, error_code=code)

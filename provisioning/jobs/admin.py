@@ -18,6 +18,7 @@ Extending the job page (e.g. fleet install's per-station table), two hooks:
 
       register_job_inline(FleetInstallStationInline)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -70,8 +71,12 @@ def job_status_payload(job: Job, *, after: int = 0) -> dict[str, Any]:
         "started_at": job.started_at.isoformat() if job.started_at else None,
         "finished_at": job.finished_at.isoformat() if job.finished_at else None,
         "lines": [
-            {"id": line.pk, "at": line.at.strftime("%H:%M:%S"), "level": line.level,
-             "message": line.message}
+            {
+                "id": line.pk,
+                "at": line.at.strftime("%H:%M:%S"),
+                "level": line.level,
+                "message": line.message,
+            }
             for line in lines
         ],
     }
@@ -81,20 +86,38 @@ def job_status_payload(job: Job, *, after: int = 0) -> dict[str, Any]:
 class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Jobs are records: no add, no edit, no delete; the page shows progress and the log."""
 
-    list_display = ["id", "kind", "title", "status", "progress", "actor", "created_at",
-                    "started_at", "finished_at"]
+    list_display = [
+        "id",
+        "kind",
+        "title",
+        "status",
+        "progress",
+        "actor",
+        "created_at",
+        "started_at",
+        "finished_at",
+    ]
     list_display_links = ["id", "title"]
     list_filter = ["kind", "status"]
     search_fields = ["title", "result", "error_code"]
     list_select_related = ["actor"]
     show_full_result_count = False
     date_hierarchy = "created_at"
-    fields = ("kind", "title", "status", "progress", "actor", "created_at", "started_at",
-              "finished_at", "result", "error_code")
+    fields = (
+        "kind",
+        "title",
+        "status",
+        "progress",
+        "actor",
+        "created_at",
+        "started_at",
+        "finished_at",
+        "result",
+        "error_code",
+    )
     readonly_fields = fields
     change_form_template = "admin/provisioning/job/change_form.html"
     inlines = ()  # type: ignore[assignment]  # extended by register_job_inline()
-
 
     @admin.display(description="progress")
     def progress(self, obj: Job) -> str:
@@ -103,25 +126,35 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     def get_urls(self) -> list[Any]:
         return [
-            path("<int:pk>/status.json", self.admin_site.admin_view(self.status_json),
-                 name="provisioning_job_status"),
+            path(
+                "<int:pk>/status.json",
+                self.admin_site.admin_view(self.status_json),
+                name="provisioning_job_status",
+            ),
             *super().get_urls(),
         ]
 
     def status_json(self, request: HttpRequest, pk: int) -> HttpResponse:
         job = get_object_or_404(Job, pk=pk)
         if not self.has_view_permission(request, job):
-            return JsonResponse({"code": "forbidden", "detail": "You may not view jobs."},
-                                status=403)
+            return JsonResponse(
+                {"code": "forbidden", "detail": "You may not view jobs."}, status=403
+            )
         try:
             after = max(0, int(request.GET.get("after", "0")))
         except ValueError:
-            return JsonResponse({"code": "bad_after",
-                                 "detail": "'after' must be a log line id."}, status=400)
+            return JsonResponse(
+                {"code": "bad_after", "detail": "'after' must be a log line id."}, status=400
+            )
         return JsonResponse(job_status_payload(job, after=after))
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "",
-                    extra_context: dict[str, Any] | None = None) -> HttpResponse:
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         job = get_object_or_404(Job, pk=object_id)
         context = {
             "job": job,
@@ -133,8 +166,10 @@ class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def _sections(self, job: Job, request: HttpRequest) -> SafeString:
-        html = [render_to_string(name, {"job": job, "request": request}, request=request)
-                for name in _JOB_SECTIONS.get(job.kind, [])]
+        html = [
+            render_to_string(name, {"job": job, "request": request}, request=request)
+            for name in _JOB_SECTIONS.get(job.kind, [])
+        ]
         return mark_safe("".join(html))  # noqa: S308 - rendered templates, autoescaped
 
 

@@ -1,4 +1,5 @@
 """Background jobs (JITP setup, fleet install, claim setup) and their append-only logs."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -25,8 +26,9 @@ class Job(models.Model):
 
     kind = models.CharField(max_length=20, choices=Kind.choices, db_index=True)
     title = models.CharField(max_length=200)
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED,
-                              db_index=True)
+    status = models.CharField(
+        max_length=10, choices=Status.choices, default=Status.QUEUED, db_index=True
+    )
     actor = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )

@@ -3,6 +3,7 @@
 A job is a row first; its task re-reads it by id. Log lines are append-only and pass through
 the same redaction as the AWS call log, as a last line of defence for secrets.
 """
+
 from __future__ import annotations
 
 from django.db import transaction
@@ -16,7 +17,10 @@ from .models import Job, JobLogLine
 
 
 def job_create(
-    *, kind: str, title: str, actor: Actor = None,
+    *,
+    kind: str,
+    title: str,
+    actor: Actor = None,
     total: int = 0,
 ) -> Job:
     user = acting_user(actor)

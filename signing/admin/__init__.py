@@ -2,4 +2,5 @@
 
 Importing the modules registers their ModelAdmins.
 """
+
 from . import authorities, certificates, profiles, requests  # noqa: F401

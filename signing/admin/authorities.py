@@ -1,5 +1,6 @@
 """Admin of the key store: list CAs, add one (generate or import), read-only details, the
 certificate's download. No delete and never the private key."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -41,41 +42,58 @@ class CertificateAuthorityAddForm(forms.ModelForm):
     MODE_PKCS12 = "pkcs12"
 
     mode = forms.ChoiceField(
-        choices=[(MODE_GENERATE, "Generate a new CA"), (MODE_PEM, "Import PEM certificate + key"),
-                 (MODE_PKCS12, "Import PKCS#12 (.p12/.pfx)")],
-        initial=MODE_GENERATE, widget=forms.RadioSelect,
+        choices=[
+            (MODE_GENERATE, "Generate a new CA"),
+            (MODE_PEM, "Import PEM certificate + key"),
+            (MODE_PKCS12, "Import PKCS#12 (.p12/.pfx)"),
+        ],
+        initial=MODE_GENERATE,
+        widget=forms.RadioSelect,
     )
     alias = forms.CharField(max_length=64)
     password = forms.CharField(
-        label="Entry password", widget=forms.PasswordInput(render_value=False), strip=False,
+        label="Entry password",
+        widget=forms.PasswordInput(render_value=False),
+        strip=False,
         help_text="Encrypts the CA's private key in the key store (at least 8 characters).",
     )
     overwrite = forms.BooleanField(
         required=False, help_text="Replace an existing CA with the same alias."
     )
     dn = forms.CharField(
-        label="Distinguished name", required=False, max_length=400,
+        label="Distinguished name",
+        required=False,
+        max_length=400,
         help_text="Generate: CN=…,O=…,OU=…,L=…,ST=…,C=… (any subset, CN required).",
     )
-    key_type = forms.ChoiceField(choices=KEY_TYPE_CHOICES, initial=KeyType.EC_P256.value,
-                                 required=False)
-    days = forms.IntegerField(label="Validity (days)", initial=730, min_value=1,
-                              max_value=36500, required=False)
-    certificate_pem = forms.CharField(label="Certificate (PEM)", required=False,
-                                      widget=forms.Textarea(attrs={"rows": 6}))
+    key_type = forms.ChoiceField(
+        choices=KEY_TYPE_CHOICES, initial=KeyType.EC_P256.value, required=False
+    )
+    days = forms.IntegerField(
+        label="Validity (days)", initial=730, min_value=1, max_value=36500, required=False
+    )
+    certificate_pem = forms.CharField(
+        label="Certificate (PEM)", required=False, widget=forms.Textarea(attrs={"rows": 6})
+    )
     private_key_pem = forms.CharField(
-        label="Private key (PEM)", required=False, strip=False,
+        label="Private key (PEM)",
+        required=False,
+        strip=False,
         widget=WriteOnlyTextarea(attrs={"rows": 6}),
         help_text="Never shown again, not even when the form has errors.",
     )
     key_password = forms.CharField(
-        label="Private key password", required=False, strip=False,
+        label="Private key password",
+        required=False,
+        strip=False,
         widget=forms.PasswordInput(render_value=False),
         help_text="Import PEM: the password of the key as given; empty when not encrypted.",
     )
     pkcs12_file = forms.FileField(label="PKCS#12 file", required=False)
     pkcs12_password = forms.CharField(
-        label="PKCS#12 password", required=False, strip=False,
+        label="PKCS#12 password",
+        required=False,
+        strip=False,
         widget=forms.PasswordInput(render_value=False),
     )
 
@@ -93,16 +111,20 @@ class CertificateAuthorityAddForm(forms.ModelForm):
             return data
         mode = data["mode"]
         common = {
-            "alias": data["alias"], "password": data["password"],
-            "overwrite": data.get("overwrite", False), "actor": self.actor,
+            "alias": data["alias"],
+            "password": data["password"],
+            "overwrite": data.get("overwrite", False),
+            "actor": self.actor,
         }
         try:
             if mode == self.MODE_GENERATE:
                 if not data.get("dn"):
                     raise ValidationError({"dn": "Give the distinguished name of the new CA."})
                 self.instance = ca_generate(
-                    dn=data["dn"], key_type=data.get("key_type") or KeyType.EC_P256.value,
-                    days=data.get("days") or 730, **common,
+                    dn=data["dn"],
+                    key_type=data.get("key_type") or KeyType.EC_P256.value,
+                    days=data.get("days") or 730,
+                    **common,
                 )
             elif mode == self.MODE_PEM:
                 if not data.get("certificate_pem") or not data.get("private_key_pem"):
@@ -112,7 +134,8 @@ class CertificateAuthorityAddForm(forms.ModelForm):
                 self.instance = ca_import_pem(
                     certificate_pem=data["certificate_pem"],
                     private_key_pem=data["private_key_pem"],
-                    key_password=data.get("key_password") or "", **common,
+                    key_password=data.get("key_password") or "",
+                    **common,
                 )
             else:
                 upload = data.get("pkcs12_file")
@@ -120,7 +143,8 @@ class CertificateAuthorityAddForm(forms.ModelForm):
                     raise ValidationError({"pkcs12_file": "Choose the PKCS#12 file."})
                 self.instance = ca_import_pkcs12(
                     pkcs12_data=upload.read(),
-                    pkcs12_password=data.get("pkcs12_password") or "", **common,
+                    pkcs12_password=data.get("pkcs12_password") or "",
+                    **common,
                 )
         except ValidationError as exc:
             if hasattr(exc, "error_dict"):
@@ -138,9 +162,20 @@ ADD_FIELDSETS = [
     ("Import PKCS#12", {"fields": ["pkcs12_file", "pkcs12_password"]}),
 ]
 DETAIL_FIELDS = [
-    "alias", "subject_display", "issuer_display", "serial", "not_before", "not_after",
-    "expires_soon", "fingerprint_sha256", "key_type", "source", "created_at", "created_by",
-    "download_link", "certificate_pem",
+    "alias",
+    "subject_display",
+    "issuer_display",
+    "serial",
+    "not_before",
+    "not_after",
+    "expires_soon",
+    "fingerprint_sha256",
+    "key_type",
+    "source",
+    "created_at",
+    "created_by",
+    "download_link",
+    "certificate_pem",
 ]
 
 
@@ -151,15 +186,23 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
     No delete (signing profiles and issued certificates refer to CAs) and never the key.
     """
 
-    list_display = ["alias", "subject", "not_after", "expires_soon", "fingerprint_sha256",
-                    "key_type", "source"]
+    list_display = [
+        "alias",
+        "subject",
+        "not_after",
+        "expires_soon",
+        "fingerprint_sha256",
+        "key_type",
+        "source",
+    ]
     list_filter = ["source", "key_type"]
     search_fields = ["alias", "subject", "fingerprint_sha256"]
     list_select_related = ["created_by"]
     show_full_result_count = False
 
-    def get_form(self, request: HttpRequest, obj: Any = None, change: bool = False,
-                 **kwargs: Any) -> Any:
+    def get_form(
+        self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any
+    ) -> Any:
         if obj is None:
             actor = request.user
 
@@ -188,8 +231,7 @@ class CertificateAuthorityAdmin(admin.ModelAdmin):
     def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
         """The form's clean() already stored the CA through the key-store service."""
 
-    def save_related(self, request: HttpRequest, form: Any, formsets: Any,
-                     change: bool) -> None:
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
         """Nothing related to save."""
 
     @admin.display(boolean=True, description=f"expires within {CA_EXPIRY_WARNING_DAYS} days")

@@ -1,4 +1,5 @@
 """Admin of issued certificates: read-only, never deleted, revoked with a reason."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -22,25 +23,52 @@ class RevokeForm(forms.Form):
     reason = forms.CharField(max_length=200, help_text="Recorded with the certificate.")
 
 
-
 @admin.register(IssuedCertificate)
 class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.ModelAdmin):
     """Read-only, never deleted: revoke instead."""
 
-    list_display = ["common_name", "serial_colons", "device", "status", "not_before",
-                    "not_after", "renew_after"]
+    list_display = [
+        "common_name",
+        "serial_colons",
+        "device",
+        "status",
+        "not_before",
+        "not_after",
+        "renew_after",
+    ]
     list_filter = ["status", "profile", "ca"]
-    search_fields = ["common_name", "serial", "fingerprint_sha256", "device__name",
-                     "device__station__name"]
+    search_fields = [
+        "common_name",
+        "serial",
+        "fingerprint_sha256",
+        "device__name",
+        "device__station__name",
+    ]
     list_select_related = ["device__station", "profile", "ca"]
     show_full_result_count = False
     actions = ["revoke_selected"]
-    fields = ("serial_colons", "common_name", "subject", "issuer", "not_before", "not_after",
-              "renew_after", "renewal_due_at", "fingerprint_sha256", "device", "request",
-              "profile", "ca", "status", "superseded_at", "revoked_at", "revocation_reason",
-              "pem_download", "certificate_pem")
+    fields = (
+        "serial_colons",
+        "common_name",
+        "subject",
+        "issuer",
+        "not_before",
+        "not_after",
+        "renew_after",
+        "renewal_due_at",
+        "fingerprint_sha256",
+        "device",
+        "request",
+        "profile",
+        "ca",
+        "status",
+        "superseded_at",
+        "revoked_at",
+        "revocation_reason",
+        "pem_download",
+        "certificate_pem",
+    )
     readonly_fields = fields
-
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("signing.revoke_issuedcertificate")
@@ -55,8 +83,13 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         return format_html('<a href="{}">Download {}.pem</a>', url, obj.common_name)
 
     def get_urls(self) -> list:
-        urls = [path("<int:pk>/pem/", self.admin_site.admin_view(self.pem_view),
-                     name="signing_issuedcertificate_pem")]
+        urls = [
+            path(
+                "<int:pk>/pem/",
+                self.admin_site.admin_view(self.pem_view),
+                name="signing_issuedcertificate_pem",
+            )
+        ]
         return urls + super().get_urls()
 
     def pem_view(self, request: HttpRequest, pk: int) -> HttpResponse:
@@ -67,16 +100,25 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         response["Content-Disposition"] = f'attachment; filename="{cert.common_name}.pem"'
         return response
 
-    @admin.action(description="Revoke selected certificates (with a reason)…",
-                  permissions=["revoke"])
+    @admin.action(
+        description="Revoke selected certificates (with a reason)…", permissions=["revoke"]
+    )
     def revoke_selected(self, request: HttpRequest, queryset: QuerySet) -> Any:
         form = RevokeForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
-            count = certificates_revoke(ids=list(queryset.values_list("pk", flat=True)),
-                                        reason=form.cleaned_data["reason"], actor=request.user)
-            self.message_user(request, f"Revoked {plural(count, 'certificate')}.",
-                              messages.SUCCESS)
+            count = certificates_revoke(
+                ids=list(queryset.values_list("pk", flat=True)),
+                reason=form.cleaned_data["reason"],
+                actor=request.user,
+            )
+            self.message_user(request, f"Revoked {plural(count, 'certificate')}.", messages.SUCCESS)
             return None
-        return reason_form_response(self, request, queryset, form=form,
-                                     action="revoke_selected",
-                                     title="Revoke certificates", button="Revoke")
+        return reason_form_response(
+            self,
+            request,
+            queryset,
+            form=form,
+            action="revoke_selected",
+            title="Revoke certificates",
+            button="Revoke",
+        )

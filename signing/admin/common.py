@@ -1,4 +1,5 @@
 """What the signing admins share: counted messages, CA-expiry warnings, the reason form page."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -27,13 +28,24 @@ class CaExpiryWarningMixin:
         return super().changelist_view(request, extra_context)  # type: ignore[misc]
 
 
-def reason_form_response(modeladmin: admin.ModelAdmin, request: HttpRequest,
-                         queryset: QuerySet, *, form: forms.Form, action: str,
-                         title: str, button: str) -> TemplateResponse:
+def reason_form_response(
+    modeladmin: admin.ModelAdmin,
+    request: HttpRequest,
+    queryset: QuerySet,
+    *,
+    form: forms.Form,
+    action: str,
+    title: str,
+    button: str,
+) -> TemplateResponse:
     context = {
         **modeladmin.admin_site.each_context(request),
-        "title": title, "objects": queryset[:50], "count": queryset.count(),
-        "form": form, "action": action, "button": button,
+        "title": title,
+        "objects": queryset[:50],
+        "count": queryset.count(),
+        "form": form,
+        "action": action,
+        "button": button,
         "selected": request.POST.getlist(helpers.ACTION_CHECKBOX_NAME),
         "opts": modeladmin.model._meta,
     }

@@ -1,4 +1,5 @@
 """Admin of the approval queue: onboarding requests, approved or rejected (with a reason)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,27 +18,51 @@ from .common import CaExpiryWarningMixin, plural, reason_form_response
 
 class RejectForm(forms.Form):
     reason = forms.CharField(
-        max_length=500, widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
+        max_length=500,
+        widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="The station's operator sees this reason.",
     )
-
 
 
 @admin.register(OnboardingRequest)
 class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     """The approval queue."""
 
-    list_display = ["id", "station", "device_name", "short_comment", "key_type",
-                    "short_fingerprint", "age", "is_renewal", "status", "decided"]
+    list_display = [
+        "id",
+        "station",
+        "device_name",
+        "short_comment",
+        "key_type",
+        "short_fingerprint",
+        "age",
+        "is_renewal",
+        "status",
+        "decided",
+    ]
     list_filter = ["status", "is_renewal", "key_type", "profile"]
     search_fields = ["station__name", "device__name", "public_key_fingerprint", "comment"]
     list_select_related = ["station", "device", "profile", "decided_by"]
     show_full_result_count = False
     list_per_page = 100
     actions = ["approve_selected", "reject_selected"]
-    readonly_fields = ("station", "device", "profile", "comment", "key_type",
-                       "public_key_fingerprint", "is_renewal", "status", "reason", "created_at",
-                       "decided_at", "decided_by", "decided_by_label", "issued_at", "csr_pem")
+    readonly_fields = (
+        "station",
+        "device",
+        "profile",
+        "comment",
+        "key_type",
+        "public_key_fingerprint",
+        "is_renewal",
+        "status",
+        "reason",
+        "created_at",
+        "decided_at",
+        "decided_by",
+        "decided_by_label",
+        "issued_at",
+        "csr_pem",
+    )
     fields = readonly_fields
 
     def has_add_permission(self, request: HttpRequest) -> bool:
@@ -82,27 +107,40 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
         ids = list(queryset.values_list("pk", flat=True))
         approved = onboarding_requests_approve(ids=ids, actor=request.user)
         skipped = len(ids) - len(approved)
-        self.message_user(request, f"Approved {plural(len(approved), 'request')}; signing "
-                                   "runs in the background.", messages.SUCCESS)
+        self.message_user(
+            request,
+            f"Approved {plural(len(approved), 'request')}; signing runs in the background.",
+            messages.SUCCESS,
+        )
         if skipped:
-            self.message_user(request, f"{plural(skipped, 'request')} skipped (not pending).",
-                              messages.WARNING)
+            self.message_user(
+                request, f"{plural(skipped, 'request')} skipped (not pending).", messages.WARNING
+            )
 
-    @admin.action(description="Reject selected requests (with a reason)…",
-                  permissions=["approve"])
+    @admin.action(description="Reject selected requests (with a reason)…", permissions=["approve"])
     def reject_selected(self, request: HttpRequest, queryset: QuerySet) -> Any:
         form = RejectForm(request.POST if "apply" in request.POST else None)
         if "apply" in request.POST and form.is_valid():
             ids = list(queryset.values_list("pk", flat=True))
-            rejected = onboarding_requests_reject(ids=ids, reason=form.cleaned_data["reason"],
-                                                  actor=request.user)
-            self.message_user(request, f"Rejected {plural(len(rejected), 'request')}.",
-                              messages.SUCCESS)
+            rejected = onboarding_requests_reject(
+                ids=ids, reason=form.cleaned_data["reason"], actor=request.user
+            )
+            self.message_user(
+                request, f"Rejected {plural(len(rejected), 'request')}.", messages.SUCCESS
+            )
             if len(ids) > len(rejected):
                 self.message_user(
-                    request, f"{plural(len(ids) - len(rejected), 'request')} skipped "
-                             "(not pending).", messages.WARNING)
+                    request,
+                    f"{plural(len(ids) - len(rejected), 'request')} skipped (not pending).",
+                    messages.WARNING,
+                )
             return None
-        return reason_form_response(self, request, queryset, form=form,
-                                     action="reject_selected",
-                                     title="Reject onboarding requests", button="Reject")
+        return reason_form_response(
+            self,
+            request,
+            queryset,
+            form=form,
+            action="reject_selected",
+            title="Reject onboarding requests",
+            button="Reject",
+        )

@@ -6,6 +6,7 @@
 - :mod:`.issuance`: the batch signing path.
 - :mod:`.certificates`: revocation, the renewal check, CA-expiry warnings.
 """
+
 from __future__ import annotations
 
 from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12

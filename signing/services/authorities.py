@@ -3,6 +3,7 @@
 Every refusal is a ValidationError keyed by the form field it belongs to, so the admin's
 add form shows it next to that field and a command prints its sentence.
 """
+
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
@@ -44,14 +45,22 @@ def _check_password(password: str) -> None:
 
 
 def _ca_row_from(
-    *, alias: str, cert: x509.Certificate, key_pem: str, key_type: str, source: str,
-    overwrite: bool, actor: AbstractBaseUser | AnonymousUser | None,
+    *,
+    alias: str,
+    cert: x509.Certificate,
+    key_pem: str,
+    key_type: str,
+    source: str,
+    overwrite: bool,
+    actor: AbstractBaseUser | AnonymousUser | None,
 ) -> CertificateAuthority:
     existing = CertificateAuthority.objects.select_for_update().filter(alias=alias).first()
     if existing and not overwrite:
         raise ValidationError(
-            {"alias": f"A CA with alias '{alias}' already exists; choose another alias "
-                      "or overwrite."}
+            {
+                "alias": f"A CA with alias '{alias}' already exists; choose another alias "
+                "or overwrite."
+            }
         )
     ca = existing or CertificateAuthority(alias=alias)
     ca.certificate_pem = cert.public_bytes(encoding=Encoding.PEM).decode("ascii")
@@ -113,9 +122,15 @@ def ca_generate(
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(
-                digital_signature=False, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                encipher_only=False, decipher_only=False,
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
         )
@@ -126,8 +141,13 @@ def ca_generate(
     )
     cert = builder.sign(key, signature_hash_for(key))
     return _ca_row_from(
-        alias=alias, cert=cert, key_pem=encrypt_private_key(key, password), key_type=key_type,
-        source=CertificateAuthority.Source.GENERATED, overwrite=overwrite, actor=actor,
+        alias=alias,
+        cert=cert,
+        key_pem=encrypt_private_key(key, password),
+        key_type=key_type,
+        source=CertificateAuthority.Source.GENERATED,
+        overwrite=overwrite,
+        actor=actor,
     )
 
 
@@ -142,8 +162,10 @@ def _check_ca_certificate(cert: x509.Certificate, *, field: str) -> None:
         bc = None
     if bc is None or not bc.ca:
         raise ValidationError(
-            {field: "This certificate is not a CA certificate (BasicConstraints CA:true is "
-                    "missing); import the CA's own certificate, not a device certificate."}
+            {
+                field: "This certificate is not a CA certificate (BasicConstraints CA:true is "
+                "missing); import the CA's own certificate, not a device certificate."
+            }
         )
     try:
         ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
@@ -151,25 +173,38 @@ def _check_ca_certificate(cert: x509.Certificate, *, field: str) -> None:
         ku = None
     if ku is not None and not ku.key_cert_sign:
         raise ValidationError(
-            {field: "This CA certificate's key usage does not allow signing certificates "
-                    "(keyCertSign is missing)."}
+            {
+                field: "This CA certificate's key usage does not allow signing certificates "
+                "(keyCertSign is missing)."
+            }
         )
     now = datetime.now(UTC)
     if cert.not_valid_after_utc <= now:
         raise ValidationError(
-            {field: f"This CA certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
-                    "import a valid one."}
+            {
+                field: f"This CA certificate expired on {cert.not_valid_after_utc:%Y-%m-%d}; "
+                "import a valid one."
+            }
         )
     if cert.not_valid_before_utc > now:
         raise ValidationError(
-            {field: f"This CA certificate is not valid before "
-                    f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC."}
+            {
+                field: f"This CA certificate is not valid before "
+                f"{cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC."
+            }
         )
 
 
 def _import_key_pair(
-    *, alias: str, cert: x509.Certificate, key: object, password: str, overwrite: bool,
-    actor: AbstractBaseUser | AnonymousUser | None, cert_field: str, key_field: str,
+    *,
+    alias: str,
+    cert: x509.Certificate,
+    key: object,
+    password: str,
+    overwrite: bool,
+    actor: AbstractBaseUser | AnonymousUser | None,
+    cert_field: str,
+    key_field: str,
 ) -> CertificateAuthority:
     _check_password(password)
     try:
@@ -184,13 +219,19 @@ def _import_key_pair(
         Encoding.DER, spki
     ):
         raise ValidationError(
-            {key_field: "The private key does not match the certificate; import the key that "
-                        "belongs to this CA certificate."}
+            {
+                key_field: "The private key does not match the certificate; import the key that "
+                "belongs to this CA certificate."
+            }
         )
     _check_ca_certificate(cert, field=cert_field)
     return _ca_row_from(
-        alias=alias, cert=cert, key_pem=encrypt_private_key(key, password),  # type: ignore[arg-type]
-        key_type=key_type, source=CertificateAuthority.Source.IMPORTED, overwrite=overwrite,
+        alias=alias,
+        cert=cert,
+        key_pem=encrypt_private_key(key, password),  # type: ignore[arg-type]
+        key_type=key_type,
+        source=CertificateAuthority.Source.IMPORTED,
+        overwrite=overwrite,
         actor=actor,
     )
 
@@ -217,13 +258,17 @@ def ca_import_pem(
         cert = x509.load_pem_x509_certificate(cert_bytes)
     except ValueError:
         raise ValidationError(
-            {"certificate_pem": "The certificate is not a PEM X.509 certificate "
-                                "(-----BEGIN CERTIFICATE-----)."}
+            {
+                "certificate_pem": "The certificate is not a PEM X.509 certificate "
+                "(-----BEGIN CERTIFICATE-----)."
+            }
         ) from None
     if b"PRIVATE KEY-----" not in key_bytes:
         raise ValidationError(
-            {"private_key_pem": "The private key is not a PEM private key "
-                                "(-----BEGIN … PRIVATE KEY-----)."}
+            {
+                "private_key_pem": "The private key is not a PEM private key "
+                "(-----BEGIN … PRIVATE KEY-----)."
+            }
         )
     try:
         key = load_pem_private_key(key_bytes, key_password.encode("utf-8") or None)
@@ -237,16 +282,22 @@ def ca_import_pem(
         ) from None
     except ValueError:
         if key_password:
-            raise ValidationError(
-                {"key_password": "The private key password is wrong."}
-            ) from None
+            raise ValidationError({"key_password": "The private key password is wrong."}) from None
         raise ValidationError(
-            {"private_key_pem": "The private key could not be read; it is damaged or in a "
-                                "format other than PEM."}
+            {
+                "private_key_pem": "The private key could not be read; it is damaged or in a "
+                "format other than PEM."
+            }
         ) from None
     return _import_key_pair(
-        alias=alias, cert=cert, key=key, password=password, overwrite=overwrite, actor=actor,
-        cert_field="certificate_pem", key_field="private_key_pem",
+        alias=alias,
+        cert=cert,
+        key=key,
+        password=password,
+        overwrite=overwrite,
+        actor=actor,
+        cert_field="certificate_pem",
+        key_field="private_key_pem",
     )
 
 
@@ -267,15 +318,25 @@ def ca_import_pkcs12(
         )
     except ValueError:
         raise ValidationError(
-            {"pkcs12_password": "The PKCS#12 password is wrong, or the file is not a PKCS#12 "
-                                "(.p12/.pfx) file."}
+            {
+                "pkcs12_password": "The PKCS#12 password is wrong, or the file is not a PKCS#12 "
+                "(.p12/.pfx) file."
+            }
         ) from None
     if cert is None or key is None:
         raise ValidationError(
-            {"pkcs12_file": "The PKCS#12 file must hold both the CA certificate and its "
-                            "private key."}
+            {
+                "pkcs12_file": "The PKCS#12 file must hold both the CA certificate and its "
+                "private key."
+            }
         )
     return _import_key_pair(
-        alias=alias, cert=cert, key=key, password=password, overwrite=overwrite, actor=actor,
-        cert_field="pkcs12_file", key_field="pkcs12_file",
+        alias=alias,
+        cert=cert,
+        key=key,
+        password=password,
+        overwrite=overwrite,
+        actor=actor,
+        cert_field="pkcs12_file",
+        key_field="pkcs12_file",
     )

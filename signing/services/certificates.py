@@ -1,4 +1,5 @@
 """Issued certificates after signing: revocation, the renewal check, CA-expiry warnings."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -17,8 +18,9 @@ CA_EXPIRY_WARNING_DAYS = 90
 
 
 @transaction.atomic
-def certificate_revoke(*, certificate: IssuedCertificate, reason: str, actor: Actor = None
-                       ) -> IssuedCertificate:
+def certificate_revoke(
+    *, certificate: IssuedCertificate, reason: str, actor: Actor = None
+) -> IssuedCertificate:
     """Revoke a certificate; the device's renewals are refused from now on."""
     reason = (reason or "").strip()
     if not reason:
@@ -30,8 +32,12 @@ def certificate_revoke(*, certificate: IssuedCertificate, reason: str, actor: Ac
     cert.revoked_at = timezone.now()
     cert.revocation_reason = reason[:200]
     cert.save(update_fields=["status", "revoked_at", "revocation_reason"])
-    audit_record(action="certificate_revoke", obj=cert, actor=actor,
-                 detail={"reason": cert.revocation_reason, "serial": cert.serial})
+    audit_record(
+        action="certificate_revoke",
+        obj=cert,
+        actor=actor,
+        detail={"reason": cert.revocation_reason, "serial": cert.serial},
+    )
     return cert
 
 
@@ -51,12 +57,16 @@ def ca_expiry_warnings(*, days: int = CA_EXPIRY_WARNING_DAYS) -> list[str]:
     out = []
     for ca in CertificateAuthority.objects.filter(not_after__lte=now + timedelta(days=days)):
         if ca.not_after <= now:
-            out.append(f"CA '{ca.alias}' expired on {ca.not_after:%Y-%m-%d}; devices signed by "
-                       "it cannot renew.")
+            out.append(
+                f"CA '{ca.alias}' expired on {ca.not_after:%Y-%m-%d}; devices signed by "
+                "it cannot renew."
+            )
         else:
             left = (ca.not_after - now).days
-            out.append(f"CA '{ca.alias}' expires on {ca.not_after:%Y-%m-%d} (in {left} days); "
-                       "plan a new CA and signing profile.")
+            out.append(
+                f"CA '{ca.alias}' expires on {ca.not_after:%Y-%m-%d} (in {left} days); "
+                "plan a new CA and signing profile."
+            )
     return out
 
 

@@ -6,6 +6,7 @@ to ISSUED. A worker killed mid-batch rolls everything back (the requests stay AP
 sweeper re-enqueues them); the OneToOne ``IssuedCertificate.request`` makes a second
 certificate for the same request impossible even if two workers raced.
 """
+
 from __future__ import annotations
 
 import random
@@ -48,9 +49,17 @@ Status = OnboardingRequest.Status
 #   model instances through bulk_create.
 
 _EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-_KU = x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False)
+_KU = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=False,
+    crl_sign=False,
+    encipher_only=False,
+    decipher_only=False,
+)
 _BC = x509.BasicConstraints(ca=False, path_length=None)
 _SIGN_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
 
@@ -97,14 +106,20 @@ def _profile_context(profile: SigningProfile, now: datetime) -> _ProfileContext:
             attrs.append(x509.NameAttribute(oid, value))
     now = now.replace(microsecond=0)  # certificates hold whole seconds
     not_before = now - timedelta(minutes=5)
-    not_after = min(now + timedelta(days=profile.validity_days),
-                    ca.not_after.replace(microsecond=0))
+    not_after = min(
+        now + timedelta(days=profile.validity_days), ca.not_after.replace(microsecond=0)
+    )
     lifetime = not_after - not_before
     ctx = _ProfileContext(
-        profile=profile, ca=ca, base_rdns=[x509.RelativeDistinguishedName([a]) for a in attrs],
-        aki=aki, issuer_text=ca_cert.subject.rfc4514_string(),
-        subject_suffix=x509.Name(attrs).rfc4514_string(), not_before=not_before,
-        not_after=not_after, renew_base=not_before + lifetime * (profile.renew_at_percent / 100),
+        profile=profile,
+        ca=ca,
+        base_rdns=[x509.RelativeDistinguishedName([a]) for a in attrs],
+        aki=aki,
+        issuer_text=ca_cert.subject.rfc4514_string(),
+        subject_suffix=x509.Name(attrs).rfc4514_string(),
+        not_before=not_before,
+        not_after=not_after,
+        renew_base=not_before + lifetime * (profile.renew_at_percent / 100),
         renew_jitter=lifetime * (profile.renewal_jitter_percent / 100),
     )
     if ca.is_expired:
@@ -113,8 +128,10 @@ def _profile_context(profile: SigningProfile, now: datetime) -> _ProfileContext:
     try:
         ctx.sign = get_key_store().signer(ca, profile.ca_password)
     except WrongCaPassword:
-        ctx.error = (f"The signing profile '{profile.name}' holds a wrong password for CA "
-                     f"'{ca.alias}'; fix the profile, then approve again.")
+        ctx.error = (
+            f"The signing profile '{profile.name}' holds a wrong password for CA "
+            f"'{ca.alias}'; fix the profile, then approve again."
+        )
         return ctx
     ctx.template = (
         x509.CertificateBuilder()
@@ -139,7 +156,10 @@ class BuiltCertificate:
 
 
 def certificate_build(
-    *, ctx: _ProfileContext, public_key: CertificatePublicKeyTypes, station_name: str,
+    *,
+    ctx: _ProfileContext,
+    public_key: CertificatePublicKeyTypes,
+    station_name: str,
     device_name: str,
 ) -> BuiltCertificate:
     """Sign one device certificate with the batch's profile context.
@@ -150,12 +170,17 @@ def certificate_build(
     assert ctx.template is not None
     assert ctx.sign is not None
     serial = x509.random_serial_number()  # 159 random bits
-    cn = cn_render(ctx.profile.cn_template, station=station_name, device=device_name,
-                   serial=f"{serial:x}")
+    cn = cn_render(
+        ctx.profile.cn_template, station=station_name, device=device_name, serial=f"{serial:x}"
+    )
     if len(cn) > 64:
         raise ValueError(f"The Common Name {cn!r} is longer than 64 characters.")
-    subject = x509.Name([*ctx.base_rdns, x509.RelativeDistinguishedName(
-        [x509.NameAttribute(NameOID.COMMON_NAME, cn)])])
+    subject = x509.Name(
+        [
+            *ctx.base_rdns,
+            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)]),
+        ]
+    )
     cert = ctx.sign(
         ctx.template.subject_name(subject)
         .public_key(public_key)
@@ -165,9 +190,14 @@ def certificate_build(
     )
     renew_after = ctx.renew_base + ctx.renew_jitter * random.uniform(-1.0, 1.0)
     # CN characters are limited by the template syntax and name validators: no escaping needed.
-    return BuiltCertificate(cert=cert, common_name=cn, subject=f"CN={cn},{ctx.subject_suffix}",
-                            not_before=ctx.not_before, not_after=ctx.not_after,
-                            renew_after=min(renew_after, ctx.not_after))
+    return BuiltCertificate(
+        cert=cert,
+        common_name=cn,
+        subject=f"CN={cn},{ctx.subject_suffix}",
+        not_before=ctx.not_before,
+        not_after=ctx.not_after,
+        renew_after=min(renew_after, ctx.not_after),
+    )
 
 
 class _Row(NamedTuple):
@@ -190,8 +220,16 @@ class BatchResult:
     skipped: int = 0
 
 
-_CERT_COLUMNS = ("request_id", "device_id", "serial", "common_name", "subject", "renew_after",
-                 "fingerprint_sha256", "certificate_pem")
+_CERT_COLUMNS = (
+    "request_id",
+    "device_id",
+    "serial",
+    "common_name",
+    "subject",
+    "renew_after",
+    "fingerprint_sha256",
+    "certificate_pem",
+)
 
 
 def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
@@ -211,8 +249,12 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
         result.skipped = len(ids) - len(rows)
         if not rows:
             return result
-        contexts = {p.pk: _profile_context(p, now) for p in SigningProfile.objects
-                    .select_related("ca").filter(pk__in={r.profile_id for r in rows})}
+        contexts = {
+            p.pk: _profile_context(p, now)
+            for p in SigningProfile.objects.select_related("ca").filter(
+                pk__in={r.profile_id for r in rows}
+            )
+        }
         cn_owner = _active_cn_owners(rows, contexts)
         failures: dict[int, str] = {}
         issued: list[tuple[_Row, str, str]] = []  # (row, serial, CN)
@@ -225,59 +267,92 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
             try:
                 public_key = x509.load_pem_x509_csr(row.csr_pem.encode("ascii")).public_key()
                 if public_key_fingerprint(public_key) != row.public_key_fingerprint:
-                    raise ValueError("The stored CSR does not hold the public key that was "
-                                     "approved.")
-                built = certificate_build(ctx=ctx, public_key=public_key,  # type: ignore[arg-type]
-                                          station_name=row.station_name,
-                                          device_name=row.device_name)
+                    raise ValueError(
+                        "The stored CSR does not hold the public key that was approved."
+                    )
+                built = certificate_build(
+                    ctx=ctx,
+                    public_key=public_key,  # type: ignore[arg-type]
+                    station_name=row.station_name,
+                    device_name=row.device_name,
+                )
             except _SIGN_ERRORS as exc:
                 failures[row.pk] = str(exc) or "The CSR could not be signed."
                 continue
             cn, cert = built.common_name, built.cert
             owner = cn_owner.setdefault(cn, row.device_id)
             if owner != row.device_id:
-                failures[row.pk] = (f"The Common Name {cn!r} already belongs to another "
-                                    "device's active certificate; fix the CN template.")
+                failures[row.pk] = (
+                    f"The Common Name {cn!r} already belongs to another "
+                    "device's active certificate; fix the CN template."
+                )
                 continue
             serial = serial_with_colons(cert.serial_number)
-            values[row.profile_id].append((
-                row.pk, row.device_id, serial, cn, built.subject, built.renew_after,
-                fingerprint_sha256(cert), cert.public_bytes(Encoding.PEM).decode("ascii"),
-            ))
+            values[row.profile_id].append(
+                (
+                    row.pk,
+                    row.device_id,
+                    serial,
+                    cn,
+                    built.subject,
+                    built.renew_after,
+                    fingerprint_sha256(cert),
+                    cert.public_bytes(Encoding.PEM).decode("ascii"),
+                )
+            )
             issued.append((row, serial, cn))
         if issued:
             cert_ids: dict[int, int] = {}
             for profile_id, profile_rows in values.items():
                 ctx = contexts[profile_id]
-                cert_ids.update((request_id, cert_id) for cert_id, request_id in insert_rows(
-                    IssuedCertificate, columns=_CERT_COLUMNS, rows=profile_rows,
-                    constants={"profile_id": profile_id, "ca_id": ctx.ca.pk,
-                               "issuer": ctx.issuer_text, "not_before": ctx.not_before,
-                               "not_after": ctx.not_after, "created_at": now,
-                               "status": IssuedCertificate.Status.ACTIVE},
-                    returning=("id", "request_id"),
-                ))
+                cert_ids.update(
+                    (request_id, cert_id)
+                    for cert_id, request_id in insert_rows(
+                        IssuedCertificate,
+                        columns=_CERT_COLUMNS,
+                        rows=profile_rows,
+                        constants={
+                            "profile_id": profile_id,
+                            "ca_id": ctx.ca.pk,
+                            "issuer": ctx.issuer_text,
+                            "not_before": ctx.not_before,
+                            "not_after": ctx.not_after,
+                            "created_at": now,
+                            "status": IssuedCertificate.Status.ACTIVE,
+                        },
+                        returning=("id", "request_id"),
+                    )
+                )
             issued_pks = [row.pk for row, _, _ in issued]
             # The MQTT client id is the certificate's CN.
             devices_certificate_issued(
-                issued=[(row.device_id, cert_ids[row.pk], cn) for row, _, cn in issued], now=now)
+                issued=[(row.device_id, cert_ids[row.pk], cn) for row, _, cn in issued], now=now
+            )
             # One audit event per batch (who, when, which requests and serials): a row per
             # certificate cost ~10 % of the signing CPU. Renewals are named in the detail.
             first, last = cert_ids[issued_pks[0]], cert_ids[issued_pks[-1]]
             AuditEvent.objects.create(
-                action="certificate_sign_batch", actor=None, actor_label="signing worker",
-                object_type="signing.issuedcertificate", object_id=f"{first}-{last}"[:64],
+                action="certificate_sign_batch",
+                actor=None,
+                actor_label="signing worker",
+                object_type="signing.issuedcertificate",
+                object_id=f"{first}-{last}"[:64],
                 object_repr=f"{len(issued)} certificates",
-                detail={"requests": issued_pks, "serials": [s for _, s, _ in issued],
-                        "renewals": [row.pk for row, _, _ in issued if row.is_renewal]},
+                detail={
+                    "requests": issued_pks,
+                    "serials": [s for _, s, _ in issued],
+                    "renewals": [row.pk for row, _, _ in issued if row.is_renewal],
+                },
             )
         by_reason: dict[str, list[int]] = {}
         for pk, reason in failures.items():
             by_reason.setdefault(reason[:500], []).append(pk)
         # Claimed as ISSUED a moment ago in this transaction, so for everyone else these rows
         # go from what they were before the claim (APPROVED) to FAILED.
-        assert all(Status.FAILED in OnboardingRequest.TRANSITIONS[s]
-                   for s in OnboardingRequest.statuses_before(Status.ISSUED))
+        assert all(
+            Status.FAILED in OnboardingRequest.TRANSITIONS[s]
+            for s in OnboardingRequest.statuses_before(Status.ISSUED)
+        )
         for reason, pks in by_reason.items():
             OnboardingRequest.objects.filter(pk__in=pks, status=Status.ISSUED).update(
                 status=Status.FAILED, reason=reason, issued_at=None
@@ -299,27 +374,43 @@ def _claim(ids: Sequence[int], *, now: datetime) -> list[_Row]:
     """
     sources = OnboardingRequest.statuses_before(Status.ISSUED)
     if connection.vendor == "postgresql":
-        return sorted(_Row(*values) for values in requests_claim_postgresql(
-            ids=ids, from_statuses=sources, to_status=Status.ISSUED, now=now))
-    rows = sorted(_Row(*values) for values in (
-        OnboardingRequest.objects.select_for_update(skip_locked=True, of=("self",))
-        .filter(pk__in=list(ids), status__in=sources)
-        .values_list("pk", "csr_pem", "public_key_fingerprint", "profile_id", "device_id",
-                     "is_renewal", "station__name", "device__name")
-    ))
+        return sorted(
+            _Row(*values)
+            for values in requests_claim_postgresql(
+                ids=ids, from_statuses=sources, to_status=Status.ISSUED, now=now
+            )
+        )
+    rows = sorted(
+        _Row(*values)
+        for values in (
+            OnboardingRequest.objects.select_for_update(skip_locked=True, of=("self",))
+            .filter(pk__in=list(ids), status__in=sources)
+            .values_list(
+                "pk",
+                "csr_pem",
+                "public_key_fingerprint",
+                "profile_id",
+                "device_id",
+                "is_renewal",
+                "station__name",
+                "device__name",
+            )
+        )
+    )
     OnboardingRequest.objects.filter(pk__in=[r.pk for r in rows], status__in=sources).update(
         status=Status.ISSUED, issued_at=now
     )
     return rows
 
 
-def _active_cn_owners(rows: Sequence[_Row],
-                      contexts: dict[int, _ProfileContext]) -> dict[str, int]:
+def _active_cn_owners(rows: Sequence[_Row], contexts: dict[int, _ProfileContext]) -> dict[str, int]:
     """CNs this batch will use that another device's active certificate holds -> that device."""
     candidates: dict[str, int] = {}
     for row in rows:
         template = contexts[row.profile_id].profile.cn_template
         if "{serial}" not in template:
-            candidates.setdefault(cn_render(template, station=row.station_name,
-                                            device=row.device_name, serial=""), row.device_id)
+            candidates.setdefault(
+                cn_render(template, station=row.station_name, device=row.device_name, serial=""),
+                row.device_id,
+            )
     return certificates_cn_owners(candidates=candidates, status=IssuedCertificate.Status.ACTIVE)

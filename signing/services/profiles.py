@@ -1,5 +1,6 @@
 """Signing profiles: which CA signs, what the subject holds, how long, how renewed; and the
 Common Name template (its syntax, validation and rendering)."""
+
 from __future__ import annotations
 
 import string
@@ -42,22 +43,36 @@ def cn_template_validate(template: str) -> None:
     for literal, field, spec, conversion in parts:
         bad = sorted({c for c in literal if c not in _CN_LITERAL_OK})
         if bad:
-            raise ValidationError({"cn_template": (
-                "The CN template may only contain letters, digits, '_', '-', ':' and the "
-                f"placeholders {{station}}, {{device}}, {{serial}}; found {''.join(bad)!r}."
-            )})
+            raise ValidationError(
+                {
+                    "cn_template": (
+                        "The CN template may only contain letters, digits, '_', '-', ':' and the "
+                        f"placeholders {{station}}, {{device}}, {{serial}}; found {''.join(bad)!r}."
+                    )
+                }
+            )
         if field is None:
             continue
         if field not in CN_PLACEHOLDERS or spec or conversion:
-            raise ValidationError({"cn_template": (
-                f"'{{{field}}}' is not a placeholder; use {{station}}, {{device}} or {{serial}}."
-            )})
+            raise ValidationError(
+                {
+                    "cn_template": (
+                        f"'{{{field}}}' is not a placeholder; "
+                        "use {station}, {device} or {serial}."
+                    )
+                }
+            )
         used.add(field)
     if "device" not in used or not used & {"station", "serial"}:
-        raise ValidationError({"cn_template": (
-            "The CN template must contain {device} and {station} or {serial}, so that every "
-            "device gets a unique Common Name."
-        )})
+        raise ValidationError(
+            {
+                "cn_template": (
+                    "The CN template must contain {device} and {station} or {serial}, "
+                    "so that every "
+                    "device gets a unique Common Name."
+                )
+            }
+        )
 
 
 def cn_render(template: str, *, station: str, device: str, serial: str) -> str:
@@ -75,8 +90,11 @@ def signing_profile_validate(*, profile: SigningProfile, ca_password: str | None
     if not (len(country) == 2 and country.isascii() and country.isalpha() and country.isupper()):
         errors["country"] = "Country must be a two-letter upper-case code such as DE or US."
     types = profile.accepted_key_types
-    if (not isinstance(types, list) or not types
-            or not all(isinstance(t, str) and t in set(KeyType) for t in types)):
+    if (
+        not isinstance(types, list)
+        or not types
+        or not all(isinstance(t, str) and t in set(KeyType) for t in types)
+    ):
         errors["accepted_key_types"] = (
             "Accepted key types must be a non-empty subset of " + ", ".join(KeyType) + "."
         )
@@ -120,22 +138,36 @@ def signing_profile_save(
         SigningProfile.objects.exclude(pk=profile.pk).filter(is_default=True).update(
             is_default=False
         )
-    audit_record(action="signing_profile_create" if creating else "signing_profile_change",
-                 obj=profile, actor=actor,
-                 detail={"ca": profile.ca.alias, "cn_template": profile.cn_template})
+    audit_record(
+        action="signing_profile_create" if creating else "signing_profile_change",
+        obj=profile,
+        actor=actor,
+        detail={"ca": profile.ca.alias, "cn_template": profile.cn_template},
+    )
     return profile
 
 
 def signing_profile_create(
-    *, name: str, ca: CertificateAuthority, ca_password: str, country: str,
-    cn_template: str = "{station}-{device}", validity_days: int = 365,
-    accepted_key_types: list[str] | None = None, is_default: bool = False,
-    actor: Actor = None, **optional: Any,
+    *,
+    name: str,
+    ca: CertificateAuthority,
+    ca_password: str,
+    country: str,
+    cn_template: str = "{station}-{device}",
+    validity_days: int = 365,
+    accepted_key_types: list[str] | None = None,
+    is_default: bool = False,
+    actor: Actor = None,
+    **optional: Any,
 ) -> SigningProfile:
     """Create a profile; ``optional`` takes the other model fields (organization, …)."""
     profile = SigningProfile(
-        name=name, ca=ca, country=country, cn_template=cn_template,
-        validity_days=validity_days, is_default=is_default,
+        name=name,
+        ca=ca,
+        country=country,
+        cn_template=cn_template,
+        validity_days=validity_days,
+        is_default=is_default,
         accepted_key_types=accepted_key_types or ["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"],
         **optional,
     )
@@ -147,11 +179,13 @@ def signing_profile_for_device(device: MqttDevice) -> SigningProfile | None:
         return device.signing_profile
     return SigningProfile.objects.select_related("ca").filter(is_default=True).first() or (
         SigningProfile.objects.select_related("ca").first()
-        if SigningProfile.objects.count() == 1 else None
+        if SigningProfile.objects.count() == 1
+        else None
     )
 
 
 def csr_check(data: str | bytes, *, profile: SigningProfile | None = None) -> ValidCsr:
     """Validate a CSR against a profile's accepted key types (for doors other than the API)."""
-    return csr_validate(data, accepted_key_types=list(profile.accepted_key_types)
-                        if profile else None)
+    return csr_validate(
+        data, accepted_key_types=list(profile.accepted_key_types) if profile else None
+    )

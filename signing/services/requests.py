@@ -8,6 +8,7 @@ here that changes a status filters on the statuses allowed to become its target.
 Signing is handed to :mod:`signing.tasks`, whose tasks call back into these services: both
 import the other as a module (``from .. import tasks``), so either may be imported first.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
@@ -54,20 +55,27 @@ def _rate_limit_check(station: Station) -> None:
     if recent >= limit:
         raise RateLimitedSubmissions(
             f"Station {station.name} sent more than {limit} onboarding requests in a minute; "
-            "try again later.")
+            "try again later."
+        )
 
 
 def _device_name_check(name: str) -> None:
     try:
         name_validator(name)
     except ValidationError:
-        raise InvalidDeviceName("The device name must be 1-63 letters, digits, '_' or '-', "
-                                "starting with a letter or digit.") from None
+        raise InvalidDeviceName(
+            "The device name must be 1-63 letters, digits, '_' or '-', "
+            "starting with a letter or digit."
+        ) from None
 
 
 @transaction.atomic
 def onboarding_request_submit(
-    *, station: Station, device_name: str, csr: str | bytes, comment: str = "",
+    *,
+    station: Station,
+    device_name: str,
+    csr: str | bytes,
+    comment: str = "",
     renewal: bool = False,
 ) -> tuple[OnboardingRequest, bool]:
     """A station asks for a certificate; returns ``(request, created)``.
@@ -83,60 +91,93 @@ def onboarding_request_submit(
     # Lock the station row: concurrent submissions of one station are serialised, so the
     # idempotency check and the rate limit cannot be raced.
     station = Station.objects.select_for_update().get(pk=station.pk)
-    device = (MqttDevice.objects.select_related("signing_profile__ca", "current_certificate")
-              .filter(station=station, name=device_name).first())
-    profile = (signing_profile_for_device(device) if device is not None
-               else signing_profile_for_device(MqttDevice(station=station, name=device_name)))
+    device = (
+        MqttDevice.objects.select_related("signing_profile__ca", "current_certificate")
+        .filter(station=station, name=device_name)
+        .first()
+    )
+    profile = (
+        signing_profile_for_device(device)
+        if device is not None
+        else signing_profile_for_device(MqttDevice(station=station, name=device_name))
+    )
     if profile is None:
-        raise NoSigningProfile("No signing profile is set for this device and there is no "
-                               "default profile; ask the administrator to add one.")
+        raise NoSigningProfile(
+            "No signing profile is set for this device and there is no "
+            "default profile; ask the administrator to add one."
+        )
     valid = csr_validate(csr, accepted_key_types=list(profile.accepted_key_types))
     if device is not None:
         # The same key again is a retry (e.g. the agent's POST timed out after we saved it):
         # answer with that request, also once it has been signed - as long as its certificate
         # is still active - so that one key never gets two certificates.
-        existing = (OnboardingRequest.objects
-                    .filter(Q(status__in=[Status.PENDING, Status.APPROVED])
-                            | Q(status=Status.ISSUED, is_renewal=renewal,
-                                certificate__status=IssuedCertificate.Status.ACTIVE),
-                            device=device, public_key_fingerprint=valid.public_key_fingerprint)
-                    .order_by("-created_at").first())
+        existing = (
+            OnboardingRequest.objects.filter(
+                Q(status__in=[Status.PENDING, Status.APPROVED])
+                | Q(
+                    status=Status.ISSUED,
+                    is_renewal=renewal,
+                    certificate__status=IssuedCertificate.Status.ACTIVE,
+                ),
+                device=device,
+                public_key_fingerprint=valid.public_key_fingerprint,
+            )
+            .order_by("-created_at")
+            .first()
+        )
         if existing is not None:
             return existing, False
     _rate_limit_check(station)
     serial_hex = "F" * _SERIAL_PLACEHOLDER_LEN
-    cn = cn_render(profile.cn_template, station=station.name, device=device_name,
-                   serial=serial_hex)
+    cn = cn_render(profile.cn_template, station=station.name, device=device_name, serial=serial_hex)
     if len(cn) > 64:
-        raise CommonNameTooLong(f"The certificate name for device {device_name!r} would be "
-                                "longer than 64 characters; use a shorter device name.")
+        raise CommonNameTooLong(
+            f"The certificate name for device {device_name!r} would be "
+            "longer than 64 characters; use a shorter device name."
+        )
     if renewal:
         _renewal_check(station=station, device=device, device_name=device_name)
     if device is None:
-        device = MqttDevice(station=station, name=device_name,
-                            status=MqttDevice.Status.AWAITING_APPROVAL,
-                            onboarding_comment=comment[:200])
+        device = MqttDevice(
+            station=station,
+            name=device_name,
+            status=MqttDevice.Status.AWAITING_APPROVAL,
+            onboarding_comment=comment[:200],
+        )
         device.full_clean()
         device.save()
-        audit_record(action="device_create", obj=device, actor_label=f"station {station.name}",
-                     detail={"by": "onboarding request"})
+        audit_record(
+            action="device_create",
+            obj=device,
+            actor_label=f"station {station.name}",
+            detail={"by": "onboarding request"},
+        )
     else:
         # A newer key replaces a pending request with an older key (the agent lost its key).
         replaced = OnboardingRequest.objects.filter(
-            device=device, status__in=OnboardingRequest.statuses_before(Status.REJECTED),
+            device=device,
+            status__in=OnboardingRequest.statuses_before(Status.REJECTED),
         )
-        replaced.update(status=Status.REJECTED, decided_at=timezone.now(),
-                        decided_by_label="system",
-                        reason="Replaced by a newer request with another key.")
+        replaced.update(
+            status=Status.REJECTED,
+            decided_at=timezone.now(),
+            decided_by_label="system",
+            reason="Replaced by a newer request with another key.",
+        )
         if not renewal and device.status != MqttDevice.Status.AWAITING_APPROVAL:
             device.status = MqttDevice.Status.AWAITING_APPROVAL
             device.save(update_fields=["status", "updated_at"])
     auto = renewal and profile.renewal_policy == SigningProfile.RenewalPolicy.AUTOMATIC
     now = timezone.now()
     request = OnboardingRequest(
-        station=station, device=device, profile=profile, comment=comment,
-        csr_pem=valid.pem, key_type=valid.key_type,
-        public_key_fingerprint=valid.public_key_fingerprint, is_renewal=renewal,
+        station=station,
+        device=device,
+        profile=profile,
+        comment=comment,
+        csr_pem=valid.pem,
+        key_type=valid.key_type,
+        public_key_fingerprint=valid.public_key_fingerprint,
+        is_renewal=renewal,
         status=Status.APPROVED if auto else Status.PENDING,
         decided_at=now if auto else None,
         decided_by_label="renewal policy (automatic)" if auto else "",
@@ -144,13 +185,16 @@ def onboarding_request_submit(
     )
     request.full_clean()
     request.save()
-    audit_record(action="renewal_request" if renewal else "onboarding_request", obj=request,
-                 actor_label=f"station {station.name}",
-                 detail={"key_type": valid.key_type,
-                         "public_key_sha256": valid.public_key_fingerprint})
+    audit_record(
+        action="renewal_request" if renewal else "onboarding_request",
+        obj=request,
+        actor_label=f"station {station.name}",
+        detail={"key_type": valid.key_type, "public_key_sha256": valid.public_key_fingerprint},
+    )
     if auto:
-        audit_record(action="renewal_auto_approve", obj=request,
-                     actor_label="renewal policy (automatic)")
+        audit_record(
+            action="renewal_auto_approve", obj=request, actor_label="renewal policy (automatic)"
+        )
         _enqueue_signing([request.pk])
     return request, True
 
@@ -159,29 +203,36 @@ def _renewal_check(*, station: Station, device: MqttDevice | None, device_name: 
     if device is None or device.current_certificate_id is None:
         raise RenewalWithoutCertificate(
             f"Device {device_name!r} holds no certificate from this portal; send a first "
-            "onboarding request (renewal: false).")
+            "onboarding request (renewal: false)."
+        )
     cert = device.current_certificate
     assert cert is not None
     if cert.status == IssuedCertificate.Status.REVOKED:
         raise CertificateRevoked(
             f"The certificate of device {device_name!r} was revoked; renewal is refused. Ask "
-            "the administrator for a new onboarding.")
+            "the administrator for a new onboarding."
+        )
     if cert.status != IssuedCertificate.Status.ACTIVE:
         raise RenewalWithoutCertificate(
             f"Device {device_name!r} holds no active certificate from this portal; send a "
-            "first onboarding request (renewal: false).")
+            "first onboarding request (renewal: false)."
+        )
     if cert.not_after <= timezone.now():
         raise CertificateExpired(
             f"The certificate of device {device_name!r} has expired; send a first onboarding "
-            "request (renewal: false).")
+            "request (renewal: false)."
+        )
 
 
 def onboarding_request_for_station(*, station: Station, request_id: int) -> OnboardingRequest:
     """A station's own request, or 404 (another station's request does not exist for it)."""
     row = None
     if 0 < request_id < 2**63:
-        row = (OnboardingRequest.objects.select_related("device", "profile__ca")
-               .filter(pk=request_id, station=station).first())
+        row = (
+            OnboardingRequest.objects.select_related("device", "profile__ca")
+            .filter(pk=request_id, station=station)
+            .first()
+        )
     if row is None:
         raise RequestNotFound(f"There is no onboarding request {request_id}.")
     return row
@@ -198,16 +249,25 @@ def onboarding_request_fetched(*, request: OnboardingRequest) -> IssuedCertifica
         return None
     cert = IssuedCertificate.objects.select_related("ca").get(request=request)
     now = timezone.now()
-    old = list(IssuedCertificate.objects.select_for_update()
-               .filter(device_id=request.device_id, status=IssuedCertificate.Status.ACTIVE,
-                       created_at__lte=cert.created_at).exclude(pk=cert.pk))
+    old = list(
+        IssuedCertificate.objects.select_for_update()
+        .filter(
+            device_id=request.device_id,
+            status=IssuedCertificate.Status.ACTIVE,
+            created_at__lte=cert.created_at,
+        )
+        .exclude(pk=cert.pk)
+    )
     for row in old:
         row.status = IssuedCertificate.Status.SUPERSEDED
         row.superseded_at = now
         row.save(update_fields=["status", "superseded_at"])
-        audit_record(action="certificate_supersede", obj=row,
-                     actor_label=f"station {request.station.name}",
-                     detail={"by_serial": cert.serial})
+        audit_record(
+            action="certificate_supersede",
+            obj=row,
+            actor_label=f"station {request.station.name}",
+            detail={"by_serial": cert.serial},
+        )
     return cert
 
 
@@ -232,18 +292,22 @@ def onboarding_requests_approve(
     now = timezone.now()
     user = actor if actor is not None and getattr(actor, "is_authenticated", False) else None
     label = actor_label or (user.get_username() if user else "system")
-    changes = {"status": Status.APPROVED, "decided_at": now,
-               "decided_by_id": user.pk if user else None, "decided_by_label": label,
-               "sign_enqueued_at": now}
+    changes = {
+        "status": Status.APPROVED,
+        "decided_at": now,
+        "decided_by_id": user.pk if user else None,
+        "decided_by_label": label,
+        "sign_enqueued_at": now,
+    }
     pending = {"status": OnboardingRequest.statuses_before(Status.APPROVED)}
     approved: list[int] = []
     if ids is None:
-        approved = update_returning_ids(OnboardingRequest, ids=None, where=pending,
-                                        values=changes)
+        approved = update_returning_ids(OnboardingRequest, ids=None, where=pending, values=changes)
     else:
         for chunk in _chunks(sorted(set(ids)), 1000):
-            approved.extend(update_returning_ids(OnboardingRequest, ids=chunk, where=pending,
-                                                 values=changes))
+            approved.extend(
+                update_returning_ids(OnboardingRequest, ids=chunk, where=pending, values=changes)
+            )
     _audit_bulk("onboarding_approve", approved, user=user, label=label, at=now)
     _enqueue_signing(approved)
     return approved
@@ -265,11 +329,16 @@ def onboarding_requests_reject(
     rejected: list[int] = []
     sources = OnboardingRequest.statuses_before(Status.REJECTED)
     for chunk in _chunks(_ids_that_may_become(Status.REJECTED, ids), 1000):
-        locked = list(OnboardingRequest.objects.select_for_update()
-                      .filter(pk__in=chunk, status__in=sources)
-                      .values_list("pk", flat=True))
+        locked = list(
+            OnboardingRequest.objects.select_for_update()
+            .filter(pk__in=chunk, status__in=sources)
+            .values_list("pk", flat=True)
+        )
         OnboardingRequest.objects.filter(pk__in=locked, status__in=sources).update(
-            status=Status.REJECTED, decided_at=now, decided_by=user, decided_by_label=label,
+            status=Status.REJECTED,
+            decided_at=now,
+            decided_by=user,
+            decided_by_label=label,
             reason=reason,
         )
         rejected.extend(locked)
@@ -282,17 +351,33 @@ def _chunks(items: Sequence[int], size: int) -> Iterable[list[int]]:
         yield list(items[i : i + size])
 
 
-def _audit_bulk(action: str, ids: Sequence[int], *, user: Any, label: str,
-                detail: dict[str, Any] | None = None, at: datetime | None = None) -> None:
+def _audit_bulk(
+    action: str,
+    ids: Sequence[int],
+    *,
+    user: Any,
+    label: str,
+    detail: dict[str, Any] | None = None,
+    at: datetime | None = None,
+) -> None:
     """One audit row per request, one INSERT per 1,000 rows (rows are append-only either way)."""
     if not ids:
         return
-    constants = {"at": at or timezone.now(), "action": action,
-                 "actor_id": user.pk if user else None, "actor_label": label,
-                 "object_type": "signing.onboardingrequest", "detail": detail or {}}
+    constants = {
+        "at": at or timezone.now(),
+        "action": action,
+        "actor_id": user.pk if user else None,
+        "actor_label": label,
+        "object_type": "signing.onboardingrequest",
+        "detail": detail or {},
+    }
     for chunk in _chunks(ids, 1000):
-        insert_rows(AuditEvent, columns=("object_id", "object_repr"),
-                    rows=[(str(pk), f"#{pk}") for pk in chunk], constants=constants)
+        insert_rows(
+            AuditEvent,
+            columns=("object_id", "object_repr"),
+            rows=[(str(pk), f"#{pk}") for pk in chunk],
+            constants=constants,
+        )
 
 
 def _enqueue_signing(ids: Sequence[int]) -> None:
@@ -320,8 +405,11 @@ def onboarding_requests_sweep(*, older_than_seconds: int = 120) -> int:
     stale = OnboardingRequest.objects.filter(status=Status.APPROVED).filter(
         Q(sign_enqueued_at__lt=cutoff) | Q(sign_enqueued_at__isnull=True)
     )
-    ids = list(stale.select_for_update(skip_locked=True).order_by("pk")
-               .values_list("pk", flat=True)[:20000])
+    ids = list(
+        stale.select_for_update(skip_locked=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:20000]
+    )
     for chunk in _chunks(ids, 1000):
         OnboardingRequest.objects.filter(pk__in=chunk).update(sign_enqueued_at=now)
     _enqueue_signing(ids)
@@ -331,5 +419,6 @@ def onboarding_requests_sweep(*, older_than_seconds: int = 120) -> int:
 def onboarding_requests_fail(*, ids: Sequence[int], reason: str) -> int:
     """Mark still-approved requests failed (a task that gave up); returns how many."""
     return OnboardingRequest.objects.filter(
-        pk__in=list(ids), status__in=OnboardingRequest.statuses_before(Status.FAILED),
+        pk__in=list(ids),
+        status__in=OnboardingRequest.statuses_before(Status.FAILED),
     ).update(status=Status.FAILED, reason=reason[:500])

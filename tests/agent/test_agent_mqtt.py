@@ -184,7 +184,9 @@ def test_outage_mid_run_loses_nothing_and_drain_keeps_the_aws_quota(
     up_at = time.monotonic()
     offer(1.0)
     assert wait_for(lambda: len({p["value"] for p in sub.payloads()}) == offered, 30), (
-        offered, len({p["value"] for p in sub.payloads()}))
+        offered,
+        len({p["value"] for p in sub.payloads()}),
+    )
     received = sub.payloads()
     assert {p["value"] for p in received} == set(range(offered))  # lost = 0
     assert agent.queue.dropped("aws") == 0

@@ -27,15 +27,35 @@ def _run(*argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.slow
 def test_wheel_installs_alone_in_a_clean_venv(tmp_path: Path) -> None:
     wheels, deps, venv = tmp_path / "wheel", tmp_path / "deps", tmp_path / "venv"
-    _run(sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", wheels, AGENT_DIR,
-         cwd=tmp_path)
+    _run(
+        sys.executable,
+        "-m",
+        "pip",
+        "wheel",
+        "-q",
+        "--no-deps",
+        "-w",
+        wheels,
+        AGENT_DIR,
+        cwd=tmp_path,
+    )
     (wheel,) = wheels.glob("fleet_agent-0.1.0-*.whl")
     # The dependencies' wheels (pip's cache or the index); the install below is then offline.
     _run(sys.executable, "-m", "pip", "wheel", "-q", "-w", deps, wheel, cwd=tmp_path)
     _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     bin_dir = venv / "bin"
-    _run(bin_dir / "python", "-m", "pip", "install", "-q", "--no-index", "--find-links", deps,
-         wheel, cwd=tmp_path)
+    _run(
+        bin_dir / "python",
+        "-m",
+        "pip",
+        "install",
+        "-q",
+        "--no-index",
+        "--find-links",
+        deps,
+        wheel,
+        cwd=tmp_path,
+    )
 
     listed = _run(bin_dir / "python", "-m", "pip", "list", "--format=json", cwd=tmp_path)
     names = {p["name"].lower().replace("_", "-") for p in json.loads(listed.stdout)}
@@ -43,8 +63,9 @@ def test_wheel_installs_alone_in_a_clean_venv(tmp_path: Path) -> None:
     assert {"fleet-agent", "cryptography", "paho-mqtt"} <= names
     assert names <= ALLOWED, f"unexpected packages on a station: {sorted(names - ALLOWED)}"
 
-    where = _run(bin_dir / "python", "-c", "import fleet_agent; print(fleet_agent.__file__)",
-                 cwd=tmp_path)
+    where = _run(
+        bin_dir / "python", "-c", "import fleet_agent; print(fleet_agent.__file__)", cwd=tmp_path
+    )
     assert Path(where.stdout.strip()).is_relative_to(venv)
     assert "status" in _run(bin_dir / "fleet-agent", "--help", cwd=tmp_path).stdout
     (tmp_path / "state").mkdir()

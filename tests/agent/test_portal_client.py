@@ -31,8 +31,14 @@ class Scripted(ThreadingHTTPServer):
             def _answer(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
-                server.seen.append({"path": self.path, "method": self.command,
-                                    "headers": dict(self.headers), "body": body})
+                server.seen.append(
+                    {
+                        "path": self.path,
+                        "method": self.command,
+                        "headers": dict(self.headers),
+                        "body": body,
+                    }
+                )
                 status, payload, headers = server.answers[self.path]
                 data = b"" if payload is None else json.dumps(payload).encode()
                 self.send_response(status)
@@ -98,8 +104,12 @@ def test_json_body_and_answer(server: Scripted) -> None:
     (seen,) = server.seen
     assert seen["method"] == "POST"
     assert seen["headers"]["Content-Type"] == "application/json"
-    assert json.loads(seen["body"]) == {"device": "aws", "csr": "PEM", "comment": "c",
-                                        "renewal": False}
+    assert json.loads(seen["body"]) == {
+        "device": "aws",
+        "csr": "PEM",
+        "comment": "c",
+        "renewal": False,
+    }
 
 
 @pytest.mark.parametrize(
@@ -111,7 +121,10 @@ def test_refusals_carry_code_and_detail(server: Scripted, status: int, error: ty
     with pytest.raises(error) as info:
         PortalClient(server.url, TOKEN).get_config(None)
     assert (info.value.status, info.value.code, info.value.detail) == (
-        status, "some_code", "A sentence.")
+        status,
+        "some_code",
+        "A sentence.",
+    )
     assert TOKEN not in str(info.value)
 
 

@@ -1,4 +1,5 @@
 """Browser-test plumbing: remember each phase's outcome so a failing test leaves a screenshot."""
+
 from __future__ import annotations
 
 from collections.abc import Generator

@@ -19,6 +19,7 @@ Screenshots of every step go to ``test-artifacts/browser/`` (CI keeps that folde
 artifact; see README "Tests"). Chromium is Debian's (``/usr/bin/chromium``); no browser is
 ever downloaded. Without it the test is skipped with that reason.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,16 +35,22 @@ from django.utils import timezone
 from devices.models import MqttDevice
 from fleet_agent.agent import Agent
 from fleet_agent.config import AgentOptions
-from provisioning.models import AccessKey, FleetInstallStation, JitpSettings, Job
 from provisioning.aws.services import aws_service_update
+from provisioning.models import AccessKey, FleetInstallStation, JitpSettings, Job
 from signing.models import CertificateAuthority, OnboardingRequest
 from tests.conftest import ROOT, wait_for
 from tests.devices.factories import make_station
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts" / "browser"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 PASSWORD = "admin-pass-123"
 CA_PASSWORD = "browser-ca-pass-1"
 DEVICE_PASSWORD = "browser-device-pw-1"
@@ -52,9 +59,13 @@ TIMEOUT_MS = 60_000
 
 pytestmark = [
     pytest.mark.browser,
-    pytest.mark.skipif(not CHROMIUM.exists(), reason=(
-        "Debian's Chromium is not installed at /usr/bin/chromium (`apt-get install chromium`; "
-        ".ci/run installs it when it runs as root); this test never downloads a browser.")),
+    pytest.mark.skipif(
+        not CHROMIUM.exists(),
+        reason=(
+            "Debian's Chromium is not installed at /usr/bin/chromium (`apt-get install chromium`; "
+            ".ci/run installs it when it runs as root); this test never downloads a browser."
+        ),
+    ),
 ]
 
 
@@ -63,15 +74,15 @@ def local_aws(tmp_path: Path, settings: Any) -> Iterator[Any]:
     """The local AWS IoT stand-in; the portal (this process) and the worker talk to it."""
     from localaws import LocalAws
 
-    with LocalAws(port=0, mqtt_port=0, broker="embedded", region="eu-west-1",
-                  state_dir=tmp_path / "aws") as aws:
+    with LocalAws(
+        port=0, mqtt_port=0, broker="embedded", region="eu-west-1", state_dir=tmp_path / "aws"
+    ) as aws:
         settings.AWS_ENDPOINT_URL = aws.endpoint_url
         yield aws
 
 
 @pytest.fixture
-def browser_page(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
-                 ) -> Iterator[Any]:
+def browser_page(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[Any]:
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop on this thread; the ORM calls the test makes
@@ -80,8 +91,9 @@ def browser_page(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
     shutil.rmtree(ARTIFACTS, ignore_errors=True)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                     args=CHROMIUM_ARGS)
+        browser = pw.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
         context = browser.new_context(viewport={"width": 1400, "height": 1000})
         page = context.new_page()
         page.set_default_timeout(TIMEOUT_MS)
@@ -109,6 +121,7 @@ def _shot(page: Any, name: str) -> None:
 
 def _reload_until(page: Any, predicate: Any, *, timeout: float, message: str) -> None:
     """Reload the page (as a person would) until ``predicate(page)`` holds."""
+
     def check() -> bool:
         page.reload()
         return bool(predicate(page))
@@ -118,8 +131,13 @@ def _reload_until(page: Any, predicate: Any, *, timeout: float, message: str) ->
 
 @pytest.mark.django_db(transaction=True)
 def test_superuser_sets_up_jitp_installs_three_stations_and_sees_them_connected(
-    live_server: Any, superuser: Any, local_aws: Any, celery_worker_process: Any,
-    browser_page: Any, station_agents: list[Agent], tmp_path: Path,
+    live_server: Any,
+    superuser: Any,
+    local_aws: Any,
+    celery_worker_process: Any,
+    browser_page: Any,
+    station_agents: list[Agent],
+    tmp_path: Path,
 ) -> None:
     from playwright.sync_api import expect
 
@@ -129,19 +147,31 @@ def test_superuser_sets_up_jitp_installs_three_stations_and_sees_them_connected(
     # Done before this session (other admin pages, covered by their own tests): the AWS
     # service is enabled and an access key is stored; the stand-in holds the JITP role.
     aws_service_update(enabled=True, region="eu-west-1")
-    key = AccessKey.objects.create(access_key_id="AKIABROWSERTEST00001", secret="b" * 40,
-                                   store_for="1d", purge_at=timezone.now() + timedelta(days=1))
+    key = AccessKey.objects.create(
+        access_key_id="AKIABROWSERTEST00001",
+        secret="b" * 40,
+        store_for="1d",
+        purge_at=timezone.now() + timedelta(days=1),
+    )
     role_arn = local_aws.create_jitp_role("browser-jitp")
     # Three stations running the real agent; they report in and so come online.
     for name in STATIONS:
         _, token = make_station(name)
-        agent = Agent(AgentOptions(
-            state_dir=tmp_path / name, portal=url, token=token,
-            broker_ca=str(local_aws.server_ca_path),
-            connect_host=f"127.0.0.1:{local_aws.mqtt_port}",
-            poll_interval=0.5, request_poll_max=0.5, portal_retry_max=1.0,
-            reconnect_max=2.0, stable_after=2.0, renewal_retry=1.0,
-        ))
+        agent = Agent(
+            AgentOptions(
+                state_dir=tmp_path / name,
+                portal=url,
+                token=token,
+                broker_ca=str(local_aws.server_ca_path),
+                connect_host=f"127.0.0.1:{local_aws.mqtt_port}",
+                poll_interval=0.5,
+                request_poll_max=0.5,
+                portal_retry_max=1.0,
+                reconnect_max=2.0,
+                stable_after=2.0,
+                renewal_retry=1.0,
+            )
+        )
         station_agents.append(agent)
         agent.start()
 
@@ -216,8 +246,12 @@ def test_superuser_sets_up_jitp_installs_three_stations_and_sees_them_connected(
 
     # 5. The approval queue fills up as the agents submit their CSRs; approve all at once.
     page.goto(f"{url}/admin/signing/onboardingrequest/?status__exact=pending")
-    _reload_until(page, lambda p: p.locator("#result_list tbody tr").count() == 3,
-                  timeout=60, message="three pending onboarding requests in the queue")
+    _reload_until(
+        page,
+        lambda p: p.locator("#result_list tbody tr").count() == 3,
+        timeout=60,
+        message="three pending onboarding requests in the queue",
+    )
     expect(page.locator("#result_list")).to_contain_text("browser test")
     page.check("#action-toggle")
     page.select_option("select[name=action]", "approve_selected")
@@ -228,8 +262,12 @@ def test_superuser_sets_up_jitp_installs_three_stations_and_sees_them_connected(
 
     # 6. The job page and the device list show the three stations connected.
     page.goto(progress_url)
-    _reload_until(page, lambda p: "3 done / 0 failed / 3 total" in p.inner_text("#fleet-counts"),
-                  timeout=90, message="the fleet install to count three stations connected")
+    _reload_until(
+        page,
+        lambda p: "3 done / 0 failed / 3 total" in p.inner_text("#fleet-counts"),
+        timeout=90,
+        message="the fleet install to count three stations connected",
+    )
     expect(page.locator("#content")).to_contain_text("Succeeded")
     for row in page.locator("#fleet-stations tbody tr").all():
         expect(row).to_contain_text("Connected")

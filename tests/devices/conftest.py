@@ -1,4 +1,5 @@
 """Fixtures for the device tests: the staff connections-API helpers (tests/provisioning)."""
+
 from __future__ import annotations
 
 from tests.provisioning.connection_fixtures import (  # noqa: F401 - fixtures used by name

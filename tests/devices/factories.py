@@ -1,4 +1,5 @@
 """Plain factory functions for station / device / fleet-install tests (no fixtures, no magic)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,8 +27,9 @@ def make_station(name: str, *, online: bool = False, **fields: Any) -> tuple[Sta
 
 def make_ca(alias: str = "test-ca") -> CertificateAuthority:
     existing = CertificateAuthority.objects.filter(alias=alias).first()
-    return existing or ca_generate(alias=alias, dn="CN=Test CA,O=Tests,C=DE",
-                                   password=CA_PASSWORD, days=30)
+    return existing or ca_generate(
+        alias=alias, dn="CN=Test CA,O=Tests,C=DE", password=CA_PASSWORD, days=30
+    )
 
 
 def make_profile(name: str = "fleet") -> SigningProfile:

@@ -1,4 +1,5 @@
 """Agent protocol endpoints: ETag/304, state reports, validation and token isolation."""
+
 from __future__ import annotations
 
 import pytest
@@ -63,8 +64,9 @@ def test_a_station_never_sees_another_stations_config_or_password(client) -> Non
     assert "password-of-a-123" not in body_b
     assert '"station": "st-b"' in body_b
     # Reporting a device name that only exists on another station touches nothing there.
-    response = post_state(client, token_a, {"devices": [{"name": "other", "status": "error",
-                                                         "last_error": "boom"}]})
+    response = post_state(
+        client, token_a, {"devices": [{"name": "other", "status": "error", "last_error": "boom"}]}
+    )
     assert response.status_code == 200
     assert "not configured on this station" in response.json()["notes"][0]
     dev_b.refresh_from_db()
@@ -75,8 +77,10 @@ def test_a_station_never_sees_another_stations_config_or_password(client) -> Non
 def test_bad_or_missing_token_is_401_json(client, header) -> None:  # noqa: ANN001
     make_station("st-1")
     extra = {"HTTP_AUTHORIZATION": header} if header else {}
-    for response in (client.get(CONFIG, **extra),
-                     client.post(STATE, {}, content_type="application/json", **extra)):
+    for response in (
+        client.get(CONFIG, **extra),
+        client.post(STATE, {}, content_type="application/json", **extra),
+    ):
         assert response.status_code == 401
         assert response.json()["code"] == "unauthorized"
 
@@ -91,16 +95,30 @@ def test_rotated_token_stops_the_old_one(client) -> None:  # noqa: ANN001
 def test_state_report_updates_station_and_devices(client) -> None:  # noqa: ANN001
     station, token = make_station("st-1")
     make_device(station)
-    response = post_state(client, token, {
-        "agent_version": "0.3.1",
-        "devices": [{"name": "aws", "status": "connected", "connected": True,
-                     "thing_name": "st-1-aws", "last_connected": "2026-01-02T03:04:05Z",
-                     "certificate_serial": "0a1b", "queue_depth": 0},
-                    {"name": "ghost", "status": "installed"}],
-    })
+    response = post_state(
+        client,
+        token,
+        {
+            "agent_version": "0.3.1",
+            "devices": [
+                {
+                    "name": "aws",
+                    "status": "connected",
+                    "connected": True,
+                    "thing_name": "st-1-aws",
+                    "last_connected": "2026-01-02T03:04:05Z",
+                    "certificate_serial": "0a1b",
+                    "queue_depth": 0,
+                },
+                {"name": "ghost", "status": "installed"},
+            ],
+        },
+    )
     assert response.status_code == 200
     assert response.json() == {
-        "ok": True, "notes": ["Device 'ghost' is not configured on this station; ignored."]}
+        "ok": True,
+        "notes": ["Device 'ghost' is not configured on this station; ignored."],
+    }
     station.refresh_from_db()
     assert station.agent_version == "0.3.1"
     assert abs((timezone.now() - station.last_seen_at).total_seconds()) < 10
@@ -110,8 +128,11 @@ def test_state_report_updates_station_and_devices(client) -> None:  # noqa: ANN0
     assert device.client_id == "st-1-aws"
     assert device.last_connected_at.isoformat().startswith("2026-01-02T03:04:05")
     assert not MqttDevice.objects.filter(name="ghost").exists()
-    post_state(client, token, {"devices": [{"name": "aws", "status": "error",
-                                            "last_error": "TLS handshake failed."}]})
+    post_state(
+        client,
+        token,
+        {"devices": [{"name": "aws", "status": "error", "last_error": "TLS handshake failed."}]},
+    )
     device.refresh_from_db()
     assert device.status == MqttDevice.Status.ERROR
     assert device.last_error == "TLS handshake failed."
@@ -125,8 +146,7 @@ def test_state_report_updates_station_and_devices(client) -> None:  # noqa: ANN0
         {"devices": [{"status": "installed"}]},
         {"devices": "aws"},
         {"agent_version": "x" * 41},
-        {"devices": [{"name": "aws", "status": "installed"}, {"name": "aws",
-                                                              "status": "error"}]},
+        {"devices": [{"name": "aws", "status": "installed"}, {"name": "aws", "status": "error"}]},
     ],
 )
 def test_invalid_state_reports_are_422_json(client, body) -> None:  # noqa: ANN001
@@ -150,9 +170,13 @@ def test_not_json_is_a_4xx_json_error(client) -> None:  # noqa: ANN001
 def test_config_fetch_and_reports_drive_the_fleet_install_row(client) -> None:  # noqa: ANN001
     station, token = make_station("st-1")
     post_state(client, token, {"agent_version": "0.1.0", "devices": []})  # online now
-    install = fleet_install_create(device_name="aws", profile=make_profile(),
-                                   endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
-                                   key_password=DEVICE_PASSWORD, stations=["st-1"])
+    install = fleet_install_create(
+        device_name="aws",
+        profile=make_profile(),
+        endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
+        key_password=DEVICE_PASSWORD,
+        stations=["st-1"],
+    )
     fleet_install_run(install_id=install.pk)
     row = FleetInstallStation.objects.get(install=install)
     assert row.status == "queued"
@@ -164,8 +188,9 @@ def test_config_fetch_and_reports_drive_the_fleet_install_row(client) -> None:  
     post_state(client, token, {"devices": [{"name": "aws", "status": "onboarding"}]})
     row.refresh_from_db()
     assert row.status == "onboarding"
-    post_state(client, token, {"devices": [{"name": "aws", "status": "connected",
-                                            "connected": True}]})
+    post_state(
+        client, token, {"devices": [{"name": "aws", "status": "connected", "connected": True}]}
+    )
     row.refresh_from_db()
     assert row.status == "connected"
     assert Station.objects.get(pk=station.pk).devices.get().status == "connected"
@@ -174,7 +199,13 @@ def test_config_fetch_and_reports_drive_the_fleet_install_row(client) -> None:  
 def test_oversized_state_report_is_413(client, settings) -> None:  # noqa: ANN001
     settings.AGENT_MAX_BODY_BYTES = 200
     station, token = make_station("st-1")
-    response = post_state(client, token, {"agent_version": "1", "devices": [
-        {"name": "aws", "status": "error", "last_error": "x" * 500}]})
+    response = post_state(
+        client,
+        token,
+        {
+            "agent_version": "1",
+            "devices": [{"name": "aws", "status": "error", "last_error": "x" * 500}],
+        },
+    )
     assert response.status_code == 413
     assert response.json()["code"] == "too_large"

@@ -3,6 +3,7 @@
 Binding goes through the staff connections API, as an operator would do it; the station
 sees the change through the ETag it already holds.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -30,7 +31,8 @@ def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, pay
     first = _config(client, token)
     etag0 = first["ETag"]
     assert [d["uplink_topic"] for d in first.json()["devices"]] == [
-        "things/{thing}/uplink/{point}"] * 2
+        "things/{thing}/uplink/{point}"
+    ] * 2
 
     r = api("POST", "/connections", payload(uplinkTopicPattern=UP, downlinkTopicPattern=DOWN))
     assert r.status_code == 201, r.content
@@ -38,8 +40,11 @@ def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, pay
     # Creating a connection binds nothing: the station's configuration is unchanged.
     assert _config(client, token, etag0).status_code == 304
 
-    r = api("PUT", f"/connections/{cid}/devices", {"devices": [
-        {"station": "st-7", "device": "aws"}, {"station": "st-7", "device": "own"}]})
+    r = api(
+        "PUT",
+        f"/connections/{cid}/devices",
+        {"devices": [{"station": "st-7", "device": "aws"}, {"station": "st-7", "device": "own"}]},
+    )
     assert r.status_code == 200, r.content
     bound = _config(client, token, etag0)
     assert bound.status_code == 200
@@ -56,8 +61,7 @@ def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, pay
     assert _config(client, token, etag1).status_code == 304
 
     # A PUT on the connection changes the ETag, even one that leaves the patterns alone.
-    r = api("PUT", f"/connections/{cid}", payload(uplinkTopicPattern=UP,
-                                                   downlinkTopicPattern=DOWN))
+    r = api("PUT", f"/connections/{cid}", payload(uplinkTopicPattern=UP, downlinkTopicPattern=DOWN))
     assert r.status_code == 200, r.content
     same_patterns = _config(client, token, etag1)
     assert same_patterns.status_code == 200
@@ -66,8 +70,11 @@ def test_binding_changes_the_etag_and_carries_the_patterns(client, api: Api, pay
     assert same_patterns.json() == bound.json()
 
     # New patterns reach the station; an empty downlink pattern means "subscribe to nothing".
-    r = api("PUT", f"/connections/{cid}", payload(uplinkTopicPattern="x/{device}/{point}",
-                                                   downlinkTopicPattern=""))
+    r = api(
+        "PUT",
+        f"/connections/{cid}",
+        payload(uplinkTopicPattern="x/{device}/{point}", downlinkTopicPattern=""),
+    )
     assert r.status_code == 200, r.content
     changed = _config(client, token, etag2)
     assert changed.status_code == 200

@@ -4,6 +4,7 @@ The first test: real agents pull their desired configuration from a fleet instal
 state, which moves the install's rows. The second is the full chain (CSR -> approval by the
 signing service -> certificate -> TLS connection -> heartbeat).
 """
+
 from __future__ import annotations
 
 import logging
@@ -30,9 +31,17 @@ def agents(tmp_path: Path):  # noqa: ANN201
     logging.getLogger("fleet_agent").setLevel(logging.INFO)
 
     def start(live_server, token: str, name: str, **kw: object) -> Agent:  # noqa: ANN001
-        opts = {"state_dir": tmp_path / name, "portal": live_server.url, "token": token,
-                "poll_interval": 0.5, "request_poll_max": 0.5, "portal_retry_max": 1.0,
-                "reconnect_max": 2.0, "stable_after": 2.0, "renewal_retry": 1.0}
+        opts = {
+            "state_dir": tmp_path / name,
+            "portal": live_server.url,
+            "token": token,
+            "poll_interval": 0.5,
+            "request_poll_max": 0.5,
+            "portal_retry_max": 1.0,
+            "reconnect_max": 2.0,
+            "stable_after": 2.0,
+            "renewal_retry": 1.0,
+        }
         opts.update(kw)
         agent = Agent(AgentOptions(**opts))
         started.append(agent)
@@ -45,9 +54,15 @@ def agents(tmp_path: Path):  # noqa: ANN201
 
 
 def _start_install(names: list[str], port: int = 8883):  # noqa: ANN202
-    install = fleet_install_create(device_name="aws", profile=make_profile(), endpoint=ENDPOINT,
-                                   port=port, key_password=DEVICE_PASSWORD, stations=names,
-                                   comment="e2e")
+    install = fleet_install_create(
+        device_name="aws",
+        profile=make_profile(),
+        endpoint=ENDPOINT,
+        port=port,
+        key_password=DEVICE_PASSWORD,
+        stations=names,
+        comment="e2e",
+    )
     fleet_install_run(install_id=install.pk)
     return install
 
@@ -58,16 +73,25 @@ def test_real_agents_pull_the_fleet_install_and_report(live_server, agents) -> N
     install = _start_install(list(tokens))
     running = {name: agents(live_server, token, name) for name, token in tokens.items()}
     # The agents report first (stations come online), then get the device placed and fetch it.
-    wait_for(lambda: Station.objects.filter(last_seen_at__isnull=False).count() == 3,
-             timeout=20, message="three stations to report")
-    wait_for(lambda: not install.stations.filter(status=S.QUEUED).exists(), timeout=20,
-             message="every row to be delivered")
+    wait_for(
+        lambda: Station.objects.filter(last_seen_at__isnull=False).count() == 3,
+        timeout=20,
+        message="three stations to report",
+    )
+    wait_for(
+        lambda: not install.stations.filter(status=S.QUEUED).exists(),
+        timeout=20,
+        message="every row to be delivered",
+    )
     assert MqttDevice.objects.filter(name="aws").count() == 3
     station = Station.objects.get(name="st-0")
     assert station.agent_version
     assert station.reported_state["devices"] is not None
-    wait_for(lambda: Station.objects.get(name="st-0").reported_state.get("devices"),
-             timeout=20, message="a per-device report")
+    wait_for(
+        lambda: Station.objects.get(name="st-0").reported_state.get("devices"),
+        timeout=20,
+        message="a per-device report",
+    )
     # No agent was told to stop: the token was accepted and the protocol understood.
     assert all(agent.fatal_error is None for agent in running.values())
 
@@ -82,25 +106,39 @@ def test_three_agents_onboard_through_the_portal_connect_and_heartbeat(  # noqa:
     # Client certificates must chain to the portal's signing CA, nothing else.
     portal_ca = tmp_path / "portal-ca.pem"
     portal_ca.write_text(make_profile().ca.certificate_pem)
-    broker.conf.write_text(broker.conf.read_text().replace(f"cafile {server_ca.path}",
-                                                           f"cafile {portal_ca}"))
+    broker.conf.write_text(
+        broker.conf.read_text().replace(f"cafile {server_ca.path}", f"cafile {portal_ca}")
+    )
     broker.start()
     try:
         sub = Subscriber(broker.plain_port, ["things/+/heartbeat"])
         tokens = {f"st-{i}": make_station(f"st-{i}")[1] for i in range(3)}
         install = _start_install(list(tokens), port=broker.tls_port)
-        running = [agents(live_server, token, name, broker_ca=str(server_ca.path),
-                          connect_host=f"127.0.0.1:{broker.tls_port}")
-                   for name, token in tokens.items()]
-        wait_for(lambda: install.stations.filter(status=S.AWAITING_APPROVAL).count() == 3,
-                 timeout=30, message="three CSRs awaiting approval")
+        running = [
+            agents(
+                live_server,
+                token,
+                name,
+                broker_ca=str(server_ca.path),
+                connect_host=f"127.0.0.1:{broker.tls_port}",
+            )
+            for name, token in tokens.items()
+        ]
+        wait_for(
+            lambda: install.stations.filter(status=S.AWAITING_APPROVAL).count() == 3,
+            timeout=30,
+            message="three CSRs awaiting approval",
+        )
         call_command("approve_requests", "--all-pending", "--wait", "30")
         for agent in running:
             assert agent.wait_connected(30), agent.device_report()
         wait_for(lambda: len(sub.topics_seen()) == 3, timeout=20, message="three heartbeats")
         assert sub.topics_seen() == {f"things/st-{i}-aws/heartbeat" for i in range(3)}
-        wait_for(lambda: install.stations.filter(status=S.CONNECTED).count() == 3, timeout=20,
-                 message="every row connected")
+        wait_for(
+            lambda: install.stations.filter(status=S.CONNECTED).count() == 3,
+            timeout=20,
+            message="every row connected",
+        )
         assert set(MqttDevice.objects.values_list("status", flat=True)) == {"connected"}
         sub.close()
     finally:

@@ -7,6 +7,7 @@ station's device to a connection while the agent runs; the agent picks the chang
 through its ETag poll, publishes its next point on exactly the bound uplink topic and takes
 a command from the bound downlink topic once, even when the broker delivers it twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,9 @@ def test_bound_connection_topics_reach_a_real_agent(
     broker = Broker(tmp_path / "broker", server_ca)
     portal_ca = tmp_path / "portal-ca.pem"
     portal_ca.write_text(make_profile().ca.certificate_pem)
-    broker.conf.write_text(broker.conf.read_text().replace(f"cafile {server_ca.path}",
-                                                           f"cafile {portal_ca}"))
+    broker.conf.write_text(
+        broker.conf.read_text().replace(f"cafile {server_ca.path}", f"cafile {portal_ca}")
+    )
     broker.start()
     commands: list[dict[str, Any]] = []
     agent: Agent | None = None
@@ -51,21 +53,40 @@ def test_bound_connection_topics_reach_a_real_agent(
     try:
         sub = Subscriber(broker.plain_port, ["fleet/#", "things/+/uplink/#"])
         _station, token = make_station("st-9")
-        install = fleet_install_create(device_name="aws", profile=make_profile(),
-                                       endpoint=ENDPOINT, port=broker.tls_port,
-                                       key_password=DEVICE_PASSWORD, stations=["st-9"],
-                                       comment="connection e2e")
+        install = fleet_install_create(
+            device_name="aws",
+            profile=make_profile(),
+            endpoint=ENDPOINT,
+            port=broker.tls_port,
+            key_password=DEVICE_PASSWORD,
+            stations=["st-9"],
+            comment="connection e2e",
+        )
         fleet_install_run(install_id=install.pk)
-        agent = Agent(AgentOptions(
-            state_dir=tmp_path / "agent", portal=live_server.url, token=token,
-            broker_ca=str(server_ca.path), connect_host=f"127.0.0.1:{broker.tls_port}",
-            poll_interval=0.5, request_poll_max=0.5, portal_retry_max=1.0, reconnect_max=2.0,
-            stable_after=2.0, renewal_retry=1.0,
-        ), on_command=lambda device, record: commands.append(record))
+        agent = Agent(
+            AgentOptions(
+                state_dir=tmp_path / "agent",
+                portal=live_server.url,
+                token=token,
+                broker_ca=str(server_ca.path),
+                connect_host=f"127.0.0.1:{broker.tls_port}",
+                poll_interval=0.5,
+                request_poll_max=0.5,
+                portal_retry_max=1.0,
+                reconnect_max=2.0,
+                stable_after=2.0,
+                renewal_retry=1.0,
+            ),
+            on_command=lambda device, record: commands.append(record),
+        )
         agent.start()
-        wait_for(lambda: install.stations.filter(
-            status=FleetInstallStation.Status.AWAITING_APPROVAL).exists(),
-            timeout=30, message="the CSR awaiting approval")
+        wait_for(
+            lambda: install.stations.filter(
+                status=FleetInstallStation.Status.AWAITING_APPROVAL
+            ).exists(),
+            timeout=30,
+            message="the CSR awaiting approval",
+        )
         call_command("approve_requests", "--all-pending", "--wait", "30")
         assert agent.wait_connected(30), agent.device_report()
 
@@ -74,21 +95,34 @@ def test_bound_connection_topics_reach_a_real_agent(
         wait_for(lambda: len(sub.messages) == 1, timeout=10, message="the default uplink")
         assert sub.messages[0].topic == "things/st-9-aws/uplink/temp"
 
-        cid = api("POST", "/connections",
-                  payload(uplinkTopicPattern=UP, downlinkTopicPattern=DOWN)).json()["id"]
-        r = api("PUT", f"/connections/{cid}/devices",
-                {"devices": [{"station": "st-9", "device": "aws"}]})
+        cid = api(
+            "POST", "/connections", payload(uplinkTopicPattern=UP, downlinkTopicPattern=DOWN)
+        ).json()["id"]
+        r = api(
+            "PUT",
+            f"/connections/{cid}/devices",
+            {"devices": [{"station": "st-9", "device": "aws"}]},
+        )
         assert r.status_code == 200, r.content
         worker = agent.workers["aws"]
         # The downlink pattern changed, so the agent reconnects and subscribes to the new one.
-        wait_for(lambda: worker.cfg.uplink_topic == UP and worker.cfg.downlink_topic == DOWN
-                 and worker.connected, timeout=20, message="the agent to take the binding")
+        wait_for(
+            lambda: (
+                worker.cfg.uplink_topic == UP
+                and worker.cfg.downlink_topic == DOWN
+                and worker.connected
+            ),
+            timeout=20,
+            message="the agent to take the binding",
+        )
 
         agent.publish_point("aws", "temp", 2)
         wait_for(lambda: len(sub.messages) == 2, timeout=10, message="the bound uplink")
         time.sleep(0.3)
-        assert [m.topic for m in sub.messages] == ["things/st-9-aws/uplink/temp",
-                                                   "fleet/st-9/aws/up/temp"]
+        assert [m.topic for m in sub.messages] == [
+            "things/st-9-aws/uplink/temp",
+            "fleet/st-9/aws/up/temp",
+        ]
         assert json.loads(sub.messages[1].payload)["value"] == 2
         assert agent.queue.depth("aws") == 0
 
@@ -100,20 +134,27 @@ def test_bound_connection_topics_reach_a_real_agent(
             probe = 0
             while not commands and probe < 40:
                 probe += 1
-                pub.publish("fleet/st-9/aws/down", json.dumps({"id": f"probe-{probe}"}),
-                            qos=1).wait_for_publish(5)
+                pub.publish(
+                    "fleet/st-9/aws/down", json.dumps({"id": f"probe-{probe}"}), qos=1
+                ).wait_for_publish(5)
                 time.sleep(0.25)
             assert commands, "no downlink reached the agent on the bound topic"
             before = len(commands)
             for _ in range(2):  # the same command delivered twice (QoS 1 redelivery)
-                pub.publish("fleet/st-9/aws/down",
-                            json.dumps({"id": "cmd-42", "action": "open-valve"}),
-                            qos=1).wait_for_publish(5)
+                pub.publish(
+                    "fleet/st-9/aws/down",
+                    json.dumps({"id": "cmd-42", "action": "open-valve"}),
+                    qos=1,
+                ).wait_for_publish(5)
             # The old default topic is no longer subscribed.
-            pub.publish("things/st-9-aws/downlink", json.dumps({"id": "stale"}),
-                        qos=1).wait_for_publish(5)
-            wait_for(lambda: any(c["command_id"] == "cmd-42" for c in commands), timeout=10,
-                     message="the command on the bound downlink topic")
+            pub.publish(
+                "things/st-9-aws/downlink", json.dumps({"id": "stale"}), qos=1
+            ).wait_for_publish(5)
+            wait_for(
+                lambda: any(c["command_id"] == "cmd-42" for c in commands),
+                timeout=10,
+                message="the command on the bound downlink topic",
+            )
             time.sleep(0.5)
         finally:
             pub.loop_stop()

@@ -1,5 +1,6 @@
 """Stations admin: health, filters, no N+1, tokens shown once, CSV import, fleet-install form,
 and secrets never in the HTML."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -74,9 +75,15 @@ def test_changelist_query_count_does_not_grow_with_stations(admin_client) -> Non
 
 
 def test_add_shows_the_token_once_and_stores_only_its_hash(admin_client) -> None:  # noqa: ANN001
-    response = admin_client.post("/admin/devices/station/add/", {
-        "name": "st-new", "description": "roof", "site": "Lyon", "tags": "hvac, roof",
-    })
+    response = admin_client.post(
+        "/admin/devices/station/add/",
+        {
+            "name": "st-new",
+            "description": "roof",
+            "site": "Lyon",
+            "tags": "hvac, roof",
+        },
+    )
     assert response.status_code == 200
     token = response.context["token"]
     assert token in response.content.decode()
@@ -106,8 +113,9 @@ def test_rotate_token_object_action(admin_client) -> None:  # noqa: ANN001
 
 def test_csv_import_creates_all_and_shows_tokens_once(admin_client) -> None:  # noqa: ANN001
     data = b"name,site,description,tags\nst-1,Berlin,one,a;b\nst-2,Paris,,\n"
-    response = admin_client.post(reverse("admin:devices_station_import_csv"),
-                                 {"file": SimpleUploadedFile("s.csv", data)})
+    response = admin_client.post(
+        reverse("admin:devices_station_import_csv"), {"file": SimpleUploadedFile("s.csv", data)}
+    )
     assert response.status_code == 200
     created = response.context["created"]
     assert [s.name for s, _ in created] == ["st-1", "st-2"]
@@ -119,8 +127,10 @@ def test_csv_import_creates_all_and_shows_tokens_once(admin_client) -> None:  # 
 
 def test_csv_import_is_all_or_nothing_with_per_row_errors(admin_client) -> None:  # noqa: ANN001
     make_station("taken")
-    data = ("name,site\nok-1,Berlin\nbad name,Berlin\ntaken,Paris\nok-1,Rome\n,Oslo\n"
-            "ok-2," + "x" * 101 + "\n").encode()
+    data = (
+        "name,site\nok-1,Berlin\nbad name,Berlin\ntaken,Paris\nok-1,Rome\n,Oslo\n"
+        "ok-2," + "x" * 101 + "\n"
+    ).encode()
     with pytest.raises(CsvImportError) as info:
         stations_import_csv(data=data)
     errors = info.value.errors
@@ -130,12 +140,17 @@ def test_csv_import_is_all_or_nothing_with_per_row_errors(admin_client) -> None:
     assert "Line 6: the name is empty." in errors
     assert any(e.startswith("Line 7: site:") for e in errors)
     assert not Station.objects.filter(name__in=["ok-1", "ok-2"]).exists()
-    response = admin_client.post(reverse("admin:devices_station_import_csv"),
-                                 {"file": SimpleUploadedFile("s.csv", data)})
+    response = admin_client.post(
+        reverse("admin:devices_station_import_csv"), {"file": SimpleUploadedFile("s.csv", data)}
+    )
     assert "Nothing was imported" in response.content.decode()
     assert "already exists" in response.content.decode()
-    for bad, sentence in [(b"site\nBerlin\n", "header"), (b"name\n", "no stations"),
-                          (b"\xff\xfe", "UTF-8"), (b"name,colour\nx,red\n", "Unknown column")]:
+    for bad, sentence in [
+        (b"site\nBerlin\n", "header"),
+        (b"name\n", "no stations"),
+        (b"\xff\xfe", "UTF-8"),
+        (b"name,colour\nx,red\n", "Unknown column"),
+    ]:
         with pytest.raises(CsvImportError) as info:
             stations_import_csv(data=bad)
         assert sentence in info.value.errors[0]
@@ -144,8 +159,9 @@ def test_csv_import_is_all_or_nothing_with_per_row_errors(admin_client) -> None:
 def test_action_leads_to_prefilled_form(admin_client) -> None:  # noqa: ANN001
     a, _ = make_station("st-a")
     b, _ = make_station("st-b")
-    response = admin_client.post(CHANGELIST, {"action": "install_mqtt_device",
-                                              "_selected_action": [a.pk, b.pk]})
+    response = admin_client.post(
+        CHANGELIST, {"action": "install_mqtt_device", "_selected_action": [a.pk, b.pk]}
+    )
     assert response.status_code == 302
     form_page = admin_client.get(response["Location"])
     assert form_page.status_code == 200
@@ -155,9 +171,13 @@ def test_action_leads_to_prefilled_form(admin_client) -> None:  # noqa: ANN001
 
 def _form_data(**overrides: object) -> dict[str, object]:
     data: dict[str, object] = {
-        "device_name": "aws", "profile": make_profile().pk,
-        "endpoint": "abc123-ats.iot.eu-west-1.amazonaws.com", "port": 8883,
-        "key_password": DEVICE_PASSWORD, "comment": "batch 1", "concurrency": 10,
+        "device_name": "aws",
+        "profile": make_profile().pk,
+        "endpoint": "abc123-ats.iot.eu-west-1.amazonaws.com",
+        "port": 8883,
+        "key_password": DEVICE_PASSWORD,
+        "comment": "batch 1",
+        "concurrency": 10,
         "timeout_hours": 24,
     }
     data.update(overrides)
@@ -213,9 +233,13 @@ def test_job_page_cancel_buttons(admin_client) -> None:  # noqa: ANN001
 
     make_station("st-a", online=True)
     make_station("st-b", online=True)
-    install = fleet_install_create(device_name="aws", profile=make_profile(),
-                                   endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
-                                   key_password=DEVICE_PASSWORD, stations=["st-a", "st-b"])
+    install = fleet_install_create(
+        device_name="aws",
+        profile=make_profile(),
+        endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
+        key_password=DEVICE_PASSWORD,
+        stations=["st-a", "st-b"],
+    )
     fleet_install_run(install_id=install.pk)
     row = install.stations.get(station__name="st-a")
     url = reverse("admin:provisioning_fleetinstall_cancel_station", args=[install.pk, row.pk])
@@ -227,7 +251,8 @@ def test_job_page_cancel_buttons(admin_client) -> None:  # noqa: ANN001
     install.job.refresh_from_db()
     assert install.job.status == "cancelled"
     page = admin_client.get(
-        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk])).content.decode()
+        reverse("admin:provisioning_fleetinstall_progress", args=[install.pk])
+    ).content.decode()
     assert 'http-equiv="refresh"' not in page
     assert "Cancelled" in page
 
@@ -237,12 +262,18 @@ def test_secrets_never_in_admin_html(admin_client) -> None:  # noqa: ANN001
 
     station, token = make_station("st-a", online=True)
     device = make_device(station)
-    install = fleet_install_create(device_name="aws", profile=make_profile(),
-                                   endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
-                                   key_password="fleet-secret-password", stations=["st-a"])
+    install = fleet_install_create(
+        device_name="aws",
+        profile=make_profile(),
+        endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
+        key_password="fleet-secret-password",
+        stations=["st-a"],
+    )
     pages = [
-        CHANGELIST, f"/admin/devices/station/{station.pk}/change/",
-        "/admin/devices/mqttdevice/", f"/admin/devices/mqttdevice/{device.pk}/change/",
+        CHANGELIST,
+        f"/admin/devices/station/{station.pk}/change/",
+        "/admin/devices/mqttdevice/",
+        f"/admin/devices/mqttdevice/{device.pk}/change/",
         "/admin/provisioning/fleetinstall/",
         reverse("admin:provisioning_fleetinstall_progress", args=[install.pk]),
     ]
@@ -260,12 +291,20 @@ def test_secrets_never_in_admin_html(admin_client) -> None:  # noqa: ANN001
 def test_change_form_edits_descriptive_fields_only(admin_client) -> None:  # noqa: ANN001
     station, token = make_station("st-1")
     device = make_device(station)
-    response = admin_client.post(f"/admin/devices/station/{station.pk}/change/", {
-        "description": "basement", "site": "Oslo", "tags": "a; b",
-        "devices-TOTAL_FORMS": "1", "devices-INITIAL_FORMS": "1",
-        "devices-MIN_NUM_FORMS": "0", "devices-MAX_NUM_FORMS": "1000",
-        "devices-0-id": device.pk, "devices-0-station": station.pk,
-    })
+    response = admin_client.post(
+        f"/admin/devices/station/{station.pk}/change/",
+        {
+            "description": "basement",
+            "site": "Oslo",
+            "tags": "a; b",
+            "devices-TOTAL_FORMS": "1",
+            "devices-INITIAL_FORMS": "1",
+            "devices-MIN_NUM_FORMS": "0",
+            "devices-MAX_NUM_FORMS": "1000",
+            "devices-0-id": device.pk,
+            "devices-0-station": station.pk,
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     station.refresh_from_db()
     assert (station.description, station.site, station.tags) == ("basement", "Oslo", ["a", "b"])

@@ -5,6 +5,7 @@ services, with a fresh PostgreSQL database created and dropped around the test a
 database number no pytest worker uses; otherwise it runs on the embedded defaults (SQLite
 and the filesystem broker in the test's own data folder).
 """
+
 from __future__ import annotations
 
 import os
@@ -33,8 +34,16 @@ needs_mosquitto_clients = pytest.mark.skipif(
     reason="mosquitto_pub/mosquitto_sub are not installed (apt-get install mosquitto-clients).",
 )
 # What the demo's children may not inherit from the test process.
-_DROP = {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEY",
-         "PORTAL_PRODUCTION", "AWS_ENDPOINT_URL", "CA_PASSWORD", "DEVICE_CERT_PASSWORD"}
+_DROP = {
+    "DATABASE_URL",
+    "CELERY_BROKER_URL",
+    "SECRET_KEY",
+    "FIELD_ENCRYPTION_KEY",
+    "PORTAL_PRODUCTION",
+    "AWS_ENDPOINT_URL",
+    "CA_PASSWORD",
+    "DEVICE_CERT_PASSWORD",
+}
 
 
 def _own_redis_url(url: str) -> str:
@@ -49,8 +58,7 @@ def _own_redis_url(url: str) -> str:
 def demo_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for ``manage.py demo``: own data folder, own PG database / Redis number."""
     env = {k: v for k, v in os.environ.items() if k not in _DROP}
-    env.update(PORTAL_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT),
-               PYTHONUNBUFFERED="1")
+    env.update(PORTAL_DATA_DIR=str(tmp_path / "data"), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if broker.startswith("redis://"):
         env["CELERY_BROKER_URL"] = _own_redis_url(broker)
@@ -86,8 +94,12 @@ class DemoRun:
         self.env = env
         self.lines: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "manage.py", "demo", "--port", "0", *args], cwd=ROOT, env=env,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            [sys.executable, "manage.py", "demo", "--port", "0", *args],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -112,8 +124,11 @@ class DemoRun:
                 seen += 1
                 if match:
                     return match
-            if self.proc.poll() is not None and not self._reader.is_alive() \
-                    and seen >= len(self.lines):
+            if (
+                self.proc.poll() is not None
+                and not self._reader.is_alive()
+                and seen >= len(self.lines)
+            ):
                 break
             time.sleep(0.05)
         pytest.fail(f"The demo never printed /{pattern}/:\n{self.output[-4000:]}")
@@ -135,8 +150,15 @@ class DemoRun:
 
     def manage(self, *args: str, input_: str | None = None) -> str:
         """Another ``manage.py`` command on the demo's database (as staff would run it)."""
-        result = subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=self.env,
-                                capture_output=True, text=True, timeout=60, input=input_)
+        result = subprocess.run(
+            [sys.executable, "manage.py", *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            input=input_,
+        )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
 
@@ -155,8 +177,9 @@ class Subscriber:
         attrs = termios.tcgetattr(slave)
         attrs[1] &= ~termios.ONLCR  # keep "\n" line ends as they are
         termios.tcsetattr(slave, termios.TCSANOW, attrs)
-        self.proc = subprocess.Popen([MOSQUITTO_SUB, "-v", *args], stdout=slave, stderr=slave,
-                                     stdin=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            [MOSQUITTO_SUB, "-v", *args], stdout=slave, stderr=slave, stdin=subprocess.DEVNULL
+        )
         os.close(slave)
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -180,5 +203,3 @@ class Subscriber:
             self.proc.wait(10)
         self._reader.join(5)
         os.close(self._master)
-
-

@@ -1,4 +1,5 @@
 """Portal commands: create_api_token prints a working staff token as its last line."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """The demo's building blocks: secrets, stations and tokens on re-runs, AWS data, timeouts."""
+
 from __future__ import annotations
 
 import time
@@ -16,9 +17,13 @@ from provisioning.jitp import jitp_settings_get
 from provisioning.models import AccessKey
 
 STANDIN = chain.StandIn(
-    endpoint_url="http://127.0.0.1:1", mqtt_endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
-    mqtt_port=8883, broker_ca="/nonexistent/ca.pem", amazon_ca="/nonexistent/amazon.pem",
-    broker="127.0.0.1:1883", role_arn="arn:aws:iam::123456789012:role/demo-jitp",
+    endpoint_url="http://127.0.0.1:1",
+    mqtt_endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
+    mqtt_port=8883,
+    broker_ca="/nonexistent/ca.pem",
+    amazon_ca="/nonexistent/amazon.pem",
+    broker="127.0.0.1:1883",
+    role_arn="arn:aws:iam::123456789012:role/demo-jitp",
 )
 
 
@@ -38,8 +43,7 @@ def test_stations_are_reused_with_their_token_or_get_a_new_one(tmp_path: Path) -
     tokens = {s.name: s.token_file.read_text().strip() for s in stations}
     for station in stations:
         assert station.token_file.stat().st_mode & 0o777 == 0o600
-        assert Station.objects.get(name=station.name).token_hash == hash_token(
-            tokens[station.name])
+        assert Station.objects.get(name=station.name).token_hash == hash_token(tokens[station.name])
 
     (tmp_path / "t-002" / "token").unlink()  # a lost token cannot be read back: rotated
     again = chain.demo_stations(count=3, prefix="t-", root=tmp_path)
@@ -77,15 +81,22 @@ def test_timeout_names_the_stuck_stations_with_their_status(tmp_path: Path) -> N
     started = timezone.now()
     stations = chain.demo_stations(count=3, prefix="w-", root=tmp_path)
     by_name = {s.name: Station.objects.get(name=s.name) for s in stations}
-    MqttDevice.objects.create(station=by_name["w-001"], name="aws",
-                              status=MqttDevice.Status.CONNECTED,
-                              last_connected_at=started + timedelta(seconds=1))
-    MqttDevice.objects.create(station=by_name["w-002"], name="aws",
-                              status=MqttDevice.Status.CONNECTED,  # from an earlier run
-                              last_connected_at=started - timedelta(hours=1))
+    MqttDevice.objects.create(
+        station=by_name["w-001"],
+        name="aws",
+        status=MqttDevice.Status.CONNECTED,
+        last_connected_at=started + timedelta(seconds=1),
+    )
+    MqttDevice.objects.create(
+        station=by_name["w-002"],
+        name="aws",
+        status=MqttDevice.Status.CONNECTED,  # from an earlier run
+        last_connected_at=started - timedelta(hours=1),
+    )
     with pytest.raises(chain.DemoError) as caught:
-        chain.wait_all_connected(stations=stations, since=started,
-                                 deadline=time.monotonic() + 0.5, timeout=0.5)
+        chain.wait_all_connected(
+            stations=stations, since=started, deadline=time.monotonic() + 0.5, timeout=0.5
+        )
     message = str(caught.value)
     assert message.startswith("Timed out after 0.5 s; these stations are not connected: ")
     assert "w-002 (connected)" in message
@@ -93,10 +104,15 @@ def test_timeout_names_the_stuck_stations_with_their_status(tmp_path: Path) -> N
     assert "w-001" not in message
 
     MqttDevice.objects.filter(station__name="w-002").update(last_connected_at=timezone.now())
-    MqttDevice.objects.create(station=by_name["w-003"], name="aws",
-                              status=MqttDevice.Status.CONNECTED, last_connected_at=timezone.now())
-    chain.wait_all_connected(stations=stations, since=started,
-                             deadline=time.monotonic() + 5, timeout=5)
+    MqttDevice.objects.create(
+        station=by_name["w-003"],
+        name="aws",
+        status=MqttDevice.Status.CONNECTED,
+        last_connected_at=timezone.now(),
+    )
+    chain.wait_all_connected(
+        stations=stations, since=started, deadline=time.monotonic() + 5, timeout=5
+    )
 
 
 @pytest.mark.django_db
@@ -104,7 +120,11 @@ def test_a_stopped_child_ends_the_wait_at_once(tmp_path: Path) -> None:
     stations = chain.demo_stations(count=1, prefix="d-", root=tmp_path)
     begin = time.monotonic()
     with pytest.raises(chain.DemoError, match=r"^The worker process stopped; .*d-001"):
-        chain.wait_all_connected(stations=stations, since=timezone.now(),
-                                 deadline=time.monotonic() + 60, timeout=60,
-                                 dead=lambda: "worker")
+        chain.wait_all_connected(
+            stations=stations,
+            since=timezone.now(),
+            deadline=time.monotonic() + 60,
+            timeout=60,
+            dead=lambda: "worker",
+        )
     assert time.monotonic() - begin < 5

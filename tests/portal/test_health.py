@@ -1,4 +1,5 @@
 """Admin index warnings: beat, worker and broker health, from the heartbeat."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -87,8 +88,9 @@ def test_unreachable_broker_is_warned_without_its_password() -> None:
 def test_admin_index_shows_broker_problem(admin_client, monkeypatch) -> None:  # noqa: ANN001
     set_beat(minutes_ago=0.2)
     heartbeat_record(name="worker")
-    monkeypatch.setattr(health, "broker_problem",
-                        lambda: "The Celery broker redis://x cannot be reached (Boom).")
+    monkeypatch.setattr(
+        health, "broker_problem", lambda: "The Celery broker redis://x cannot be reached (Boom)."
+    )
     page = admin_client.get("/admin/").content.decode()
     assert '<li class="warning">The Celery broker redis://x cannot be reached (Boom).</li>' in page
 
@@ -139,15 +141,33 @@ def test_real_beat_and_worker_clear_the_warnings(celery_worker_process) -> None:
 
     celery_worker_process(queues="default")
     beat = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "portal", "beat", "-l", "INFO",
-         "-S", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile="],
-        cwd=ROOT, env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "portal",
+            "beat",
+            "-l",
+            "INFO",
+            "-S",
+            "django_celery_beat.schedulers:DatabaseScheduler",
+            "--pidfile=",
+        ],
+        cwd=ROOT,
+        env=subprocess_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: Heartbeat.objects.filter(name="worker").exists(), timeout=60,
-                 message="the worker to run the heartbeat sent by beat")
-        wait_for(lambda: health.admin_warnings() == [], timeout=30,
-                 message="beat to record its last run")
+        wait_for(
+            lambda: Heartbeat.objects.filter(name="worker").exists(),
+            timeout=60,
+            message="the worker to run the heartbeat sent by beat",
+        )
+        wait_for(
+            lambda: health.admin_warnings() == [], timeout=30, message="beat to record its last run"
+        )
     finally:
         beat.terminate()
         beat.wait(20)

@@ -1,4 +1,5 @@
 """Production mode: passes `check --deploy` with its secrets set, refuses to start without."""
+
 from __future__ import annotations
 
 import os
@@ -16,9 +17,19 @@ pytestmark = pytest.mark.integration  # every test here runs manage.py in a subp
 
 
 def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY",
-                        "FIELD_ENCRYPTION_KEY", "ALLOWED_HOSTS", "DEBUG"}}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k
+        not in {
+            "DATABASE_URL",
+            "CELERY_BROKER_URL",
+            "SECRET_KEY",
+            "FIELD_ENCRYPTION_KEY",
+            "ALLOWED_HOSTS",
+            "DEBUG",
+        }
+    }
     env.update(
         PORTAL_PRODUCTION="true",
         PORTAL_DATA_DIR=str(tmp_path),
@@ -34,8 +45,14 @@ def production_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
 
 
 def manage(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_production_settings_pass_check_deploy_without_warnings(tmp_path: Path) -> None:

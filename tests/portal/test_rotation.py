@@ -1,4 +1,5 @@
 """Key rotation: re-encrypt with a new first key, then the old key can be dropped."""
+
 from __future__ import annotations
 
 import subprocess
@@ -31,8 +32,12 @@ def test_reencrypt_with_new_key_then_old_key_can_go() -> None:
     key = access_key_create(access_key_id="AKIAROTATIONTEST0001", secret=secret, store_for="1d")
     new = Fernet.generate_key().decode()
     run = subprocess.run(
-        [sys.executable, "manage.py", "reencrypt_secrets"], cwd=ROOT, capture_output=True,
-        text=True, env=subprocess_env(FIELD_ENCRYPTION_KEY=f"{new},{old}"), timeout=60,
+        [sys.executable, "manage.py", "reencrypt_secrets"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(FIELD_ENCRYPTION_KEY=f"{new},{old}"),
+        timeout=60,
     )
     assert run.returncode == 0, run.stderr
     assert "provisioning.AccessKey: 1" in run.stdout
@@ -44,8 +49,12 @@ def test_reencrypt_with_new_key_then_old_key_can_go() -> None:
         Fernet(old.encode()).decrypt(ciphertext.encode())
     # The portal now starts with the new key alone.
     check = subprocess.run(
-        [sys.executable, "manage.py", "check"], cwd=ROOT, capture_output=True, text=True,
-        env=subprocess_env(FIELD_ENCRYPTION_KEY=new), timeout=60,
+        [sys.executable, "manage.py", "check"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(FIELD_ENCRYPTION_KEY=new),
+        timeout=60,
     )
     assert check.returncode == 0, check.stderr
 
@@ -54,14 +63,20 @@ def test_reencrypt_with_new_key_then_old_key_can_go() -> None:
 def test_reencrypt_refuses_when_a_value_cannot_be_decrypted() -> None:
     from provisioning.aws.services import access_key_create
 
-    key = access_key_create(access_key_id="AKIAROTATIONTEST0002",
-                            secret="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE2", store_for="1d")
+    key = access_key_create(
+        access_key_id="AKIAROTATIONTEST0002",
+        secret="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKE2",
+        store_for="1d",
+    )
     before = raw_secret(key.pk)
     stranger = Fernet.generate_key().decode()
     # Only the canary check would stop a wrong key; skip checks to reach the command itself.
     run = subprocess.run(
-        [sys.executable, "manage.py", "reencrypt_secrets", "--skip-checks"], cwd=ROOT,
-        capture_output=True, text=True, env=subprocess_env(FIELD_ENCRYPTION_KEY=stranger),
+        [sys.executable, "manage.py", "reencrypt_secrets", "--skip-checks"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(FIELD_ENCRYPTION_KEY=stranger),
         timeout=60,
     )
     assert run.returncode == 1

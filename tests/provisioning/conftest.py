@@ -1,4 +1,5 @@
 """Fixtures for the provisioning tests: access keys, an enabled AWS service, moto, JITP."""
+
 from __future__ import annotations
 
 import json
@@ -21,8 +22,9 @@ def make_secret() -> str:
 
 
 def make_key_id(prefix: str = "AKIA") -> str:
-    return prefix + "".join(secrets.choice(string.ascii_uppercase + string.digits)
-                            for _ in range(16))
+    return prefix + "".join(
+        secrets.choice(string.ascii_uppercase + string.digits) for _ in range(16)
+    )
 
 
 @pytest.fixture
@@ -70,8 +72,13 @@ SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYJITPSECRET"  # 40 characters, shaped lik
 CA_PASSWORD = "ca-password-123"
 TRUST_IOT = {
     "Version": "2012-10-17",
-    "Statement": [{"Effect": "Allow", "Principal": {"Service": "iot.amazonaws.com"},
-                   "Action": "sts:AssumeRole"}],
+    "Statement": [
+        {
+            "Effect": "Allow",
+            "Principal": {"Service": "iot.amazonaws.com"},
+            "Action": "sts:AssumeRole",
+        }
+    ],
 }
 
 
@@ -98,16 +105,22 @@ def access_key(aws_enabled):  # noqa: ANN001, ANN201
     from provisioning.models import AccessKey
 
     return AccessKey.objects.create(
-        access_key_id=ACCESS_KEY_ID, secret=SECRET, store_for="1d",
+        access_key_id=ACCESS_KEY_ID,
+        secret=SECRET,
+        store_for="1d",
         purge_at=timezone.now() + timedelta(days=1),
     )
 
 
 def aws(service: str, endpoint: str):  # noqa: ANN201
     """A separate boto3 client (not the portal's) to look at the moto server."""
-    return boto3.client(service, region_name="eu-west-1", endpoint_url=endpoint,
-                        aws_access_key_id="AKIAOTHERCLIENT00001",
-                        aws_secret_access_key="x" * 40)
+    return boto3.client(
+        service,
+        region_name="eu-west-1",
+        endpoint_url=endpoint,
+        aws_access_key_id="AKIAOTHERCLIENT00001",
+        aws_secret_access_key="x" * 40,
+    )
 
 
 @pytest.fixture
@@ -117,10 +130,20 @@ def jitp_role(moto_server: str) -> str:
     # moto loads AWS managed policies only with MOTO_IAM_LOAD_MANAGED_POLICIES (slow): a
     # customer policy of the same name stands in for it.
     policy = iam.create_policy(
-        PolicyName="AWSIoTThingsRegistration", Path="/service-role/",
-        PolicyDocument=json.dumps({"Version": "2012-10-17", "Statement": [
-            {"Effect": "Allow", "Action": ["iot:CreateThing", "iot:AttachPolicy"],
-             "Resource": "*"}]}),
+        PolicyName="AWSIoTThingsRegistration",
+        Path="/service-role/",
+        PolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": ["iot:CreateThing", "iot:AttachPolicy"],
+                        "Resource": "*",
+                    }
+                ],
+            }
+        ),
     )
     iam.attach_role_policy(RoleName="JITPRole", PolicyArn=policy["Policy"]["Arn"])
     return role["Role"]["Arn"]
@@ -159,8 +182,12 @@ def aws_response(request, status: int, body: dict | str, headers: dict | None = 
 
 
 def iot_error(request, code: str, message: str, status: int = 400, **extra: str):  # noqa: ANN001, ANN201
-    return aws_response(request, status, {"message": message, **extra},
-                        {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/"})
+    return aws_response(
+        request,
+        status,
+        {"message": message, **extra},
+        {"x-amzn-ErrorType": f"{code}:http://internal.amazon.com/"},
+    )
 
 
 def iam_error(request, code: str, message: str, status: int = 403):  # noqa: ANN001, ANN201
@@ -221,8 +248,12 @@ def jitp_configure(access_key, role_arn: str, **fields: object):  # noqa: ANN001
     from provisioning.jitp import jitp_settings_update
 
     values: dict[str, object] = {
-        "access_key": access_key, "role_arn": role_arn, "ca_source": "generate",
-        "ca_alias": "fleet-ca", "ca_dn": "CN=Fleet CA,O=ACME,C=DE", "ca_password": CA_PASSWORD,
+        "access_key": access_key,
+        "role_arn": role_arn,
+        "ca_source": "generate",
+        "ca_alias": "fleet-ca",
+        "ca_dn": "CN=Fleet CA,O=ACME,C=DE",
+        "ca_password": CA_PASSWORD,
     }
     values.update(fields)
     return jitp_settings_update(**values)
@@ -240,6 +271,7 @@ def jitp_run():  # noqa: ANN201
 
 def job_text(job) -> str:  # noqa: ANN001
     return "\n".join(line.message for line in job.log_lines.order_by("id"))
+
 
 # --- connections and claim (issue 7) ---------------------------------------------------------
 from .connection_fixtures import (  # noqa: E402, F401

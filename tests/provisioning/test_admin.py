@@ -1,4 +1,5 @@
 """Admin doors for access keys, the AWS service and the AWS API call log."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -19,7 +20,9 @@ CHANGELIST = "admin:provisioning_accesskey_changelist"
 
 
 def test_add_form_stores_key_and_never_renders_the_secret(
-    admin_client, secret: str, caplog  # noqa: ANN001
+    admin_client,
+    secret: str,
+    caplog,  # noqa: ANN001
 ) -> None:
     caplog.set_level("DEBUG")
     add_url = reverse("admin:provisioning_accesskey_add")
@@ -28,8 +31,8 @@ def test_add_form_stores_key_and_never_renders_the_secret(
     assert b'type="password"' in page.content
     key_id = make_key_id()
     response = admin_client.post(
-        add_url, {"access_key_id": key_id, "secret": secret, "store_for": "7d",
-                  "description": "JITP setup"},
+        add_url,
+        {"access_key_id": key_id, "secret": secret, "store_for": "7d", "description": "JITP setup"},
     )
     assert response.status_code == 302, response.content.decode()[:2000]
     key = AccessKey.objects.get(access_key_id=key_id)
@@ -61,15 +64,21 @@ def test_add_form_stores_key_and_never_renders_the_secret(
     ],
 )
 def test_add_form_errors_do_not_echo_the_secret(
-    admin_client, key_id: str, secret: str, message: str  # noqa: ANN001
+    admin_client,
+    key_id: str,
+    secret: str,
+    message: str,  # noqa: ANN001
 ) -> None:
     from .conftest import make_secret
 
     real_secret = make_secret() if secret == "GOOD" else secret
     response = admin_client.post(
         reverse("admin:provisioning_accesskey_add"),
-        {"access_key_id": make_key_id() if key_id == "GOOD" else key_id,
-         "secret": real_secret, "store_for": "1d"},
+        {
+            "access_key_id": make_key_id() if key_id == "GOOD" else key_id,
+            "secret": real_secret,
+            "store_for": "1d",
+        },
     )
     assert response.status_code == 200
     html = response.content.decode()
@@ -79,15 +88,19 @@ def test_add_form_errors_do_not_echo_the_secret(
 
 
 def test_add_form_rejects_duplicate_id_and_longer_periods(
-    admin_client, access_key_factory, secret: str  # noqa: ANN001
+    admin_client,
+    access_key_factory,
+    secret: str,  # noqa: ANN001
 ) -> None:
     existing = access_key_factory()
     url = reverse("admin:provisioning_accesskey_add")
-    dup = admin_client.post(url, {"access_key_id": existing.access_key_id, "secret": secret,
-                                  "store_for": "1d"})
+    dup = admin_client.post(
+        url, {"access_key_id": existing.access_key_id, "secret": secret, "store_for": "1d"}
+    )
     assert "already stored" in dup.content.decode()
-    long = admin_client.post(url, {"access_key_id": make_key_id(), "secret": secret,
-                                   "store_for": "90d"})
+    long = admin_client.post(
+        url, {"access_key_id": make_key_id(), "secret": secret, "store_for": "90d"}
+    )
     assert "Select a valid choice" in long.content.decode()
     assert secret not in dup.content.decode() + long.content.decode()
     assert AccessKey.objects.count() == 1
@@ -114,7 +127,8 @@ def test_changelist_shows_purged_key_as_not_stored(admin_client, access_key_fact
     assert set(purged_by) == {"admin"}
     again = admin_client.post(
         reverse(CHANGELIST),
-        {"action": "clean_up_purged_keys", ACTION_CHECKBOX_NAME: [kept.pk]}, follow=True,
+        {"action": "clean_up_purged_keys", ACTION_CHECKBOX_NAME: [kept.pk]},
+        follow=True,
     )
     assert "nothing to clean up" in again.content.decode()
     stored_no = admin_client.get(reverse(CHANGELIST), {"stored": "no"}).content.decode()
@@ -124,7 +138,11 @@ def test_changelist_shows_purged_key_as_not_stored(admin_client, access_key_fact
 
 
 def test_test_key_action_reports_account_and_arn(
-    admin_client, access_key_factory, aws_enabled, moto_aws, secret: str  # noqa: ANN001
+    admin_client,
+    access_key_factory,
+    aws_enabled,
+    moto_aws,
+    secret: str,  # noqa: ANN001
 ) -> None:
     good = access_key_factory(secret=secret)
     gone = access_key_factory(store_for="1h", now=timezone.now() - timedelta(hours=2))
@@ -133,7 +151,8 @@ def test_test_key_action_reports_account_and_arn(
     access_key_purge_due()
     response = admin_client.post(
         reverse(CHANGELIST),
-        {"action": "test_keys", ACTION_CHECKBOX_NAME: [good.pk, gone.pk]}, follow=True,
+        {"action": "test_keys", ACTION_CHECKBOX_NAME: [good.pk, gone.pk]},
+        follow=True,
     )
     html = response.content.decode()
     assert f"Access key {good.access_key_id} works: account 123456789012" in html
@@ -171,11 +190,16 @@ def test_aws_service_is_one_row_per_site(admin_client) -> None:  # noqa: ANN001
 
 
 def test_call_log_is_read_only_and_filterable(admin_client) -> None:  # noqa: ANN001
-    ok = AwsApiCall.objects.create(service="sts", operation="GetCallerIdentity",
-                                   http_status=200, request_id="req-ok")
-    err = AwsApiCall.objects.create(service="iot", operation="RegisterCACertificate",
-                                    http_status=400, error_code="InvalidRequestException",
-                                    request_id="req-err")
+    ok = AwsApiCall.objects.create(
+        service="sts", operation="GetCallerIdentity", http_status=200, request_id="req-ok"
+    )
+    err = AwsApiCall.objects.create(
+        service="iot",
+        operation="RegisterCACertificate",
+        http_status=400,
+        error_code="InvalidRequestException",
+        request_id="req-err",
+    )
     url = reverse("admin:provisioning_awsapicall_changelist")
     errors_only = admin_client.get(url, {"outcome": "error"}).content.decode()
     assert "req-err" in errors_only
@@ -211,12 +235,15 @@ def test_delete_is_audited_and_frees_the_id(admin_client, access_key_factory) ->
 
 
 def test_change_form_edits_only_the_description(
-    admin_client, access_key_factory, secret: str  # noqa: ANN001
+    admin_client,
+    access_key_factory,
+    secret: str,  # noqa: ANN001
 ) -> None:
     key = access_key_factory(secret=secret)
     url = reverse("admin:provisioning_accesskey_change", args=[key.pk])
-    response = admin_client.post(url, {"description": "for JITP", "secret": "x" * 40,
-                                       "store_for": "30d"})
+    response = admin_client.post(
+        url, {"description": "for JITP", "secret": "x" * 40, "store_for": "30d"}
+    )
     assert response.status_code == 302
     key.refresh_from_db()
     assert key.description == "for JITP"

@@ -3,6 +3,7 @@
 Found by the schemathesis run of the connections API on PostgreSQL (issue 6): a
 ``"name": "\\u0000"`` reached the database, which refuses NUL in text columns.
 """
+
 from __future__ import annotations
 
 import json

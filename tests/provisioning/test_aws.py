@@ -1,4 +1,5 @@
 """The AWS client factory: disabled switch, call log (moto and a hand-made error), redaction."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,11 @@ def test_purged_key_refuses_with_a_sentence(access_key_factory, aws_enabled) -> 
 
 @pytest.mark.django_db
 def test_access_key_test_with_moto_logs_the_call(
-    access_key_factory, aws_enabled, moto_aws, secret: str, caplog  # noqa: ANN001
+    access_key_factory,
+    aws_enabled,
+    moto_aws,
+    secret: str,
+    caplog,  # noqa: ANN001
 ) -> None:
     caplog.set_level("DEBUG")
     key = access_key_factory(secret=secret)
@@ -42,7 +47,10 @@ def test_access_key_test_with_moto_logs_the_call(
     assert identity.arn.startswith("arn:aws:")
     call = AwsApiCall.objects.get()
     assert (call.service, call.operation, call.http_status, call.error_code) == (
-        "sts", "GetCallerIdentity", 200, ""
+        "sts",
+        "GetCallerIdentity",
+        200,
+        "",
     )
     assert call.outcome == "ok"
     assert call.request_id
@@ -75,7 +83,11 @@ ERROR_BODY = b"""<ErrorResponse xmlns="https://sts.amazonaws.com/doc/2011-06-15/
 
 @pytest.mark.django_db
 def test_error_is_logged_with_status_code_and_request_id(
-    access_key_factory, aws_enabled, secret: str, caplog, monkeypatch  # noqa: ANN001
+    access_key_factory,
+    aws_enabled,
+    secret: str,
+    caplog,
+    monkeypatch,  # noqa: ANN001
 ) -> None:
     """A 403 from AWS, answered by a before-send hook so the real parser and hooks run."""
     caplog.set_level("DEBUG")
@@ -107,7 +119,10 @@ def test_error_is_logged_with_status_code_and_request_id(
 
 @pytest.mark.django_db
 def test_unreachable_aws_is_logged_and_explained(
-    access_key_factory, aws_enabled, settings, secret: str  # noqa: ANN001
+    access_key_factory,
+    aws_enabled,
+    settings,
+    secret: str,  # noqa: ANN001
 ) -> None:
     """Connection errors (after retries) reach the log through after-call-error."""
     import socket

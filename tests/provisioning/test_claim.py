@@ -4,6 +4,7 @@ moto 5.2 has no provisioning templates, so a tiny in-memory template store answe
 operations through botocore ``before-call`` events on the very client the service uses;
 certificates, policies and endpoints are moto's. A Stubber test covers AWS refusing.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,9 +52,14 @@ class Templates:
 
     def attach(self, client: Any) -> Any:
         client.meta.events.register("provide-client-params.iot.*", self._params)
-        for op in ("CreateProvisioningTemplate", "DescribeProvisioningTemplate",
-                   "UpdateProvisioningTemplate", "CreateProvisioningTemplateVersion",
-                   "ListProvisioningTemplateVersions", "DeleteProvisioningTemplateVersion"):
+        for op in (
+            "CreateProvisioningTemplate",
+            "DescribeProvisioningTemplate",
+            "UpdateProvisioningTemplate",
+            "CreateProvisioningTemplateVersion",
+            "ListProvisioningTemplateVersions",
+            "DeleteProvisioningTemplateVersion",
+        ):
             client.meta.events.register(f"before-call.iot.{op}", self._answer)
         return client
 
@@ -66,14 +72,19 @@ class Templates:
         name = p.get("templateName")
         t = self.items.get(name)
         if op != "CreateProvisioningTemplate" and t is None:
-            return (SimpleNamespace(status_code=404, headers={}),
-                    {"Error": {"Code": "ResourceNotFoundException", "Message": "no template"}})
+            return (
+                SimpleNamespace(status_code=404, headers={}),
+                {"Error": {"Code": "ResourceNotFoundException", "Message": "no template"}},
+            )
         if op == "CreateProvisioningTemplate":
             self.items[name] = t = {
-                "templateName": name, "type": p.get("type"), "enabled": p.get("enabled"),
+                "templateName": name,
+                "type": p.get("type"),
+                "enabled": p.get("enabled"),
                 "provisioningRoleArn": p["provisioningRoleArn"],
                 "templateArn": f"arn:aws:iot:eu-west-1:123456789012:provisioningtemplate/{name}",
-                "versions": {1: p["templateBody"]}, "defaultVersionId": 1,
+                "versions": {1: p["templateBody"]},
+                "defaultVersionId": 1,
             }
             out = {"templateArn": t["templateArn"], "templateName": name, "defaultVersionId": 1}
         elif op == "DescribeProvisioningTemplate":
@@ -88,8 +99,12 @@ class Templates:
             t["defaultVersionId"] = vid
             out = {"templateArn": t["templateArn"], "versionId": vid, "isDefaultVersion": True}
         elif op == "ListProvisioningTemplateVersions":
-            out = {"versions": [{"versionId": v, "isDefaultVersion": v == t["defaultVersionId"]}
-                                for v in t["versions"]]}
+            out = {
+                "versions": [
+                    {"versionId": v, "isDefaultVersion": v == t["defaultVersionId"]}
+                    for v in t["versions"]
+                ]
+            }
         else:
             del t["versions"][p["versionId"]]
             out = {}
@@ -105,22 +120,27 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Any:
         service.enabled = True
         service.save()
         now = timezone.now()
-        AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
-                                 purge_at=now + timedelta(days=1))
+        AccessKey.objects.create(
+            access_key_id=KEY_ID, secret="s" * 40, store_for="1d", purge_at=now + timedelta(days=1)
+        )
         templates = Templates()
         monkeypatch.setattr(
-            claim_module, "aws_client",
+            claim_module,
+            "aws_client",
             lambda *a, **kw: templates.attach(aws_client(*a, **kw)),
         )
-        yield SimpleNamespace(templates=templates,
-                              iot=boto3.client("iot", region_name="eu-west-1"))
+        yield SimpleNamespace(templates=templates, iot=boto3.client("iot", region_name="eu-west-1"))
 
 
 def run(**kw: Any) -> tuple[ClaimSetup, Job]:
-    setup = claim_setup_save(template_name=kw.pop("template_name", "fleet-claim"),
-                             region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE,
-                             thing_name_prefix=kw.pop("prefix", "st-"),
-                             thing_type=kw.pop("thing_type", ""))
+    setup = claim_setup_save(
+        template_name=kw.pop("template_name", "fleet-claim"),
+        region="eu-west-1",
+        access_key_id=KEY_ID,
+        role_arn=ROLE,
+        thing_name_prefix=kw.pop("prefix", "st-"),
+        thing_type=kw.pop("thing_type", ""),
+    )
     rotate = kw.pop("new_claim_certificate", False)
     job = claim_setup_start(setup=setup, run_async=False, new_claim_certificate=rotate)
     job = claim_setup_run(job_id=job.pk, setup_id=setup.pk, new_claim_certificate=rotate)
@@ -144,7 +164,8 @@ def test_setup_creates_template_policies_and_claim_certificate(aws: Any) -> None
     assert "PreProvisioningHook" not in json.dumps(body)
     assert set(body["Parameters"]) == {"SerialNumber", "AWS::IoT::Certificate::Id"}
     assert body["Resources"]["thing"]["Properties"]["ThingName"] == {
-        "Fn::Join": ["", ["st-", {"Ref": "SerialNumber"}]]}
+        "Fn::Join": ["", ["st-", {"Ref": "SerialNumber"}]]
+    }
     assert body["Resources"]["policy"]["Properties"]["PolicyName"] == "fleet-claim-device"
 
     cert = aws.iot.describe_certificate(certificateId=setup.claim_certificate_id)
@@ -152,8 +173,9 @@ def test_setup_creates_template_policies_and_claim_certificate(aws: Any) -> None
     attached = aws.iot.list_attached_policies(target=setup.claim_certificate_arn)["policies"]
     assert [p["policyName"] for p in attached] == ["fleet-claim-claim"]
     claim_doc = json.loads(aws.iot.get_policy(policyName="fleet-claim-claim")["policyDocument"])
-    resources = {r for st in claim_doc["Statement"] if st["Action"] != "iot:Connect"
-                 for r in st["Resource"]}
+    resources = {
+        r for st in claim_doc["Statement"] if st["Action"] != "iot:Connect" for r in st["Resource"]
+    }
     assert {r.split(":", 5)[5] for r in resources} == {
         "topic/$aws/certificates/create-from-csr/*",
         "topic/$aws/provisioning-templates/fleet-claim/provision/*",
@@ -167,7 +189,8 @@ def test_setup_creates_template_policies_and_claim_certificate(aws: Any) -> None
 
     assert "PRIVATE KEY" in setup.claim_private_key_pem
     everything = json.dumps(list(AwsApiCall.objects.values()), default=str) + " ".join(
-        job.log_lines.values_list("message", flat=True))
+        job.log_lines.values_list("message", flat=True)
+    )
     assert "PRIVATE KEY" not in everything
 
 
@@ -198,9 +221,12 @@ def test_new_claim_certificate_deactivates_the_old_one(aws: Any) -> None:
 
 def test_existing_jitp_template_of_that_name_fails_the_job(aws: Any) -> None:
     aws.templates.items["fleet-claim"] = {
-        "templateName": "fleet-claim", "type": "JITP", "enabled": True,
+        "templateName": "fleet-claim",
+        "type": "JITP",
+        "enabled": True,
         "templateArn": "arn:aws:iot:eu-west-1:123456789012:provisioningtemplate/fleet-claim",
-        "versions": {1: "{}"}, "defaultVersionId": 1,
+        "versions": {1: "{}"},
+        "defaultVersionId": 1,
     }
     setup, job = run()
     assert job.status == Job.Status.FAILED
@@ -214,18 +240,26 @@ def test_aws_refusal_is_a_failed_job_with_a_sentence(monkeypatch: pytest.MonkeyP
     service = aws_service_get()
     service.enabled = True
     service.save()
-    AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
-                             purge_at=timezone.now() + timedelta(days=1))
+    AccessKey.objects.create(
+        access_key_id=KEY_ID,
+        secret="s" * 40,
+        store_for="1d",
+        purge_at=timezone.now() + timedelta(days=1),
+    )
     stubs: list[Stubber] = []
 
     def stubbed(*a: Any, **kw: Any) -> Any:
         client = aws_client(*a, **kw)
         stub = Stubber(client)
-        stub.add_response("describe_endpoint",
-                          {"endpointAddress": "x-ats.iot.eu-west-1.amazonaws.com"})
-        stub.add_client_error("create_keys_and_certificate",
-                              service_error_code="AccessDeniedException",
-                              service_message="User is not authorized", http_status_code=403)
+        stub.add_response(
+            "describe_endpoint", {"endpointAddress": "x-ats.iot.eu-west-1.amazonaws.com"}
+        )
+        stub.add_client_error(
+            "create_keys_and_certificate",
+            service_error_code="AccessDeniedException",
+            service_message="User is not authorized",
+            http_status_code=403,
+        )
         stub.activate()
         stubs.append(stub)
         return client
@@ -240,28 +274,35 @@ def test_aws_refusal_is_a_failed_job_with_a_sentence(monkeypatch: pytest.MonkeyP
 
 
 def test_disabled_aws_service_fails_cleanly() -> None:
-    AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
-                             purge_at=timezone.now() + timedelta(days=1))
+    AccessKey.objects.create(
+        access_key_id=KEY_ID,
+        secret="s" * 40,
+        store_for="1d",
+        purge_at=timezone.now() + timedelta(days=1),
+    )
     setup, job = run()
     assert job.status == Job.Status.FAILED
     assert "disabled" in job.result
 
 
 def test_task_runs_the_job(aws: Any) -> None:
-    setup = claim_setup_save(template_name="via-task", region="eu-west-1",
-                             access_key_id=KEY_ID, role_arn=ROLE)
+    setup = claim_setup_save(
+        template_name="via-task", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
+    )
     job = claim_setup_start(setup=setup, run_async=False)
     claim_setup_task.apply(args=(job.pk, setup.pk, False))
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.result
 
 
-def test_start_queues_the_task_on_commit(aws: Any, django_capture_on_commit_callbacks,
-                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_start_queues_the_task_on_commit(
+    aws: Any, django_capture_on_commit_callbacks, monkeypatch: pytest.MonkeyPatch
+) -> None:
     sent: list[tuple] = []
     monkeypatch.setattr(claim_setup_task, "delay", lambda *a: sent.append(a))
-    setup = claim_setup_save(template_name="queued", region="eu-west-1",
-                             access_key_id=KEY_ID, role_arn=ROLE)
+    setup = claim_setup_save(
+        template_name="queued", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
+    )
     with django_capture_on_commit_callbacks(execute=True):
         job = claim_setup_start(setup=setup)
     assert sent == [(job.pk, setup.pk, False)]
@@ -272,30 +313,58 @@ def test_bad_parameters_are_refused() -> None:
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError, match="no access key"):
-        claim_setup_save(template_name="x", region="eu-west-1", access_key_id=KEY_ID,
-                         role_arn=ROLE)
-    AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
-                             purge_at=timezone.now() + timedelta(days=1))
-    for kwargs, words in (({"template_name": "bad name!"}, "template name"),
-                          ({"role_arn": "role"}, "role ARN"),
-                          ({"region": "mars-1"}, "not a valid choice")):
-        args = {"template_name": "ok", "region": "eu-west-1", "access_key_id": KEY_ID,
-                "role_arn": ROLE, **kwargs}
+        claim_setup_save(template_name="x", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE)
+    AccessKey.objects.create(
+        access_key_id=KEY_ID,
+        secret="s" * 40,
+        store_for="1d",
+        purge_at=timezone.now() + timedelta(days=1),
+    )
+    for kwargs, words in (
+        ({"template_name": "bad name!"}, "template name"),
+        ({"role_arn": "role"}, "role ARN"),
+        ({"region": "mars-1"}, "not a valid choice"),
+    ):
+        args = {
+            "template_name": "ok",
+            "region": "eu-west-1",
+            "access_key_id": KEY_ID,
+            "role_arn": ROLE,
+            **kwargs,
+        }
         with pytest.raises(ValidationError, match=words):
             claim_setup_save(**args)
 
 
 def test_commands_and_audited_bundle(aws: Any, tmp_path: Any, capsys) -> None:
-    call_command("setup_claim", "--template-name", "cmd-claim", "--access-key-id", KEY_ID,
-                 "--role-arn", ROLE, "--region", "eu-west-1", "--thing-name-prefix", "st-")
+    call_command(
+        "setup_claim",
+        "--template-name",
+        "cmd-claim",
+        "--access-key-id",
+        KEY_ID,
+        "--role-arn",
+        ROLE,
+        "--region",
+        "eu-west-1",
+        "--thing-name-prefix",
+        "st-",
+    )
     out = capsys.readouterr().out.strip().splitlines()
     setup = ClaimSetup.objects.get(template_name="cmd-claim")
     assert out[-1] == setup.endpoint
     assert "PRIVATE KEY" not in "\n".join(out)
 
     with pytest.raises(CommandError, match="no access key"):
-        call_command("setup_claim", "--template-name", "y", "--access-key-id",
-                     "AKIAAAAAAAAAAAAAAAAA", "--role-arn", ROLE)
+        call_command(
+            "setup_claim",
+            "--template-name",
+            "y",
+            "--access-key-id",
+            "AKIAAAAAAAAAAAAAAAAA",
+            "--role-arn",
+            ROLE,
+        )
 
     target = tmp_path / "bundle.zip"
     call_command("claim_bundle", "--template-name", "cmd-claim", "--out", str(target))
@@ -316,8 +385,9 @@ def test_commands_and_audited_bundle(aws: Any, tmp_path: Any, capsys) -> None:
         call_command("claim_bundle", "--template-name", "nope", "--out", str(tmp_path / "n"))
 
 
-def test_admin_download_is_a_permissioned_audited_action(aws: Any, client, superuser,
-                                                          staff_user) -> None:
+def test_admin_download_is_a_permissioned_audited_action(
+    aws: Any, client, superuser, staff_user
+) -> None:
     setup, job = run()
     assert job.status == Job.Status.SUCCEEDED
     url = "/admin/provisioning/claimsetup/"
@@ -335,8 +405,9 @@ def test_admin_download_is_a_permissioned_audited_action(aws: Any, client, super
 
     from django.contrib.auth.models import Permission
 
-    staff_user.user_permissions.add(*Permission.objects.filter(
-        codename__in=["view_claimsetup", "change_claimsetup"]))
+    staff_user.user_permissions.add(
+        *Permission.objects.filter(codename__in=["view_claimsetup", "change_claimsetup"])
+    )
     client.force_login(staff_user)
     r = client.post(url, post)
     assert r.get("Content-Type") != "application/zip"

@@ -4,6 +4,7 @@ Uses the local AWS IoT stand-in (``localaws``) and the agent (``fleet_agent``): 
 test drives the agent's claim client directly, the second a whole ``Agent`` that provisions
 itself, reconnects with its own certificate and publishes.
 """
+
 from __future__ import annotations
 
 import io
@@ -45,10 +46,19 @@ def test_station_provisions_itself_with_the_claim_bundle(settings: Any, tmp_path
         service = aws_service_get()
         service.enabled = True
         service.save()
-        AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
-                                 purge_at=timezone.now() + timedelta(days=1))
-        setup = claim_setup_save(template_name="fleet-claim", region="eu-west-1",
-                                 access_key_id=KEY_ID, role_arn=ROLE, thing_name_prefix="st-")
+        AccessKey.objects.create(
+            access_key_id=KEY_ID,
+            secret="s" * 40,
+            store_for="1d",
+            purge_at=timezone.now() + timedelta(days=1),
+        )
+        setup = claim_setup_save(
+            template_name="fleet-claim",
+            region="eu-west-1",
+            access_key_id=KEY_ID,
+            role_arn=ROLE,
+            thing_name_prefix="st-",
+        )
         job = claim_setup_start(setup=setup, run_async=False)
         job = claim_setup_run(job_id=job.pk, setup_id=setup.pk)
         assert job.status == Job.Status.SUCCEEDED, job.result
@@ -59,12 +69,14 @@ def test_station_provisions_itself_with_the_claim_bundle(settings: Any, tmp_path
         with zipfile.ZipFile(io.BytesIO(claim_bundle_build(setup=setup))) as zf:
             zf.extractall(bundle)
         meta = json.loads((bundle / "claim.json").read_text())
-        claim = agent_config.ClaimConfig.from_dict({
-            "template_name": meta["template_name"],
-            "certificate": str(bundle / meta["certificate"]),
-            "key": str(bundle / meta["key"]),
-            "parameters": {"SerialNumber": "0042"},
-        })
+        claim = agent_config.ClaimConfig.from_dict(
+            {
+                "template_name": meta["template_name"],
+                "certificate": str(bundle / meta["certificate"]),
+                "key": str(bundle / meta["key"]),
+                "parameters": {"SerialNumber": "0042"},
+            }
+        )
         key = ec.generate_private_key(ec.SECP256R1())
         csr = (
             x509.CertificateSigningRequestBuilder()
@@ -74,22 +86,32 @@ def test_station_provisions_itself_with_the_claim_bundle(settings: Any, tmp_path
         from cryptography.hazmat.primitives import serialization
 
         result = agent_claim.provision_by_claim(
-            claim=claim, csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
-            endpoint=meta["endpoint"], port=aws.mqtt_port, client_id="claim-0042",
-            ca_file=str(aws.server_ca_path), connect_addr=("127.0.0.1", aws.mqtt_port),
+            claim=claim,
+            csr_pem=csr.public_bytes(serialization.Encoding.PEM).decode(),
+            endpoint=meta["endpoint"],
+            port=aws.mqtt_port,
+            client_id="claim-0042",
+            ca_file=str(aws.server_ca_path),
+            connect_addr=("127.0.0.1", aws.mqtt_port),
             timeout=30,
         )
         assert result.thing_name == "st-0042"
 
-        iot = boto3.client("iot", endpoint_url=aws.endpoint_url, region_name="eu-west-1",
-                           aws_access_key_id=KEY_ID, aws_secret_access_key="s" * 40)
+        iot = boto3.client(
+            "iot",
+            endpoint_url=aws.endpoint_url,
+            region_name="eu-west-1",
+            aws_access_key_id=KEY_ID,
+            aws_secret_access_key="s" * 40,
+        )
         thing = iot.describe_thing(thingName="st-0042")
         assert thing["attributes"] == {"serialNumber": "0042"}
         cert = iot.describe_certificate(certificateId=result.certificate_id)
         assert cert["certificateDescription"]["status"] == "ACTIVE"
         arn = cert["certificateDescription"]["certificateArn"]
-        assert [p["policyName"] for p in iot.list_attached_policies(target=arn)["policies"]] \
-            == ["fleet-claim-device"]
+        assert [p["policyName"] for p in iot.list_attached_policies(target=arn)["policies"]] == [
+            "fleet-claim-device"
+        ]
         assert iot.list_principal_things(principal=arn)["things"] == ["st-0042"]
 
 
@@ -111,12 +133,22 @@ def test_agent_provisions_by_claim_then_publishes_with_its_own_certificate(
         service = aws_service_get()
         service.enabled = True
         service.save()
-        AccessKey.objects.create(access_key_id=KEY_ID, secret="s" * 40, store_for="1d",
-                                 purge_at=timezone.now() + timedelta(days=1))
-        setup = claim_setup_save(template_name="fleet-claim", region="eu-west-1",
-                                 access_key_id=KEY_ID, role_arn=ROLE, thing_name_prefix="st-")
-        job = claim_setup_run(job_id=claim_setup_start(setup=setup, run_async=False).pk,
-                              setup_id=setup.pk)
+        AccessKey.objects.create(
+            access_key_id=KEY_ID,
+            secret="s" * 40,
+            store_for="1d",
+            purge_at=timezone.now() + timedelta(days=1),
+        )
+        setup = claim_setup_save(
+            template_name="fleet-claim",
+            region="eu-west-1",
+            access_key_id=KEY_ID,
+            role_arn=ROLE,
+            thing_name_prefix="st-",
+        )
+        job = claim_setup_run(
+            job_id=claim_setup_start(setup=setup, run_async=False).pk, setup_id=setup.pk
+        )
         assert job.status == Job.Status.SUCCEEDED, job.result
         setup.refresh_from_db()
         bundle = tmp_path / "bundle"
@@ -135,18 +167,31 @@ def test_agent_provisions_by_claim_then_publishes_with_its_own_certificate(
         assert subscribed.wait(10)
 
         state_dir = tmp_path / "station"
-        agent = Agent(agent_config.AgentOptions(
-            state_dir=state_dir, station="st-0777", broker_ca=str(aws.server_ca_path),
-            connect_host=f"127.0.0.1:{aws.mqtt_port}", reconnect_max=2.0, stable_after=2.0,
-            local_devices=[{
-                "name": "aws", "endpoint": meta["endpoint"], "port": aws.mqtt_port,
-                "key_password": "station-key-pw", "heartbeat_interval": 1,
-                "claim": {"template_name": meta["template_name"],
-                          "certificate": str(bundle / meta["certificate"]),
-                          "key": str(bundle / meta["key"]),
-                          "parameters": {"SerialNumber": "0777"}},
-            }],
-        ))
+        agent = Agent(
+            agent_config.AgentOptions(
+                state_dir=state_dir,
+                station="st-0777",
+                broker_ca=str(aws.server_ca_path),
+                connect_host=f"127.0.0.1:{aws.mqtt_port}",
+                reconnect_max=2.0,
+                stable_after=2.0,
+                local_devices=[
+                    {
+                        "name": "aws",
+                        "endpoint": meta["endpoint"],
+                        "port": aws.mqtt_port,
+                        "key_password": "station-key-pw",
+                        "heartbeat_interval": 1,
+                        "claim": {
+                            "template_name": meta["template_name"],
+                            "certificate": str(bundle / meta["certificate"]),
+                            "key": str(bundle / meta["key"]),
+                            "parameters": {"SerialNumber": "0777"},
+                        },
+                    }
+                ],
+            )
+        )
         agent.start()
         try:
             assert agent.wait_connected(40), agent.device_report()
@@ -158,8 +203,11 @@ def test_agent_provisions_by_claim_then_publishes_with_its_own_certificate(
             assert device["thing_name"] == "st-0777"
             cert_id = device["certificate_id"]
             agent.publish_point("aws", "temp", 21.5)
-            wait_for(lambda: any(t == "things/st-0777/uplink/temp" for t, _ in seen),
-                     timeout=15, message="the uplink through the stand-in")
+            wait_for(
+                lambda: any(t == "things/st-0777/uplink/temp" for t, _ in seen),
+                timeout=15,
+                message="the uplink through the stand-in",
+            )
             uplinks = [json.loads(p) for t, p in seen if t == "things/st-0777/uplink/temp"]
             assert [u["value"] for u in uplinks] == [21.5]
             assert any(t == "things/st-0777/heartbeat" for t, _ in seen)
@@ -171,6 +219,5 @@ def test_agent_provisions_by_claim_then_publishes_with_its_own_certificate(
         iot = aws.boto3_client("iot")
         cert = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]
         assert cert["status"] == "ACTIVE"
-        assert iot.list_principal_things(principal=cert["certificateArn"])["things"] == [
-            "st-0777"]
+        assert iot.list_principal_things(principal=cert["certificateArn"])["things"] == ["st-0777"]
         assert aws.stats.fleet_provisioned >= 1

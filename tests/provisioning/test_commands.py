@@ -1,4 +1,5 @@
 """Management commands: add_access_key (secret never argv), purge_access_keys."""
+
 from __future__ import annotations
 
 import io
@@ -52,23 +53,42 @@ def test_add_access_key_in_a_subprocess_piped_and_bad_period(secret: str) -> Non
     key_id = make_key_id()
     ok = subprocess.run(
         [sys.executable, "manage.py", "add_access_key", "--id", key_id, "--store-for", "1h"],
-        input=secret + "\n", cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+        input=secret + "\n",
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert ok.returncode == 0, ok.stderr
     assert secret not in ok.stdout + ok.stderr
     assert AccessKey.objects.get(access_key_id=key_id).secret == secret
     bad = subprocess.run(
-        [sys.executable, "manage.py", "add_access_key", "--id", make_key_id(),
-         "--store-for", "90d"],
-        input=secret + "\n", cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+        [
+            sys.executable,
+            "manage.py",
+            "add_access_key",
+            "--id",
+            make_key_id(),
+            "--store-for",
+            "90d",
+        ],
+        input=secret + "\n",
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert bad.returncode != 0
     assert "invalid choice: '90d'" in bad.stderr
     dup = subprocess.run(
         [sys.executable, "manage.py", "add_access_key", "--id", key_id, "--store-for", "1h"],
-        input=secret + "\n", cwd=ROOT, env=subprocess_env(), capture_output=True, text=True,
+        input=secret + "\n",
+        cwd=ROOT,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
         timeout=60,
     )
     assert dup.returncode == 1

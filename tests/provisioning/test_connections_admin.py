@@ -1,4 +1,5 @@
 """Connections in the admin: saved through the service, secrets never rendered."""
+
 from __future__ import annotations
 
 import pytest
@@ -13,11 +14,19 @@ pytestmark = pytest.mark.django_db
 def form_data(cert_pair, **over):
     cert, key = cert_pair
     data = {
-        "name": "admin-conn", "description": "", "region": "eu-west-1",
-        "account_prefix": "a1b2c3d4e5f6g7", "device_type": "", "certificate_id": "",
-        "uplink_topic_pattern": "things/{thing}/up", "downlink_topic_pattern": "",
-        "access_key_id": KEY_ID, "secret_access_key": SECRET, "access_key_store_for": "",
-        "certificate": cert, "private_key": key,
+        "name": "admin-conn",
+        "description": "",
+        "region": "eu-west-1",
+        "account_prefix": "a1b2c3d4e5f6g7",
+        "device_type": "",
+        "certificate_id": "",
+        "uplink_topic_pattern": "things/{thing}/up",
+        "downlink_topic_pattern": "",
+        "access_key_id": KEY_ID,
+        "secret_access_key": SECRET,
+        "access_key_store_for": "",
+        "certificate": cert,
+        "private_key": key,
     }
     data.update(over)
     return data
@@ -38,14 +47,28 @@ def test_add_change_never_render_secrets(client, superuser, cert_pair) -> None:
     assert cert_pair[0].splitlines()[1] not in page
     assert conn.endpoint in page
     # Change without secrets keeps them; a bad pattern shows an error next to the field.
-    r = client.post(f"/admin/provisioning/connection/{conn.pk}/change/", form_data(
-        cert_pair, secret_access_key="", certificate="", private_key="",
-        uplink_topic_pattern="things/+/up"))
+    r = client.post(
+        f"/admin/provisioning/connection/{conn.pk}/change/",
+        form_data(
+            cert_pair,
+            secret_access_key="",
+            certificate="",
+            private_key="",
+            uplink_topic_pattern="things/+/up",
+        ),
+    )
     assert r.status_code == 200
     assert "wildcards" in r.content.decode()
-    r = client.post(f"/admin/provisioning/connection/{conn.pk}/change/", form_data(
-        cert_pair, secret_access_key="", certificate="", private_key="",
-        uplink_topic_pattern="fleet/{device}/up"))
+    r = client.post(
+        f"/admin/provisioning/connection/{conn.pk}/change/",
+        form_data(
+            cert_pair,
+            secret_access_key="",
+            certificate="",
+            private_key="",
+            uplink_topic_pattern="fleet/{device}/up",
+        ),
+    )
     assert r.status_code == 302
     conn.refresh_from_db()
     assert conn.uplink_topic_pattern == "fleet/{device}/up"

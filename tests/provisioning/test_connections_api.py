@@ -1,4 +1,5 @@
 """The /api/v1/connections resource: CRUD, validation, write-only secrets, auth."""
+
 from __future__ import annotations
 
 import json
@@ -66,14 +67,22 @@ def test_create_get_list(api: Api, payload, cert_pair) -> None:
 
 
 def test_endpoint_given_instead_of_prefix(api: Api, payload) -> None:
-    r = api("POST", "/connections", payload(
-        accountPrefix="abc123-ats.iot.eu-central-1.amazonaws.com", region="eu-central-1"))
+    r = api(
+        "POST",
+        "/connections",
+        payload(accountPrefix="abc123-ats.iot.eu-central-1.amazonaws.com", region="eu-central-1"),
+    )
     assert r.status_code == 201, r.content
     conf = r.json()["configuration"]
     assert conf["accountPrefix"] == "abc123"
     assert conf["endpoint"] == "abc123-ats.iot.eu-central-1.amazonaws.com"
-    r = api("POST", "/connections", payload(
-        "other", accountPrefix="abc123-ats.iot.eu-central-1.amazonaws.com", region="us-east-1"))
+    r = api(
+        "POST",
+        "/connections",
+        payload(
+            "other", accountPrefix="abc123-ats.iot.eu-central-1.amazonaws.com", region="us-east-1"
+        ),
+    )
     assert r.status_code == 422
     assert "region" in r.json()["detail"]
 
@@ -81,8 +90,13 @@ def test_endpoint_given_instead_of_prefix(api: Api, payload) -> None:
 def test_full_replace_keeps_omitted_secrets(api: Api, payload, cert_pair) -> None:
     cid = api("POST", "/connections", payload()).json()["id"]
     new = payload(
-        "lpwan-eu-renamed", description="", downlinkTopicPattern="", deviceType="",
-        uplinkTopicPattern="fleet/{station}/{device}/up", secretAccessKey=..., certificate=...,
+        "lpwan-eu-renamed",
+        description="",
+        downlinkTopicPattern="",
+        deviceType="",
+        uplinkTopicPattern="fleet/{station}/{device}/up",
+        secretAccessKey=...,
+        certificate=...,
         privateKey=...,
     )
     r = api("PUT", f"/connections/{cid}", new)
@@ -174,8 +188,11 @@ def test_duplicate_name_conflict(api: Api, payload) -> None:
         ("secretAccessKey", "short", "secret access key"),
         ("accessKeyStoreFor", "2y", "storage period"),
         ("certificate", "not a pem", "PEM X.509"),
-        ("privateKey", "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
-         "PEM private"),
+        (
+            "privateKey",
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----",
+            "PEM private",
+        ),
         ("certificateId", "f" * 64, "does not match"),
     ],
 )
@@ -201,10 +218,14 @@ def test_certificate_and_key_must_match(api: Api, payload) -> None:
 
 
 def test_valid_patterns_accepted(api: Api, payload) -> None:
-    r = api("POST", "/connections", payload(
-        uplinkTopicPattern="things/{DevEUI}/uplink",
-        downlinkTopicPattern="things/{station}/{device}/down/+/#",
-    ))
+    r = api(
+        "POST",
+        "/connections",
+        payload(
+            uplinkTopicPattern="things/{DevEUI}/uplink",
+            downlinkTopicPattern="things/{station}/{device}/down/+/#",
+        ),
+    )
     assert r.status_code == 201, r.content
 
 
@@ -241,8 +262,9 @@ def test_delete_refused_while_bound_then_allowed(api: Api, payload) -> None:
     dev = MqttDevice.objects.create(station=station, name="aws")
     MqttDevice.objects.create(station=station, name="other")
 
-    r = api("PUT", f"/connections/{cid}/devices",
-            {"devices": [{"station": "st-001", "device": "aws"}]})
+    r = api(
+        "PUT", f"/connections/{cid}/devices", {"devices": [{"station": "st-001", "device": "aws"}]}
+    )
     assert r.status_code == 200, r.content
     assert r.json()["devices"] == [{"station": "st-001", "device": "aws"}]
     dev.refresh_from_db()
@@ -255,8 +277,9 @@ def test_delete_refused_while_bound_then_allowed(api: Api, payload) -> None:
     }
     assert api("GET", f"/connections/{cid}").json()["deviceCount"] == 1
 
-    r = api("PUT", f"/connections/{cid}/devices",
-            {"devices": [{"station": "st-001", "device": "nope"}]})
+    r = api(
+        "PUT", f"/connections/{cid}/devices", {"devices": [{"station": "st-001", "device": "nope"}]}
+    )
     assert r.status_code == 422
     assert "st-001/nope" in r.json()["detail"]
 

@@ -3,6 +3,7 @@
 Bounded on purpose (few examples per operation); asserts no server error and that every
 response conforms to the documented schema, and that no response ever carries a secret.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -61,8 +62,9 @@ def test_connections_api_has_no_server_errors(api_schema: Any, seeded: str) -> N
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=15, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def check(case: Any) -> None:
             response = case.call(headers={"Authorization": seeded})
             seen.setdefault(case.operation.label, set()).add(response.status_code)
@@ -74,9 +76,11 @@ def test_connections_api_has_no_server_errors(api_schema: Any, seeded: str) -> N
             # auth failures are covered in test_connections_api.test_auth) and
             # positive_data_acceptance (schema-valid is not rule-valid: topic rules, region
             # list and certificate/key matching answer 422 with a sentence, by design).
-            case.validate_response(response, excluded_checks=[ignored_auth,
-                                                               positive_data_acceptance],
-                                   headers={"Authorization": seeded})
+            case.validate_response(
+                response,
+                excluded_checks=[ignored_auth, positive_data_acceptance],
+                headers={"Authorization": seeded},
+            )
 
         check()
     assert set(seen) == {op.label for op in operations}

@@ -1,5 +1,6 @@
 """Fleet install services: validation, dry run, placement under the cap, progression, re-run,
 cancel and timeout."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -30,8 +31,13 @@ pytestmark = pytest.mark.django_db
 
 
 def create(stations, **kw):  # noqa: ANN001, ANN003, ANN201
-    params = {"device_name": "aws", "profile": make_profile(), "endpoint": ENDPOINT,
-              "key_password": DEVICE_PASSWORD, "stations": stations}
+    params = {
+        "device_name": "aws",
+        "profile": make_profile(),
+        "endpoint": ENDPOINT,
+        "key_password": DEVICE_PASSWORD,
+        "stations": stations,
+    }
     params.update(kw)
     return fleet_install_create(**params)
 
@@ -41,8 +47,10 @@ def rows(install):  # noqa: ANN001, ANN201
 
 
 def report(station, status, **extra):  # noqa: ANN001, ANN003, ANN201
-    return station_report_state(station=station, report={
-        "agent_version": "0.1.0", "devices": [{"name": "aws", "status": status, **extra}]})
+    return station_report_state(
+        station=station,
+        report={"agent_version": "0.1.0", "devices": [{"name": "aws", "status": status, **extra}]},
+    )
 
 
 @pytest.mark.parametrize(
@@ -127,9 +135,14 @@ def test_progression_from_config_fetch_reports_and_request() -> None:
     assert rows(install)["st-a"].status == S.ONBOARDING
     device = MqttDevice.objects.get(station=station, name="aws")
     assert device.status == MqttDevice.Status.ONBOARDING
-    OnboardingRequest.objects.create(station=station, device=device, profile=make_profile(),
-                                     csr_pem="x", key_type="ec-p256",
-                                     public_key_fingerprint="f" * 64)
+    OnboardingRequest.objects.create(
+        station=station,
+        device=device,
+        profile=make_profile(),
+        csr_pem="x",
+        key_type="ec-p256",
+        public_key_fingerprint="f" * 64,
+    )
     report(station, "onboarding")  # the request, not the report, says "awaiting approval"
     assert rows(install)["st-a"].status == S.AWAITING_APPROVAL
     report(station, "connected", connected=True, thing_name="st-a-aws")
@@ -152,10 +165,16 @@ def test_rejected_request_fails_the_station() -> None:
     install = create(["st-a"])
     fleet_install_run(install_id=install.pk)
     device = MqttDevice.objects.get(station=station)
-    OnboardingRequest.objects.create(station=station, device=device, profile=make_profile(),
-                                     csr_pem="x", key_type="ec-p256",
-                                     public_key_fingerprint="f" * 64, status="rejected",
-                                     reason="Unknown site.")
+    OnboardingRequest.objects.create(
+        station=station,
+        device=device,
+        profile=make_profile(),
+        csr_pem="x",
+        key_type="ec-p256",
+        public_key_fingerprint="f" * 64,
+        status="rejected",
+        reason="Unknown site.",
+    )
     fleet_advance()
     row = rows(install)["st-a"]
     assert row.status == S.FAILED
@@ -175,8 +194,11 @@ def test_rerun_creates_no_duplicate_and_skips_connected_devices() -> None:
     assert {r.attempts for r in rows(first).values()} == {1}
     report(a, "connected", connected=True)
     device_a = MqttDevice.objects.get(station=a)
-    second = create(["st-a", "st-b"], endpoint="other-ats.iot.eu-west-1.amazonaws.com",
-                    key_password="another-password")
+    second = create(
+        ["st-a", "st-b"],
+        endpoint="other-ats.iot.eu-west-1.amazonaws.com",
+        key_password="another-password",
+    )
     r = rows(second)
     assert r["st-a"].status == S.CONNECTED
     assert "skipped" in r["st-a"].note
@@ -243,6 +265,7 @@ def test_fleet_advance_is_a_periodic_task_on_the_fleet_queue() -> None:
     import provisioning.tasks  # noqa: F401  (a worker finds it by autodiscovery)
     from portal.celery import app
     from portal.schedules import install_periodic_tasks
+
     install_periodic_tasks()
     task = PeriodicTask.objects.get(task="provisioning.tasks.fleet_advance")
     assert task.enabled
@@ -284,10 +307,14 @@ def test_a_report_that_changes_nothing_writes_nothing_for_the_install() -> None:
     report(station, "onboarding")
     lines = install.job.log_lines.count()
     with CaptureQueriesContext(connection) as queries:
-        fleet_station_reported(station=station, devices={"aws": {"name": "aws",
-                                                                 "status": "onboarding"}})
-    writes = [q["sql"] for q in queries.captured_queries
-              if not q["sql"].lstrip().upper().startswith("SELECT")]
+        fleet_station_reported(
+            station=station, devices={"aws": {"name": "aws", "status": "onboarding"}}
+        )
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if not q["sql"].lstrip().upper().startswith("SELECT")
+    ]
     assert writes == []
     assert install.job.log_lines.count() == lines
     assert rows(install)["st-a"].status == S.ONBOARDING

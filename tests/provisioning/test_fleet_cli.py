@@ -1,5 +1,6 @@
 """`manage.py fleet_install`: errors are one sentence with a non-zero exit; dry run prints the
 plan; a real run records the install and its rows."""
+
 from __future__ import annotations
 
 import subprocess
@@ -53,12 +54,28 @@ def test_cli_needs_the_password_from_the_environment(monkeypatch) -> None:  # no
     make_station("st-a")
     make_profile()
     with pytest.raises(CommandError, match="Set DEVICE_CERT_PASSWORD"):
-        run("--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT,
-            "--stations", "st-a")
+        run(
+            "--device-name",
+            "aws",
+            "--profile",
+            "fleet",
+            "--endpoint",
+            ENDPOINT,
+            "--stations",
+            "st-a",
+        )
     monkeypatch.setenv("DEVICE_CERT_PASSWORD", "short")
     with pytest.raises(CommandError, match="at least 8 characters"):
-        run("--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT,
-            "--stations", "st-a")
+        run(
+            "--device-name",
+            "aws",
+            "--profile",
+            "fleet",
+            "--endpoint",
+            ENDPOINT,
+            "--stations",
+            "st-a",
+        )
 
 
 @pytest.mark.django_db
@@ -68,8 +85,9 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(monkeypatch) -> None:  
     b, _ = make_station("st-b")
     make_device(b, status=MqttDevice.Status.CONNECTED)
     make_profile()
-    out = run("--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT, "--all",
-              "--dry-run")
+    out = run(
+        "--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT, "--all", "--dry-run"
+    )
     assert "st-a: create: Create device 'aws'" in out
     assert "st-b: skip: Already connected" in out
     assert "Dry run, nothing changed: 1 to create, 0 to update, 0 unchanged, 1 already" in out
@@ -83,8 +101,18 @@ def test_cli_real_run_records_rows(monkeypatch, django_capture_on_commit_callbac
     make_station("st-b")
     make_profile()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        out = run("--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT,
-                  "--stations", "st-a,st-b", "--port", "8884")
+        out = run(
+            "--device-name",
+            "aws",
+            "--profile",
+            "fleet",
+            "--endpoint",
+            ENDPOINT,
+            "--stations",
+            "st-a,st-b",
+            "--port",
+            "8884",
+        )
     assert "Started Fleet install #" in out
     assert DEVICE_PASSWORD not in out
     assert len(callbacks) == 1
@@ -99,9 +127,23 @@ def test_cli_real_run_records_rows(monkeypatch, django_capture_on_commit_callbac
 def test_cli_exit_status_and_stderr_sentence() -> None:
     make_station("st-a")
     result = subprocess.run(
-        [sys.executable, "manage.py", "fleet_install", "--device-name", "aws", "--profile",
-         "fleet", "--endpoint", ENDPOINT, "--stations", "ghost"],
-        cwd=ROOT, capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "manage.py",
+            "fleet_install",
+            "--device-name",
+            "aws",
+            "--profile",
+            "fleet",
+            "--endpoint",
+            ENDPOINT,
+            "--stations",
+            "ghost",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
         env=subprocess_env(DEVICE_CERT_PASSWORD=DEVICE_PASSWORD),
     )
     assert result.returncode != 0

@@ -1,4 +1,5 @@
 """The fleet install task really runs on a Celery worker consuming the ``fleet`` queue."""
+
 from __future__ import annotations
 
 import pytest
@@ -17,16 +18,24 @@ def test_fleet_install_runs_on_the_fleet_queue(celery_worker_process) -> None:  
     make_station("st-a", online=True)
     make_station("st-off")
     with transaction.atomic():
-        install = fleet_install_create(device_name="aws", profile=make_profile(),
-                                       endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
-                                       key_password=DEVICE_PASSWORD,
-                                       stations=["st-a", "st-off"])
+        install = fleet_install_create(
+            device_name="aws",
+            profile=make_profile(),
+            endpoint="abc-ats.iot.eu-west-1.amazonaws.com",
+            key_password=DEVICE_PASSWORD,
+            stations=["st-a", "st-off"],
+        )
         fleet_install_start(install=install)
-    wait_for(lambda: MqttDevice.objects.filter(station__name="st-a", name="aws").exists(),
-             timeout=60, message="the worker to place the device")
+    wait_for(
+        lambda: MqttDevice.objects.filter(station__name="st-a", name="aws").exists(),
+        timeout=60,
+        message="the worker to place the device",
+    )
     assert Job.objects.get(pk=install.job_id).status == Job.Status.RUNNING
-    assert FleetInstallStation.objects.get(install=install, station__name="st-off").status \
+    assert (
+        FleetInstallStation.objects.get(install=install, station__name="st-off").status
         == FleetInstallStation.Status.QUEUED
+    )
     device = MqttDevice.objects.get(station__name="st-a")
     assert device.key_password == DEVICE_PASSWORD
     assert "provisioning.tasks.fleet_install_run" in worker.output

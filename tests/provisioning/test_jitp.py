@@ -1,5 +1,6 @@
 """The JITP setup job against a moto server: the command's happy path, re-runs, options and
 the failures moto can produce itself (missing role, pre-flight mismatch, wrong password)."""
+
 from __future__ import annotations
 
 import io
@@ -40,27 +41,36 @@ def registered_template(endpoint: str) -> tuple[list[dict], dict]:
     """(ACTIVE CAs in moto, the template of the only one) read with a separate client."""
     cas = [c for c in moto_ca_certificates(endpoint) if c["status"] == "ACTIVE"]
     assert len(cas) == 1, cas
-    described = aws("iot", endpoint).describe_ca_certificate(
-        certificateId=cas[0]["certificate_id"]
-    )
+    described = aws("iot", endpoint).describe_ca_certificate(certificateId=cas[0]["certificate_id"])
     assert described["certificateDescription"]["status"] == "ACTIVE"
     return cas, described["registrationConfig"]
 
 
 def run_setup_jitp(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "manage.py", "setup_jitp", *args], cwd=ROOT, capture_output=True,
-        text=True, timeout=120,
+        [sys.executable, "manage.py", "setup_jitp", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env=subprocess_env(AWS_ENDPOINT_URL=endpoint, CA_PASSWORD=CA_PASSWORD),
     )
 
 
 @pytest.mark.django_db(transaction=True)
 def test_setup_jitp_command_registers_one_active_ca_and_reruns_idempotently(
-    moto_server: str, access_key, jitp_role: str,  # noqa: ANN001
+    moto_server: str,
+    access_key,
+    jitp_role: str,  # noqa: ANN001
 ) -> None:
-    args = ["--access-key-id", access_key.access_key_id, "--role-arn", jitp_role,
-            "--generate-ca", "CN=Fleet CA,O=ACME,C=DE"]
+    args = [
+        "--access-key-id",
+        access_key.access_key_id,
+        "--role-arn",
+        jitp_role,
+        "--generate-ca",
+        "CN=Fleet CA,O=ACME,C=DE",
+    ]
     first = run_setup_jitp(moto_server, *args)
     assert first.returncode == 0, first.stderr
     printed = re.search(r"^Data endpoint: (\S+)$", first.stdout, re.M)
@@ -80,8 +90,9 @@ def test_setup_jitp_command_registers_one_active_ca_and_reruns_idempotently(
     assert "AWS::IoT::Certificate::CommonName" in body["Parameters"]
     assert body["Resources"]["certificate"]["Properties"]["Status"] == "ACTIVE"
     policy = json.loads(body["Resources"]["policy"]["Properties"]["PolicyDocument"])
-    assert policy == policy_document_build(mode="least_privilege", region="eu-west-1",
-                                           account_id="123456789012")
+    assert policy == policy_document_build(
+        mode="least_privilege", region="eu-west-1", account_id="123456789012"
+    )
 
     second = run_setup_jitp(moto_server, *args)
     assert second.returncode == 0, second.stderr
@@ -97,11 +108,17 @@ def test_setup_jitp_command_registers_one_active_ca_and_reruns_idempotently(
 
 @pytest.mark.django_db(transaction=True)
 def test_setup_jitp_command_failure_exits_non_zero_with_one_sentence(
-    moto_server: str, access_key,  # noqa: ANN001
+    moto_server: str,
+    access_key,  # noqa: ANN001
 ) -> None:
     result = run_setup_jitp(
-        moto_server, "--access-key-id", access_key.access_key_id,
-        "--role-arn", "arn:aws:iam::123456789012:role/NoSuchRole", "--generate-ca", "CN=X",
+        moto_server,
+        "--access-key-id",
+        access_key.access_key_id,
+        "--role-arn",
+        "arn:aws:iam::123456789012:role/NoSuchRole",
+        "--generate-ca",
+        "CN=X",
     )
     assert result.returncode != 0
     assert "does not exist in this AWS account" in result.stderr
@@ -112,8 +129,9 @@ def test_setup_jitp_command_failure_exits_non_zero_with_one_sentence(
 
 @pytest.mark.django_db
 def test_least_privilege_policy_scopes_everything_to_the_thing_name() -> None:
-    policy = policy_document_build(mode="least_privilege", region="eu-west-1",
-                                   account_id="123456789012")
+    policy = policy_document_build(
+        mode="least_privilege", region="eu-west-1", account_id="123456789012"
+    )
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     prefix = "arn:aws:iot:eu-west-1:123456789012"
     assert by_sid["ConnectAsOwnThingName"]["Resource"] == f"{prefix}:client/{THING_NAME_VARIABLE}"
@@ -126,15 +144,18 @@ def test_least_privilege_policy_scopes_everything_to_the_thing_name() -> None:
         f"{prefix}:topic/things/{THING_NAME_VARIABLE}/*",
         f"{prefix}:topic/$aws/things/{THING_NAME_VARIABLE}/*",
     }
-    seven = policy_document_build(mode="seven_actions_all", region="eu-west-1",
-                                  account_id="123456789012")
+    seven = policy_document_build(
+        mode="seven_actions_all", region="eu-west-1", account_id="123456789012"
+    )
     assert seven["Statement"] == [{"Effect": "Allow", "Action": SEVEN_ACTIONS, "Resource": "*"}]
 
 
 @pytest.mark.django_db
 def test_template_declares_every_certificate_parameter_it_references() -> None:
     row = JitpSettings(
-        thing_type_name="controller", thing_groups="plant-1, eu", billing_group="fleet",
+        thing_type_name="controller",
+        thing_groups="plant-1, eu",
+        billing_group="fleet",
         attributes={"country": "AWS::IoT::Certificate::Country", "vendor": "acme"},
     )
     body = template_body_build(row=row, region="eu-west-1", account_id="123456789012")
@@ -143,24 +164,40 @@ def test_template_declares_every_certificate_parameter_it_references() -> None:
     assert thing["ThingGroups"] == ["plant-1", "eu"]
     assert thing["BillingGroup"] == "fleet"
     assert thing["AttributePayload"] == {
-        "country": {"Ref": "AWS::IoT::Certificate::Country"}, "vendor": "acme",
+        "country": {"Ref": "AWS::IoT::Certificate::Country"},
+        "vendor": "acme",
     }
     referenced = set(re.findall(r'"Ref": "(AWS::IoT::Certificate::\w+)"', json.dumps(body)))
     assert referenced <= set(body["Parameters"])
     assert template_certificate_parameters(body) == {
-        "AWS::IoT::Certificate::CommonName", "AWS::IoT::Certificate::Country",
+        "AWS::IoT::Certificate::CommonName",
+        "AWS::IoT::Certificate::Country",
     }
 
 
 @pytest.mark.django_db
-def test_existing_ca_sni_only_seven_actions(moto_server: str, access_key, jitp_role: str,  # noqa: ANN001
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_existing_ca_sni_only_seven_actions(
+    moto_server: str,
+    access_key,
+    jitp_role: str,  # noqa: ANN001
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     ca_generate(alias="fleet-ca", dn="CN=Existing CA,C=DE", password=CA_PASSWORD)
     monkeypatch.setenv("CA_PASSWORD", CA_PASSWORD)
     out = io.StringIO()
-    call_command("setup_jitp", "--access-key-id", access_key.access_key_id,
-                 "--role-arn", jitp_role, "--ca-alias", "fleet-ca", "--sni-only",
-                 "--policy", "seven-actions", stdout=out)
+    call_command(
+        "setup_jitp",
+        "--access-key-id",
+        access_key.access_key_id,
+        "--role-arn",
+        jitp_role,
+        "--ca-alias",
+        "fleet-ca",
+        "--sni-only",
+        "--policy",
+        "seven-actions",
+        stdout=out,
+    )
     assert "SNI_ONLY mode: no registration code" in out.getvalue()
     _, config = registered_template(moto_server)
     body = json.loads(config["templateBody"])
@@ -176,7 +213,9 @@ def test_existing_ca_sni_only_seven_actions(moto_server: str, access_key, jitp_r
 
 @pytest.mark.django_db
 def test_default_mode_sends_a_verification_certificate_signed_by_the_ca(
-    moto_server: str, access_key, jitp_role: str,  # noqa: ANN001
+    moto_server: str,
+    access_key,
+    jitp_role: str,  # noqa: ANN001
 ) -> None:
     from cryptography import x509
 
@@ -189,8 +228,10 @@ def test_default_mode_sends_a_verification_certificate_signed_by_the_ca(
 
     def client(service: str, **kwargs: object):  # noqa: ANN202
         made = original(service, **kwargs)
-        made.meta.events.register("provide-client-params.iot.RegisterCACertificate",
-                                  lambda params, **_: sent.append(dict(params)))
+        made.meta.events.register(
+            "provide-client-params.iot.RegisterCACertificate",
+            lambda params, **_: sent.append(dict(params)),
+        )
         made.meta.events.register(
             "after-call.iot.GetRegistrationCode",
             lambda parsed, **_: codes.append(parsed["registrationCode"]),
@@ -215,19 +256,26 @@ def test_default_mode_sends_a_verification_certificate_signed_by_the_ca(
 
 
 def _profile(ca: CertificateAuthority, name: str, **fields: str) -> SigningProfile:
-    return SigningProfile.objects.create(name=name, ca=ca, ca_password=CA_PASSWORD,
-                                         country="DE", **fields)
+    return SigningProfile.objects.create(
+        name=name, ca=ca, ca_password=CA_PASSWORD, country="DE", **fields
+    )
 
 
 @pytest.mark.django_db
 def test_preflight_blocks_template_fields_a_profile_does_not_put_in_certificates(
-    moto_server: str, access_key, jitp_role: str,  # noqa: ANN001
+    moto_server: str,
+    access_key,
+    jitp_role: str,  # noqa: ANN001
 ) -> None:
     ca = ca_generate(alias="fleet-ca", dn="CN=Fleet CA,C=DE", password=CA_PASSWORD)
     _profile(ca, "with-org", organization="ACME")
     _profile(ca, "no-org")
-    jitp_configure(access_key, jitp_role, ca_source="existing",
-                   attributes={"org": "AWS::IoT::Certificate::Organization"})
+    jitp_configure(
+        access_key,
+        jitp_role,
+        ca_source="existing",
+        attributes={"org": "AWS::IoT::Certificate::Organization"},
+    )
     job = jitp_run()
     assert job.status == Job.Status.FAILED
     assert job.error_code == "TemplateProfileMismatch"
@@ -242,8 +290,11 @@ def test_preflight_blocks_template_fields_a_profile_does_not_put_in_certificates
 
 
 @pytest.mark.django_db
-def test_no_profile_yet_warns_but_does_not_block(moto_server: str, access_key,  # noqa: ANN001
-                                                 jitp_role: str) -> None:
+def test_no_profile_yet_warns_but_does_not_block(
+    moto_server: str,
+    access_key,  # noqa: ANN001
+    jitp_role: str,
+) -> None:
     jitp_configure(access_key, jitp_role)
     job = jitp_run()
     assert job.status == Job.Status.SUCCEEDED, job.result
@@ -257,13 +308,22 @@ def test_no_profile_yet_warns_but_does_not_block(moto_server: str, access_key,  
     ("fields", "code", "sentence"),
     [
         ({"ca_source": "existing", "ca_alias": "missing"}, "CaNotFound", "no CA 'missing'"),
-        ({"ca_source": "existing", "ca_password": "wrong-password"}, "WrongCaPassword",
-         "password for CA 'fleet-ca' is wrong"),
+        (
+            {"ca_source": "existing", "ca_password": "wrong-password"},
+            "WrongCaPassword",
+            "password for CA 'fleet-ca' is wrong",
+        ),
         ({}, "CaAliasExists", "already exists in the key store"),
     ],
 )
-def test_ca_problems_fail_with_a_sentence(moto_server: str, access_key, jitp_role: str,  # noqa: ANN001
-                                          fields: dict, code: str, sentence: str) -> None:
+def test_ca_problems_fail_with_a_sentence(
+    moto_server: str,
+    access_key,
+    jitp_role: str,  # noqa: ANN001
+    fields: dict,
+    code: str,
+    sentence: str,
+) -> None:
     ca_generate(alias="fleet-ca", dn="CN=Fleet CA,C=DE", password=CA_PASSWORD)
     jitp_configure(access_key, jitp_role, **fields)
     job = jitp_run()
@@ -277,10 +337,19 @@ def test_ca_problems_fail_with_a_sentence(moto_server: str, access_key, jitp_rol
 @pytest.mark.django_db
 def test_role_that_iot_cannot_assume_is_refused(moto_server: str, access_key) -> None:  # noqa: ANN001
     role = aws("iam", moto_server).create_role(
-        RoleName="LambdaRole", AssumeRolePolicyDocument=json.dumps({
-            "Version": "2012-10-17", "Statement": [{
-                "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"},
-                "Action": "sts:AssumeRole"}]}),
+        RoleName="LambdaRole",
+        AssumeRolePolicyDocument=json.dumps(
+            {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Service": "lambda.amazonaws.com"},
+                        "Action": "sts:AssumeRole",
+                    }
+                ],
+            }
+        ),
     )["Role"]["Arn"]
     jitp_configure(access_key, role)
     job = jitp_run()
@@ -290,7 +359,9 @@ def test_role_that_iot_cannot_assume_is_refused(moto_server: str, access_key) ->
 
 @pytest.mark.django_db
 def test_disabled_aws_service_and_purged_key_fail_before_any_call(
-    moto_server: str, access_key, jitp_role: str,  # noqa: ANN001
+    moto_server: str,
+    access_key,
+    jitp_role: str,  # noqa: ANN001
 ) -> None:
     from provisioning.aws import aws_service_get
 
@@ -319,14 +390,18 @@ def test_command_refuses_bad_input_with_sentences(access_key, monkeypatch) -> No
     with pytest.raises(CommandError, match="An IAM role ARN looks like"):
         call_command(*base, "--role-arn", "not-an-arn")
     with pytest.raises(CommandError, match="There is no access key AKIAUNKNOWN"):
-        call_command("setup_jitp", "--access-key-id", "AKIAUNKNOWN", "--role-arn", "x",
-                     "--ca-alias", "a")
+        call_command(
+            "setup_jitp", "--access-key-id", "AKIAUNKNOWN", "--role-arn", "x", "--ca-alias", "a"
+        )
     assert not Job.objects.exists()
 
 
 @pytest.mark.django_db
-def test_a_job_cancelled_while_running_stops_between_steps(moto_server, access_key,  # noqa: ANN001
-                                                           jitp_role: str) -> None:
+def test_a_job_cancelled_while_running_stops_between_steps(
+    moto_server,
+    access_key,  # noqa: ANN001
+    jitp_role: str,
+) -> None:
     import provisioning.jitp.steps as jitp
     from provisioning.jobs import job_cancel
 

@@ -1,5 +1,6 @@
 """The doors in the admin: JITP settings (write-only CA password, "Set up JITP" button and
 action, run by a real Celery worker) and the generic job page with its live-log endpoint."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,12 +21,22 @@ def _settings_url() -> str:
 
 def _form_data(access_key, role_arn: str, **extra: str) -> dict[str, str]:  # noqa: ANN001
     data = {
-        "access_key": str(access_key.pk), "region": "", "role_arn": role_arn,
-        "ca_source": "generate", "ca_alias": "fleet-ca", "ca_password": "",
-        "ca_dn": "CN=Fleet CA,O=ACME,C=DE", "ca_key_type": "ec-p256",
-        "ca_validity_days": "730", "template_name": "", "thing_type_name": "",
-        "thing_groups": "", "billing_group": "", "attributes": "{}",
-        "policy_mode": "least_privilege", "certificate_mode": "DEFAULT",
+        "access_key": str(access_key.pk),
+        "region": "",
+        "role_arn": role_arn,
+        "ca_source": "generate",
+        "ca_alias": "fleet-ca",
+        "ca_password": "",
+        "ca_dn": "CN=Fleet CA,O=ACME,C=DE",
+        "ca_key_type": "ec-p256",
+        "ca_validity_days": "730",
+        "template_name": "",
+        "thing_type_name": "",
+        "thing_groups": "",
+        "billing_group": "",
+        "attributes": "{}",
+        "policy_mode": "least_privilege",
+        "certificate_mode": "DEFAULT",
     }
     data.update(extra)
     return data
@@ -33,14 +44,17 @@ def _form_data(access_key, role_arn: str, **extra: str) -> dict[str, str]:  # no
 
 @pytest.mark.django_db
 def test_ca_password_is_write_only_and_kept_when_left_empty(
-    admin_client, access_key, settings,  # noqa: ANN001
+    admin_client,
+    access_key,
+    settings,  # noqa: ANN001
 ) -> None:
     role = "arn:aws:iam::123456789012:role/JITPRole"
     listing = admin_client.get(reverse("admin:provisioning_jitpsettings_changelist"))
     assert listing.status_code == 200
     url = _settings_url()
-    response = admin_client.post(url, _form_data(access_key, role, ca_password=CA_PASSWORD,
-                                                 _save="Save"))
+    response = admin_client.post(
+        url, _form_data(access_key, role, ca_password=CA_PASSWORD, _save="Save")
+    )
     assert response.status_code == 302, response.content.decode()[:3000]
     assert jitp_settings_get().ca_password == CA_PASSWORD
     html = admin_client.get(url).content.decode()
@@ -48,20 +62,24 @@ def test_ca_password_is_write_only_and_kept_when_left_empty(
     assert "A password is stored." in html
     assert "Save and set up JITP" in html
 
-    response = admin_client.post(url, _form_data(access_key, role, ca_validity_days="365",
-                                                 _save="Save"))
+    response = admin_client.post(
+        url, _form_data(access_key, role, ca_validity_days="365", _save="Save")
+    )
     assert response.status_code == 302
     row = jitp_settings_get()
     assert (row.ca_password, row.ca_validity_days) == (CA_PASSWORD, 365)
 
-    response = admin_client.post(url, _form_data(access_key, "arn:aws:s3:::bucket",
-                                                 _save="Save"))
+    response = admin_client.post(url, _form_data(access_key, "arn:aws:s3:::bucket", _save="Save"))
     assert "An IAM role ARN looks like" in response.content.decode()
 
 
 @pytest.mark.django_db(transaction=True)
 def test_set_up_jitp_button_runs_the_job_in_a_worker_and_shows_it(
-    admin_client, moto_server, access_key, jitp_role, celery_worker_process,  # noqa: ANN001
+    admin_client,
+    moto_server,
+    access_key,
+    jitp_role,
+    celery_worker_process,  # noqa: ANN001
 ) -> None:
     worker = celery_worker_process(queues="default", AWS_ENDPOINT_URL=moto_server)
     response = admin_client.post(
@@ -72,8 +90,11 @@ def test_set_up_jitp_button_runs_the_job_in_a_worker_and_shows_it(
     assert response.status_code == 302
     assert response["Location"] == reverse("admin:provisioning_job_change", args=[job.pk])
 
-    wait_for(lambda: Job.objects.get(pk=job.pk).is_finished, timeout=60,
-             message="the JITP job to finish in the worker")
+    wait_for(
+        lambda: Job.objects.get(pk=job.pk).is_finished,
+        timeout=60,
+        message="the JITP job to finish in the worker",
+    )
     job.refresh_from_db()
     assert job.status == Job.Status.SUCCEEDED, job.result
     assert job.actor.username == "admin"
@@ -86,9 +107,7 @@ def test_set_up_jitp_button_runs_the_job_in_a_worker_and_shows_it(
     assert "Step 6/6: Data endpoint." in page
     assert "6 done, 0 failed, 6 total" in page
     assert row.data_endpoint in page
-    status = admin_client.get(
-        reverse("admin:provisioning_job_status", args=[job.pk])
-    ).json()
+    status = admin_client.get(reverse("admin:provisioning_job_status", args=[job.pk])).json()
     assert status["is_finished"] is True
     assert status["percent"] == 100
     assert CA_PASSWORD not in worker.output
@@ -109,8 +128,9 @@ def test_setup_action_needs_its_permission(client, staff_user, access_key) -> No
     staff_user = type(staff_user).objects.get(pk=staff_user.pk)
     client.force_login(staff_user)
     assert b"setup_jitp" in client.get(changelist).content
-    response = client.post(changelist, {"action": "setup_jitp", "_selected_action":
-                                        [str(jitp_settings_get().pk)]})
+    response = client.post(
+        changelist, {"action": "setup_jitp", "_selected_action": [str(jitp_settings_get().pk)]}
+    )
     job = Job.objects.get()
     assert response["Location"] == reverse("admin:provisioning_job_change", args=[job.pk])
     assert job.status == Job.Status.QUEUED  # the task is queued after commit
@@ -142,15 +162,22 @@ def test_job_page_is_read_only_and_polls_incrementally(admin_client) -> None:  #
     html = admin_client.get(url).content.decode()
     assert "setTimeout(poll" not in html
     assert "1 of 3 stations failed." in html
-    assert admin_client.post(
-        reverse("admin:provisioning_job_delete", args=[job.pk]), {"post": "yes"}
-    ).status_code == 403
+    assert (
+        admin_client.post(
+            reverse("admin:provisioning_job_delete", args=[job.pk]), {"post": "yes"}
+        ).status_code
+        == 403
+    )
     assert Job.objects.filter(pk=job.pk).exists()
 
 
 @pytest.mark.django_db
-def test_job_page_sections_for_other_job_kinds(admin_client, settings, tmp_path,  # noqa: ANN001
-                                               monkeypatch) -> None:  # noqa: ANN001
+def test_job_page_sections_for_other_job_kinds(
+    admin_client,
+    settings,
+    tmp_path,  # noqa: ANN001
+    monkeypatch,
+) -> None:  # noqa: ANN001
     from provisioning.jobs import admin as admin_jobs
 
     (tmp_path / "stations.html").write_text("<table id='stations'>{{ job.title }}</table>")

@@ -1,4 +1,5 @@
 """Access-key services: validation, encryption at rest, the purge sweep, the call-log prune."""
+
 from __future__ import annotations
 
 import threading
@@ -135,10 +136,12 @@ def test_two_sweeps_at_once_purge_each_key_once(access_key_factory) -> None:  # 
 def test_call_log_prune_uses_retention(settings) -> None:  # noqa: ANN001
     settings.AWS_CALL_LOG_RETENTION_DAYS = 7
     now = timezone.now()
-    old = AwsApiCall.objects.create(service="sts", operation="GetCallerIdentity",
-                                    at=now - timedelta(days=8))
-    kept = AwsApiCall.objects.create(service="sts", operation="GetCallerIdentity",
-                                     at=now - timedelta(days=6))
+    old = AwsApiCall.objects.create(
+        service="sts", operation="GetCallerIdentity", at=now - timedelta(days=8)
+    )
+    kept = AwsApiCall.objects.create(
+        service="sts", operation="GetCallerIdentity", at=now - timedelta(days=6)
+    )
     assert services.aws_call_log_prune(now=now) == 1
     assert list(AwsApiCall.objects.values_list("pk", flat=True)) == [kept.pk]
     assert not AwsApiCall.objects.filter(pk=old.pk).exists()
@@ -158,11 +161,12 @@ def test_aws_service_update_validates_region_and_audits() -> None:
 
 
 def test_secret_never_in_logs_during_add_and_purge(
-    access_key_factory, caplog, secret: str  # noqa: ANN001
+    access_key_factory,
+    caplog,
+    secret: str,  # noqa: ANN001
 ) -> None:
     caplog.set_level("DEBUG")
-    key = access_key_factory(secret=secret, store_for="1h",
-                             now=timezone.now() - timedelta(hours=2))
+    key = access_key_factory(secret=secret, store_for="1h", now=timezone.now() - timedelta(hours=2))
     assert services.access_key_purge_due() == 1
     assert key.access_key_id in caplog.text  # the logs do speak about the key…
     assert secret not in caplog.text  # …but never its secret

@@ -1,4 +1,5 @@
 """The purge task, run by a real Celery worker from the broker (not eager mode)."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -15,11 +16,13 @@ from tests.conftest import wait_for
 
 @pytest.mark.django_db(transaction=True)
 def test_real_worker_runs_purge_task_from_the_broker(
-    celery_worker_process, access_key_factory, settings, secret: str  # noqa: ANN001
+    celery_worker_process,
+    access_key_factory,
+    settings,
+    secret: str,  # noqa: ANN001
 ) -> None:
     assert not settings.CELERY_TASK_ALWAYS_EAGER
-    due = access_key_factory(secret=secret, store_for="1h",
-                             now=timezone.now() - timedelta(hours=2))
+    due = access_key_factory(secret=secret, store_for="1h", now=timezone.now() - timedelta(hours=2))
     kept = access_key_factory(store_for="30d")
     worker = celery_worker_process(queues="default")
     tasks.purge_access_keys.delay()

@@ -1,4 +1,5 @@
 """Fixtures of the signing tests: test CAs and keys, a profile, stations with tokens, CSR makers."""
+
 from __future__ import annotations
 
 import subprocess
@@ -18,24 +19,43 @@ from signing.services import ca_generate, signing_profile_create
 
 
 def make_cert(
-    *, ca: bool = True, key_cert_sign: bool = True, days: int = 365, start_days_ago: int = 1,
-    key: object | None = None, cn: str = "Imported CA",
+    *,
+    ca: bool = True,
+    key_cert_sign: bool = True,
+    days: int = 365,
+    start_days_ago: int = 1,
+    key: object | None = None,
+    cn: str = "Imported CA",
 ) -> tuple[x509.Certificate, object]:
     key = key or ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn),
-                      x509.NameAttribute(NameOID.COUNTRY_NAME, "DE")])
+    name = x509.Name(
+        [
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+            x509.NameAttribute(NameOID.COUNTRY_NAME, "DE"),
+        ]
+    )
     now = datetime.now(UTC)
     builder = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())  # type: ignore[attr-defined]
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())  # type: ignore[attr-defined]
         .not_valid_before(now - timedelta(days=start_days_ago))
         .not_valid_after(now - timedelta(days=start_days_ago) + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(
-            x509.KeyUsage(digital_signature=not key_cert_sign, content_commitment=False,
-                          key_encipherment=False, data_encipherment=False, key_agreement=False,
-                          key_cert_sign=key_cert_sign, crl_sign=key_cert_sign,
-                          encipher_only=False, decipher_only=False),
+            x509.KeyUsage(
+                digital_signature=not key_cert_sign,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=key_cert_sign,
+                crl_sign=key_cert_sign,
+                encipher_only=False,
+                decipher_only=False,
+            ),
             critical=True,
         )
     )
@@ -47,8 +67,11 @@ def cert_pem(cert: x509.Certificate) -> str:
 
 
 def key_pem(key: object, password: str = "") -> str:
-    encryption = (serialization.BestAvailableEncryption(password.encode()) if password
-                  else serialization.NoEncryption())
+    encryption = (
+        serialization.BestAvailableEncryption(password.encode())
+        if password
+        else serialization.NoEncryption()
+    )
     return key.private_bytes(  # type: ignore[attr-defined]
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, encryption
     ).decode()
@@ -56,7 +79,10 @@ def key_pem(key: object, password: str = "") -> str:
 
 def p12(cert: x509.Certificate, key: object, password: str) -> bytes:
     return pkcs12.serialize_key_and_certificates(
-        b"ca", key, cert, None,  # type: ignore[arg-type]
+        b"ca",
+        key,
+        cert,
+        None,  # type: ignore[arg-type]
         serialization.BestAvailableEncryption(password.encode()),
     )
 
@@ -71,15 +97,19 @@ CA_PASSWORD = "ca-password-123"
 
 @pytest.fixture
 def ca(db):  # noqa: ANN001, ANN201
-    return ca_generate(alias="test-ca", dn="CN=Test Device CA,O=Example,C=DE",
-                       password=CA_PASSWORD)
+    return ca_generate(alias="test-ca", dn="CN=Test Device CA,O=Example,C=DE", password=CA_PASSWORD)
 
 
 @pytest.fixture
 def profile(ca):  # noqa: ANN001, ANN201
     return signing_profile_create(
-        name="default", ca=ca, ca_password=CA_PASSWORD, country="DE",
-        organization="Example GmbH", organizational_unit="Fleet", is_default=True,
+        name="default",
+        ca=ca,
+        ca_password=CA_PASSWORD,
+        country="DE",
+        organization="Example GmbH",
+        organizational_unit="Fleet",
+        is_default=True,
     )
 
 
@@ -95,15 +125,17 @@ def other_station_token(db):  # noqa: ANN001, ANN201
     return station, token
 
 
-def make_ec_csr(cn: str = "ignored", *, ca_true: bool = False,
-                key: ec.EllipticCurvePrivateKey | None = None) -> str:
+def make_ec_csr(
+    cn: str = "ignored", *, ca_true: bool = False, key: ec.EllipticCurvePrivateKey | None = None
+) -> str:
     key = key or ec.generate_private_key(ec.SECP256R1())
     builder = x509.CertificateSigningRequestBuilder().subject_name(
         x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     )
     if ca_true:
-        builder = builder.add_extension(x509.BasicConstraints(ca=True, path_length=None),
-                                        critical=True)
+        builder = builder.add_extension(
+            x509.BasicConstraints(ca=True, path_length=None), critical=True
+        )
     csr = builder.sign(key, hashes.SHA256())
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
@@ -115,13 +147,31 @@ def openssl_csr(tmp_path: Path) -> Callable[[str], tuple[str, Path]]:
     def make(kind: str, subj: str = "/CN=evil/O=Attacker/C=XX") -> tuple[str, Path]:
         key = tmp_path / f"{kind}-{len(list(tmp_path.iterdir()))}.key"
         csr = key.with_suffix(".csr")
-        newkey = ["-newkey", "rsa:2048"] if kind == "rsa" else [
-            "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        newkey = (
+            ["-newkey", "rsa:2048"]
+            if kind == "rsa"
+            else ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        )
         subprocess.run(
-            ["openssl", "req", "-new", *newkey, "-nodes", "-keyout", str(key), "-out", str(csr),
-             "-subj", subj, "-addext", "subjectAltName=DNS:evil.example.com",
-             "-addext", "extendedKeyUsage=serverAuth"],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "req",
+                "-new",
+                *newkey,
+                "-nodes",
+                "-keyout",
+                str(key),
+                "-out",
+                str(csr),
+                "-subj",
+                subj,
+                "-addext",
+                "subjectAltName=DNS:evil.example.com",
+                "-addext",
+                "extendedKeyUsage=serverAuth",
+            ],
+            check=True,
+            capture_output=True,
         )
         return csr.read_text(), key
 

@@ -1,4 +1,5 @@
 """Admin: approval gated by its own permission, reject/revoke with reasons, write-only password."""
+
 from __future__ import annotations
 
 import pytest
@@ -20,8 +21,12 @@ QUEUE = "admin:signing_onboardingrequest_changelist"
 
 def _requests(n: int) -> list[OnboardingRequest]:
     station, _ = station_create(name="st-adm")
-    return [onboarding_request_submit(station=station, device_name=f"d{i}", csr=make_ec_csr(),
-                                      comment="hello")[0] for i in range(n)]
+    return [
+        onboarding_request_submit(
+            station=station, device_name=f"d{i}", csr=make_ec_csr(), comment="hello"
+        )[0]
+        for i in range(n)
+    ]
 
 
 def _grant(user, *codenames: str) -> None:  # noqa: ANN001
@@ -36,9 +41,11 @@ def test_staff_without_permission_cannot_approve(client, staff_user, profile) ->
     page = client.get(reverse(QUEUE))
     assert page.status_code == 200
     assert b"approve_selected" not in page.content
-    response = client.post(reverse(QUEUE), {"action": "approve_selected",
-                                            "_selected_action": [r.pk for r in rows]},
-                           follow=True)
+    response = client.post(
+        reverse(QUEUE),
+        {"action": "approve_selected", "_selected_action": [r.pk for r in rows]},
+        follow=True,
+    )
     assert response.status_code == 200
     assert set(OnboardingRequest.objects.values_list("status", flat=True)) == {"pending"}
     assert not AuditEvent.objects.filter(action="onboarding_approve").exists()
@@ -52,9 +59,11 @@ def test_approver_approves_many_with_a_counted_message(client, staff_user, profi
     page = client.get(reverse(QUEUE))
     assert b"approve_selected" in page.content
     assert b"st-adm" in page.content
-    response = client.post(reverse(QUEUE), {"action": "approve_selected",
-                                            "_selected_action": [r.pk for r in rows]},
-                           follow=True)
+    response = client.post(
+        reverse(QUEUE),
+        {"action": "approve_selected", "_selected_action": [r.pk for r in rows]},
+        follow=True,
+    )
     assert "Approved 3 requests" in response.content.decode()
     assert set(OnboardingRequest.objects.values_list("status", flat=True)) == {"approved"}
     row = OnboardingRequest.objects.get(pk=rows[0].pk)
@@ -73,8 +82,9 @@ def test_reject_asks_for_a_reason_first(client, staff_user, profile) -> None:  #
     assert form.status_code == 200
     assert b'name="reason"' in form.content
     assert set(OnboardingRequest.objects.values_list("status", flat=True)) == {"pending"}
-    done = client.post(reverse(QUEUE), {**data, "apply": "1", "reason": "Unknown site."},
-                       follow=True)
+    done = client.post(
+        reverse(QUEUE), {**data, "apply": "1", "reason": "Unknown site."}, follow=True
+    )
     assert "Rejected 2 requests." in done.content.decode()
     assert set(OnboardingRequest.objects.values_list("reason", flat=True)) == {"Unknown site."}
     assert set(OnboardingRequest.objects.values_list("status", flat=True)) == {"rejected"}
@@ -82,7 +92,9 @@ def test_reject_asks_for_a_reason_first(client, staff_user, profile) -> None:  #
 
 @pytest.mark.django_db
 def test_certificates_are_read_only_revocable_and_downloadable(
-    client, staff_user, profile  # noqa: ANN001
+    client,
+    staff_user,
+    profile,  # noqa: ANN001
 ) -> None:
     _grant(staff_user, "view_issuedcertificate", "revoke_issuedcertificate")
     rows = _requests(1)
@@ -99,10 +111,16 @@ def test_certificates_are_read_only_revocable_and_downloadable(
     assert b"Delete" not in detail.content
     pem = client.get(reverse("admin:signing_issuedcertificate_pem", args=[cert.pk]))
     assert pem.content.decode() == cert.certificate_pem
-    assert client.post(reverse("admin:signing_issuedcertificate_delete", args=[cert.pk])
-                       ).status_code == 403
-    data = {"action": "revoke_selected", "_selected_action": [cert.pk], "apply": "1",
-            "reason": "Key compromised."}
+    assert (
+        client.post(reverse("admin:signing_issuedcertificate_delete", args=[cert.pk])).status_code
+        == 403
+    )
+    data = {
+        "action": "revoke_selected",
+        "_selected_action": [cert.pk],
+        "apply": "1",
+        "reason": "Key compromised.",
+    }
     done = client.post(changelist, data, follow=True)
     assert "Revoked 1 certificate." in done.content.decode()
     cert.refresh_from_db()
@@ -119,13 +137,22 @@ def test_profile_password_is_write_only_and_checked(client, superuser, ca, profi
     assert page.status_code == 200
     assert CA_PASSWORD.encode() not in page.content
     add = reverse("admin:signing_signingprofile_add")
-    base = {"name": "p2", "ca": ca.pk, "cn_template": "{station}-{device}", "country": "FR",
-            "validity_days": 90, "renew_at_percent": 67, "renewal_jitter_percent": 5,
-            "accepted_key_types": ["ec-p256"], "renewal_policy": "automatic"}
+    base = {
+        "name": "p2",
+        "ca": ca.pk,
+        "cn_template": "{station}-{device}",
+        "country": "FR",
+        "validity_days": 90,
+        "renew_at_percent": 67,
+        "renewal_jitter_percent": 5,
+        "accepted_key_types": ["ec-p256"],
+        "renewal_policy": "automatic",
+    }
     wrong = client.post(add, {**base, "ca_password_input": "wrong-password"})
     assert b"does not unlock the private key" in wrong.content
-    bad_cn = client.post(add, {**base, "cn_template": "{station}-{oops}",
-                               "ca_password_input": CA_PASSWORD})
+    bad_cn = client.post(
+        add, {**base, "cn_template": "{station}-{oops}", "ca_password_input": CA_PASSWORD}
+    )
     assert b"is not a placeholder" in bad_cn.content
     ok = client.post(add, {**base, "ca_password_input": CA_PASSWORD})
     assert ok.status_code == 302

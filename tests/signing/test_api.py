@@ -1,4 +1,5 @@
 """Station API: openssl CSRs accepted and signed, openssl verifies, errors keep their shape."""
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,9 @@ URL = "/api/v1/onboarding-requests"
 
 def post(client, token: str, body: object, raw: bytes | None = None):  # noqa: ANN001, ANN201
     data = raw if raw is not None else json.dumps(body)
-    return client.post(URL, data=data, content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        URL, data=data, content_type="application/json", HTTP_AUTHORIZATION=f"Bearer {token}"
+    )
 
 
 def get(client, token: str, request_id: int):  # noqa: ANN001, ANN201
@@ -31,7 +33,12 @@ def get(client, token: str, request_id: int):  # noqa: ANN001, ANN201
 @pytest.mark.parametrize("kind", ["rsa", "ec"])
 @pytest.mark.django_db
 def test_openssl_csr_is_signed_and_verifies_with_openssl(
-    client, profile, station_token, openssl_csr, tmp_path: Path, kind: str  # noqa: ANN001
+    client,
+    profile,
+    station_token,
+    openssl_csr,
+    tmp_path: Path,
+    kind: str,  # noqa: ANN001
 ) -> None:
     station, token = station_token
     pem, key_path = openssl_csr(kind)
@@ -53,15 +60,26 @@ def test_openssl_csr_is_signed_and_verifies_with_openssl(
     ca_path = tmp_path / "ca.pem"
     cert_path.write_text(issued["certificate"])
     ca_path.write_text(issued["chain"][0])
-    verify = subprocess.run(["openssl", "verify", "-CAfile", str(ca_path), str(cert_path)],
-                            capture_output=True, text=True)
+    verify = subprocess.run(
+        ["openssl", "verify", "-CAfile", str(ca_path), str(cert_path)],
+        capture_output=True,
+        text=True,
+    )
     assert verify.returncode == 0, verify.stdout + verify.stderr
     assert f"{cert_path}: OK" in verify.stdout
     # The certificate holds the device's key (the one openssl generated).
-    mod_cert = subprocess.run(["openssl", "x509", "-in", str(cert_path), "-noout", "-pubkey"],
-                              capture_output=True, text=True, check=True).stdout
-    mod_key = subprocess.run(["openssl", "pkey", "-in", str(key_path), "-pubout"],
-                             capture_output=True, text=True, check=True).stdout
+    mod_cert = subprocess.run(
+        ["openssl", "x509", "-in", str(cert_path), "-noout", "-pubkey"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    mod_key = subprocess.run(
+        ["openssl", "pkey", "-in", str(key_path), "-pubout"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert mod_cert == mod_key
 
     cert = x509.load_pem_x509_certificate(issued["certificate"].encode())
@@ -86,8 +104,10 @@ def test_openssl_csr_is_signed_and_verifies_with_openssl(
     with pytest.raises(x509.ExtensionNotFound):  # the CSR's SAN request is not copied
         ext.get_extension_for_class(x509.SubjectAlternativeName)
     assert {e.oid for e in ext} == {
-        x509.oid.ExtensionOID.BASIC_CONSTRAINTS, x509.oid.ExtensionOID.KEY_USAGE,
-        x509.oid.ExtensionOID.EXTENDED_KEY_USAGE, x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+        x509.oid.ExtensionOID.BASIC_CONSTRAINTS,
+        x509.oid.ExtensionOID.KEY_USAGE,
+        x509.oid.ExtensionOID.EXTENDED_KEY_USAGE,
+        x509.oid.ExtensionOID.SUBJECT_KEY_IDENTIFIER,
         x509.oid.ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
     }
 
@@ -134,15 +154,20 @@ def test_wrong_token_is_401(client, profile, station_token) -> None:  # noqa: AN
 
 @pytest.mark.django_db
 def test_other_stations_request_is_404(
-    client, profile, station_token, other_station_token  # noqa: ANN001
+    client,
+    profile,
+    station_token,
+    other_station_token,  # noqa: ANN001
 ) -> None:
     _, token = station_token
     _, other = other_station_token
     created = post(client, token, {"device": "aws", "csr": make_ec_csr()}).json()
     response = get(client, other, created["id"])
     assert response.status_code == 404
-    assert response.json() == {"code": "not_found",
-                                "detail": f"There is no onboarding request {created['id']}."}
+    assert response.json() == {
+        "code": "not_found",
+        "detail": f"There is no onboarding request {created['id']}.",
+    }
     assert get(client, token, 10**30).status_code in (404, 422)
     assert get(client, token, created["id"]).status_code == 200
 
@@ -181,16 +206,27 @@ def test_subject_has_optional_fields_from_profile(client, ca, station_token) -> 
     from signing.services import signing_profile_create
     from tests.signing.conftest import CA_PASSWORD
 
-    signing_profile_create(name="full", ca=ca, ca_password=CA_PASSWORD, country="US",
-                           cn_template="thing:{station}:{device}", is_default=True,
-                           organization="O1", locality="Town", state="CA",
-                           dn_qualifier="q1", serial_number="SN-7", validity_days=30)
+    signing_profile_create(
+        name="full",
+        ca=ca,
+        ca_password=CA_PASSWORD,
+        country="US",
+        cn_template="thing:{station}:{device}",
+        is_default=True,
+        organization="O1",
+        locality="Town",
+        state="CA",
+        dn_qualifier="q1",
+        serial_number="SN-7",
+        validity_days=30,
+    )
     _, token = station_token
     created = post(client, token, {"device": "aws", "csr": make_ec_csr()}).json()
     onboarding_requests_approve(ids=[created["id"]])
     onboarding_requests_sign(ids=[created["id"]])
-    cert = x509.load_pem_x509_certificate(get(client, token, created["id"]).json()
-                                          ["certificate"].encode())
+    cert = x509.load_pem_x509_certificate(
+        get(client, token, created["id"]).json()["certificate"].encode()
+    )
     attrs = {a.oid: a.value for a in cert.subject}
     assert attrs[NameOID.COMMON_NAME] == "thing:st-001:aws"
     assert attrs[NameOID.DN_QUALIFIER] == "q1"
@@ -202,7 +238,9 @@ def test_subject_has_optional_fields_from_profile(client, ca, station_token) -> 
 
 @pytest.mark.django_db
 def test_same_key_again_after_signing_gets_the_issued_request_not_a_second_certificate(
-    client, profile, station_token  # noqa: ANN001
+    client,
+    profile,
+    station_token,  # noqa: ANN001
 ) -> None:
     """An agent whose POST timed out after the portal saved it posts the same CSR again; by
     then staff may have approved and the worker signed it. Found by the 1,000-station
@@ -230,8 +268,9 @@ def test_same_key_after_revocation_is_a_new_request(client, profile, station_tok
     first = post(client, token, {"device": "aws", "csr": pem}).json()
     onboarding_requests_approve(ids=[first["id"]])
     onboarding_requests_sign(ids=[first["id"]])
-    certificates_revoke(ids=list(IssuedCertificate.objects.values_list("pk", flat=True)),
-                        reason="Key compromised.")
+    certificates_revoke(
+        ids=list(IssuedCertificate.objects.values_list("pk", flat=True)), reason="Key compromised."
+    )
     again = post(client, token, {"device": "aws", "csr": pem})
     assert again.status_code == 201
     assert again.json()["id"] != first["id"]

@@ -1,4 +1,5 @@
 """The bad-input corpus: every malformed submission is a 4xx with a sentence, nothing is signed."""
+
 from __future__ import annotations
 
 import base64
@@ -20,9 +21,11 @@ URL = "/api/v1/onboarding-requests"
 
 
 def _csr_with(key) -> str:  # noqa: ANN001
-    csr = x509.CertificateSigningRequestBuilder().subject_name(
-        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")])
-    ).sign(key, hashes.SHA256())
+    csr = (
+        x509.CertificateSigningRequestBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "x")]))
+        .sign(key, hashes.SHA256())
+    )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
 
 
@@ -50,8 +53,9 @@ def _rsa1024() -> str:
 
 def _private_key_pem() -> str:
     key = ec.generate_private_key(ec.SECP256R1())
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption()).decode()
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ).decode()
 
 
 def _unknown_curve() -> str:
@@ -79,15 +83,22 @@ CSR_CORPUS = {
     "ca_true": (lambda: make_ec_csr(ca_true=True), "csr_requests_ca"),
     "certificate": (_certificate_pem, "csr_is_certificate"),
     "private_key": (_private_key_pem, "csr_is_private_key"),
-    "random_der": (lambda: base64.b64encode(b"\x30\x82\x01\x00" + b"\x00" * 50).decode(),
-                   "csr_not_pem"),
+    "random_der": (
+        lambda: base64.b64encode(b"\x30\x82\x01\x00" + b"\x00" * 50).decode(),
+        "csr_not_pem",
+    ),
     "csr_over_16k": (lambda: make_ec_csr() + "A" * 17000, "csr_too_large"),
 }
 
 
 def _post(client, token: str, data: bytes | str, **extra):  # noqa: ANN001, ANN003, ANN201
-    return client.post(URL, data=data, content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}", **extra)
+    return client.post(
+        URL,
+        data=data,
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+        **extra,
+    )
 
 
 @pytest.mark.parametrize("case", sorted(CSR_CORPUS))
@@ -113,16 +124,21 @@ BODY_CORPUS = {
     "json_string": (b'"csr"', 422, "invalid_request"),
     "device_int": (b'{"device": 5, "csr": "x"}', 422, "invalid_request"),
     "csr_list": (b'{"device": "aws", "csr": ["x"]}', 422, "invalid_request"),
-    "renewal_string": (b'{"device": "aws", "csr": "x", "renewal": "yes"}', 422,
-                       "invalid_request"),
+    "renewal_string": (b'{"device": "aws", "csr": "x", "renewal": "yes"}', 422, "invalid_request"),
     "missing_csr": (b'{"device": "aws"}', 422, "invalid_request"),
     "null_device": (b'{"device": null, "csr": "x"}', 422, "invalid_request"),
     "bad_device_name": (b'{"device": "../etc/passwd", "csr": "x"}', 422, "invalid_device_name"),
     "device_with_slash_topic": (b'{"device": "a/#", "csr": "x"}', 422, "invalid_device_name"),
-    "long_comment": (json.dumps({"device": "a", "csr": "x", "comment": "c" * 300}).encode(),
-                     422, "invalid_request"),
-    "one_megabyte": (json.dumps({"device": "aws", "csr": "A" * (1024 * 1024)}).encode(), 413,
-                     "too_large"),
+    "long_comment": (
+        json.dumps({"device": "a", "csr": "x", "comment": "c" * 300}).encode(),
+        422,
+        "invalid_request",
+    ),
+    "one_megabyte": (
+        json.dumps({"device": "aws", "csr": "A" * (1024 * 1024)}).encode(),
+        413,
+        "too_large",
+    ),
 }
 
 
@@ -146,10 +162,28 @@ def test_wrong_content_length_header_is_413(client, profile, station_token) -> N
 
 
 def test_der_csr_is_accepted_by_the_validator(tmp_path: Path) -> None:
-    subprocess.run(["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:P-256", "-nodes", "-keyout", str(tmp_path / "k"),
-                    "-subj", "/CN=x", "-outform", "DER", "-out", str(tmp_path / "c.der")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-keyout",
+            str(tmp_path / "k"),
+            "-subj",
+            "/CN=x",
+            "-outform",
+            "DER",
+            "-out",
+            str(tmp_path / "c.der"),
+        ],
+        check=True,
+        capture_output=True,
+    )
     valid = csr_validate((tmp_path / "c.der").read_bytes())
     assert valid.key_type == "ec-p256"
     assert valid.pem.startswith("-----BEGIN CERTIFICATE REQUEST-----")

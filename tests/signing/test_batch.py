@@ -1,4 +1,5 @@
 """The signing batch path: what a batch writes, per-row failures, and bulk approval."""
+
 from __future__ import annotations
 
 from datetime import timedelta
@@ -24,8 +25,10 @@ from tests.signing.conftest import make_ec_csr
 
 
 def _submit(station, names: list[str]) -> list[OnboardingRequest]:  # noqa: ANN001
-    return [onboarding_request_submit(station=station, device_name=n, csr=make_ec_csr())[0]
-            for n in names]
+    return [
+        onboarding_request_submit(station=station, device_name=n, csr=make_ec_csr())[0]
+        for n in names
+    ]
 
 
 @pytest.mark.django_db
@@ -58,30 +61,44 @@ def test_a_batch_writes_certificates_that_match_their_rows(profile, station_toke
         assert row.subject == f"CN={cn},OU=Fleet,O=Example GmbH,C=DE"
         assert row.subject == cert.subject.rfc4514_string()
         assert row.issuer == ca_cert.subject.rfc4514_string()
-        assert (row.not_before, row.not_after) == (cert.not_valid_before_utc,
-                                                   cert.not_valid_after_utc)
-        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(days=365,
-                                                                                  minutes=5)
+        assert (row.not_before, row.not_after) == (
+            cert.not_valid_before_utc,
+            cert.not_valid_after_utc,
+        )
+        assert cert.not_valid_after_utc - cert.not_valid_before_utc == timedelta(
+            days=365, minutes=5
+        )
         assert row.not_before < row.renew_after < row.not_after
         assert (row.status, row.revocation_reason, row.profile_id, row.ca_id) == (
-            "active", "", profile.pk, profile.ca_id)
+            "active",
+            "",
+            profile.pk,
+            profile.ca_id,
+        )
         assert row.superseded_at is None
         assert row.revoked_at is None
         # extensions: set by the portal only, in this order
         ext = cert.extensions
         assert [e.oid for e in ext] == [
-            ExtensionOID.BASIC_CONSTRAINTS, ExtensionOID.KEY_USAGE,
-            ExtensionOID.EXTENDED_KEY_USAGE, ExtensionOID.SUBJECT_KEY_IDENTIFIER,
-            ExtensionOID.AUTHORITY_KEY_IDENTIFIER]
+            ExtensionOID.BASIC_CONSTRAINTS,
+            ExtensionOID.KEY_USAGE,
+            ExtensionOID.EXTENDED_KEY_USAGE,
+            ExtensionOID.SUBJECT_KEY_IDENTIFIER,
+            ExtensionOID.AUTHORITY_KEY_IDENTIFIER,
+        ]
         assert ext.get_extension_for_class(x509.BasicConstraints).critical
         assert ext.get_extension_for_class(x509.BasicConstraints).value.ca is False
         assert ext.get_extension_for_class(x509.KeyUsage).value.digital_signature
         assert list(ext.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
-            ExtendedKeyUsageOID.CLIENT_AUTH]
+            ExtendedKeyUsageOID.CLIENT_AUTH
+        ]
         assert ext.get_extension_for_class(x509.SubjectKeyIdentifier).value == (
-            x509.SubjectKeyIdentifier.from_public_key(cert.public_key()))  # type: ignore[arg-type]
-        assert (ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
-                == ca_ski.digest)
+            x509.SubjectKeyIdentifier.from_public_key(cert.public_key())
+        )  # type: ignore[arg-type]
+        assert (
+            ext.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+            == ca_ski.digest
+        )
         device = MqttDevice.objects.get(pk=request.device_id)
         assert device.current_certificate_id == row.pk
         assert device.client_id == cn
@@ -90,7 +107,8 @@ def test_a_batch_writes_certificates_that_match_their_rows(profile, station_toke
     batch = AuditEvent.objects.get(action="certificate_sign_batch")
     assert batch.detail["requests"] == sorted(ids)
     assert sorted(batch.detail["serials"]) == sorted(
-        IssuedCertificate.objects.values_list("serial", flat=True))
+        IssuedCertificate.objects.values_list("serial", flat=True)
+    )
 
     # signing the same ids again finds nothing to do: no second certificate
     again = onboarding_requests_sign(ids=ids)
@@ -114,8 +132,9 @@ def test_a_stored_csr_with_another_key_than_approved_fails_alone(profile, statio
     assert "does not hold the public key that was approved" in swapped.reason
     assert not IssuedCertificate.objects.filter(request=swapped).exists()
     assert IssuedCertificate.objects.filter(request=good).count() == 1
-    assert AuditEvent.objects.filter(action="certificate_sign_failed",
-                                     object_id=str(swapped.pk)).exists()
+    assert AuditEvent.objects.filter(
+        action="certificate_sign_failed", object_id=str(swapped.pk)
+    ).exists()
 
 
 @pytest.mark.django_db
@@ -151,7 +170,10 @@ def test_a_wrong_profile_password_fails_the_batch_with_a_sentence(profile, stati
 
 @pytest.mark.django_db
 def test_bulk_approve_approves_only_pending_audits_each_and_enqueues_batches(
-    profile, station_token, monkeypatch, django_capture_on_commit_callbacks  # noqa: ANN001
+    profile,
+    station_token,
+    monkeypatch,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
     from signing import tasks
     from signing.services import requests as request_services
@@ -164,8 +186,9 @@ def test_bulk_approve_approves_only_pending_audits_each_and_enqueues_batches(
     ids = [r.pk for r in requests]
     OnboardingRequest.objects.filter(pk=ids[0]).update(status="rejected")
     with django_capture_on_commit_callbacks(execute=True):
-        approved = onboarding_requests_approve(ids=[*reversed(ids), ids[1]],
-                                               actor_label="bulk test")
+        approved = onboarding_requests_approve(
+            ids=[*reversed(ids), ids[1]], actor_label="bulk test"
+        )
     assert approved == ids[1:]
     assert sent == [ids[1:3], ids[3:5]]
     rows = OnboardingRequest.objects.filter(pk__in=ids[1:])
@@ -173,8 +196,10 @@ def test_bulk_approve_approves_only_pending_audits_each_and_enqueues_batches(
     assert all(r.decided_at is not None and r.decided_at == r.sign_enqueued_at for r in rows)
     events = AuditEvent.objects.filter(action="onboarding_approve").order_by("object_id")
     assert [e.object_id for e in events] == sorted(str(i) for i in ids[1:])
-    assert {(e.actor_label, e.object_type, e.object_repr == f"#{e.object_id}", str(e.detail))
-            for e in events} == {("bulk test", "signing.onboardingrequest", True, "{}")}
+    assert {
+        (e.actor_label, e.object_type, e.object_repr == f"#{e.object_id}", str(e.detail))
+        for e in events
+    } == {("bulk test", "signing.onboardingrequest", True, "{}")}
     assert all(e.at == rows[0].decided_at for e in events)
     # approving again changes nothing and enqueues nothing
     with django_capture_on_commit_callbacks(execute=True):
@@ -211,5 +236,6 @@ def test_no_service_moves_a_request_against_the_transitions(profile, station_tok
     assert onboarding_requests_reject(ids=ids, reason="no") == []
     assert onboarding_requests_fail(ids=ids, reason="gave up") == 0
     assert onboarding_requests_sign(ids=ids).issued == 0
-    assert list(OnboardingRequest.objects.filter(pk__in=ids).order_by("pk")
-                .values_list("status", flat=True)) == ["issued", "rejected", "failed"]
+    assert list(
+        OnboardingRequest.objects.filter(pk__in=ids).order_by("pk").values_list("status", flat=True)
+    ) == ["issued", "rejected", "failed"]

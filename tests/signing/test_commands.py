@@ -1,4 +1,5 @@
 """Commands: add_station, add_signing_profile, approve_requests (secrets never from argv)."""
+
 from __future__ import annotations
 
 from io import StringIO
@@ -29,25 +30,77 @@ def test_add_station_prints_the_token_last_once() -> None:
 def test_add_signing_profile_takes_the_password_from_the_environment(ca, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.delenv("CA_PASSWORD", raising=False)
     with pytest.raises(CommandError, match="CA_PASSWORD"):
-        call_command("add_signing_profile", "--name", "p", "--ca-alias", "test-ca",
-                     "--country", "DE", stdout=StringIO())
+        call_command(
+            "add_signing_profile",
+            "--name",
+            "p",
+            "--ca-alias",
+            "test-ca",
+            "--country",
+            "DE",
+            stdout=StringIO(),
+        )
     monkeypatch.setenv("CA_PASSWORD", "wrong-password")
     with pytest.raises(CommandError, match="does not unlock"):
-        call_command("add_signing_profile", "--name", "p", "--ca-alias", "test-ca",
-                     "--country", "DE", stdout=StringIO())
+        call_command(
+            "add_signing_profile",
+            "--name",
+            "p",
+            "--ca-alias",
+            "test-ca",
+            "--country",
+            "DE",
+            stdout=StringIO(),
+        )
     monkeypatch.setenv("CA_PASSWORD", CA_PASSWORD)
     with pytest.raises(CommandError, match="must contain"):
-        call_command("add_signing_profile", "--name", "p", "--ca-alias", "test-ca",
-                     "--country", "DE", "--cn-template", "{station}", stdout=StringIO())
+        call_command(
+            "add_signing_profile",
+            "--name",
+            "p",
+            "--ca-alias",
+            "test-ca",
+            "--country",
+            "DE",
+            "--cn-template",
+            "{station}",
+            stdout=StringIO(),
+        )
     with pytest.raises(CommandError, match="two-letter"):
-        call_command("add_signing_profile", "--name", "p", "--ca-alias", "test-ca",
-                     "--country", "Germany", stdout=StringIO())
+        call_command(
+            "add_signing_profile",
+            "--name",
+            "p",
+            "--ca-alias",
+            "test-ca",
+            "--country",
+            "Germany",
+            stdout=StringIO(),
+        )
     with pytest.raises(CommandError, match="no CA"):
-        call_command("add_signing_profile", "--name", "p", "--ca-alias", "nope",
-                     "--country", "DE", stdout=StringIO())
+        call_command(
+            "add_signing_profile",
+            "--name",
+            "p",
+            "--ca-alias",
+            "nope",
+            "--country",
+            "DE",
+            stdout=StringIO(),
+        )
     with pytest.raises(CommandError, match="found '.'"):
-        call_command("add_signing_profile", "--name", "p", "--ca-alias", "test-ca", "--country",
-                     "DE", "--cn-template", "{device}.{serial}", stdout=StringIO())
+        call_command(
+            "add_signing_profile",
+            "--name",
+            "p",
+            "--ca-alias",
+            "test-ca",
+            "--country",
+            "DE",
+            "--cn-template",
+            "{device}.{serial}",
+            stdout=StringIO(),
+        )
     assert not SigningProfile.objects.filter(name="p").exists()
 
 
@@ -55,8 +108,20 @@ def test_add_signing_profile_takes_the_password_from_the_environment(ca, monkeyp
 def test_add_signing_profile_creates_a_default_profile(ca, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("CA_PASSWORD", CA_PASSWORD)
     out = StringIO()
-    call_command("add_signing_profile", "--name", "p", "--ca-alias", "test-ca", "--country",
-                 "DE", "--cn-template", "{device}:{serial}", "--days", "90", stdout=out)
+    call_command(
+        "add_signing_profile",
+        "--name",
+        "p",
+        "--ca-alias",
+        "test-ca",
+        "--country",
+        "DE",
+        "--cn-template",
+        "{device}:{serial}",
+        "--days",
+        "90",
+        stdout=out,
+    )
     profile = SigningProfile.objects.get(name="p")
     assert profile.validity_days == 90
     assert profile.is_default

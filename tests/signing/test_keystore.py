@@ -1,5 +1,6 @@
 """Key store: generate (service and `create_ca`), import PEM and PKCS#12, every refusal, the
 admin (add by mode, read-only page, certificate download) and that the key never leaks."""
+
 from __future__ import annotations
 
 import io
@@ -35,9 +36,11 @@ def assert_key_protected(ca: CertificateAuthority, password: str) -> None:
 
 # --- generate -------------------------------------------------------------------------------
 
+
 def test_generate_ec_ca_has_ca_extensions() -> None:
-    ca = ca_generate(alias="root", dn="CN=Fleet CA,O=ACME,OU=Ops,L=Berlin,ST=BE,C=DE",
-                     password=PASSWORD)
+    ca = ca_generate(
+        alias="root", dn="CN=Fleet CA,O=ACME,OU=Ops,L=Berlin,ST=BE,C=DE", password=PASSWORD
+    )
     cert = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
     bc = cert.extensions.get_extension_for_class(x509.BasicConstraints)
     assert bc.critical
@@ -62,14 +65,17 @@ def test_generated_ca_subject_keeps_the_rfc4514_order_given() -> None:
     assert [a.rfc4514_attribute_name for a in cert.subject] == ["C", "O", "CN"]
 
 
-@pytest.mark.parametrize(("dn", "sentence"), [
-    ("CN=X,DC=example", "'DC' is not a supported name attribute"),
-    ("CN=X,CN=Y", "'CN' appears twice"),
-    ("CN=X,C=de", "two-letter upper-case country code"),
-    ("CN=X+O=Y", "one attribute per part"),
-    ("CN=X,O=" + "o" * 65, "'O' is longer than 64 characters"),
-    ("CN=X,,O=Y", "RFC 4514"),
-])
+@pytest.mark.parametrize(
+    ("dn", "sentence"),
+    [
+        ("CN=X,DC=example", "'DC' is not a supported name attribute"),
+        ("CN=X,CN=Y", "'CN' appears twice"),
+        ("CN=X,C=de", "two-letter upper-case country code"),
+        ("CN=X+O=Y", "one attribute per part"),
+        ("CN=X,O=" + "o" * 65, "'O' is longer than 64 characters"),
+        ("CN=X,,O=Y", "RFC 4514"),
+    ],
+)
 def test_generate_refuses_a_dn_with_a_sentence(dn: str, sentence: str) -> None:
     with pytest.raises(ValidationError) as exc:
         ca_generate(alias="bad-dn", dn=dn, password=PASSWORD)
@@ -79,8 +85,18 @@ def test_generate_refuses_a_dn_with_a_sentence(dn: str, sentence: str) -> None:
 def test_create_ca_command_uses_ca_password_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CA_PASSWORD", PASSWORD)
     out = io.StringIO()
-    call_command("create_ca", "--alias", "cmd-ca", "--dn", "CN=Cmd CA,C=US",
-                 "--key-type", "rsa-2048", "--days", "100", stdout=out)
+    call_command(
+        "create_ca",
+        "--alias",
+        "cmd-ca",
+        "--dn",
+        "CN=Cmd CA,C=US",
+        "--key-type",
+        "rsa-2048",
+        "--days",
+        "100",
+        stdout=out,
+    )
     ca = CertificateAuthority.objects.get(alias="cmd-ca")
     assert ca.key_type == "rsa-2048"
     assert (ca.not_after - ca.not_before).days in (99, 100)
@@ -90,8 +106,15 @@ def test_create_ca_command_uses_ca_password_env(monkeypatch: pytest.MonkeyPatch)
     assert_key_protected(ca, PASSWORD)
     with pytest.raises(CommandError, match="already exists"):
         call_command("create_ca", "--alias", "cmd-ca", "--dn", "CN=Other,C=US")
-    call_command("create_ca", "--alias", "cmd-ca", "--dn", "CN=Other,C=US", "--overwrite",
-                 stdout=io.StringIO())
+    call_command(
+        "create_ca",
+        "--alias",
+        "cmd-ca",
+        "--dn",
+        "CN=Other,C=US",
+        "--overwrite",
+        stdout=io.StringIO(),
+    )
     assert CertificateAuthority.objects.get(alias="cmd-ca").subject == "CN=Other,C=US"
 
 
@@ -109,12 +132,17 @@ def test_create_ca_without_password_fails_with_a_sentence(
 
 # --- import ---------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key_password", ["", "source-pass-9"])
 def test_import_pem_reencrypts_with_entry_password(key_password: str) -> None:
     cert, key = make_cert()
-    ca = ca_import_pem(alias="imported", certificate_pem=cert_pem(cert),
-                       private_key_pem=key_pem(key, key_password), key_password=key_password,
-                       password=PASSWORD)
+    ca = ca_import_pem(
+        alias="imported",
+        certificate_pem=cert_pem(cert),
+        private_key_pem=key_pem(key, key_password),
+        key_password=key_password,
+        password=PASSWORD,
+    )
     assert (ca.source, ca.key_type) == ("imported", "ec-p256")
     assert_key_protected(ca, PASSWORD)
     if key_password:
@@ -124,8 +152,12 @@ def test_import_pem_reencrypts_with_entry_password(key_password: str) -> None:
 
 def test_import_pkcs12_rsa() -> None:
     cert, key = make_cert(key=rsa_key())
-    ca = ca_import_pkcs12(alias="p12", pkcs12_data=p12(cert, key, "p12-pass"),
-                          pkcs12_password="p12-pass", password=PASSWORD)
+    ca = ca_import_pkcs12(
+        alias="p12",
+        pkcs12_data=p12(cert, key, "p12-pass"),
+        pkcs12_password="p12-pass",
+        password=PASSWORD,
+    )
     assert (ca.source, ca.key_type) == ("imported", "rsa-2048")
     assert_key_protected(ca, PASSWORD)
 
@@ -134,8 +166,12 @@ def test_refuses_key_that_does_not_match() -> None:
     cert, _ = make_cert()
     _, other = make_cert()
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=key_pem(other),
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="x",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=key_pem(other),
+            password=PASSWORD,
+        )
     assert "does not match the certificate" in field_error(exc, "private_key_pem")
     # cryptography will not even write a mismatched PKCS#12; one without the key is refused.
     from cryptography.hazmat.primitives import serialization
@@ -145,8 +181,7 @@ def test_refuses_key_that_does_not_match() -> None:
         b"ca", None, cert, None, serialization.BestAvailableEncryption(b"pw")
     )
     with pytest.raises(ValidationError) as exc:
-        ca_import_pkcs12(alias="x", pkcs12_data=cert_only, pkcs12_password="pw",
-                         password=PASSWORD)
+        ca_import_pkcs12(alias="x", pkcs12_data=cert_only, pkcs12_password="pw", password=PASSWORD)
     assert "both the CA certificate and its private key" in field_error(exc, "pkcs12_file")
     assert not CertificateAuthority.objects.exists()
 
@@ -154,28 +189,41 @@ def test_refuses_key_that_does_not_match() -> None:
 def test_refuses_certificate_that_is_not_a_ca() -> None:
     cert, key = make_cert(ca=False)
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=key_pem(key),
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="x",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=key_pem(key),
+            password=PASSWORD,
+        )
     assert "not a CA certificate" in field_error(exc, "certificate_pem")
     with pytest.raises(ValidationError) as exc:
-        ca_import_pkcs12(alias="x", pkcs12_data=p12(cert, key, "pw"), pkcs12_password="pw",
-                         password=PASSWORD)
+        ca_import_pkcs12(
+            alias="x", pkcs12_data=p12(cert, key, "pw"), pkcs12_password="pw", password=PASSWORD
+        )
     assert "not a CA certificate" in field_error(exc, "pkcs12_file")
 
 
 def test_refuses_ca_that_may_not_sign_certificates() -> None:
     cert, key = make_cert(key_cert_sign=False)
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=key_pem(key),
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="x",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=key_pem(key),
+            password=PASSWORD,
+        )
     assert "keyCertSign" in field_error(exc, "certificate_pem")
 
 
 def test_refuses_expired_ca() -> None:
     cert, key = make_cert(days=10, start_days_ago=20)
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=key_pem(key),
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="x",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=key_pem(key),
+            password=PASSWORD,
+        )
     assert "expired on" in field_error(exc, "certificate_pem")
 
 
@@ -183,24 +231,39 @@ def test_refuses_wrong_or_missing_passwords() -> None:
     cert, key = make_cert()
     encrypted = key_pem(key, "right-pass-1")
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=encrypted,
-                      key_password="wrong-pass-1", password=PASSWORD)
+        ca_import_pem(
+            alias="x",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=encrypted,
+            key_password="wrong-pass-1",
+            password=PASSWORD,
+        )
     assert field_error(exc, "key_password") == "The private key password is wrong."
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=encrypted,
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="x", certificate_pem=cert_pem(cert), private_key_pem=encrypted, password=PASSWORD
+        )
     assert "give its password" in field_error(exc, "key_password")
     with pytest.raises(ValidationError) as exc:
-        ca_import_pkcs12(alias="x", pkcs12_data=p12(cert, key, "right-pass-1"),
-                         pkcs12_password="wrong", password=PASSWORD)
+        ca_import_pkcs12(
+            alias="x",
+            pkcs12_data=p12(cert, key, "right-pass-1"),
+            pkcs12_password="wrong",
+            password=PASSWORD,
+        )
     assert "PKCS#12 password is wrong" in field_error(exc, "pkcs12_password")
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem=cert_pem(cert), private_key_pem=key_pem(key),
-                      password="short")
+        ca_import_pem(
+            alias="x",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=key_pem(key),
+            password="short",
+        )
     assert "at least 8 characters" in field_error(exc, "password")
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="x", certificate_pem="not a pem", private_key_pem=key_pem(key),
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="x", certificate_pem="not a pem", private_key_pem=key_pem(key), password=PASSWORD
+        )
     assert "not a PEM X.509 certificate" in field_error(exc, "certificate_pem")
     assert not CertificateAuthority.objects.exists()
 
@@ -209,11 +272,20 @@ def test_existing_alias_is_refused_unless_overwrite() -> None:
     first = ca_generate(alias="same", dn="CN=First", password=PASSWORD)
     cert, key = make_cert()
     with pytest.raises(ValidationError) as exc:
-        ca_import_pem(alias="same", certificate_pem=cert_pem(cert), private_key_pem=key_pem(key),
-                      password=PASSWORD)
+        ca_import_pem(
+            alias="same",
+            certificate_pem=cert_pem(cert),
+            private_key_pem=key_pem(key),
+            password=PASSWORD,
+        )
     assert "already exists" in field_error(exc, "alias")
-    replaced = ca_import_pem(alias="same", certificate_pem=cert_pem(cert),
-                             private_key_pem=key_pem(key), password=PASSWORD, overwrite=True)
+    replaced = ca_import_pem(
+        alias="same",
+        certificate_pem=cert_pem(cert),
+        private_key_pem=key_pem(key),
+        password=PASSWORD,
+        overwrite=True,
+    )
     assert replaced.pk == first.pk
     assert replaced.source == "imported"
     assert replaced.fingerprint_sha256 != first.fingerprint_sha256
@@ -222,12 +294,20 @@ def test_existing_alias_is_refused_unless_overwrite() -> None:
 
 # --- admin ----------------------------------------------------------------------------------
 
+
 def test_admin_add_generate_and_read_only_page(admin_client) -> None:  # noqa: ANN001
     url = reverse("admin:signing_certificateauthority_add")
-    response = admin_client.post(url, {
-        "mode": "generate", "alias": "admin-ca", "password": PASSWORD,
-        "dn": "CN=Admin CA,O=ACME,C=DE", "key_type": "ec-p384", "days": "365",
-    })
+    response = admin_client.post(
+        url,
+        {
+            "mode": "generate",
+            "alias": "admin-ca",
+            "password": PASSWORD,
+            "dn": "CN=Admin CA,O=ACME,C=DE",
+            "key_type": "ec-p384",
+            "days": "365",
+        },
+    )
     assert response.status_code == 302, response.content.decode()[:2000]
     ca = CertificateAuthority.objects.get(alias="admin-ca")
     assert ca.key_type == "ec-p384"
@@ -256,17 +336,24 @@ def test_admin_add_generate_and_read_only_page(admin_client) -> None:  # noqa: A
 
 
 def test_admin_import_errors_are_form_errors_and_key_never_echoed(
-    admin_client, caplog: pytest.LogCaptureFixture,  # noqa: ANN001
+    admin_client,
+    caplog: pytest.LogCaptureFixture,  # noqa: ANN001
 ) -> None:
     caplog.set_level(logging.DEBUG)
     cert, _ = make_cert()
     _, other = make_cert()
     other_pem = key_pem(other)
     url = reverse("admin:signing_certificateauthority_add")
-    response = admin_client.post(url, {
-        "mode": "pem", "alias": "bad", "password": PASSWORD,
-        "certificate_pem": cert_pem(cert), "private_key_pem": other_pem,
-    })
+    response = admin_client.post(
+        url,
+        {
+            "mode": "pem",
+            "alias": "bad",
+            "password": PASSWORD,
+            "certificate_pem": cert_pem(cert),
+            "private_key_pem": other_pem,
+        },
+    )
     html = response.content.decode()
     assert response.status_code == 200
     assert "does not match the certificate" in html
@@ -276,23 +363,33 @@ def test_admin_import_errors_are_form_errors_and_key_never_echoed(
 
     cert, key = make_cert()
     data = p12(cert, key, "p12-pass-1")
-    response = admin_client.post(url, {
-        "mode": "pkcs12", "alias": "from-p12", "password": PASSWORD,
-        "pkcs12_file": io.BytesIO(data), "pkcs12_password": "p12-pass-1",
-    })
+    response = admin_client.post(
+        url,
+        {
+            "mode": "pkcs12",
+            "alias": "from-p12",
+            "password": PASSWORD,
+            "pkcs12_file": io.BytesIO(data),
+            "pkcs12_password": "p12-pass-1",
+        },
+    )
     assert response.status_code == 302
     ca = CertificateAuthority.objects.get(alias="from-p12")
     assert_key_protected(ca, PASSWORD)
 
-    response = admin_client.post(url, {
-        "mode": "pem", "alias": "from-p12", "password": PASSWORD,
-        "certificate_pem": cert_pem(cert), "private_key_pem": key_pem(key),
-    })
+    response = admin_client.post(
+        url,
+        {
+            "mode": "pem",
+            "alias": "from-p12",
+            "password": PASSWORD,
+            "certificate_pem": cert_pem(cert),
+            "private_key_pem": key_pem(key),
+        },
+    )
     assert "already exists" in response.content.decode()
 
-    everything = caplog.text + " ".join(
-        str(e.detail) for e in AuditEvent.objects.all()
-    )
+    everything = caplog.text + " ".join(str(e.detail) for e in AuditEvent.objects.all())
     assert "PRIVATE KEY" not in everything
     assert PASSWORD not in everything
     assert other_pem.splitlines()[1] not in everything
@@ -306,18 +403,34 @@ def test_import_ca_command(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  
     monkeypatch.setenv("CA_PASSWORD", PASSWORD)
     monkeypatch.setenv("CA_IMPORT_PASSWORD", "wrong-pass-1")
     with pytest.raises(CommandError, match="The private key password is wrong."):
-        call_command("import_ca", "--alias", "imp", "--certificate", str(tmp_path / "ca.pem"),
-                     "--key", str(tmp_path / "ca.key"))
+        call_command(
+            "import_ca",
+            "--alias",
+            "imp",
+            "--certificate",
+            str(tmp_path / "ca.pem"),
+            "--key",
+            str(tmp_path / "ca.key"),
+        )
     with pytest.raises(CommandError, match="either --certificate and --key, or --pkcs12"):
         call_command("import_ca", "--alias", "imp")
     monkeypatch.setenv("CA_IMPORT_PASSWORD", "source-pass-1")
     out = io.StringIO()
-    call_command("import_ca", "--alias", "imp", "--certificate", str(tmp_path / "ca.pem"),
-                 "--key", str(tmp_path / "ca.key"), stdout=out)
+    call_command(
+        "import_ca",
+        "--alias",
+        "imp",
+        "--certificate",
+        str(tmp_path / "ca.pem"),
+        "--key",
+        str(tmp_path / "ca.key"),
+        stdout=out,
+    )
     assert "Imported CA 'imp'" in out.getvalue()
     assert_key_protected(CertificateAuthority.objects.get(alias="imp"), PASSWORD)
-    call_command("import_ca", "--alias", "imp2", "--pkcs12", str(tmp_path / "ca.p12"),
-                 stdout=io.StringIO())
+    call_command(
+        "import_ca", "--alias", "imp2", "--pkcs12", str(tmp_path / "ca.p12"), stdout=io.StringIO()
+    )
     assert CertificateAuthority.objects.get(alias="imp2").fingerprint_sha256 == (
         CertificateAuthority.objects.get(alias="imp").fingerprint_sha256
     )

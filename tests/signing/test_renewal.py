@@ -1,4 +1,5 @@
 """Renewal: automatic approval, superseded on fetch, refused after revocation; check_renewals."""
+
 from __future__ import annotations
 
 import json
@@ -22,22 +23,30 @@ URL = "/api/v1/onboarding-requests"
 
 
 def _post(client, token, body):  # noqa: ANN001, ANN201
-    return client.post(URL, data=json.dumps(body), content_type="application/json",
-                       HTTP_AUTHORIZATION=f"Bearer {token}")
+    return client.post(
+        URL,
+        data=json.dumps(body),
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {token}",
+    )
 
 
 def _onboard(client, token) -> IssuedCertificate:  # noqa: ANN001
     created = _post(client, token, {"device": "aws", "csr": make_ec_csr()}).json()
     onboarding_requests_approve(ids=[created["id"]])
     onboarding_requests_sign(ids=[created["id"]])
-    assert client.get(f"{URL}/{created['id']}",
-                      HTTP_AUTHORIZATION=f"Bearer {token}").json()["status"] == "issued"
+    assert (
+        client.get(f"{URL}/{created['id']}", HTTP_AUTHORIZATION=f"Bearer {token}").json()["status"]
+        == "issued"
+    )
     return IssuedCertificate.objects.get(request_id=created["id"])
 
 
 @pytest.mark.django_db
 def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
-    client, profile, station_token  # noqa: ANN001
+    client,
+    profile,
+    station_token,  # noqa: ANN001
 ) -> None:
     _, token = station_token
     old = _onboard(client, token)
@@ -82,7 +91,10 @@ def test_revoked_devices_renewal_is_refused(client, profile, station_token) -> N
 
 @pytest.mark.django_db
 def test_renewal_needs_a_certificate_and_the_owning_station(
-    client, profile, station_token, other_station_token  # noqa: ANN001
+    client,
+    profile,
+    station_token,
+    other_station_token,  # noqa: ANN001
 ) -> None:
     _, token = station_token
     _, other = other_station_token
@@ -107,7 +119,10 @@ def test_manual_policy_renewal_waits_for_approval(client, profile, station_token
 
 @pytest.mark.django_db
 def test_check_renewals_marks_due_and_warns_about_ca_expiry(
-    client, ca, profile, station_token  # noqa: ANN001
+    client,
+    ca,
+    profile,
+    station_token,  # noqa: ANN001
 ) -> None:
     _, token = station_token
     cert = _onboard(client, token)
@@ -115,7 +130,8 @@ def test_check_renewals_marks_due_and_warns_about_ca_expiry(
     call_command("check_renewals", stdout=out, stderr=err)
     assert "Marked 0 certificates" in out.getvalue()
     IssuedCertificate.objects.filter(pk=cert.pk).update(
-        renew_after=timezone.now() - timedelta(minutes=1))
+        renew_after=timezone.now() - timedelta(minutes=1)
+    )
     type(ca).objects.filter(pk=ca.pk).update(not_after=timezone.now() + timedelta(days=10))
     call_command("check_renewals", stdout=out, stderr=err)
     assert "Marked 1 certificate due" in out.getvalue()

@@ -1,4 +1,5 @@
 """`add_station NAME`: create a station; its API token is the last stdout line, shown once."""
+
 from __future__ import annotations
 
 from typing import Any

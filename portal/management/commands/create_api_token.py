@@ -1,4 +1,5 @@
 """``manage.py create_api_token USERNAME``: a staff API token, printed once as the last line."""
+
 from __future__ import annotations
 
 from typing import Any

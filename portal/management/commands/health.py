@@ -2,6 +2,7 @@
 
 Used by container health checks and monitoring; the admin index shows the same sentences.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -17,7 +18,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--component", choices=["all", "broker", "beat", "worker"], default="all",
+            "--component",
+            choices=["all", "broker", "beat", "worker"],
+            default="all",
             help="Check one component only (container health checks).",
         )
 
@@ -28,8 +31,9 @@ class Command(BaseCommand):
         elif component == "beat":
             problems = [p for p in [health.beat_problem()] if p]
         elif component == "worker":
-            problems = [p for p in [health.worker_problem(
-                schedule=health.heartbeat_schedule())] if p]
+            problems = [
+                p for p in [health.worker_problem(schedule=health.heartbeat_schedule())] if p
+            ]
         else:
             problems = health.admin_warnings()
         if problems:

@@ -1,4 +1,5 @@
 """``manage.py reencrypt_secrets``: re-encrypt all secrets with the first FIELD_ENCRYPTION_KEY."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -2,6 +2,7 @@
 
 The secret comes from stdin or a prompt, never argv.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -23,10 +24,15 @@ class Command(PortalCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--id", dest="access_key_id", required=True,
-                            help="Access key id (AKIA… or ASIA…).")
-        parser.add_argument("--store-for", required=True, choices=list(AccessKey.PERIODS),
-                            help="How long the secret is kept before it is purged.")
+        parser.add_argument(
+            "--id", dest="access_key_id", required=True, help="Access key id (AKIA… or ASIA…)."
+        )
+        parser.add_argument(
+            "--store-for",
+            required=True,
+            choices=list(AccessKey.PERIODS),
+            help="How long the secret is kept before it is purged.",
+        )
         parser.add_argument("--description", default="", help="What the key is for.")
 
     def _read_secret(self) -> str:

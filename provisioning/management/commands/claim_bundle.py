@@ -1,4 +1,5 @@
 """`manage.py claim_bundle`: write the claim bundle (zip, mode 0600) for stations; audited."""
+
 from __future__ import annotations
 
 import os

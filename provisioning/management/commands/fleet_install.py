@@ -3,6 +3,7 @@
 The certificate password comes from DEVICE_CERT_PASSWORD (never argv). A dry run prints the
 per-station plan and changes nothing.
 """
+
 from __future__ import annotations
 
 import os
@@ -33,26 +34,37 @@ class Command(PortalCommand):
         parser.add_argument("--comment", default="", help="Onboarding comment shown with CSRs.")
         parser.add_argument("--concurrency", type=int, default=None)
         parser.add_argument("--timeout-hours", type=int, default=None)
-        parser.add_argument("--dry-run", action="store_true",
-                            help="Print what would be created or changed; change nothing.")
+        parser.add_argument(
+            "--dry-run",
+            action="store_true",
+            help="Print what would be created or changed; change nothing.",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         password = os.environ.get("DEVICE_CERT_PASSWORD") or settings.DEVICE_CERT_PASSWORD or ""
         if not opts["dry_run"] and not password:
-            raise CommandError("Set DEVICE_CERT_PASSWORD to the certificate password "
-                               "(at least 8 characters).")
-        stations = ([s for s in (opts["stations"] or "").split(",") if s.strip()]
-                    if not opts["all"] else None)
+            raise CommandError(
+                "Set DEVICE_CERT_PASSWORD to the certificate password (at least 8 characters)."
+            )
+        stations = (
+            [s for s in (opts["stations"] or "").split(",") if s.strip()]
+            if not opts["all"]
+            else None
+        )
         if not opts["all"] and not stations:
             raise CommandError("Select at least one station.")
         hours = opts["timeout_hours"]
         try:
             with transaction.atomic():
                 install = fleet_install_create(
-                    device_name=opts["device_name"], profile=opts["profile"],
-                    endpoint=opts["endpoint"], port=opts["port"],
+                    device_name=opts["device_name"],
+                    profile=opts["profile"],
+                    endpoint=opts["endpoint"],
+                    port=opts["port"],
                     key_password="" if opts["dry_run"] else password,
-                    comment=opts["comment"], stations=stations, all_stations=opts["all"],
+                    comment=opts["comment"],
+                    stations=stations,
+                    all_stations=opts["all"],
                     concurrency=opts["concurrency"],
                     timeout=timedelta(hours=hours) if hours else None,
                     dry_run=opts["dry_run"],
@@ -60,13 +72,18 @@ class Command(PortalCommand):
                 if not install.dry_run:
                     fleet_install_start(install=install)
         except ValidationError as exc:
-            messages = [m for msgs in exc.message_dict.values() for m in msgs] \
-                if hasattr(exc, "error_dict") else exc.messages
+            messages = (
+                [m for msgs in exc.message_dict.values() for m in msgs]
+                if hasattr(exc, "error_dict")
+                else exc.messages
+            )
             raise CommandError(" ".join(messages)) from None
         if install.dry_run:
             for entry in install.plan:
                 self.stdout.write(f"{entry['station']}: {entry['action']}: {entry['detail']}")
             self.stdout.write(f"Dry run, nothing changed: {plan_summary(install.plan)}.")
             return
-        self.stdout.write(f"Started {install.job} ({install.job.title}); follow it at "
-                          f"/admin/provisioning/fleetinstall/{install.pk}/progress/.")
+        self.stdout.write(
+            f"Started {install.job} ({install.job.title}); follow it at "
+            f"/admin/provisioning/fleetinstall/{install.pk}/progress/."
+        )

@@ -1,4 +1,5 @@
 """``manage.py purge_access_keys``: purge every key whose storage period has elapsed, now."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -2,6 +2,7 @@
 
 The CA password comes from CA_PASSWORD (never argv); it is checked against the CA's key.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,17 +23,27 @@ class Command(PortalCommand):
         parser.add_argument("--name", required=True)
         parser.add_argument("--ca-alias", required=True)
         parser.add_argument("--country", required=True, help="Two-letter country code (C).")
-        parser.add_argument("--cn-template", default="{station}-{device}",
-                            help="Placeholders {station} {device} {serial}.")
+        parser.add_argument(
+            "--cn-template",
+            default="{station}-{device}",
+            help="Placeholders {station} {device} {serial}.",
+        )
         parser.add_argument("--days", type=int, default=365, help="Validity in days.")
         parser.add_argument("--organization", default="")
         parser.add_argument("--organizational-unit", default="")
-        parser.add_argument("--key-types", default="ec-p256,rsa-2048,rsa-3072,rsa-4096",
-                            help="Accepted device key types, comma-separated.")
-        parser.add_argument("--renewal-policy", choices=["automatic", "manual"],
-                            default="automatic")
-        parser.add_argument("--default", action="store_true",
-                            help="Use for devices without a profile (installed by hand).")
+        parser.add_argument(
+            "--key-types",
+            default="ec-p256,rsa-2048,rsa-3072,rsa-4096",
+            help="Accepted device key types, comma-separated.",
+        )
+        parser.add_argument(
+            "--renewal-policy", choices=["automatic", "manual"], default="automatic"
+        )
+        parser.add_argument(
+            "--default",
+            action="store_true",
+            help="Use for devices without a profile (installed by hand).",
+        )
 
     def handle(self, *args: Any, **opts: Any) -> None:
         password = os.environ.get("CA_PASSWORD", "")
@@ -45,8 +56,12 @@ class Command(PortalCommand):
             raise CommandError(f"A signing profile named {opts['name']!r} already exists.")
         try:
             profile = signing_profile_create(
-                name=opts["name"], ca=ca, ca_password=password, country=opts["country"],
-                cn_template=opts["cn_template"], validity_days=opts["days"],
+                name=opts["name"],
+                ca=ca,
+                ca_password=password,
+                country=opts["country"],
+                cn_template=opts["cn_template"],
+                validity_days=opts["days"],
                 accepted_key_types=[t.strip() for t in opts["key_types"].split(",") if t.strip()],
                 is_default=opts["default"] or not SigningProfile.objects.exists(),
                 organization=opts["organization"],
@@ -56,5 +71,7 @@ class Command(PortalCommand):
         except ValidationError as exc:
             messages = [m for ms in exc.message_dict.values() for m in ms]
             raise CommandError(" ".join(messages)) from None
-        self.stdout.write(f"Signing profile {profile.name} created (CA {ca.alias}, "
-                          f"{profile.validity_days} days, CN {profile.cn_template}).")
+        self.stdout.write(
+            f"Signing profile {profile.name} created (CA {ca.alias}, "
+            f"{profile.validity_days} days, CN {profile.cn_template})."
+        )

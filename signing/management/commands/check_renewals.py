@@ -1,4 +1,5 @@
 """`check_renewals`: mark certificates due for renewal; print CA-expiry warnings."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -12,7 +13,9 @@ class Command(PortalCommand):
 
     def handle(self, *args: Any, **opts: Any) -> None:
         result = renewals_check()
-        self.stdout.write(f"Marked {result.marked_due} certificate"
-                          f"{'' if result.marked_due == 1 else 's'} due for renewal.")
+        self.stdout.write(
+            f"Marked {result.marked_due} certificate"
+            f"{'' if result.marked_due == 1 else 's'} due for renewal."
+        )
         for warning in result.warnings:
             self.stderr.write(f"Warning: {warning}")

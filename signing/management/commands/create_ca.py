@@ -1,4 +1,5 @@
 """`manage.py create_ca`: generate a CA into the key store (password from CA_PASSWORD)."""
+
 from __future__ import annotations
 
 import getpass
@@ -39,18 +40,23 @@ class Command(PortalCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--alias", required=True)
         parser.add_argument("--dn", required=True, help='e.g. "CN=Fleet CA,O=ACME,C=DE"')
-        parser.add_argument("--key-type", default=KeyType.EC_P256.value,
-                            choices=[k.value for k in KeyType])
+        parser.add_argument(
+            "--key-type", default=KeyType.EC_P256.value, choices=[k.value for k in KeyType]
+        )
         parser.add_argument("--days", type=int, default=730)
-        parser.add_argument("--overwrite", action="store_true",
-                            help="Replace an existing CA with the same alias.")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="Replace an existing CA with the same alias."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         password = ca_password_from_env_or_prompt(confirm=True)
         try:
             ca = ca_generate(
-                alias=options["alias"], dn=options["dn"], password=password,
-                key_type=options["key_type"], days=options["days"],
+                alias=options["alias"],
+                dn=options["dn"],
+                password=password,
+                key_type=options["key_type"],
+                days=options["days"],
                 overwrite=options["overwrite"],
             )
         except ValidationError as exc:

@@ -3,6 +3,7 @@
 The entry password comes from CA_PASSWORD; the password of the key or PKCS#12 file as given
 comes from CA_IMPORT_PASSWORD (empty when the key is not encrypted). Neither from argv.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,16 +27,19 @@ def _read(path: str) -> bytes:
 
 
 class Command(PortalCommand):
-    help = ("Import a CA into the key store from PEM files or a PKCS#12 file. Entry password: "
-            "CA_PASSWORD; password of the file's key: CA_IMPORT_PASSWORD.")
+    help = (
+        "Import a CA into the key store from PEM files or a PKCS#12 file. Entry password: "
+        "CA_PASSWORD; password of the file's key: CA_IMPORT_PASSWORD."
+    )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--alias", required=True)
         parser.add_argument("--certificate", metavar="FILE", help="PEM certificate file.")
         parser.add_argument("--key", metavar="FILE", help="PEM private key file.")
         parser.add_argument("--pkcs12", metavar="FILE", help=".p12/.pfx file.")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="Replace an existing CA with the same alias.")
+        parser.add_argument(
+            "--overwrite", action="store_true", help="Replace an existing CA with the same alias."
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         pem = options["certificate"] or options["key"]
@@ -45,16 +49,23 @@ class Command(PortalCommand):
             raise CommandError("Give both --certificate and --key.")
         password = ca_password_from_env_or_prompt(confirm=True)
         source_password = os.environ.get("CA_IMPORT_PASSWORD", "")
-        common = {"alias": options["alias"], "password": password,
-                  "overwrite": options["overwrite"]}
+        common = {
+            "alias": options["alias"],
+            "password": password,
+            "overwrite": options["overwrite"],
+        }
         try:
             if pem:
-                ca = ca_import_pem(certificate_pem=_read(options["certificate"]),
-                                   private_key_pem=_read(options["key"]),
-                                   key_password=source_password, **common)
+                ca = ca_import_pem(
+                    certificate_pem=_read(options["certificate"]),
+                    private_key_pem=_read(options["key"]),
+                    key_password=source_password,
+                    **common,
+                )
             else:
-                ca = ca_import_pkcs12(pkcs12_data=_read(options["pkcs12"]),
-                                      pkcs12_password=source_password, **common)
+                ca = ca_import_pkcs12(
+                    pkcs12_data=_read(options["pkcs12"]), pkcs12_password=source_password, **common
+                )
         except ValidationError as exc:
             raise CommandError(validation_sentence(exc)) from None
         self.stdout.write(f"Imported CA '{ca.alias}': {ca.subject}")
