@@ -1,7 +1,7 @@
 """Every model of the provisioning app, from the packages that define them.
 
 Django registers models found through this module; each concern keeps its own models
-(aws/, jobs/, jitp/, claim/, connections/, fleet/).
+(aws/, jobs/, jitp/, claim/, connections/, fleet/, rotation/).
 """
 
 from .aws.models import (
@@ -21,11 +21,15 @@ from .jitp.models import (
     thing_name_validator,
 )
 from .jobs.models import Job, JobLogLine
+from .rotation.models import CaRetirement, CaRotation, CaRotationItem
 
 __all__ = [
     "AccessKey",
     "AwsApiCall",
     "AwsService",
+    "CaRetirement",
+    "CaRotation",
+    "CaRotationItem",
     "ClaimSetup",
     "Connection",
     "FleetInstall",

@@ -6,7 +6,7 @@ DomainError handler answers ``{"code", "detail"}``), so the codes below are what
 
 from __future__ import annotations
 
-from portal.errors import Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
+from portal.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
 
 
 class CsrError(InvalidInput, ValueError):
@@ -63,3 +63,15 @@ class RateLimitedSubmissions(RateLimited):
 
 class RequestNotFound(NotFound):
     code = "not_found"
+
+
+class CaStillInUse(Conflict):
+    """A CA cannot be retired while certificates or signing profiles depend on it."""
+
+    code = "ca_still_in_use"
+
+
+class CaArchived(InvalidInput):
+    """An archived (retired) CA signs nothing more and cannot be chosen again."""
+
+    code = "ca_archived"

@@ -44,6 +44,13 @@ class CertificateAuthority(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Set when the CA was retired: it signs nothing more and no new profile may "
+        "use it; its key stays in the key store.",
+    )
 
     class Meta:
         verbose_name = "certificate authority"
@@ -56,6 +63,10 @@ class CertificateAuthority(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
 
 # JITP template parameter for each subject field a signing profile can put in certificates.
@@ -265,10 +276,17 @@ class IssuedCertificate(models.Model):
         db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
+    renew_requested_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Set when the portal asks the device to renew now (a CA rotation): the "
+        "agent's configuration then carries it as renew_after.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("revoke_issuedcertificate", "Can revoke issued certificates")]
+        indexes = [models.Index(fields=["ca", "status"], name="signing_cert_ca_status")]
 
     def __str__(self) -> str:
         return f"{self.common_name} ({self.serial})"

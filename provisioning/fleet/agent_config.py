@@ -13,6 +13,7 @@ from typing import Any
 from django.conf import settings
 
 from devices.models import MqttDevice, Station
+from signing.models import IssuedCertificate
 
 from ..connections.selectors import device_topic_patterns
 
@@ -29,6 +30,17 @@ def _device_key_type(device: MqttDevice) -> str:
     if not accepted or "ec-p256" in accepted:
         return "ec-p256"
     return str(accepted[0])
+
+
+def _renew_after(cert: IssuedCertificate | None) -> str | None:
+    """When the agent should renew: the certificate's renewal point, or the moment the
+    portal asked for a renewal now (a CA rotation), whichever comes first."""
+    if cert is None:
+        return None
+    at = cert.renew_after
+    if cert.renew_requested_at is not None and cert.renew_requested_at < at:
+        at = cert.renew_requested_at
+    return at.isoformat()
 
 
 def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[Any]]:
@@ -55,7 +67,7 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
                 "key_password": device.key_password or "",
                 "comment": device.onboarding_comment,
                 "key_type": _device_key_type(device),
-                "renew_after": cert.renew_after.isoformat() if cert is not None else None,
+                "renew_after": _renew_after(cert),
                 "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
                 **DEFAULT_TOPICS,
                 "uplink_topic": topics["uplink_topic"],

@@ -74,8 +74,6 @@ class Run:
             raise aws_error_explain(exc, access_key_id=self.access_key.access_key_id) from exc
 
     # steps
-
-    # steps
     def preflight(self) -> None:
         preflight(self)
 
@@ -286,6 +284,10 @@ class Run:
             f"Updated the CA registered in AWS IoT (id {existing}): active, "
             "auto-registration on, new registration config."
         )
+
+    def registered_id(self) -> str | None:
+        """The AWS id of ``self.ca`` when AWS holds it, else None (after the pre-flight)."""
+        return self._find_registered(self.client("iot"))
 
     def _find_registered(self, iot: Any) -> str | None:
         """The AWS id of this CA when AWS already holds it (ids from the last run, or the

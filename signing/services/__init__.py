@@ -5,14 +5,20 @@
 - :mod:`.requests`: onboarding requests (submit, approve, reject, sweep, fetch).
 - :mod:`.issuance`: the batch signing path.
 - :mod:`.certificates`: revocation, the renewal check, CA-expiry warnings.
+- :mod:`.retirement`: active certificates per CA, "renew now", a CA's retirement check and
+  archive (what a CA rotation needs).
 """
 
 from __future__ import annotations
 
 from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12
 from .certificates import (
+    CA_EXPIRY_THRESHOLDS,
     CA_EXPIRY_WARNING_DAYS,
+    CaExpiryNotice,
     RenewalCheck,
+    ca_expiry_notices,
+    ca_expiry_threshold,
     ca_expiry_warnings,
     certificate_revoke,
     certificates_revoke,
@@ -28,6 +34,7 @@ from .profiles import (
     signing_profile_for_device,
     signing_profile_save,
     signing_profile_validate,
+    signing_profiles_switch_ca,
 )
 from .requests import (
     BATCH_SIZE,
@@ -39,21 +46,37 @@ from .requests import (
     onboarding_requests_reject,
     onboarding_requests_sweep,
 )
+from .retirement import (
+    ca_active_certificates,
+    ca_archive,
+    ca_retirement_check,
+    cas_with_active_counts,
+    certificates_renew_now,
+)
 
 __all__ = [
     "BATCH_SIZE",
+    "CA_EXPIRY_THRESHOLDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
     "MIN_CA_PASSWORD_LENGTH",
     "BatchResult",
     "BuiltCertificate",
+    "CaExpiryNotice",
     "RenewalCheck",
+    "ca_active_certificates",
+    "ca_archive",
+    "ca_expiry_notices",
+    "ca_expiry_threshold",
     "ca_expiry_warnings",
     "ca_generate",
     "ca_import_pem",
     "ca_import_pkcs12",
+    "ca_retirement_check",
+    "cas_with_active_counts",
     "certificate_build",
     "certificate_revoke",
+    "certificates_renew_now",
     "certificates_revoke",
     "cn_render",
     "cn_template_validate",
@@ -71,4 +94,5 @@ __all__ = [
     "signing_profile_for_device",
     "signing_profile_save",
     "signing_profile_validate",
+    "signing_profiles_switch_ca",
 ]
