@@ -95,6 +95,9 @@ class CaRotation(models.Model):
     aws_ca_certificate_id = models.CharField(
         "AWS id of the new CA", max_length=64, blank=True, editable=False
     )
+    from_aws_ca_certificate_id = models.CharField(
+        "AWS id of the old CA", max_length=64, blank=True, editable=False
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

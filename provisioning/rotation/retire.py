@@ -77,6 +77,16 @@ def ca_retire_start(
     return job
 
 
+def _known_aws_ids(ca: CertificateAuthority) -> tuple[str, ...]:
+    """AWS ids recorded for ``ca`` by rotations (as old or new CA) and earlier retirements."""
+    ids = [
+        *CaRotation.objects.filter(from_ca=ca).values_list("from_aws_ca_certificate_id", flat=True),
+        *CaRotation.objects.filter(to_ca=ca).values_list("aws_ca_certificate_id", flat=True),
+        *CaRetirement.objects.filter(ca=ca).values_list("aws_ca_certificate_id", flat=True),
+    ]
+    return tuple(dict.fromkeys(i for i in ids if i))
+
+
 def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
     """Set the CA INACTIVE in AWS (if AWS holds it) and archive it; finish the job."""
     if not job_start(job=job):
@@ -97,7 +107,7 @@ def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
                 f"{'' if retirement.active_certificates == 1 else 's'} under CA '{ca.alias}' "
                 "stop working in AWS."
             )
-        aws_id = run.registered_id()
+        aws_id = run.registered_id(known_ids=_known_aws_ids(ca))
         if aws_id is None:
             run.log(f"AWS does not hold CA '{ca.alias}'; nothing to deactivate there.")
         else:

@@ -59,7 +59,7 @@ def _check_cas(from_ca: CertificateAuthority, to_ca: CertificateAuthority) -> No
         )
 
 
-def _check_jitp(settings_row: JitpSettings, from_ca: CertificateAuthority) -> None:
+def _check_jitp(settings_row: JitpSettings) -> None:
     if not settings_row.registered_ca_alias or settings_row.access_key_id is None:
         raise RotationRefused(
             "JITP has not been set up yet: run 'Set up JITP' (or `manage.py setup_jitp`) first; "
@@ -96,7 +96,7 @@ def ca_rotation_start(
             f"{running.get_status_display().lower()}); resume or finish that one."
         )
     settings_row = jitp_settings_get()
-    _check_jitp(settings_row, from_ca)
+    _check_jitp(settings_row)
     if new_ca is not None:
         try:
             to_ca = ca_generate(
@@ -218,6 +218,12 @@ def _switch(rotation: CaRotation, run: Run) -> None:
     """Point the JITP settings at the new CA (a later 'Set up JITP' re-registers it, never
     the old one) and move every profile of the old CA to the new one."""
     password = rotation.ca_password
+    before = JitpSettings.objects.get(pk=run.row.pk)
+    from_id = (
+        before.aws_ca_certificate_id
+        if before.registered_ca_fingerprint == rotation.from_ca.fingerprint_sha256
+        else ""
+    )
     JitpSettings.objects.filter(pk=run.row.pk).update(
         ca_source=JitpSettings.CaSource.EXISTING,
         ca_alias=rotation.to_ca.alias,
@@ -237,7 +243,9 @@ def _switch(rotation: CaRotation, run: Run) -> None:
     )
     # The profiles hold the password now; the rotation row no longer needs its copy.
     CaRotation.objects.filter(pk=rotation.pk).update(
-        ca_password="", aws_ca_certificate_id=run.ca_certificate_id
+        ca_password="",
+        aws_ca_certificate_id=run.ca_certificate_id,
+        from_aws_ca_certificate_id=from_id,
     )
     rotation.ca_password = ""
     rotation.aws_ca_certificate_id = run.ca_certificate_id
