@@ -6,6 +6,7 @@ from .connections import admin as connections_admin
 from .fleet import admin as fleet_admin
 from .jitp import admin as jitp_admin
 from .jobs import admin as jobs_admin
+from .lifecycle import admin as lifecycle_admin
 from .rotation import admin as rotation_admin
 
 __all__ = [
@@ -15,5 +16,6 @@ __all__ = [
     "fleet_admin",
     "jitp_admin",
     "jobs_admin",
+    "lifecycle_admin",
     "rotation_admin",
 ]

@@ -1,7 +1,7 @@
 """Every model of the provisioning app, from the packages that define them.
 
 Django registers models found through this module; each concern keeps its own models
-(aws/, jobs/, jitp/, claim/, connections/, fleet/, rotation/).
+(aws/, jobs/, jitp/, claim/, connections/, fleet/, lifecycle/, rotation/).
 """
 
 from .aws.models import (
@@ -21,10 +21,12 @@ from .jitp.models import (
     thing_name_validator,
 )
 from .jobs.models import Job, JobLogLine
+from .lifecycle.models import AwsAction
 from .rotation.models import CaRetirement, CaRotation, CaRotationItem
 
 __all__ = [
     "AccessKey",
+    "AwsAction",
     "AwsApiCall",
     "AwsService",
     "CaRetirement",

@@ -8,9 +8,11 @@ from .aws.tasks import prune_aws_call_log, purge_access_keys
 from .claim.tasks import claim_setup_task
 from .fleet.tasks import fleet_advance, fleet_install_run
 from .jitp.tasks import jitp_setup
+from .lifecycle.tasks import aws_actions_run
 from .rotation.tasks import ca_retire, ca_rotation_register, ca_rotations_advance
 
 __all__ = [
+    "aws_actions_run",
     "ca_retire",
     "ca_rotation_register",
     "ca_rotations_advance",

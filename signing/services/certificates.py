@@ -53,6 +53,28 @@ def certificates_revoke(*, ids: Iterable[int], reason: str, actor: Actor = None)
     return count
 
 
+def certificate_aws_observed(
+    *,
+    certificate: IssuedCertificate,
+    status: str,
+    thing: str,
+    policies: list[str],
+    observed_at: datetime,
+    note: str = "",
+) -> None:
+    """Record what AWS IoT showed of ``certificate`` (its twin): status, thing, policies."""
+    IssuedCertificate.objects.filter(pk=certificate.pk).update(
+        aws_status=status[:32],
+        aws_thing=thing[:128],
+        aws_policies=list(policies),
+        aws_observed_at=observed_at,
+        aws_note=note[:300],
+    )
+    certificate.aws_status, certificate.aws_thing = status[:32], thing[:128]
+    certificate.aws_policies, certificate.aws_observed_at = list(policies), observed_at
+    certificate.aws_note = note[:300]
+
+
 @dataclass(frozen=True)
 class CaExpiryNotice:
     """One CA inside a warning threshold: which CA, how many days are left, the sentence."""

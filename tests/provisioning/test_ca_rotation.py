@@ -117,13 +117,15 @@ def test_the_new_ca_is_registered_beside_the_old_one_and_profiles_switch(
     )
     assert described["registrationConfig"]["templateBody"]  # the same inline JITP template
     profile = SigningProfile.objects.get(name="fleet")
-    assert profile.ca == ca2 and profile.ca_password == NEW_PASSWORD
+    assert profile.ca == ca2
+    assert profile.ca_password == NEW_PASSWORD
     settings_row = JitpSettings.objects.get()
     assert (settings_row.ca_alias, settings_row.registered_ca_alias) == ("fleet-ca-2", "fleet-ca-2")
     assert rotation.ca_password == ""  # the profiles hold it now
     assert rotation.total == 3
     text = job_text(rotation.job)
-    assert NEW_PASSWORD not in text and CA_PASSWORD not in text
+    assert NEW_PASSWORD not in text
+    assert CA_PASSWORD not in text
     assert not AuditEvent.objects.filter(detail__icontains=NEW_PASSWORD).exists()
     # Every new certificate comes from the new CA.
     fresh = _issue(station_create(name="st-new")[0], "aws")
@@ -246,9 +248,7 @@ def test_rotate_ca_command_with_wait_reports_a_paused_wave(fleet, monkeypatch) -
     monkeypatch.setenv("CA_PASSWORD", NEW_PASSWORD)
     monkeypatch.setattr("provisioning.management.commands.rotate_ca.POLL_SECONDS", 0.01)
     # Nobody renews: every device fails at once when the timeout is already over.
-    IssuedCertificate.objects.filter(pk__in=[c.pk for c in certs]).update(
-        created_at=timezone.now()
-    )
+    IssuedCertificate.objects.filter(pk__in=[c.pk for c in certs]).update(created_at=timezone.now())
     monkeypatch.setattr(
         "provisioning.rotation.wave.timedelta", lambda minutes: timedelta(minutes=-minutes)
     )
