@@ -102,16 +102,16 @@ def ca_archive(
     """Mark a retired CA archived: it signs nothing more and no profile may pick it again.
 
     The row and its encrypted key stay (audit, the certificates it signed, re-import)."""
-    ca = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
-    if ca.archived_at is not None:
-        return ca
-    ca.archived_at = timezone.now()
-    ca.save(update_fields=["archived_at"])
-    audit_record(
-        action="ca_archive",
-        obj=ca,
-        actor=actor,
-        actor_label=actor_label,
-        detail={"forced": forced, "fingerprint": ca.fingerprint_sha256},
-    )
-    return ca
+    row = CertificateAuthority.objects.select_for_update().get(pk=ca.pk)
+    if row.archived_at is None:
+        row.archived_at = timezone.now()
+        row.save(update_fields=["archived_at"])
+        audit_record(
+            action="ca_archive",
+            obj=row,
+            actor=actor,
+            actor_label=actor_label,
+            detail={"forced": forced, "fingerprint": row.fingerprint_sha256},
+        )
+    ca.archived_at = row.archived_at
+    return row
