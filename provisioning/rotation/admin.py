@@ -109,7 +109,7 @@ class CaRotationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_filter = ["status"]
     list_select_related = ["from_ca", "to_ca", "job"]
     show_full_result_count = False
-    fields = [
+    fields = (
         "from_ca",
         "to_ca",
         "status",
@@ -127,7 +127,7 @@ class CaRotationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "paused_at",
         "finished_at",
         "result",
-    ]
+    )
     readonly_fields = fields
     change_form_template = "admin/provisioning/carotation/change_form.html"
 

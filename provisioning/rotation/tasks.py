@@ -19,20 +19,17 @@ class _JobTask(Task):
         self, exc: BaseException, task_id: str, args: Any, kwargs: Any, einfo: Any
     ) -> None:
         sentence = f"The task failed ({type(exc).__name__}); see the worker log and start it again."
-        job_id = kwargs.get("job_id") if not args else None
+        first = args[0] if args else (kwargs.get("rotation_id") or kwargs.get("job_id"))
+        job_id = first
         if self.name.endswith("ca_rotation_register"):
-            rotation = CaRotation.objects.filter(
-                pk=(args or [kwargs.get("rotation_id")])[0]
-            ).first()
+            rotation = CaRotation.objects.filter(pk=first or 0).first()
             if rotation is None:
                 return
             CaRotation.objects.filter(pk=rotation.pk, status__in=CaRotation.UNFINISHED).update(
                 status=CaRotation.Status.FAILED, result=sentence, ca_password=""
             )
             job_id = rotation.job_id
-        elif args:
-            job_id = args[0]
-        job = Job.objects.filter(pk=job_id).first()
+        job = Job.objects.filter(pk=job_id or 0).first()
         if job is not None and not job.is_finished:
             job_finish(job=job, status=Job.Status.FAILED, error_code="TaskFailed", result=sentence)
 

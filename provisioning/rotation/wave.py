@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
+from portal.handoff import send_task
 from portal.services import Actor, audit_record
 from signing.models import IssuedCertificate, OnboardingRequest
 from signing.services import ca_active_certificates, certificates_renew_now
@@ -282,10 +283,27 @@ def ca_rotation_resume(
     return row
 
 
-def ca_rotations_advance() -> int:
-    """Advance every running rotation (the periodic task); returns how many were stepped."""
+def ca_rotations_advance(*, stale_after_seconds: int = 120) -> int:
+    """Advance every running rotation (the periodic task); returns how many were stepped.
+
+    A rotation whose registration was handed to a worker that never took it (broker down,
+    worker killed before it started) is handed out again once it is ``stale_after_seconds``
+    old; the task takes it only while its job is still queued.
+    """
+    from . import tasks
+
+    stale = timezone.now() - timedelta(seconds=stale_after_seconds)
+    for rotation_id in CaRotation.objects.filter(
+        status=CaRotation.Status.RUNNING,
+        phase=CaRotation.Phase.REGISTER,
+        job__status=Job.Status.QUEUED,
+        created_at__lt=stale,
+    ).values_list("pk", flat=True):
+        send_task(tasks.ca_rotation_register, rotation_id)
     count = 0
-    for rotation in CaRotation.objects.filter(status=CaRotation.Status.RUNNING):
+    for rotation in CaRotation.objects.filter(status=CaRotation.Status.RUNNING).exclude(
+        phase=CaRotation.Phase.REGISTER
+    ):
         ca_rotation_advance(rotation=rotation)
         count += 1
     return count

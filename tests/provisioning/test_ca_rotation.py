@@ -274,3 +274,50 @@ def test_rotate_ca_command_with_wait_reports_a_paused_wave(fleet, monkeypatch) -
         )
     assert "Registration of the new CA beside the old one" in out.getvalue()
     assert NEW_PASSWORD not in out.getvalue()
+
+
+def test_the_admin_rotate_page_refuses_without_jitp_and_retire_confirms_the_count(
+    admin_client,  # noqa: ANN001
+) -> None:
+    from django.urls import reverse
+
+    ca1 = ca_generate(alias="solo", dn="CN=Solo,C=DE", password=CA_PASSWORD)
+    url = reverse("admin:provisioning_carotation_rotate", args=[ca1.pk])
+    page = admin_client.get(url)
+    assert page.status_code == 200
+    assert "Start the rotation" in page.content.decode()
+    refused = admin_client.post(
+        url,
+        {
+            "dn": "CN=Solo 2,C=DE",
+            "new_alias": "solo-2",
+            "key_type": "ec-p256",
+            "days": "900",
+            "password": NEW_PASSWORD,
+            "rate_per_minute": "60",
+            "failure_threshold": "5",
+            "renew_timeout_minutes": "15",
+        },
+    )
+    html = refused.content.decode()
+    assert "JITP has not been set up yet" in html
+    assert NEW_PASSWORD not in html
+    assert not CertificateAuthority.objects.filter(alias="solo-2").exists()  # rolled back
+    retire = reverse("admin:provisioning_carotation_retire", args=[ca1.pk])
+    assert "Retire the CA" in admin_client.get(retire).content.decode()
+
+
+def test_the_retire_page_states_how_many_certificates_would_break(fleet, admin_client) -> None:  # noqa: ANN001
+    from django.urls import reverse
+
+    ca1, _, _ = fleet
+    html = admin_client.get(
+        reverse("admin:provisioning_carotation_retire", args=[ca1.pk])
+    ).content.decode()
+    assert "<strong>3</strong> active certificates still" in html
+    assert "break 3 certificates" in html
+    answer = admin_client.post(
+        reverse("admin:provisioning_carotation_retire", args=[ca1.pk]), {"force": "yes"}
+    )
+    assert answer.status_code == 200  # refused: a profile still signs with it
+    assert "still signs with CA" in answer.content.decode()
