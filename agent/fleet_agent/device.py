@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from fleet_agent.claim import ClaimError, provision_by_claim
-from fleet_agent.config import DeviceConfig, parse_connect_host, render_topic
+from fleet_agent.config import DeviceConfig, parse_connect_host, parse_iso, render_topic
 from fleet_agent.fsutil import atomic_write, remove_quietly
 from fleet_agent.keys import (
     CertInfo,
@@ -695,8 +695,11 @@ class DeviceWorker(threading.Thread):
         if self._cert is None:
             return None
         ra = self.cfg.renew_after
-        # A renew_after older than the certificate belongs to its predecessor.
-        if ra is not None and ra >= self._cert.not_before:
+        # A renew_after older than the certificate belongs to its predecessor; so does one
+        # older than the renewal that installed it (the portal back-dates not_before, and
+        # the configuration may still be the one fetched before the renewal).
+        installed = parse_iso(self.agent.state.device(self.cfg.name).get("renewed_at"))
+        if ra is not None and ra >= self._cert.not_before and (installed is None or ra > installed):
             return ra
         return self._cert.default_renew_at()
 

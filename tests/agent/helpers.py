@@ -183,6 +183,8 @@ class FakePortal:
         self.ca = ca
         self.lifetime = lifetime
         self.renewal_lifetime: float | None = None
+        # Seconds the certificates' not_before lies in the past (the real portal: 300).
+        self.backdate = 0.0
         self.auto_approve_renewals = True
         self.stations: dict[str, FakeStation] = {}
         self.requests: dict[int, FakeRequest] = {}
@@ -335,8 +337,11 @@ class FakePortal:
         lifetime = self.lifetime
         if req.renewal and self.renewal_lifetime is not None:
             lifetime = self.renewal_lifetime
+        not_before = (
+            dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.backdate) if self.backdate else None
+        )
         req.certificate = self.ca.sign(
-            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime
+            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime, not_before=not_before
         )
         req.status = "issued"
 
