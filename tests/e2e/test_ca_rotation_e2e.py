@@ -21,7 +21,8 @@ import pytest
 from tests.conftest import ROOT, wait_for
 from tests.e2e.conftest import DemoRun, Subscriber, broker_args, needs_mosquitto_clients
 
-pytestmark = [needs_mosquitto_clients, pytest.mark.slow]
+# The whole chain with 20 agents takes 4-10 minutes on a busy 2-core machine.
+pytestmark = [needs_mosquitto_clients, pytest.mark.slow, pytest.mark.timeout(1500)]
 
 STATIONS = 20
 HEARTBEAT_INTERVAL = 2
