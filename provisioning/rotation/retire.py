@@ -121,19 +121,14 @@ def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
             CaRetirement.objects.filter(pk=retirement.pk).update(aws_ca_certificate_id=aws_id)
             run.log(f"CA '{ca.alias}' is INACTIVE in AWS IoT (id {aws_id}), auto-registration off.")
     except AwsError as exc:
-        job_progress(job=job, failed=1)
-        return job_finish(
-            job=job, status=Job.Status.FAILED, result=str(exc), error_code=exc.code or "AwsError"
-        )
+        return _failed(job, str(exc), exc.code or "AwsError")
     except Exception as exc:  # noqa: BLE001 - the job must end, with a sentence
         logger.exception("CA retirement job %s crashed", job.pk)
-        job_progress(job=job, failed=1)
-        return job_finish(
-            job=job,
-            status=Job.Status.FAILED,
-            result=f"The retirement stopped on an internal error ({type(exc).__name__}); see "
-            "the worker log and retire the CA again.",
-            error_code="InternalError",
+        return _failed(
+            job,
+            f"The retirement stopped on an internal error ({type(exc).__name__}); see the "
+            "worker log and retire the CA again.",
+            "InternalError",
         )
     ca_archive(ca=ca, actor=job.actor, actor_label="CA retirement", forced=retirement.forced)
     job_progress(job=job, done=1)
@@ -143,3 +138,8 @@ def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
         result=f"CA '{ca.alias}' is retired: INACTIVE in AWS and archived (its key stays in "
         "the key store; it signs nothing more).",
     )
+
+
+def _failed(job: Job, sentence: str, code: str) -> Job:
+    job_progress(job=job, failed=1)
+    return job_finish(job=job, status=Job.Status.FAILED, result=sentence, error_code=code)

@@ -24,11 +24,10 @@ from signing.services import (
     ca_generate,
     onboarding_request_fetched,
     onboarding_request_submit,
-    onboarding_requests_approve,
     onboarding_requests_sign,
     signing_profile_create,
 )
-from tests.signing.conftest import make_ec_csr
+from tests.signing.conftest import issue_certificate, make_ec_csr
 
 from .conftest import CA_PASSWORD, aws, jitp_configure, jitp_run, job_text, moto_ca_certificates
 
@@ -46,16 +45,6 @@ def _aws_ca_status(endpoint: str) -> dict[str, str]:
         pem = described["certificateDescription"]["certificatePem"].strip()
         out[pems[pem]] = described["certificateDescription"]["status"]
     return out
-
-
-def _issue(station, device: str) -> IssuedCertificate:  # noqa: ANN001
-    request, _ = onboarding_request_submit(station=station, device_name=device, csr=make_ec_csr())
-    onboarding_requests_approve(ids=[request.pk])
-    onboarding_requests_sign(ids=[request.pk])
-    request.refresh_from_db()
-    cert = onboarding_request_fetched(request=request)
-    assert cert is not None
-    return cert
 
 
 def _renew(station, device: str) -> IssuedCertificate:  # noqa: ANN001
@@ -87,7 +76,7 @@ def fleet(moto_server, access_key, jitp_role):  # noqa: ANN001, ANN201
         renewal_policy=SigningProfile.RenewalPolicy.MANUAL,
     )
     stations = [station_create(name=f"st-{i}")[0] for i in range(3)]
-    certs = [_issue(s, "aws") for s in stations]
+    certs = [issue_certificate(s, "aws") for s in stations]
     return ca1, stations, certs
 
 
@@ -128,7 +117,7 @@ def test_the_new_ca_is_registered_beside_the_old_one_and_profiles_switch(
     assert CA_PASSWORD not in text
     assert not AuditEvent.objects.filter(detail__icontains=NEW_PASSWORD).exists()
     # Every new certificate comes from the new CA.
-    fresh = _issue(station_create(name="st-new")[0], "aws")
+    fresh = issue_certificate(station_create(name="st-new")[0], "aws")
     assert fresh.ca == ca2
 
 

@@ -26,26 +26,13 @@ from signing.services import (
     ca_retirement_check,
     cas_with_active_counts,
     certificates_renew_now,
-    onboarding_request_fetched,
     onboarding_request_submit,
-    onboarding_requests_approve,
-    onboarding_requests_sign,
     signing_profile_create,
     signing_profiles_switch_ca,
 )
-from tests.signing.conftest import CA_PASSWORD, make_ec_csr
+from tests.signing.conftest import CA_PASSWORD, issue_certificate, make_ec_csr
 
 pytestmark = pytest.mark.django_db
-
-
-def _issue(station, device: str = "aws") -> IssuedCertificate:  # noqa: ANN001
-    request, _ = onboarding_request_submit(station=station, device_name=device, csr=make_ec_csr())
-    onboarding_requests_approve(ids=[request.pk])
-    onboarding_requests_sign(ids=[request.pk])
-    request.refresh_from_db()
-    cert = onboarding_request_fetched(request=request)
-    assert cert is not None
-    return cert
 
 
 @pytest.mark.parametrize(
@@ -128,7 +115,7 @@ def test_renew_now_reaches_the_agent_config_and_is_approved_under_a_manual_polic
         renewal_policy=SigningProfile.RenewalPolicy.MANUAL
     )
     station, _ = station_create(name="st-a")
-    cert = _issue(station)
+    cert = issue_certificate(station)
     config, etag = station_agent_config_with_etag(station)
     assert config["devices"][0]["renew_after"] == cert.renew_after.isoformat()
     # Without the portal's ask, a renewal under the manual policy waits for a human.
@@ -151,7 +138,7 @@ def test_renew_now_reaches_the_agent_config_and_is_approved_under_a_manual_polic
 
 def test_the_ca_changelist_counts_active_certificates_in_one_query(admin_client, profile) -> None:  # noqa: ANN001
     stations = [station_create(name=f"st-{i}")[0] for i in range(3)]
-    certs = [_issue(s) for s in stations]
+    certs = [issue_certificate(s) for s in stations]
     IssuedCertificate.objects.filter(pk=certs[0].pk).update(status="revoked")
     ca_generate(alias="empty", dn="CN=Empty,C=DE", password=CA_PASSWORD)
     counts = dict(cas_with_active_counts().values_list("alias", "active_certificates"))
@@ -182,7 +169,7 @@ def test_retirement_is_refused_while_profiles_or_active_certificates_depend_on_i
 ) -> None:
     ca = profile.ca
     station, _ = station_create(name="st-a")
-    _issue(station)
+    issue_certificate(station)
     with pytest.raises(CaStillInUse, match="Signing profile 'default' still signs with CA"):
         ca_retirement_check(ca=ca, force=True)
     other = ca_generate(alias="other", dn="CN=Other,C=DE", password=CA_PASSWORD, days=900)
