@@ -127,6 +127,10 @@ class DeviceWorker(threading.Thread):
         self._renew_next_poll = 0.0
         self._renew_poll_delay = 1.0
         self._renew_not_before = 0.0
+        # The renewal's portal calls run beside the MQTT loop, so heartbeats and uplinks go
+        # on while the portal is slow; the loop only starts a step and takes its outcome.
+        self._renewal_thread: threading.Thread | None = None
+        self._renewal_auth_error: PortalAuthError | None = None
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -705,6 +709,13 @@ class DeviceWorker(threading.Thread):
 
     def _renewal_tick(self) -> None:
         portal = self.agent.portal
+        if self._renewal_auth_error is not None:
+            exc, self._renewal_auth_error = self._renewal_auth_error, None
+            raise exc
+        if self._renewal_thread is not None:
+            if self._renewal_thread.is_alive():
+                return
+            self._renewal_thread = None
         if portal is None or self._cert is None:
             return
         now = time.monotonic()
@@ -729,6 +740,18 @@ class DeviceWorker(threading.Thread):
             self._renew_poll_delay = 1.0
         if now < self._renew_next_poll:
             return
+        self._renewal_thread = threading.Thread(
+            target=self._renewal_work,
+            args=(pending, now),
+            name=f"renewal-{self.cfg.name}",
+            daemon=True,
+        )
+        self._renewal_thread.start()
+
+    def _renewal_work(self, pending: dict[str, Any], now: float) -> None:
+        """One renewal step (portal calls, key, installation) off the MQTT loop's thread."""
+        portal = self.agent.portal
+        assert portal is not None
         try:
             self._renewal_step(pending)
         except PortalUnreachable:
@@ -738,11 +761,14 @@ class DeviceWorker(threading.Thread):
                 portal.base_url,
                 self._renew_next_poll - now,
             )
-        except PortalAuthError:
-            raise
+        except PortalAuthError as exc:
+            self._renewal_auth_error = exc
         except (PortalError, DeviceError, KeyFileError) as exc:
             msg = exc.detail if isinstance(exc, PortalError) else str(exc)
             self._abandon_renewal(pending, f"certificate renewal failed: {msg}")
+        except Exception as exc:  # noqa: BLE001 - a thread's error must not vanish
+            log.exception("device %s: renewal step crashed", self.cfg.name)
+            self._abandon_renewal(pending, f"certificate renewal failed: {type(exc).__name__}")
 
     def _next_renew_delay(self) -> float:
         delay = self._renew_poll_delay
