@@ -34,6 +34,7 @@ from provisioning.claim import (
     claim_setup_start,
 )
 from provisioning.claim.models import ClaimSetup
+from provisioning.aws.services import aws_service_update
 from provisioning.models import AccessKey, AwsApiCall, Job
 from provisioning.tasks import claim_setup_task
 
@@ -274,6 +275,7 @@ def test_aws_refusal_is_a_failed_job_with_a_sentence(monkeypatch: pytest.MonkeyP
 
 
 def test_disabled_aws_service_fails_cleanly() -> None:
+    aws_service_update(enabled=False)
     AccessKey.objects.create(
         access_key_id=KEY_ID,
         secret="s" * 40,
