@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from .secrets_file import load_or_create_dev_secrets
 
@@ -185,7 +186,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# The queues are declared so that a plain `celery -A portal worker` (no -Q) consumes all of
+# them; `-Q signing` still splits a worker off for one workload.
+CELERY_TASK_QUEUES = tuple(
+    Queue(_name, Exchange(_name), routing_key=_name) for _name in ("default", "signing", "fleet")
+)
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_EXCHANGE = "default"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
 CELERY_TASK_ROUTES = {
     "signing.tasks.*": {"queue": "signing"},
     "provisioning.tasks.fleet_*": {"queue": "fleet"},
