@@ -211,6 +211,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # portal/celery.py applies CONN_MAX_AGE / CONN_HEALTH_CHECKS per task instead.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 
+# --- Signing ---------------------------------------------------------------------------------
+# Per station: new onboarding requests per minute, and requests waiting for approval at once
+# (both answered 429 with Retry-After when exceeded; docs/signing.md).
+SIGNING_RATE_LIMIT_PER_MINUTE = env.int("SIGNING_RATE_LIMIT_PER_MINUTE", default=60)
+SIGNING_MAX_PENDING_PER_STATION = env.int("SIGNING_MAX_PENDING_PER_STATION", default=50)
+SIGNING_PENDING_RETRY_AFTER = 300  # seconds a station is told to wait when its cap is reached
+
 # --- AWS -----------------------------------------------------------------------------------
 # Points every boto3 client at the local AWS stand-in or a moto server when set.
 AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None

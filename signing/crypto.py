@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 class KeyType(StrEnum):
     EC_P256 = "ec-p256"
     EC_P384 = "ec-p384"
+    EC_P521 = "ec-p521"
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"
     RSA_4096 = "rsa-4096"
@@ -37,6 +38,8 @@ def generate_private_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
         return ec.generate_private_key(ec.SECP256R1())
     if kt is KeyType.EC_P384:
         return ec.generate_private_key(ec.SECP384R1())
+    if kt is KeyType.EC_P521:
+        return ec.generate_private_key(ec.SECP521R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=int(kt.value.split("-")[1]))
 
 
@@ -54,9 +57,13 @@ def key_type_of(public_key: PublicKeyTypes) -> str:
 
 def signature_hash_for(
     private_key: CertificateIssuerPrivateKeyTypes,
-) -> hashes.SHA256 | hashes.SHA384:
-    if isinstance(private_key, ec.EllipticCurvePrivateKey) and private_key.curve.key_size > 256:
-        return hashes.SHA384()
+) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+    """The digest that matches the CA key's strength (P-384: SHA-384, P-521: SHA-512)."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        if private_key.curve.key_size > 384:
+            return hashes.SHA512()
+        if private_key.curve.key_size > 256:
+            return hashes.SHA384()
     return hashes.SHA256()
 
 

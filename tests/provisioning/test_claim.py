@@ -26,6 +26,7 @@ from moto import mock_aws
 import provisioning.claim.services as claim_module
 from portal.models import AuditEvent
 from provisioning.aws import aws_client, aws_service_get
+from provisioning.aws.services import aws_service_update
 from provisioning.claim import (
     ClaimSetupNotReady,
     claim_bundle_build,
@@ -34,7 +35,6 @@ from provisioning.claim import (
     claim_setup_start,
 )
 from provisioning.claim.models import ClaimSetup
-from provisioning.aws.services import aws_service_update
 from provisioning.models import AccessKey, AwsApiCall, Job
 from provisioning.tasks import claim_setup_task
 

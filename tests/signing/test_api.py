@@ -185,6 +185,8 @@ def test_rate_limit_is_429(client, profile, station_token, settings) -> None:  #
 
 @pytest.mark.django_db
 def test_profile_key_types_are_enforced(client, profile, station_token) -> None:  # noqa: ANN001
+    profile.accepted_key_types = ["ec-p256", "rsa-2048"]
+    profile.save(update_fields=["accepted_key_types"])
     _, token = station_token
     key = ec.generate_private_key(ec.SECP384R1())
     response = post(client, token, {"device": "aws", "csr": make_ec_csr(key=key)})
