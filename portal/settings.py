@@ -22,7 +22,8 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)  # optional, never requ
 
 DATA_DIR = Path(env.str("PORTAL_DATA_DIR", default=str(BASE_DIR / "data")))
 PRODUCTION = env.bool("PORTAL_PRODUCTION", default=False)
-DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+# Off unless a developer sets DEBUG=1 (the demo sets it for the processes it starts).
+DEBUG = env.bool("DEBUG", default=False)
 
 if PRODUCTION:
     _missing = [
