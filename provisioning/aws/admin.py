@@ -17,7 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils.translation import ngettext
 
-from portal.admin import ReadOnlyAdminMixin
+from portal.admin import ReadOnlyAdminMixin, SensitivePostAdminMixin
 
 from . import services
 from .client import AwsError, aws_service_get
@@ -120,7 +120,8 @@ class StoredFilter(admin.SimpleListFilter):
 
 
 @admin.register(AccessKey)
-class AccessKeyAdmin(admin.ModelAdmin):
+class AccessKeyAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("secret",)
     list_display = ["access_key_id", "stored", "purge_at", "last_used_at", "description"]
     list_filter = [StoredFilter, "store_for"]
     search_fields = ["access_key_id", "description"]

@@ -20,8 +20,7 @@ def _ignored(path: str, patterns: list[str]) -> bool:
         prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
         suffixes = ["/".join(parts[i:]) for i in range(len(parts))]
         if any(fnmatch.fnmatchcase(p, c) for c in candidates for p in prefixes) or (
-            pattern.startswith("**/")
-            and any(fnmatch.fnmatchcase(s, pattern[3:]) for s in suffixes)
+            pattern.startswith("**/") and any(fnmatch.fnmatchcase(s, pattern[3:]) for s in suffixes)
         ):
             ignored = not negate
     return ignored
