@@ -81,39 +81,37 @@ def test_every_admin_view_that_takes_a_secret_marks_it_sensitive(
     assert "secret" in _sensitive(response)
 
 
-def test_claim_role_arn_is_stored_encrypted() -> None:
+def _claim_setup(template_name: str) -> ClaimSetup:
     AccessKey.objects.create(
         access_key_id=KEY_ID,
         secret=SECRET,
         store_for="1d",
         purge_at=timezone.now() + timedelta(days=1),
     )
-    setup = claim_setup_save(
-        template_name="enc", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
+    return claim_setup_save(
+        template_name=template_name, region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
     )
+
+
+def _raw_role_arn() -> str:
     with connection.cursor() as cursor:
-        cursor.execute("SELECT role_arn FROM provisioning_claimsetup WHERE id = %s", [setup.pk])
+        cursor.execute("SELECT role_arn FROM provisioning_claimsetup")
         (raw,) = cursor.fetchone()
-    assert "arn:aws" not in raw
+    return str(raw)
+
+
+def test_claim_role_arn_is_stored_encrypted() -> None:
+    setup = _claim_setup("enc")
+    assert "arn:aws" not in _raw_role_arn()
     assert ClaimSetup.objects.get(pk=setup.pk).role_arn == ROLE
 
 
 def test_the_migration_encrypts_role_arns_stored_in_clear() -> None:
-    AccessKey.objects.create(
-        access_key_id=KEY_ID,
-        secret=SECRET,
-        store_for="1d",
-        purge_at=timezone.now() + timedelta(days=1),
-    )
-    setup = claim_setup_save(
-        template_name="old", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
-    )
+    setup = _claim_setup("old")
     with connection.cursor() as cursor:
         cursor.execute("UPDATE provisioning_claimsetup SET role_arn = %s", [ROLE])
     migration = importlib.import_module("provisioning.migrations.0003_claim_role_arn_encrypted")
+    assert _raw_role_arn() == ROLE
     migration.encrypt_plain_role_arns(None, SimpleNamespace(connection=connection))
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT role_arn FROM provisioning_claimsetup")
-        (raw,) = cursor.fetchone()
-    assert "arn:aws" not in raw
+    assert "arn:aws" not in _raw_role_arn()
     assert ClaimSetup.objects.get(pk=setup.pk).role_arn == ROLE

@@ -181,6 +181,7 @@ def test_rate_limit_is_429(client, profile, station_token, settings) -> None:  #
     response = post(client, token, {"device": "d9", "csr": make_ec_csr()})
     assert response.status_code == 429
     assert response.json()["code"] == "rate_limited"
+    assert 1 <= int(response["Retry-After"]) <= 60
 
 
 @pytest.mark.django_db
