@@ -110,7 +110,9 @@ def test_the_migration_encrypts_role_arns_stored_in_clear() -> None:
     setup = _claim_setup("old")
     with connection.cursor() as cursor:
         cursor.execute("UPDATE provisioning_claimsetup SET role_arn = %s", [ROLE])
-    migration = importlib.import_module("provisioning.migrations.0003_aws_service_on_claim_role_arn_encrypted")
+    migration = importlib.import_module(
+        "provisioning.migrations.0003_aws_service_on_claim_role_arn_encrypted"
+    )
     assert _raw_role_arn() == ROLE
     migration.encrypt_plain_role_arns(None, SimpleNamespace(connection=connection))
     assert "arn:aws" not in _raw_role_arn()
