@@ -9,14 +9,17 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
 
+from .bundle import claim_bundle_build
 from .models import ClaimSetup
-from .services import claim_bundle_build, claim_setup_save, claim_setup_start
+from .services import claim_setup_save, claim_setup_start
 
 
 @admin.register(ClaimSetup)
-class ClaimSetupAdmin(admin.ModelAdmin):
+class ClaimSetupAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("role_arn",)
     list_display = [
         "template_name",
         "region",
