@@ -25,6 +25,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from portal.errors import Conflict
+from portal.handoff import send_task_on_commit
 from portal.services import Actor, audit_record
 
 from ..aws.client import AwsError, aws_client, oldest_non_default_version
@@ -207,9 +208,7 @@ def claim_setup_start(
     if run_async:
         from .tasks import claim_setup_task
 
-        transaction.on_commit(
-            lambda: claim_setup_task.delay(job.pk, setup.pk, new_claim_certificate)
-        )
+        send_task_on_commit(claim_setup_task, job.pk, setup.pk, new_claim_certificate)
     return job
 
 

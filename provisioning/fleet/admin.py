@@ -28,6 +28,7 @@ from django.utils.translation import ngettext
 from devices.admin import StationAdmin
 from devices.models import Station
 from portal.errors import DomainError
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..jobs.admin import register_job_section
 from ..jobs.models import Job, JobLogLine
@@ -225,6 +226,7 @@ class FleetStationAdmin(StationAdmin):
             form = FleetInstallForm(request.POST)
             if form.is_valid():
                 data = form.cleaned_data
+                handoffs_reset()
                 try:
                     with transaction.atomic():
                         install = fleet_install_create(
@@ -260,6 +262,7 @@ class FleetStationAdmin(StationAdmin):
                         ),
                         messages.SUCCESS,
                     )
+                    handoffs_tell_admin(self, request)
                     return HttpResponseRedirect(
                         reverse("admin:provisioning_fleetinstall_progress", args=[install.pk])
                     )

@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
+from portal.handoff import handoffs_reset, handoffs_tell_admin
+
 from ..models import OnboardingRequest
 from ..services import onboarding_requests_approve, onboarding_requests_reject
 from .common import CaExpiryWarningMixin, plural, reason_form_response
@@ -105,6 +107,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     @admin.action(description="Approve selected requests", permissions=["approve"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         ids = list(queryset.values_list("pk", flat=True))
+        handoffs_reset()
         approved = onboarding_requests_approve(ids=ids, actor=request.user)
         skipped = len(ids) - len(approved)
         self.message_user(
@@ -112,6 +115,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
             f"Approved {plural(len(approved), 'request')}; signing runs in the background.",
             messages.SUCCESS,
         )
+        handoffs_tell_admin(self, request)
         if skipped:
             self.message_user(
                 request, f"{plural(skipped, 'request')} skipped (not pending).", messages.WARNING
