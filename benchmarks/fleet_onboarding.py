@@ -5,7 +5,7 @@
 What runs (every piece real, nothing stubbed):
 
 * the portal as a real server process (gunicorn, gthread workers, DEBUG off);
-* a real Celery worker (queues default, signing, fleet);
+* a real Celery worker (queues default, signing, fleet) and beat (database scheduler);
 * the local AWS IoT stand-in (``python -m localaws``, its JITP limiter OFF) in front of a
   private Mosquitto (or the embedded broker when Mosquitto is not installed);
 * N station agents (``fleet_agent.Agent``) in this process, each with its own state folder.
@@ -413,7 +413,27 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             child_env,
             base / "logs",
         )
-        children += [web, celery]
+        # Beat with the database scheduler, as production runs it: the sweepers re-send
+        # what a lost message left (approved requests, unstarted installs, set-up jobs).
+        beat = Child(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "-l",
+                "WARNING",
+                "-S",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+                "--pidfile=",
+            ],
+            child_env,
+            base / "logs",
+        )
+        children += [web, celery, beat]
         web.wait_for_text("Booting worker", 60)
         portal_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
