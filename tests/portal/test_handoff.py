@@ -201,3 +201,23 @@ def test_jobs_sweep_resends_queued_requeues_jitp_and_fails_claim(
     # only by its log line; it is queued, so it is re-sent, which the task makes harmless).
     sent.clear()
     assert jobs_sweep()["failed"] == 0
+
+
+def test_a_dropped_database_connection_answers_503_not_500(rf) -> None:  # noqa: ANN001
+    from django.db import OperationalError
+
+    from portal.urls import server_error
+
+    try:
+        raise OperationalError("terminating connection due to administrator command")
+    except OperationalError:
+        api = server_error(rf.get("/api/v1/agent/config"))
+        page = server_error(rf.get("/admin/"))
+    assert api.status_code == page.status_code == 503
+    assert api["Retry-After"] == "5"
+    assert api.json()["code"] == "database_unavailable"
+    assert "terminating" not in api.content.decode()
+    try:
+        raise ValueError("a bug")
+    except ValueError:
+        assert server_error(rf.get("/admin/")).status_code == 500
