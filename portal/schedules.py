@@ -9,6 +9,9 @@ the longest a recorded piece of work waits once the broker and a worker are back
 
 - approved onboarding requests: every 30 s, those handed out > 30 s ago (60 s);
 - fleet installs (fleet_advance): every 30 s, installs queued > 30 s ago are started (60 s);
+- AWS actions (aws_actions_run): every 15 s, due pending actions are carried out (a lost
+  hand-off waits 15 s); running ones older than AWS_ACTION_STALE_SECONDS (300) go back to
+  pending (a dead worker: 315 s);
 - JITP / claim set-up jobs: every 60 s, queued > 60 s ago are re-sent (120 s); running ones
   with no log line for 600 s are requeued (JITP) or failed with a sentence (claim).
 """
@@ -28,6 +31,11 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
     ),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
     (HEARTBEAT_TASK_NAME, "portal.tasks.heartbeat", 60),
+    (
+        "Carry out due AWS actions (and pick up what a dead worker left)",
+        "provisioning.tasks.aws_actions_run",
+        15,
+    ),
     ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
     ("Mark certificates due for renewal; CA-expiry warnings", "signing.tasks.check_renewals", 3600),
     (

@@ -9,8 +9,10 @@ from .claim.tasks import claim_setup_task
 from .fleet.tasks import fleet_advance, fleet_install_run
 from .jitp.tasks import jitp_setup
 from .jobs.tasks import sweep_jobs
+from .lifecycle.tasks import aws_actions_run
 
 __all__ = [
+    "aws_actions_run",
     "claim_setup_task",
     "fleet_advance",
     "fleet_install_run",
