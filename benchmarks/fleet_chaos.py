@@ -39,13 +39,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fleet_onboarding import (  # noqa: E402
-    CA_PASSWORD,
     DEVICE_PASSWORD,
     MOSQUITTO,
     ROOT,
     Child,
     free_port,
     proc_children,
+    setup_jitp_and_profile,
     start_localaws,
     start_mosquitto,
 )
@@ -132,7 +132,6 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
 
         django.setup()
         from django.conf import settings
-        from django.contrib.auth import get_user_model
         from django.core.management import call_command
         from django.db import connection
         from django.db.models import Count, F, Max
@@ -187,50 +186,15 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         from devices.station_services import stations_import_csv
         from fleet_agent.agent import Agent
         from fleet_agent.config import AgentOptions
-        from provisioning.aws.services import aws_service_update
         from provisioning.fleet import fleet_install_create, fleet_install_start
-        from provisioning.jitp import jitp_settings_update, jitp_setup_start
-        from provisioning.models import AccessKey, FleetInstallStation, Job
+        from provisioning.models import FleetInstallStation
         from signing.models import (
-            CertificateAuthority,
             IssuedCertificate,
             OnboardingRequest,
-            SigningProfile,
         )
-        from signing.services import onboarding_requests_approve, signing_profile_save
+        from signing.services import onboarding_requests_approve
 
-        staff = get_user_model().objects.create_user("chaos-staff", password=None, is_staff=True)
-        aws_service_update(enabled=True, region="eu-west-1")
-        access_key = AccessKey.objects.create(
-            access_key_id="AKIACHAOS00000000001",
-            secret="c" * 40,
-            store_for="1d",
-            purge_at=timezone.now() + timedelta(days=1),
-        )
-        jitp_settings_update(
-            access_key=access_key,
-            role_arn=aws["JITP_ROLE_ARN"],
-            ca_source="generate",
-            ca_alias="chaos-ca",
-            ca_password=CA_PASSWORD,
-            ca_dn="CN=Chaos Fleet CA,O=ACME,C=DE",
-        )
-        job = jitp_setup_start(actor=staff)
-        deadline = time.monotonic() + 120
-        while not Job.objects.get(pk=job.pk).is_finished:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"The JITP setup job did not finish; see {worker.log_path}.")
-            time.sleep(0.5)
-        job.refresh_from_db()
-        if job.status != Job.Status.SUCCEEDED:
-            raise SystemExit(f"JITP setup failed: {job.result}")
-        profile = SigningProfile(
-            name="chaos",
-            ca=CertificateAuthority.objects.get(alias="chaos-ca"),
-            country="DE",
-            organization="ACME",
-        )
-        signing_profile_save(profile=profile, ca_password=CA_PASSWORD, actor=staff)
+        staff, profile = setup_jitp_and_profile(aws, name="chaos", worker_log=worker.log_path)
         names = [f"chaos-{i:03d}" for i in range(args.stations)]
         created = stations_import_csv(data="name\n" + "\n".join(names) + "\n", actor=staff)
         tokens = {station.name: token for station, token in created}
