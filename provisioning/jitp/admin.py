@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from portal.admin import SensitivePostAdminMixin
 from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..jobs.admin import job_link
@@ -71,7 +72,8 @@ class JitpSettingsForm(forms.ModelForm):
 
 
 @admin.register(JitpSettings)
-class JitpSettingsAdmin(admin.ModelAdmin):
+class JitpSettingsAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("ca_password", "role_arn")
     form = JitpSettingsForm
     list_display = [
         "__str__",
