@@ -26,6 +26,7 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
         "signing.tasks.sweep_approved_requests",
         60,
     ),
+    ("Evaluate alert conditions; notify alert channels", "portal.cockpit.tasks.alerts_evaluate", 60),
 ]
 
 

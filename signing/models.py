@@ -217,6 +217,7 @@ class OnboardingRequest(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("approve_onboardingrequest", "Can approve or reject onboarding requests")]
+        indexes = [models.Index(fields=["-created_at", "-id"], name="signing_request_created_idx")]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.device}"
@@ -269,6 +270,8 @@ class IssuedCertificate(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("revoke_issuedcertificate", "Can revoke issued certificates")]
+        # The changelist's order; CN "contains" has a trigram index on PostgreSQL (migration).
+        indexes = [models.Index(fields=["-created_at", "-id"], name="signing_cert_created_idx")]
 
     def __str__(self) -> str:
         return f"{self.common_name} ({self.serial})"
