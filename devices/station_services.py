@@ -193,7 +193,10 @@ def _device_changes(device: MqttDevice, entry: dict[str, Any], now: datetime) ->
     elif entry.get("connected"):
         # "Connected now" without a time: coalesced like "last seen".
         previous = device.last_connected_at
-        if previous is None or (now - previous).total_seconds() >= settings.STATION_SEEN_WRITE_SECONDS:
+        if (
+            previous is None
+            or (now - previous).total_seconds() >= settings.STATION_SEEN_WRITE_SECONDS
+        ):
             changes["last_connected_at"] = now
     return changes
 

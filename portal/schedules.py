@@ -26,7 +26,11 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
         "signing.tasks.sweep_approved_requests",
         60,
     ),
-    ("Evaluate alert conditions; notify alert channels", "portal.cockpit.tasks.alerts_evaluate", 60),
+    (
+        "Evaluate alert conditions; notify alert channels",
+        "portal.cockpit.tasks.alerts_evaluate",
+        60,
+    ),
 ]
 
 

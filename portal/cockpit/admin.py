@@ -37,7 +37,13 @@ class AlertChannelForm(forms.ModelForm):
     class Meta:
         model = AlertChannel
         fields = [
-            "name", "kind", "enabled", "email_to", "webhook_url", "secret", "conditions",
+            "name",
+            "kind",
+            "enabled",
+            "email_to",
+            "webhook_url",
+            "secret",
+            "conditions",
             "station_unseen_minutes",
         ]
 
@@ -98,12 +104,23 @@ class AlertChannelAdmin(admin.ModelAdmin):
             except AlertDeliveryFailed as exc:
                 self.message_user(request, exc.detail, messages.ERROR)
             else:
-                self.message_user(request, f"Sent a test alert through '{channel}'.", messages.SUCCESS)
+                self.message_user(
+                    request, f"Sent a test alert through '{channel}'.", messages.SUCCESS
+                )
 
 
 @admin.register(AlertState)
 class AlertStateAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["condition", "subject", "channel", "firing", "level", "summary", "first_fired_at", "cleared_at"]
+    list_display = [
+        "condition",
+        "subject",
+        "channel",
+        "firing",
+        "level",
+        "summary",
+        "first_fired_at",
+        "cleared_at",
+    ]
     list_filter = ["firing", "condition", "channel"]
     search_fields = ["subject", "summary"]
     list_select_related = ["channel"]

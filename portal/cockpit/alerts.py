@@ -28,7 +28,11 @@ class EvaluationResult:
 
 
 def alert_payload(
-    *, event: str, condition: str, firing: Firing | None = None, state: AlertState | None = None,
+    *,
+    event: str,
+    condition: str,
+    firing: Firing | None = None,
+    state: AlertState | None = None,
     now: datetime,
 ) -> dict[str, Any]:
     spec = ALERT_CONDITIONS.get(condition)
@@ -74,7 +78,9 @@ def _reconcile(
         if state is not None and state.firing and firing.level <= state.level:
             continue  # already told
         if state is None:
-            state = AlertState(channel=channel, condition=condition, subject=subject, first_fired_at=now)
+            state = AlertState(
+                channel=channel, condition=condition, subject=subject, first_fired_at=now
+            )
         elif not state.firing:
             state.first_fired_at = now
         state.firing, state.level, state.summary = True, firing.level, firing.summary[:500]
@@ -86,7 +92,9 @@ def _reconcile(
         if state.firing and subject not in current:
             state.firing, state.cleared_at, state.last_sent_at = False, now, now
             state.save(update_fields=["firing", "cleared_at", "last_sent_at"])
-            _send(channel, alert_payload(event="cleared", condition=condition, state=state, now=now))
+            _send(
+                channel, alert_payload(event="cleared", condition=condition, state=state, now=now)
+            )
             result.cleared += 1
     return result
 
@@ -98,7 +106,9 @@ def alerts_evaluate(*, now: datetime | None = None) -> EvaluationResult:
     cache: dict[tuple[str, AlertContext], list[Firing]] = {}
     for channel_id in AlertChannel.objects.filter(enabled=True).values_list("pk", flat=True):
         with transaction.atomic():
-            channel = AlertChannel.objects.select_for_update().filter(pk=channel_id, enabled=True).first()
+            channel = (
+                AlertChannel.objects.select_for_update().filter(pk=channel_id, enabled=True).first()
+            )
             if channel is None:
                 continue
             ctx = AlertContext(now=now, station_unseen_minutes=channel.station_unseen_minutes)
@@ -112,7 +122,9 @@ def alerts_evaluate(*, now: datetime | None = None) -> EvaluationResult:
                 total.fired += part.fired
                 total.cleared += part.cleared
             # Conditions taken off the channel: forget their state without a message.
-            AlertState.objects.filter(channel=channel).exclude(condition__in=channel.conditions).delete()
+            AlertState.objects.filter(channel=channel).exclude(
+                condition__in=channel.conditions
+            ).delete()
     return total
 
 

@@ -19,7 +19,9 @@ class Series:
     values: Sequence[int]
 
 
-def bar_chart(*, title: str, labels: Sequence[str], series: Sequence[Series], every: int = 1) -> SafeString:
+def bar_chart(
+    *, title: str, labels: Sequence[str], series: Sequence[Series], every: int = 1
+) -> SafeString:
     """A (stacked) bar chart: one bar per label, one colour per series; ``every`` thins the
     x-axis labels. Each bar has a <title> tooltip with its figures."""
     count = max(len(labels), 1)
@@ -31,7 +33,7 @@ def bar_chart(*, title: str, labels: Sequence[str], series: Sequence[Series], ev
     parts: list[str] = []
     for i, label in enumerate(labels):
         x = PAD_LEFT + i * slot + (slot - bar_w) / 2
-        y_base = PAD_TOP + plot_h
+        y_base = float(PAD_TOP + plot_h)
         tip = f"{label}: " + ", ".join(f"{s.label} {s.values[i]}" for s in series)
         rects = []
         for s in series:
@@ -52,9 +54,15 @@ def bar_chart(*, title: str, labels: Sequence[str], series: Sequence[Series], ev
         '<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#999"/>'
         '<text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>'
         '<text x="{}" y="{}" font-size="10" text-anchor="end">0</text>',
-        PAD_LEFT, PAD_TOP + plot_h, WIDTH - 8, PAD_TOP + plot_h,
-        PAD_LEFT - 4, PAD_TOP + 8, top,
-        PAD_LEFT - 4, PAD_TOP + plot_h,
+        PAD_LEFT,
+        PAD_TOP + plot_h,
+        WIDTH - 8,
+        PAD_TOP + plot_h,
+        PAD_LEFT - 4,
+        PAD_TOP + 8,
+        top,
+        PAD_LEFT - 4,
+        PAD_TOP + plot_h,
     )
     legend = format_html_join(
         "",
@@ -65,5 +73,12 @@ def bar_chart(*, title: str, labels: Sequence[str], series: Sequence[Series], ev
         '<svg xmlns="http://www.w3.org/2000/svg" class="cockpit-chart" role="img" '
         'viewBox="0 0 {} {}" width="100%" aria-label="{}"><title>{}</title>{}{}'
         '<text x="{}" y="10" font-size="10" text-anchor="end">{}</text></svg>',
-        WIDTH, HEIGHT, title, title, axis, mark_safe("".join(parts)), WIDTH - 8, legend,
+        WIDTH,
+        HEIGHT,
+        title,
+        title,
+        axis,
+        mark_safe("".join(parts)),
+        WIDTH - 8,
+        legend,
     )

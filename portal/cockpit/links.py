@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlencode
 
 from django.urls import reverse
@@ -19,5 +19,5 @@ def changelist(app_label: str, model: str, **filters: object) -> str:
 def _value(value: object) -> str:
     if isinstance(value, datetime):
         # Whole seconds in UTC with a Z: what the changelist's DateTimeField lookups parse.
-        return value.astimezone(timezone.utc).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.astimezone(UTC).replace(microsecond=0).strftime("%Y-%m-%dT%H:%M:%SZ")
     return str(value)

@@ -42,7 +42,7 @@ def queue_depths() -> dict[str, int] | None:
         finally:
             client.close()
     if url.startswith("filesystem://"):
-        folder = Path(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"])
+        folder = Path(str(settings.CELERY_BROKER_TRANSPORT_OPTIONS["data_folder_in"]))
         counts = dict.fromkeys(QUEUES, 0)
         with os.scandir(folder) as entries:  # kombu names them <time>_<uuid>.<queue>.msg
             for entry in entries:
@@ -59,7 +59,11 @@ def celery_metrics(now: object) -> Iterator[DomainMetric]:
         depths = queue_depths()
     except Exception:  # noqa: BLE001 - an unreachable broker must not fail the scrape
         depths = None
-    yield gauge("portal_broker_up", "1 when the Celery broker answered this scrape.", 0 if depths is None else 1)
+    yield gauge(
+        "portal_broker_up",
+        "1 when the Celery broker answered this scrape.",
+        0 if depths is None else 1,
+    )
     if depths is not None:
         yield gauge(
             "portal_celery_queue_depth",
@@ -94,7 +98,9 @@ def metrics_view(request: HttpRequest) -> HttpResponse:
     header = request.headers.get("Authorization", "")
     given = header[7:].strip() if header[:7].lower() == "bearer " else ""
     if not hmac.compare_digest(given.encode("utf-8"), token.encode("utf-8")):
-        response = HttpResponse("A valid bearer token is required.\n", status=401, content_type="text/plain")
+        response = HttpResponse(
+            "A valid bearer token is required.\n", status=401, content_type="text/plain"
+        )
         response["WWW-Authenticate"] = 'Bearer realm="metrics"'
         return response
     return HttpResponse(generate_latest(REGISTRY), content_type=CONTENT_TYPE_LATEST)

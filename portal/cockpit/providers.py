@@ -69,7 +69,13 @@ def ca_in_use() -> list[CertificateAuthority]:
 @tile_provider
 def fleet_health_tiles(now: datetime) -> Iterable[Tile]:
     counts = station_counts(now)
-    yield Tile("health", "Stations online", counts["online"], changelist("devices", "station", health="online"), "ok")
+    yield Tile(
+        "health",
+        "Stations online",
+        counts["online"],
+        changelist("devices", "station", health="online"),
+        "ok",
+    )
     yield Tile(
         "health",
         "Stations stale",
@@ -77,7 +83,12 @@ def fleet_health_tiles(now: datetime) -> Iterable[Tile]:
         changelist("devices", "station", health="stale"),
         "warning" if counts["stale"] else "ok",
     )
-    yield Tile("health", "Stations never seen", counts["never"], changelist("devices", "station", health="never"))
+    yield Tile(
+        "health",
+        "Stations never seen",
+        counts["never"],
+        changelist("devices", "station", health="never"),
+    )
     for status, n in device_counts().items():
         label = MqttDevice.Status(status).label
         level = "error" if status == MqttDevice.Status.ERROR and n else "info"
@@ -92,26 +103,54 @@ def attention_tiles(now: datetime) -> Iterable[Tile]:
         failed=Count("pk", filter=Q(status=OnboardingRequest.Status.FAILED)),
     )
     errors = MqttDevice.objects.filter(status=MqttDevice.Status.ERROR).count()
-    keys = AccessKey.objects.filter(secret__isnull=False, purge_at__lte=now + KEY_PURGE_SOON).count()
-    failed_rows = FleetInstallStation.objects.filter(status=FleetInstallStation.Status.FAILED).count()
+    keys = AccessKey.objects.filter(
+        secret__isnull=False, purge_at__lte=now + KEY_PURGE_SOON
+    ).count()
+    failed_rows = FleetInstallStation.objects.filter(
+        status=FleetInstallStation.Status.FAILED
+    ).count()
     hour_ago = now - timedelta(hours=1)
     aws_errors = AwsApiCall.objects.filter(at__gte=hour_ago).exclude(error_code="").count()
     pending = OnboardingRequest.Status.PENDING
     items = [
-        ("Pending approvals", requests["pending"], changelist("signing", "onboardingrequest", status__exact=pending), "warning"),
-        ("Failed onboarding requests", requests["failed"], changelist("signing", "onboardingrequest", status__exact="failed"), "error"),
-        ("Devices in error", errors, changelist("devices", "mqttdevice", status__exact="error"), "error"),
+        (
+            "Pending approvals",
+            requests["pending"],
+            changelist("signing", "onboardingrequest", status__exact=pending),
+            "warning",
+        ),
+        (
+            "Failed onboarding requests",
+            requests["failed"],
+            changelist("signing", "onboardingrequest", status__exact="failed"),
+            "error",
+        ),
+        (
+            "Devices in error",
+            errors,
+            changelist("devices", "mqttdevice", status__exact="error"),
+            "error",
+        ),
         (
             "Fleet-install stations failed",
             failed_rows,
-            changelist("provisioning", "job", kind__exact=Job.Kind.FLEET_INSTALL, progress_failed__gt=0),
+            changelist(
+                "provisioning", "job", kind__exact=Job.Kind.FLEET_INSTALL, progress_failed__gt=0
+            ),
             "error",
         ),
-        ("AWS API errors (last hour)", aws_errors, changelist("provisioning", "awsapicall", outcome="error", at__gte=hour_ago), "error"),
+        (
+            "AWS API errors (last hour)",
+            aws_errors,
+            changelist("provisioning", "awsapicall", outcome="error", at__gte=hour_ago),
+            "error",
+        ),
         (
             "Access keys purged within 24 h",
             keys,
-            changelist("provisioning", "accesskey", stored="yes", purge_at__lte=now + KEY_PURGE_SOON),
+            changelist(
+                "provisioning", "accesskey", stored="yes", purge_at__lte=now + KEY_PURGE_SOON
+            ),
             "warning",
         ),
     ]
@@ -134,9 +173,21 @@ def certificate_tiles(now: datetime) -> Iterable[Tile]:
         level = "error" if days <= 30 else "warning" if days <= 90 else "ok"
         value = f"{days} days" if days >= 0 else "expired"
         note = f"CA '{ca.alias}' expires on {ca.not_after:%Y-%m-%d}"
-        yield Tile("certificates", "CA expiry countdown", value, changelist("signing", "certificateauthority"), level, note)
+        yield Tile(
+            "certificates",
+            "CA expiry countdown",
+            value,
+            changelist("signing", "certificateauthority"),
+            level,
+            note,
+        )
     else:
-        yield Tile("certificates", "CA expiry countdown", "no CA in use", changelist("signing", "certificateauthority"))
+        yield Tile(
+            "certificates",
+            "CA expiry countdown",
+            "no CA in use",
+            changelist("signing", "certificateauthority"),
+        )
     yield Tile(
         "certificates",
         "Certificates expiring within 30 days",
@@ -148,7 +199,12 @@ def certificate_tiles(now: datetime) -> Iterable[Tile]:
         "certificates",
         "Past their renewal point, not renewed",
         certs["overdue"],
-        changelist("signing", "issuedcertificate", status__exact=ACTIVE, renew_after__lte=now - RENEWAL_GRACE),
+        changelist(
+            "signing",
+            "issuedcertificate",
+            status__exact=ACTIVE,
+            renew_after__lte=now - RENEWAL_GRACE,
+        ),
         "error" if certs["overdue"] else "ok",
     )
 
@@ -175,7 +231,11 @@ def ca_expiry(ctx: AlertContext) -> list[Firing]:
                 summary=f"CA '{ca.alias}' expires on {ca.not_after:%Y-%m-%d} ({when}).",
                 severity="critical" if days <= 30 else "warning",
                 level=level,
-                detail={"ca": ca.alias, "not_after": ca.not_after.isoformat(), "days_left": int(days)},
+                detail={
+                    "ca": ca.alias,
+                    "not_after": ca.not_after.isoformat(),
+                    "days_left": int(days),
+                },
             )
         )
     return out
@@ -187,8 +247,12 @@ def _count_firing(subject: str, count: int, summary: str, **detail: object) -> l
 
 @alert_condition("renewal_overdue", "Device certificates past their renewal point, not renewed")
 def renewal_overdue(ctx: AlertContext) -> list[Firing]:
-    count = IssuedCertificate.objects.filter(status=ACTIVE, renew_after__lte=ctx.now - RENEWAL_GRACE).count()
-    return _count_firing("fleet", count, f"{count} device certificates are past their renewal point and not renewed.")
+    count = IssuedCertificate.objects.filter(
+        status=ACTIVE, renew_after__lte=ctx.now - RENEWAL_GRACE
+    ).count()
+    return _count_firing(
+        "fleet", count, f"{count} device certificates are past their renewal point and not renewed."
+    )
 
 
 @alert_condition("stations_unseen", "Stations not seen for the channel's configured time")
@@ -212,7 +276,11 @@ def fleet_install_failures(ctx: AlertContext) -> list[Firing]:
         .annotate(n=Count("pk"))
     )
     return [
-        Firing(f"job-{job_id}", f"Fleet install '{title}': {n} stations failed.", detail={"job": job_id, "failed": n})
+        Firing(
+            f"job-{job_id}",
+            f"Fleet install '{title}': {n} stations failed.",
+            detail={"job": job_id, "failed": n},
+        )
         for job_id, title, n in rows
     ]
 
@@ -233,7 +301,9 @@ def domain_metrics(now: datetime) -> Iterable[Metric]:
         labels=("health",),
         samples=(((h,), stations[h]) for h in ("online", "stale", "never")),
     )
-    requests = dict(OnboardingRequest.objects.order_by().values_list("status").annotate(n=Count("pk")))
+    requests = dict(
+        OnboardingRequest.objects.order_by().values_list("status").annotate(n=Count("pk"))
+    )
     yield gauge(
         "portal_onboarding_requests",
         "Onboarding requests by status (pending = waiting for approval).",
@@ -245,7 +315,11 @@ def domain_metrics(now: datetime) -> Iterable[Metric]:
         initial=Count("pk", filter=Q(request__is_renewal=False)),
         renewal=Count("pk", filter=Q(request__is_renewal=True)),
     )
-    yield gauge("portal_certificates_expiring_30d", "Active device certificates expiring within 30 days.", certs["expiring"])
+    yield gauge(
+        "portal_certificates_expiring_30d",
+        "Active device certificates expiring within 30 days.",
+        certs["expiring"],
+    )
     yield counter(
         "portal_certificates_signed",
         "Device certificates signed, by kind (initial onboarding or renewal).",

@@ -19,7 +19,6 @@ from ..models import IssuedCertificate
 from ..services import certificates_revoke
 from .common import CaExpiryWarningMixin, plural, reason_form_response
 
-
 _HEX = re.compile(r"^[0-9A-F]+$")
 
 

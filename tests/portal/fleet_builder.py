@@ -11,7 +11,12 @@ from datetime import datetime, timedelta
 from django.db.models import OuterRef, Subquery
 
 from devices.models import MqttDevice, Station
-from signing.models import CertificateAuthority, IssuedCertificate, OnboardingRequest, SigningProfile
+from signing.models import (
+    CertificateAuthority,
+    IssuedCertificate,
+    OnboardingRequest,
+    SigningProfile,
+)
 
 FAKE_PEM = "-----BEGIN CERTIFICATE-----\n" + ("A" * 64 + "\n") * 10 + "-----END CERTIFICATE-----\n"
 DEVICE_STATUSES = [s for s, _ in MqttDevice.Status.choices]
@@ -134,9 +139,13 @@ def build_fleet(
                 not_before=req.created_at,
                 not_after=not_after,
                 renew_after=not_after - timedelta(days=120),
-                fingerprint_sha256=_hex(int.from_bytes(hashlib.sha256(str(serial).encode()).digest(), "big"), 32),
+                fingerprint_sha256=_hex(
+                    int.from_bytes(hashlib.sha256(str(serial).encode()).digest(), "big"), 32
+                ),
                 certificate_pem=FAKE_PEM,
-                status=IssuedCertificate.Status.ACTIVE if last else IssuedCertificate.Status.SUPERSEDED,
+                status=IssuedCertificate.Status.ACTIVE
+                if last
+                else IssuedCertificate.Status.SUPERSEDED,
                 created_at=req.issued_at or now,
             )
         )

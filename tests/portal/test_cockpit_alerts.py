@@ -87,11 +87,15 @@ def _webhook(url: str, conditions: list[str]) -> AlertChannel:
 def _valid(request: dict[str, Any]) -> bool:
     ts = request["headers"]["X-Portal-Timestamp"]
     expected = hmac.new(SECRET.encode(), ts.encode() + b"." + request["body"], hashlib.sha256)
-    return hmac.compare_digest(request["headers"]["X-Portal-Signature"], "sha256=" + expected.hexdigest())
+    return hmac.compare_digest(
+        request["headers"]["X-Portal-Signature"], "sha256=" + expected.hexdigest()
+    )
 
 
 def test_ca_expiry_webhook_once_signed_then_cleared_when_the_ca_is_replaced(
-    receiver: Receiver, eager: None, django_capture_on_commit_callbacks  # noqa: ANN001
+    receiver: Receiver,
+    eager: None,
+    django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
     profile = make_profile()  # its CA expires in 30 days: the 30-day threshold
     _webhook(receiver.url, ["ca_expiry"])
@@ -102,9 +106,12 @@ def test_ca_expiry_webhook_once_signed_then_cleared_when_the_ca_is_replaced(
     assert _valid(first)
     message = receiver.messages()[0]
     assert (message["event"], message["condition"], message["subject"]) == (
-        "firing", "ca_expiry", profile.ca.alias,
+        "firing",
+        "ca_expiry",
+        profile.ca.alias,
     )
-    assert message["severity"] == "critical" and message["level"] == 3
+    assert message["severity"] == "critical"
+    assert message["level"] == 3
     assert SECRET not in first["body"].decode()
 
     # Replaced: the profile now signs with a new CA, nothing uses the old one any more.
@@ -115,12 +122,17 @@ def test_ca_expiry_webhook_once_signed_then_cleared_when_the_ca_is_replaced(
     assert [m["event"] for m in receiver.messages()] == ["firing", "cleared"]
     assert all(_valid(r) for r in receiver.requests)
     state = AlertState.objects.get()
-    assert not state.firing and state.cleared_at is not None
+    assert not state.firing
+    assert state.cleared_at is not None
 
 
-def test_email_alert_lands_in_the_outbox_once(eager: None, django_capture_on_commit_callbacks) -> None:  # noqa: ANN001
+def test_email_alert_lands_in_the_outbox_once(
+    eager: None, django_capture_on_commit_callbacks
+) -> None:  # noqa: ANN001
     make_profile()
-    AlertChannel.objects.create(name="ops-mail", kind="email", email_to="ops@example.com", conditions=["ca_expiry"])
+    AlertChannel.objects.create(
+        name="ops-mail", kind="email", email_to="ops@example.com", conditions=["ca_expiry"]
+    )
     _evaluate(django_capture_on_commit_callbacks)
     _evaluate(django_capture_on_commit_callbacks)
     assert len(mail.outbox) == 1
@@ -129,7 +141,9 @@ def test_email_alert_lands_in_the_outbox_once(eager: None, django_capture_on_com
 
 
 def test_email_alert_through_a_real_local_smtp_server(
-    eager: None, django_capture_on_commit_callbacks, settings  # noqa: ANN001
+    eager: None,
+    django_capture_on_commit_callbacks,
+    settings,  # noqa: ANN001
 ) -> None:
     from aiosmtpd.controller import Controller
 
@@ -150,7 +164,9 @@ def test_email_alert_through_a_real_local_smtp_server(
         settings.EMAIL_HOST = "127.0.0.1"
         settings.EMAIL_PORT = port
         make_profile()
-        AlertChannel.objects.create(name="smtp", kind="email", email_to="noc@example.com", conditions=["ca_expiry"])
+        AlertChannel.objects.create(
+            name="smtp", kind="email", email_to="noc@example.com", conditions=["ca_expiry"]
+        )
         _evaluate(django_capture_on_commit_callbacks)
         wait_for(lambda: received, timeout=10, message="the alert email at the SMTP server")
     finally:
@@ -159,7 +175,9 @@ def test_email_alert_through_a_real_local_smtp_server(
     assert b"CA 'test-ca' expires on" in received[0].content
 
 
-def test_count_conditions_fire_and_clear(eager: None, django_capture_on_commit_callbacks, receiver: Receiver) -> None:  # noqa: ANN001
+def test_count_conditions_fire_and_clear(
+    eager: None, django_capture_on_commit_callbacks, receiver: Receiver
+) -> None:  # noqa: ANN001
     from datetime import timedelta
 
     from django.utils import timezone
@@ -181,13 +199,17 @@ def test_count_conditions_fire_and_clear(eager: None, django_capture_on_commit_c
 def test_send_test_action_and_the_secret_is_write_only(admin_client, receiver: Receiver) -> None:  # noqa: ANN001
     channel = _webhook(receiver.url, ["ca_expiry"])
     page = admin_client.get(f"/admin/portal/alertchannel/{channel.pk}/change/")
-    assert page.status_code == 200 and SECRET not in page.content.decode()
+    assert page.status_code == 200
+    assert SECRET not in page.content.decode()
     response = admin_client.post(
-        "/admin/portal/alertchannel/", {"action": "send_test", "_selected_action": [channel.pk]}, follow=True
+        "/admin/portal/alertchannel/",
+        {"action": "send_test", "_selected_action": [channel.pk]},
+        follow=True,
     )
     assert "Sent a test alert through" in response.content.decode()
     [message] = receiver.messages()
-    assert message["event"] == "test" and _valid(receiver.requests[0])
+    assert message["event"] == "test"
+    assert _valid(receiver.requests[0])
 
 
 def test_a_refusing_receiver_raises_for_the_retry_without_the_secret() -> None:
@@ -200,7 +222,9 @@ def test_a_refusing_receiver_raises_for_the_retry_without_the_secret() -> None:
     finally:
         failing.server.shutdown()
         failing.server.server_close()
-    assert "HTTP 500" in exc.value.detail and SECRET not in exc.value.detail
+    assert "HTTP 500" in exc.value.detail
+    assert SECRET not in exc.value.detail
     from portal.cockpit.tasks import alert_deliver
 
-    assert AlertDeliveryFailed in alert_deliver.autoretry_for and alert_deliver.max_retries == 8
+    assert AlertDeliveryFailed in alert_deliver.autoretry_for
+    assert alert_deliver.max_retries == 8

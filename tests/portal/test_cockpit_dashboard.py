@@ -36,7 +36,9 @@ def test_dashboard_queries_do_not_grow_with_the_fleet(admin_client) -> None:  # 
 
 
 def test_tiles_show_the_fleet_and_each_link_filters_to_the_same_count(admin_client) -> None:  # noqa: ANN001
-    fleet = build_fleet(stations=30, certs_per_station=2, profile=make_profile(), now=timezone.now())
+    fleet = build_fleet(
+        stations=30, certs_per_station=2, profile=make_profile(), now=timezone.now()
+    )
     context = dashboard_context()
     tiles = {t.title: t for s in context["sections"] for t in s["tiles"]}
     assert tiles["Stations online"].value == fleet.online
@@ -60,7 +62,9 @@ def test_tiles_show_the_fleet_and_each_link_filters_to_the_same_count(admin_clie
     assert checked >= 15
 
 
-def test_index_page_renders_tiles_charts_and_keeps_the_health_banner(admin_client, monkeypatch) -> None:  # noqa: ANN001
+def test_index_page_renders_tiles_charts_and_keeps_the_health_banner(
+    admin_client, monkeypatch
+) -> None:  # noqa: ANN001
     build_fleet(stations=6, certs_per_station=2, profile=make_profile(), now=timezone.now())
     monkeypatch.setattr("portal.health.broker_problem", lambda **_: "The broker is down (test).")
     html = admin_client.get("/admin/").content.decode()
@@ -70,7 +74,7 @@ def test_index_page_renders_tiles_charts_and_keeps_the_health_banner(admin_clien
     assert "Onboardings and renewals per day" in html
     assert "/admin/devices/station/?health=online" in unescape(html)
     assert not re.search(r"<script[^>]+src=", html.split('id="cockpit"')[1].split("</div>")[0])
-    assert "http" not in "".join(re.findall(r'<svg.*?</svg>', html, re.S)).replace(
+    assert "http" not in "".join(re.findall(r"<svg.*?</svg>", html, re.S)).replace(
         "http://www.w3.org/2000/svg", ""
     )
 

@@ -62,7 +62,8 @@ def test_metrics_need_the_token(client, settings) -> None:  # noqa: ANN001
     settings.METRICS_TOKEN = TOKEN
     assert client.get("/metrics").status_code == 401
     wrong = client.get("/metrics", HTTP_AUTHORIZATION="Bearer not-the-token")
-    assert wrong.status_code == 401 and wrong["WWW-Authenticate"].startswith("Bearer")
+    assert wrong.status_code == 401
+    assert wrong["WWW-Authenticate"].startswith("Bearer")
     assert client.get("/metrics", HTTP_AUTHORIZATION=f"Basic {TOKEN}").status_code == 401
 
 
