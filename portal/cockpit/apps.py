@@ -9,4 +9,4 @@ class CockpitConfig(AppConfig):
     verbose_name = "Cockpit"
 
     def ready(self) -> None:
-        from . import metrics, providers  # noqa: F401  (register the built-in providers)
+        from . import metrics, providers, providers_lifecycle  # noqa: F401  (the providers)

@@ -90,3 +90,29 @@ def test_queue_depth_on_redis(settings) -> None:  # noqa: ANN001
         assert queue_depths() == {"default": 0, "signing": 3, "fleet": 0}
     finally:
         client.delete("signing")
+
+
+def test_failing_aws_actions_on_the_dashboard_in_alerts_and_metrics(  # noqa: ANN001
+    admin_client, client, settings
+) -> None:
+    from portal.cockpit.registry import ALERT_CONDITIONS, AlertContext
+    from provisioning.lifecycle.models import AwsAction
+
+    settings.METRICS_TOKEN = TOKEN
+    for i, status in enumerate(["failed", "failed", "pending", "done"]):
+        AwsAction.objects.create(kind="deactivate", status=status, aws_certificate_id=f"c{i}")
+    AwsAction.objects.create(kind="delete", status="failed", aws_certificate_id="c9")
+    page = admin_client.get("/admin/")
+    [tile] = [
+        t for s in page.context["sections"] for t in s["tiles"] if t.title == "AWS actions failed"
+    ]
+    assert tile.value == 3
+    assert admin_client.get(tile.url).context["cl"].result_count == 3
+    firings = ALERT_CONDITIONS["aws_actions_failed"].evaluate(AlertContext(now=timezone.now()))
+    assert sorted((f.subject, f.detail["count"]) for f in firings) == [
+        ("kind-deactivate", 2),
+        ("kind-delete", 1),
+    ]
+    m = _samples(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {TOKEN}").content.decode())
+    assert m[("portal_aws_actions", (("status", "failed"),))] == 3
+    assert m[("portal_aws_actions", (("status", "pending"),))] == 1
