@@ -29,7 +29,28 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
-WRITES = ("INSERT", "UPDATE", "DELETE", "SELECT ... FOR UPDATE")
+TICK = os.sysconf("SC_CLK_TCK")
+CPU_MS: dict[str, float] = {}
+
+
+def _cpu_of(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (from /proc)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def _backend_pid() -> int:
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
 
 
 def _ms(samples: list[float]) -> tuple[float, float]:
@@ -39,17 +60,21 @@ def _ms(samples: list[float]) -> tuple[float, float]:
 
 
 def _measure(client, url: str, runs: int, **extra) -> tuple[float, float, int, int, int]:  # noqa: ANN001
-    """(p50 ms, p95 ms, queries, writes, status) of ``runs`` GETs after one warm-up."""
+    """(p50 ms, p95 ms, queries, writes, status) of ``runs`` GETs after one warm-up; the CPU
+    time per request (this process plus its PostgreSQL backend) goes to CPU_MS[url]."""
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     client.get(url, **extra)
+    backend = [_backend_pid()] if connection.vendor == "postgresql" else []
+    cpu0, db0 = time.process_time(), _cpu_of(backend)
     times = []
     for _ in range(runs):
         with CaptureQueriesContext(connection) as ctx:
             start = time.perf_counter()
             response = client.get(url, **extra)
             times.append(time.perf_counter() - start)
+    CPU_MS[url] = (time.process_time() - cpu0 + _cpu_of(backend) - db0) * 1000 / runs
     sql = [q["sql"].lstrip().upper() for q in ctx.captured_queries]
     writes = sum(
         1 for q in sql if q.startswith(("INSERT", "UPDATE", "DELETE")) or "FOR UPDATE" in q
@@ -82,6 +107,7 @@ def build(stations: int, per_station: int) -> None:
             profile=profile,
             now=now,
             prefix=f"b{i:02d}",
+            spacing_days=36,  # ten certificates over a year: one renewal every ~5 weeks
         )
         print(f"  built {(i + 1) * chunk} stations", flush=True)
     if connection.vendor == "postgresql":
@@ -95,11 +121,12 @@ def changelists(client, runs: int) -> None:  # noqa: ANN001
     from django.urls import reverse
 
     print(
-        "\n| page | p50 ms | p95 ms | queries (20/page) | queries (100/page) |"
-        "\n|---|---|---|---|---|"
+        "\n| page | p50 ms | p95 ms | CPU ms | queries (20/page) | queries (100/page) |"
+        "\n|---|---|---|---|---|---|"
     )
     p50, p95, queries, _, status = _measure(client, "/admin/", runs)
-    print(f"| dashboard (/admin/) | {p50:.0f} | {p95:.0f} | {queries} | {queries} |")
+    cpu = CPU_MS["/admin/"]
+    print(f"| dashboard (/admin/) | {p50:.0f} | {p95:.0f} | {cpu:.0f} | {queries} | {queries} |")
     for model, model_admin in sorted(admin.site._registry.items(), key=lambda i: i[0]._meta.label):
         url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
         before = model_admin.list_per_page
@@ -111,7 +138,8 @@ def changelists(client, runs: int) -> None:  # noqa: ANN001
         finally:
             model_admin.list_per_page = before
         flag = "" if status == 200 else f" (HTTP {status})"
-        print(f"| {model._meta.label}{flag} | {p50:.0f} | {p95:.0f} | {q20} | {q100} |")
+        cpu = CPU_MS[url]
+        print(f"| {model._meta.label}{flag} | {p50:.0f} | {p95:.0f} | {cpu:.0f} | {q20} | {q100} |")
 
 
 def searches(client, runs: int) -> None:  # noqa: ANN001
@@ -121,20 +149,21 @@ def searches(client, runs: int) -> None:  # noqa: ANN001
     url = "/admin/signing/issuedcertificate/?q="
     cases = [
         ("serial (exact, colons)", cert.serial),
-        ("serial (prefix, no colons, lower case)", cert.serial.replace(":", "").lower()[:10]),
+        ("serial (prefix, no colons, lower case)", cert.serial.replace(":", "").lower()[:-1]),
         ("fingerprint (full)", cert.fingerprint_sha256),
         ("fingerprint (prefix)", cert.fingerprint_sha256[:23]),
-        ("CN contains (one station)", cert.common_name.split("-aws")[0][-5:]),
+        ("CN contains (one station's number)", "-" + cert.common_name.split("-")[1] + "-aws"),
         ("CN exact", cert.common_name),
     ]
     print(
-        "\n| search in issued certificates | p50 ms | p95 ms | queries | rows |"
-        "\n|---|---|---|---|---|"
+        "\n| search in issued certificates | p50 ms | p95 ms | CPU ms | queries | rows |"
+        "\n|---|---|---|---|---|---|"
     )
     for label, term in cases:
         p50, p95, queries, _, _ = _measure(client, url + term, runs)
         rows = client.get(url + term).context["cl"].result_count
-        print(f"| {label} | {p50:.1f} | {p95:.1f} | {queries} | {rows} |")
+        cpu = CPU_MS[url + term]
+        print(f"| {label} | {p50:.1f} | {p95:.1f} | {cpu:.1f} | {queries} | {rows} |")
 
 
 def agent(runs: int) -> str:
@@ -153,19 +182,23 @@ def agent(runs: int) -> str:
     }
     client.post("/api/v1/agent/state", report, content_type="application/json")
     print(
-        "\n| agent endpoint (in-process) | p50 ms | p95 ms | queries | writes |"
-        "\n|---|---|---|---|---|"
+        "\n| agent endpoint (in-process) | p50 ms | p95 ms | CPU ms | queries | writes |"
+        "\n|---|---|---|---|---|---|"
     )
     p50, p95, queries, writes, status = _measure(
         client, "/api/v1/agent/config", runs * 5, HTTP_IF_NONE_MATCH=etag
     )
+    cpu = CPU_MS["/api/v1/agent/config"]
     print(
-        f"| GET /agent/config, 304 (HTTP {status}) | {p50:.2f} | {p95:.2f} | {queries} | {writes} |"
+        f"| GET /agent/config, 304 (HTTP {status}) | {p50:.2f} | {p95:.2f} | {cpu:.2f} "
+        f"| {queries} | {writes} |"
     )
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
     times, writes = [], 0
+    backend = [_backend_pid()] if connection.vendor == "postgresql" else []
+    cpu0, db0 = time.process_time(), _cpu_of(backend)
     for _ in range(runs * 5):
         with CaptureQueriesContext(connection) as ctx:
             start = time.perf_counter()
@@ -178,7 +211,11 @@ def agent(runs: int) -> str:
         )
         queries = len(ctx.captured_queries)
     p50, p95 = _ms(times)
-    print(f"| POST /agent/state, unchanged report | {p50:.2f} | {p95:.2f} | {queries} | {writes} |")
+    cpu = (time.process_time() - cpu0 + _cpu_of(backend) - db0) * 1000 / (runs * 5)
+    print(
+        f"| POST /agent/state, unchanged report | {p50:.2f} | {p95:.2f} | {cpu:.2f} "
+        f"| {queries} | {writes} |"
+    )
     return etag
 
 
@@ -192,7 +229,7 @@ def serve(seconds: int, etag: str) -> None:
     names = list(
         Station.objects.filter(name__startswith="b")
         .order_by("name")
-        .values_list("name", flat=True)[:1]
+        .values_list("name", flat=True)[:4]
     )
     port = 18731
     env = dict(os.environ, DEBUG="false", ALLOWED_HOSTS="127.0.0.1,localhost")
@@ -229,29 +266,60 @@ def serve(seconds: int, etag: str) -> None:
             except OSError:
                 time.sleep(0.2)
         url = f"http://127.0.0.1:{port}/api/v1/agent/config"
-        out = subprocess.run(
-            [
-                "wrk",
-                "-t",
-                "2",
-                "-c",
-                "16",
-                "-d",
-                f"{seconds}s",
-                "-H",
-                f"Authorization: Bearer {names[0]}",
-                "-H",
-                f"If-None-Match: {etag}",
-                url,
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+
+        def run_wrk(duration: int) -> str:
+            return subprocess.run(
+                [
+                    "wrk",
+                    "-t",
+                    "2",
+                    "-c",
+                    "16",
+                    "-d",
+                    f"{duration}s",
+                    "-H",
+                    f"Authorization: Bearer {names[3]}",
+                    "-H",
+                    f"If-None-Match: {etag}",
+                    url,
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+
+        run_wrk(3)  # warm-up: workers import everything, open their database connections
+        workers = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit()
+            and (p / "stat").exists()
+            and (p / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)
+        ]
+        from django.db import connection
+
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid()"
+            )
+            backends = [int(r[0]) for r in cursor.fetchall()]
+        cpu0 = _cpu_of(workers), _cpu_of(backends)
+        out = run_wrk(seconds)
+        cpu1 = _cpu_of(workers), _cpu_of(backends)
+        total = int(out.split(" requests in")[0].rsplit(None, 1)[-1])
+        web_ms = (cpu1[0] - cpu0[0]) * 1000 / total
+        db_ms = (cpu1[1] - cpu0[1]) * 1000 / total
         print(
-            "\nwrk against gunicorn (2 workers x 4 threads), GET /agent/config with If-None-Match:"
+            "\nwrk (2 threads, 16 connections) against gunicorn (2 gthread workers x 4 threads), "
+            "GET /agent/config with If-None-Match (304):"
         )
         print("\n".join("    " + line for line in out.strip().splitlines()))
+        print(
+            f"CPU per poll: {web_ms:.3f} ms gunicorn + {db_ms:.3f} ms PostgreSQL = "
+            f"{web_ms + db_ms:.3f} ms -> two cores serve {2000 / (web_ms + db_ms):.0f} polls/s "
+            f"(load average during the run: {os.getloadavg()[0]:.1f})"
+        )
     finally:
         proc.terminate()
         proc.wait(timeout=30)

@@ -253,6 +253,14 @@ class MqttDeviceAdmin(admin.ModelAdmin):
     search_fields = ["station__name", "name", "client_id"]
     list_select_related = ["station", "current_certificate"]
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MqttDevice]:
+        # Encrypted fields decrypt on load (Fernet, per row); the list shows none of them.
+        qs = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            qs = qs.defer("key_password", "current_certificate__certificate_pem")
+        return qs
+
     fields = [
         "station",
         "name",

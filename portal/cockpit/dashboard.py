@@ -12,7 +12,7 @@ from django.db.models import Count, Q
 from django.db.models.functions import TruncDay, TruncMonth
 from django.utils import timezone
 
-from signing.models import IssuedCertificate
+from signing.models import IssuedCertificate, OnboardingRequest
 
 from .charts import Series, bar_chart
 from .registry import SECTIONS, TILE_PROVIDERS, Tile
@@ -46,17 +46,20 @@ def expiries_per_month(now: datetime, months: int = 12) -> list[tuple[datetime, 
 
 
 def signings_per_day(now: datetime, days: int = 30) -> list[tuple[datetime, int, int]]:
-    """Certificates signed per day over the last ``days`` days: (day, onboardings, renewals)."""
+    """Certificates signed per day over the last ``days`` days: (day, onboardings, renewals),
+    from the issued onboarding requests (one per certificate; a partial index covers it)."""
     today = timezone.localtime(now).replace(hour=0, minute=0, second=0, microsecond=0)
     first = today - timedelta(days=days - 1)
     rows = (
-        IssuedCertificate.objects.filter(created_at__gte=first)
-        .annotate(day=TruncDay("created_at"))
+        OnboardingRequest.objects.filter(
+            status=OnboardingRequest.Status.ISSUED, issued_at__gte=first
+        )
+        .annotate(day=TruncDay("issued_at"))
         .order_by()
         .values_list("day")
         .annotate(
-            initial=Count("pk", filter=Q(request__is_renewal=False)),
-            renewal=Count("pk", filter=Q(request__is_renewal=True)),
+            initial=Count("pk", filter=Q(is_renewal=False)),
+            renewal=Count("pk", filter=Q(is_renewal=True)),
         )
     )
     counts = {d.date(): (a, b) for d, a, b in rows}

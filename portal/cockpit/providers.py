@@ -98,7 +98,9 @@ def fleet_health_tiles(now: datetime) -> Iterable[Tile]:
 
 @tile_provider
 def attention_tiles(now: datetime) -> Iterable[Tile]:
-    requests = OnboardingRequest.objects.aggregate(
+    requests = OnboardingRequest.objects.filter(
+        status__in=[OnboardingRequest.Status.PENDING, OnboardingRequest.Status.FAILED]
+    ).aggregate(
         pending=Count("pk", filter=Q(status=OnboardingRequest.Status.PENDING)),
         failed=Count("pk", filter=Q(status=OnboardingRequest.Status.FAILED)),
     )
@@ -310,21 +312,23 @@ def domain_metrics(now: datetime) -> Iterable[Metric]:
         labels=("status",),
         samples=(((s,), requests.get(s, 0)) for s in OnboardingRequest.Status.values),
     )
-    certs = IssuedCertificate.objects.aggregate(
-        expiring=Count("pk", filter=Q(status=ACTIVE, not_after__lte=now + timedelta(days=30))),
-        initial=Count("pk", filter=Q(request__is_renewal=False)),
-        renewal=Count("pk", filter=Q(request__is_renewal=True)),
+    expiring = IssuedCertificate.objects.filter(
+        status=ACTIVE, not_after__lte=now + timedelta(days=30)
+    ).count()
+    signed = OnboardingRequest.objects.filter(status=OnboardingRequest.Status.ISSUED).aggregate(
+        initial=Count("pk", filter=Q(is_renewal=False)),
+        renewal=Count("pk", filter=Q(is_renewal=True)),
     )
     yield gauge(
         "portal_certificates_expiring_30d",
         "Active device certificates expiring within 30 days.",
-        certs["expiring"],
+        expiring,
     )
     yield counter(
         "portal_certificates_signed",
         "Device certificates signed, by kind (initial onboarding or renewal).",
         labels=("kind",),
-        samples=((("onboarding",), certs["initial"]), (("renewal",), certs["renewal"])),
+        samples=((("onboarding",), signed["initial"]), (("renewal",), signed["renewal"])),
     )
     yield gauge(
         "portal_ca_expiry_seconds",

@@ -55,6 +55,21 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
     search_help_text = "Common Name (contains), serial or SHA-256 fingerprint (prefix, hex)."
     list_select_related = ["device__station", "profile", "ca"]
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IssuedCertificate]:
+        # The CA's key, the profile's CA password and the device's key password are encrypted
+        # fields that decrypt on load (per row); the list shows none of them.
+        qs = super().get_queryset(request)
+        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+            qs = qs.defer(
+                "certificate_pem",
+                "device__key_password",
+                "profile__ca_password",
+                "ca__private_key_pem",
+                "ca__certificate_pem",
+            )
+        return qs
+
     actions = ["revoke_selected"]
     fields = (
         "serial_colons",

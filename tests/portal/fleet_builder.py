@@ -47,10 +47,12 @@ def build_fleet(
     now: datetime,
     prefix: str = "st",
     batch: int = 2000,
+    spacing_days: int = 3,
 ) -> Fleet:
     """Stations ``<prefix>-00000``…: a third online, a third stale, a third never seen; one
     device ``aws`` each (statuses in turn); ``certs_per_station`` certificates each (the
-    last one active, the others superseded), expiring over the next ~13 months; every 50th
+    last one active, the others superseded, signed ``spacing_days`` apart), expiring over the
+    next ~13 months; every 50th
     station also has a pending and a failed request."""
     ca: CertificateAuthority = profile.ca
     rows = []
@@ -94,8 +96,9 @@ def build_fleet(
                     public_key_fingerprint=hashlib.sha256(f"{i}-{k}".encode()).hexdigest(),
                     is_renewal=k > 0,
                     status=OnboardingRequest.Status.ISSUED,
-                    created_at=now - timedelta(days=(certs_per_station - k) * 3, minutes=i % 600),
-                    issued_at=now - timedelta(days=(certs_per_station - k) * 3),
+                    created_at=now
+                    - timedelta(days=(certs_per_station - k) * spacing_days, minutes=i % 600),
+                    issued_at=now - timedelta(days=(certs_per_station - k) * spacing_days),
                 )
             )
         if i % 50 == 0:
