@@ -18,6 +18,8 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
+from portal.admin import is_changelist
+
 from .forms import StationCsvImportForm, StationForm
 from .models import MqttDevice, Station
 from .selectors import HEALTH_CHOICES, station_health, stations_with_health
@@ -257,7 +259,7 @@ class MqttDeviceAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[MqttDevice]:
         # Encrypted fields decrypt on load (Fernet, per row); the list shows none of them.
         qs = super().get_queryset(request)
-        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+        if is_changelist(request):
             qs = qs.defer("key_password", "current_certificate__certificate_pem")
         return qs
 

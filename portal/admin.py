@@ -8,6 +8,12 @@ from django.http import HttpRequest
 from .models import ApiToken, AuditEvent
 
 
+def is_changelist(request: HttpRequest) -> bool:
+    """True on a changelist page (a list may defer fields its change form needs)."""
+    match = request.resolver_match
+    return bool(match and (match.url_name or "").endswith("_changelist"))
+
+
 class ReadOnlyAdminMixin:
     """Rows that are records, not settings (audit, call log, jobs, certificates): the admin
     shows them but never adds, changes or deletes them."""

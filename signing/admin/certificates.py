@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from portal.admin import ReadOnlyAdminMixin
+from portal.admin import ReadOnlyAdminMixin, is_changelist
 
 from ..models import IssuedCertificate
 from ..services import certificates_revoke
@@ -60,7 +60,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         # The CA's key, the profile's CA password and the device's key password are encrypted
         # fields that decrypt on load (per row); the list shows none of them.
         qs = super().get_queryset(request)
-        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+        if is_changelist(request):
             qs = qs.defer(
                 "certificate_pem",
                 "device__key_password",

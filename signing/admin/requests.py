@@ -11,6 +11,8 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
+from portal.admin import is_changelist
+
 from ..crypto import KEY_TYPE_CHOICES
 from ..models import OnboardingRequest
 from ..services import onboarding_requests_approve, onboarding_requests_reject
@@ -62,7 +64,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[OnboardingRequest]:
         # Encrypted fields of the related rows decrypt on load (per row); the list needs none.
         qs = super().get_queryset(request)
-        if request.resolver_match and request.resolver_match.url_name.endswith("changelist"):
+        if is_changelist(request):
             qs = qs.defer("csr_pem", "device__key_password", "profile__ca_password")
         return qs
 
