@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
-from django.db.models import Count, Min, Q
+from django.db.models import Count, Min, Q, QuerySet
 
 from devices.models import MqttDevice, Station
 from devices.selectors import station_online_since
@@ -36,6 +37,11 @@ KEY_PURGE_SOON = timedelta(hours=24)
 # at the point; the grace keeps one poll or a short outage from raising an alert).
 RENEWAL_GRACE = timedelta(hours=24)
 ACTIVE = IssuedCertificate.Status.ACTIVE
+
+
+def count_by(queryset: QuerySet[Any], *fields: str) -> list[tuple[Any, ...]]:
+    """Rows of ``fields`` values plus their count: one GROUP BY query."""
+    return list(queryset.order_by().values_list(*fields).annotate(n=Count("pk")))
 
 
 def station_counts(now: datetime) -> dict[str, int]:
@@ -271,19 +277,15 @@ def stations_unseen(ctx: AlertContext) -> list[Firing]:
 
 @alert_condition("fleet_install_failures", "Fleet installs with failed stations")
 def fleet_install_failures(ctx: AlertContext) -> list[Firing]:
-    rows = (
-        FleetInstallStation.objects.filter(status=FleetInstallStation.Status.FAILED)
-        .order_by()
-        .values_list("install__job_id", "install__job__title")
-        .annotate(n=Count("pk"))
-    )
+    failed = FleetInstallStation.objects.filter(status=FleetInstallStation.Status.FAILED)
+    rows = count_by(failed, "install__job_id", "install__job__title")
     return [
         Firing(
-            f"job-{job_id}",
+            f"job-{job}",
             f"Fleet install '{title}': {n} stations failed.",
-            detail={"job": job_id, "failed": n},
+            detail={"job": job, "failed": n},
         )
-        for job_id, title, n in rows
+        for job, title, n in rows
     ]
 
 

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import datetime
 
-from django.db.models import Count
-
 from provisioning.lifecycle.models import AwsAction
 
 from .links import changelist
+from .providers import count_by
 from .registry import (
     AlertContext,
     Firing,
@@ -34,12 +33,7 @@ def aws_action_tiles(now: datetime) -> Iterable[Tile]:
 
 @alert_condition("aws_actions_failed", "Failing AWS actions (the outbox gave up on them)")
 def aws_actions_failed(ctx: AlertContext) -> list[Firing]:
-    rows = (
-        AwsAction.objects.filter(status=FAILED)
-        .order_by()
-        .values_list("kind")
-        .annotate(n=Count("pk"))
-    )
+    rows = count_by(AwsAction.objects.filter(status=FAILED), "kind")
     return [
         Firing(
             f"kind-{kind}",
@@ -52,7 +46,7 @@ def aws_actions_failed(ctx: AlertContext) -> list[Firing]:
 
 @metric_provider
 def aws_action_metrics(now: datetime) -> Iterable[Metric]:
-    counts = dict(AwsAction.objects.order_by().values_list("status").annotate(n=Count("pk")))
+    counts = dict(count_by(AwsAction.objects.all(), "status"))
     yield gauge(
         "portal_aws_actions",
         "AWS actions in the outbox by status.",
