@@ -174,8 +174,11 @@ def _seen_recently(station: Station, now: datetime) -> bool:
     return seen is not None and (now - seen).total_seconds() < settings.STATION_SEEN_WRITE_SECONDS
 
 
-def _device_changes(device: MqttDevice, entry: dict[str, Any], now: datetime) -> dict[str, Any]:
-    """The fields of ``device`` that the report's ``entry`` changes (empty: nothing to write)."""
+def _device_changes(
+    device: MqttDevice, entry: dict[str, Any], now: datetime, notes: list[str]
+) -> dict[str, Any]:
+    """The fields of ``device`` that the report's ``entry`` changes (empty: nothing to write);
+    parts of the entry that are ignored add a sentence to ``notes``."""
     changes: dict[str, Any] = {}
     status = _AGENT_STATUS[entry["status"]]
     if status != device.status:
@@ -183,8 +186,17 @@ def _device_changes(device: MqttDevice, entry: dict[str, Any], now: datetime) ->
     error = (entry.get("last_error") or "")[:500]
     if error != device.last_error:
         changes["last_error"] = error
-    if entry.get("thing_name") and entry["thing_name"] != device.client_id:
-        changes["client_id"] = entry["thing_name"][:128]
+    thing_name = (entry.get("thing_name") or "")[:128]
+    if thing_name and thing_name != device.client_id:
+        # The client id is the certificate's CN, which the portal decides: a report may fill
+        # it in (a device provisioned by claim) but never change it.
+        if device.client_id or device.current_certificate_id is not None:
+            notes.append(
+                f"Device '{device.name}' reported thing name {thing_name!r}, but its client id "
+                f"is its certificate's name {device.client_id!r}; ignored."
+            )
+        else:
+            changes["client_id"] = thing_name
     last_connected = _parse_time(entry.get("last_connected"))
     if last_connected is not None:
         last_connected = min(last_connected, now)
@@ -226,7 +238,7 @@ def station_state_record(
             notes.append(f"Device '{name}' is not configured on this station; ignored.")
             continue
         reported[name] = entry
-        if diff := _device_changes(device, entry, now):
+        if diff := _device_changes(device, entry, now, notes):
             changes[device.pk] = diff
     agent_version = report.get("agent_version", "")[:40]
     state = {

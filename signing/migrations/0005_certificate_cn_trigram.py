@@ -26,7 +26,7 @@ def drop_index(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("signing", "0003_changelist_indexes")]
+    dependencies = [("signing", "0004_changelist_indexes")]
 
     operations = [
         TrigramExtension(),
