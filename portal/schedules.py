@@ -48,6 +48,11 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
         "provisioning.tasks.sweep_jobs",
         60,
     ),
+    (
+        "Evaluate alert conditions; notify alert channels",
+        "portal.cockpit.tasks.alerts_evaluate",
+        60,
+    ),
 ]
 
 

@@ -1,4 +1,4 @@
-"""URL routes: the admin, the versioned API and health."""
+"""URL routes: the admin, the versioned API, health and the Prometheus metrics."""
 
 import sys
 
@@ -9,6 +9,7 @@ from django.urls import path, re_path
 from django.views import defaults
 
 from .api import api
+from .cockpit.metrics import metrics_view
 
 admin.site.site_header = "Fleet onboarding portal"
 admin.site.site_title = "Fleet onboarding portal"
@@ -50,4 +51,5 @@ urlpatterns = [
     path("api/v1/", api.urls),
     re_path(r"^api/v1/(?P<rest>.*)$", api_not_found),
     path("healthz", healthz),
+    path("metrics", metrics_view, name="metrics"),
 ]
