@@ -39,6 +39,7 @@ from .profiles import (
 )
 from .requests import (
     BATCH_SIZE,
+    SWEEP_AFTER_SECONDS,
     onboarding_request_fetched,
     onboarding_request_for_station,
     onboarding_request_submit,
@@ -58,6 +59,7 @@ from .retirement import (
 __all__ = [
     "BATCH_SIZE",
     "CA_EXPIRY_THRESHOLDS",
+    "SWEEP_AFTER_SECONDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
     "MIN_CA_PASSWORD_LENGTH",
