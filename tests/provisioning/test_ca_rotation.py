@@ -125,7 +125,7 @@ def test_the_wave_is_paced_and_renew_now_reaches_the_agent_config(fleet) -> None
     ca1, stations, certs = fleet
     rotation = _start(ca1, rate_per_minute=2)
     t0 = rotation.wave_started_at
-    _, etag_before = station_agent_config_with_etag(stations[0])
+    _, etag_before, _ = station_agent_config_with_etag(stations[0])
     ca_rotation_advance(rotation=rotation, now=t0)
     assert CaRotationItem.objects.count() == 1  # the first one at once
     ca_rotation_advance(rotation=rotation, now=t0 + timedelta(seconds=20))
@@ -134,7 +134,7 @@ def test_the_wave_is_paced_and_renew_now_reaches_the_agent_config(fleet) -> None
     assert CaRotationItem.objects.count() == 2
     first = IssuedCertificate.objects.get(pk=certs[0].pk)
     assert first.renew_requested_at is not None
-    config, etag_after = station_agent_config_with_etag(stations[0])
+    config, etag_after, _ = station_agent_config_with_etag(stations[0])
     assert etag_after != etag_before
     assert config["devices"][0]["renew_after"] == first.renew_requested_at.isoformat()
     # The renewal is approved although the profile's policy is manual, and signed by CA 2.

@@ -116,7 +116,7 @@ def test_renew_now_reaches_the_agent_config_and_is_approved_under_a_manual_polic
     )
     station, _ = station_create(name="st-a")
     cert = issue_certificate(station)
-    config, etag = station_agent_config_with_etag(station)
+    config, etag, _ = station_agent_config_with_etag(station)
     assert config["devices"][0]["renew_after"] == cert.renew_after.isoformat()
     # Without the portal's ask, a renewal under the manual policy waits for a human.
     waiting, _ = onboarding_request_submit(
@@ -125,7 +125,7 @@ def test_renew_now_reaches_the_agent_config_and_is_approved_under_a_manual_polic
     assert waiting.status == "pending"
     assert certificates_renew_now(ids=[cert.pk], actor_label="CA rotation") == 1
     cert.refresh_from_db()
-    config, etag_after = station_agent_config_with_etag(station)
+    config, etag_after, _ = station_agent_config_with_etag(station)
     assert etag_after != etag
     assert config["devices"][0]["renew_after"] == cert.renew_requested_at.isoformat()
     assert station_agent_config_with_etag(station)[1] == etag_after  # stable between polls
