@@ -154,6 +154,7 @@ _AGENT_STATUS = {
     "connected": MqttDevice.Status.CONNECTED,
     "error": MqttDevice.Status.ERROR,
 }
+_AFTER_REVOCATION = frozenset({MqttDevice.Status.ONBOARDING, MqttDevice.Status.AWAITING_APPROVAL})
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -189,7 +190,11 @@ def station_state_record(
             continue
         reported[name] = entry
         fields = ["status", "last_error"]
-        device.status = _AGENT_STATUS[entry["status"]]
+        status = _AGENT_STATUS[entry["status"]]
+        # A revoked device stays revoked whatever its agent says, until a new onboarding
+        # request is under way (or a new certificate is issued, see devices_certificate_issued).
+        if device.status != MqttDevice.Status.REVOKED or status in _AFTER_REVOCATION:
+            device.status = status
         device.last_error = (entry.get("last_error") or "")[:500]
         if entry.get("thing_name") and entry["thing_name"] != device.client_id:
             device.client_id = entry["thing_name"][:128]
