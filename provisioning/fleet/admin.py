@@ -31,6 +31,7 @@ from portal.errors import DomainError
 
 from ..jobs.admin import register_job_section
 from ..jobs.models import Job, JobLogLine
+from ..lifecycle.station_admin import StationDecommissionMixin
 from .forms import FleetInstallForm
 from .models import FleetInstall, FleetInstallStation
 from .plan import plan_summary
@@ -195,10 +196,15 @@ class FleetInstallAdmin(admin.ModelAdmin):
 register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")
 
 
-class FleetStationAdmin(StationAdmin):
-    """Stations with the "Install AWS MQTT device" action (see the module docstring)."""
+class FleetStationAdmin(StationDecommissionMixin, StationAdmin):
+    """Stations with the "Install AWS MQTT device" and "Decommission" actions (see the module
+    docstring)."""
 
-    actions = [*list(StationAdmin.actions or []), "install_mqtt_device"]  # type: ignore[misc]
+    actions = [  # type: ignore[misc]
+        *list(StationAdmin.actions or []),
+        "install_mqtt_device",
+        "decommission_stations",
+    ]
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view

@@ -61,7 +61,8 @@ def test_leaving_active_closes_live_sessions_and_refuses_reconnects(
     sub = PlainSubscriber(*aws.broker_address, "things/#")
     victim, bystander = PahoDevice(aws, dev, cn), PahoDevice(aws, other_dev, other_cn)
     try:
-        assert victim.connect() and bystander.connect()
+        assert victim.connect()
+        assert bystander.connect()
         gone = Disconnects(victim)
         wait_for(lambda: aws.front.sessions_of(cert_id) == 1, message="the session registered")
         iot.update_certificate(certificateId=cert_id, newStatus=new_status)
@@ -98,7 +99,9 @@ def test_update_certificate_statuses_as_aws(aws, iot, jitp_ca, tmp_path):
 
 def test_delete_refused_while_active_or_attached(aws, iot, jitp_ca, tmp_path):
     cn, _, cert_id = _provisioned(aws, iot, jitp_ca, tmp_path)
-    arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["certificateArn"]
+    arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
+        "certificateArn"
+    ]
     with pytest.raises(ClientError) as active:
         iot.delete_certificate(certificateId=cert_id)
     assert _error(active) == ("CertificateStateException", 406)
@@ -120,7 +123,9 @@ def test_delete_refused_while_active_or_attached(aws, iot, jitp_ca, tmp_path):
 
 def test_thing_groups_and_principal_listings(aws, iot, jitp_ca, tmp_path):
     cn, _, cert_id = _provisioned(aws, iot, jitp_ca, tmp_path)
-    arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"]["certificateArn"]
+    arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
+        "certificateArn"
+    ]
     assert iot.list_thing_principals(thingName=cn)["principals"] == [arn]
     assert iot.list_principal_things(principal=arn)["things"] == [cn]
     group = unique("quarantine")
