@@ -141,7 +141,8 @@ def certificates_revoke_in_aws(
     """
     code = revocation_reason_parse(reason)
     out = Revocation()
-    for cert in certificates:
+    for given in certificates:
+        cert = IssuedCertificate.objects.select_for_update().get(pk=given.pk)
         if cert.status == IssuedCertificate.Status.REVOKED:
             out.already.append(cert)
             out.actions += revocation_enqueue(
