@@ -200,8 +200,8 @@ class FleetStationAdmin(StationDecommissionMixin, StationAdmin):
     """Stations with the "Install AWS MQTT device" and "Decommission" actions (see the module
     docstring)."""
 
-    actions = [  # type: ignore[misc]
-        *list(StationAdmin.actions or []),
+    actions = [
+        *list(StationAdmin.actions or []),  # type: ignore[misc]
         "install_mqtt_device",
         "decommission_stations",
     ]
