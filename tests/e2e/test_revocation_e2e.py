@@ -21,13 +21,9 @@ import pytest
 
 from tests.conftest import wait_for
 from tests.e2e.conftest import DemoRun, Subscriber, broker_args, needs_mosquitto_clients
+from tests.e2e.test_demo_e2e import STANDIN_LINE
 
 pytestmark = [needs_mosquitto_clients, pytest.mark.slow]
-
-STANDIN_LINE = (
-    r"Local AWS stand-in up: control plane (?P<url>\S+), MQTT (?P<endpoint>\S+) on "
-    r"127\.0\.0\.1:(?P<port>\d+), broker behind it (?P<host>[^:\s]+):(?P<bport>\d+)"
-)
 
 DEVICE_STATE = (
     "import json; from devices.models import MqttDevice; "
