@@ -27,6 +27,7 @@ from django.utils.translation import ngettext
 
 from devices.admin import StationAdmin
 from devices.models import Station
+from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
 
 from ..jobs.admin import register_job_section
@@ -196,9 +197,11 @@ class FleetInstallAdmin(admin.ModelAdmin):
 register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")
 
 
-class FleetStationAdmin(StationDecommissionMixin, StationAdmin):
+class FleetStationAdmin(StationDecommissionMixin, SensitivePostAdminMixin, StationAdmin):
     """Stations with the "Install AWS MQTT device" and "Decommission" actions (see the module
     docstring)."""
+
+    sensitive_post_parameters = ("key_password",)
 
     actions = [
         *list(StationAdmin.actions or []),  # type: ignore[misc]
@@ -211,7 +214,7 @@ class FleetStationAdmin(StationDecommissionMixin, StationAdmin):
         return [
             path(
                 "fleet-install/",
-                wrap(self.fleet_install_view),
+                wrap(self.sensitive_view(self.fleet_install_view)),
                 name="devices_station_fleet_install",
             ),
             *super().get_urls(),
