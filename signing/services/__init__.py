@@ -15,6 +15,7 @@ from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_
 from .certificates import (
     CA_EXPIRY_THRESHOLDS,
     CA_EXPIRY_WARNING_DAYS,
+    REVOCATION_REASONS,
     CaExpiryNotice,
     RenewalCheck,
     ca_expiry_notices,
@@ -24,6 +25,7 @@ from .certificates import (
     certificate_revoke,
     certificates_revoke,
     renewals_check,
+    revocation_reason_parse,
 )
 from .issuance import BatchResult, BuiltCertificate, certificate_build, onboarding_requests_sign
 from .profiles import (
@@ -62,6 +64,7 @@ __all__ = [
     "SWEEP_AFTER_SECONDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
+    "REVOCATION_REASONS",
     "MIN_CA_PASSWORD_LENGTH",
     "BatchResult",
     "BuiltCertificate",
@@ -94,6 +97,7 @@ __all__ = [
     "onboarding_requests_sign",
     "onboarding_requests_sweep",
     "renewals_check",
+    "revocation_reason_parse",
     "signing_profile_create",
     "signing_profile_for_device",
     "signing_profile_save",
