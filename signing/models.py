@@ -265,6 +265,11 @@ class IssuedCertificate(models.Model):
         db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
+    renewal_forced_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Staff forced a renewal: accepted before renew_after from this time on.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

@@ -6,13 +6,15 @@ certificate password from the fleet install, mode 0600, and only a CSR goes to t
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.x509.oid import NameOID
 
 from fleet_agent.fsutil import atomic_write
@@ -76,6 +78,26 @@ def build_csr(key: PrivateKey, common_name: str) -> str:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+PROOF_VERSION = "fleet-renewal-v1"
+
+
+def renewal_proof(
+    key: PrivateKey, *, station: str, device: str, csr_pem: str, now: float
+) -> dict[str, object]:
+    """Proof of possession for a renewal: the current key signs station, device, the new
+    CSR's SHA-256 and the time (docs/agent-protocol.md, "Renewal")."""
+    der = x509.load_pem_x509_csr(csr_pem.encode()).public_bytes(serialization.Encoding.DER)
+    timestamp = int(now)
+    message = (
+        f"{PROOF_VERSION}\n{station}\n{device}\n{hashlib.sha256(der).hexdigest()}\n{timestamp}"
+    ).encode()
+    if isinstance(key, ec.EllipticCurvePrivateKey):
+        signature = key.sign(message, ec.ECDSA(hashes.SHA256()))
+    else:
+        signature = key.sign(message, padding.PKCS1v15(), hashes.SHA256())
+    return {"timestamp": timestamp, "signature": base64.b64encode(signature).decode()}
 
 
 def public_key_der(key: PrivateKey) -> bytes:

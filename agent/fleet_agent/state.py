@@ -121,3 +121,21 @@ def read_state_file(path: Path) -> dict[str, Any]:
         if entry["completed"] and not (entry.get("cert_path") and entry.get("key_path")):
             raise _corrupt(path, f"device {name!r} is completed but has no cert/key paths")
     return data
+
+
+def desired_cache_load(state_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The last desired configuration and its ETag (keeps devices online through a portal
+    outage after a restart); ``(None, None)`` when there is none or it is unreadable."""
+    try:
+        data = json.loads((Path(state_dir) / "desired.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return None, None
+    return data["config"], data.get("etag")
+
+
+def desired_cache_store(state_dir: Path, cfg: dict[str, Any], etag: str | None) -> None:
+    # Holds the key password, hence 0600 like the keys it unlocks.
+    blob = json.dumps({"etag": etag, "config": cfg}).encode()
+    atomic_write(Path(state_dir) / "desired.json", blob, 0o600)

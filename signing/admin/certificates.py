@@ -15,7 +15,7 @@ from django.utils.html import format_html
 from portal.admin import ReadOnlyAdminMixin
 
 from ..models import IssuedCertificate
-from ..services import certificates_revoke
+from ..services import certificates_force_renewal, certificates_revoke
 from .common import CaExpiryWarningMixin, plural, reason_form_response
 
 
@@ -46,7 +46,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
     ]
     list_select_related = ["device__station", "profile", "ca"]
     show_full_result_count = False
-    actions = ["revoke_selected"]
+    actions = ["revoke_selected", "force_renewal"]
     fields = (
         "serial_colons",
         "common_name",
@@ -56,6 +56,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "not_after",
         "renew_after",
         "renewal_due_at",
+        "renewal_forced_at",
         "fingerprint_sha256",
         "device",
         "request",
@@ -121,4 +122,16 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
             action="revoke_selected",
             title="Revoke certificates",
             button="Revoke",
+        )
+
+    @admin.action(description="Force renewal (before the renewal point)")
+    def force_renewal(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = certificates_force_renewal(
+            ids=list(queryset.values_list("pk", flat=True)), actor=request.user
+        )
+        self.message_user(
+            request,
+            f"Forced the renewal of {plural(count, 'certificate')}; their stations renew at the "
+            "next configuration poll.",
+            messages.SUCCESS,
         )

@@ -4,7 +4,8 @@
 - :mod:`.profiles`: signing profiles and the Common Name template.
 - :mod:`.requests`: onboarding requests (submit, approve, reject, sweep, fetch).
 - :mod:`.issuance`: the batch signing path.
-- :mod:`.certificates`: revocation, the renewal check, CA-expiry warnings.
+- :mod:`.certificates`: revocation, forced renewal, the renewal check, CA-expiry warnings.
+- :mod:`.renewal`: what a renewal request must show (proof of the current key, its time).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from .certificates import (
     RenewalCheck,
     ca_expiry_warnings,
     certificate_revoke,
+    certificates_force_renewal,
     certificates_revoke,
     renewals_check,
 )
@@ -29,6 +31,7 @@ from .profiles import (
     signing_profile_save,
     signing_profile_validate,
 )
+from .renewal import renewal_check, renewal_proof_check, renewal_proof_message
 from .requests import (
     BATCH_SIZE,
     onboarding_request_fetched,
@@ -54,6 +57,7 @@ __all__ = [
     "ca_import_pkcs12",
     "certificate_build",
     "certificate_revoke",
+    "certificates_force_renewal",
     "certificates_revoke",
     "cn_render",
     "cn_template_validate",
@@ -66,6 +70,9 @@ __all__ = [
     "onboarding_requests_reject",
     "onboarding_requests_sign",
     "onboarding_requests_sweep",
+    "renewal_check",
+    "renewal_proof_check",
+    "renewal_proof_message",
     "renewals_check",
     "signing_profile_create",
     "signing_profile_for_device",
