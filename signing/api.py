@@ -132,7 +132,25 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
         ) from None
 
 
-_BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The body schema with its nested models inlined (a ``#/$defs`` reference would point
+    at the root of the OpenAPI document, where there is no such thing)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return dict(walk(schema))
+
+
+_BODY_SCHEMA = _inline_refs(OnboardingRequestIn.model_json_schema())
 
 
 @router.post(
