@@ -199,9 +199,7 @@ class StationAdmin(admin.ModelAdmin):
             ]
         return self._codes_page(request, codes)
 
-    def _codes_page(
-        self, request: HttpRequest, codes: list[tuple[Station, str]]
-    ) -> HttpResponse:
+    def _codes_page(self, request: HttpRequest, codes: list[tuple[Station, str]]) -> HttpResponse:
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

@@ -70,7 +70,10 @@ def certificates_force_renewal(*, ids: Iterable[int], actor: Actor = None) -> in
         cert.renewal_forced_at = now
         cert.save(update_fields=["renewal_forced_at"])
         audit_record(
-            action="certificate_force_renewal", obj=cert, actor=actor, detail={"serial": cert.serial}
+            action="certificate_force_renewal",
+            obj=cert,
+            actor=actor,
+            detail={"serial": cert.serial},
         )
     return len(rows)
 

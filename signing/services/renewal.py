@@ -94,8 +94,7 @@ def renewal_proof_check(
     )
     if not _verify(current.public_key(), signature, message):
         raise RenewalProofInvalid(
-            "The renewal proof does not verify with the key of the device's current "
-            "certificate."
+            "The renewal proof does not verify with the key of the device's current certificate."
         )
 
 

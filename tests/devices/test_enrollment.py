@@ -34,9 +34,11 @@ def test_add_station_prints_a_code_that_enrols_once(client: Client) -> None:
     call_command("add_station", "st-enrol", "--enrollment-code", stdout=out)
     code = out.getvalue().strip().splitlines()[-1]
     raw = code.replace("-", "")
-    assert len(raw) == 12 and set(raw) <= set(ALPHABET)
+    assert len(raw) == 12
+    assert set(raw) <= set(ALPHABET)
     row = EnrollmentCode.objects.get(station__name="st-enrol")
-    assert row.code_hash == code_hash(code) and raw not in row.code_hash
+    assert row.code_hash == code_hash(code)
+    assert raw not in row.code_hash
     assert row.expires_at - row.created_at == timedelta(days=7)
     # Typed in lower case without dashes, it is the same code.
     response = _enroll(client, raw.lower())
@@ -53,7 +55,8 @@ def test_add_station_prints_a_code_that_enrols_once(client: Client) -> None:
     assert token not in again.content.decode()
     # Neither the code nor the token in the audit trail.
     trail = " ".join(str(e.detail) + e.object_repr for e in AuditEvent.objects.all())
-    assert raw not in trail and token not in trail
+    assert raw not in trail
+    assert token not in trail
     assert AuditEvent.objects.filter(action="station_enroll").count() == 1
 
 

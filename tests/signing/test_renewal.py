@@ -5,17 +5,16 @@ staff; check_renewals."""
 from __future__ import annotations
 
 import json
+import time
 from datetime import timedelta
 from io import StringIO
-
-import time
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 from django.core.management import call_command
 from django.utils import timezone
-from fleet_agent.keys import renewal_proof
 
+from fleet_agent.keys import renewal_proof
 from portal.models import AuditEvent
 from signing.models import IssuedCertificate, OnboardingRequest, SigningProfile
 from signing.services import (

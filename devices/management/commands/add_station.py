@@ -35,9 +35,7 @@ class Command(PortalCommand):
             raise CommandError(f"A station named {opts['name']!r} already exists.")
         try:
             with transaction.atomic():
-                station, token = station_create(
-                    name=opts["name"], description=opts["description"]
-                )
+                station, token = station_create(name=opts["name"], description=opts["description"])
                 code = (
                     enrollment_code_create(station=station, actor_label="add_station")
                     if opts["enrollment_code"]
