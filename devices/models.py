@@ -135,3 +135,6 @@ class EnrollmentAttempt(models.Model):
 
     at = models.DateTimeField(default=timezone.now, db_index=True)
     address = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"failed enrolment from {self.address or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"
