@@ -229,7 +229,7 @@ class Agent(UplinkMixin):
             )
         else:
             cached, self._etag = desired_cache_load(opts.state_dir)
-            if cached is not None:
+            if cached is not None and opts.cache_secrets:
                 # Keep the devices online through a portal outage after a restart.
                 self._apply_config(cached)
         portal_backoff = Backoff(minimum=1.0, maximum=opts.portal_retry_max)
@@ -249,7 +249,9 @@ class Agent(UplinkMixin):
                     have_config = True
                     if cfg is not None:
                         self._etag = etag
-                        desired_cache_store(opts.state_dir, cfg, etag)
+                        desired_cache_store(
+                            opts.state_dir, cfg, etag, with_secrets=opts.cache_secrets
+                        )
                         self._apply_config(cfg)
                     next_poll = now + self._poll_interval
                 except PortalAuthError as exc:

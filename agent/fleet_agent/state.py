@@ -135,7 +135,17 @@ def desired_cache_load(state_dir: Path) -> tuple[dict[str, Any] | None, str | No
     return data["config"], data.get("etag")
 
 
-def desired_cache_store(state_dir: Path, cfg: dict[str, Any], etag: str | None) -> None:
-    # Holds the key password, hence 0600 like the keys it unlocks.
+def desired_cache_store(
+    state_dir: Path, cfg: dict[str, Any], etag: str | None, *, with_secrets: bool = True
+) -> None:
+    """Keep the configuration for the next start; 0600 as it holds the key passwords, or
+    without them (``with_secrets=False``: devices then wait for the portal after a restart,
+    and no ETag is kept, so the first poll fetches the passwords again)."""
+    if not with_secrets:
+        devices = [
+            {k: v for k, v in d.items() if k != "key_password"} if isinstance(d, dict) else d
+            for d in cfg.get("devices") or []
+        ]
+        cfg, etag = {**cfg, "devices": devices}, None
     blob = json.dumps({"etag": etag, "config": cfg}).encode()
     atomic_write(Path(state_dir) / "desired.json", blob, 0o600)

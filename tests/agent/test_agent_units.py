@@ -289,3 +289,16 @@ def test_device_config_validation_and_topics():
     assert parse_connect_host("broker.local", 8883) == ("broker.local", 8883)
     assert parse_connect_host("[::1]:1", 8883) == ("::1", 1)
     assert parse_connect_host(None, 8883) is None
+
+
+def test_desired_cache_without_secrets_keeps_no_key_password(tmp_path) -> None:
+    from fleet_agent.state import desired_cache_load, desired_cache_store
+
+    cfg = {"station": "st", "devices": [{"name": "aws", "key_password": "secret-pw"}]}
+    desired_cache_store(tmp_path, cfg, '"e1"', with_secrets=False)
+    assert "secret-pw" not in (tmp_path / "desired.json").read_text()
+    loaded, etag = desired_cache_load(tmp_path)
+    assert loaded == {"station": "st", "devices": [{"name": "aws"}]}
+    assert etag is None
+    desired_cache_store(tmp_path, cfg, '"e1"')
+    assert desired_cache_load(tmp_path) == (cfg, '"e1"')

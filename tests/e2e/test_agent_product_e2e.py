@@ -65,6 +65,7 @@ def test_wheel_agent_enrols_onboards_renews_with_proof_and_recovers(
 
     def build() -> None:
         try:
+            (tmp_path / "station").mkdir()
             built["bin"] = agent_venv(tmp_path / "station")
         except BaseException as exc:  # noqa: BLE001 - reported below
             built["error"] = exc
