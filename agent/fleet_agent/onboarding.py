@@ -14,7 +14,7 @@ from fleet_agent.claim import provision_by_claim
 from fleet_agent.config import parse_connect_host
 from fleet_agent.device_base import DeviceBase, DeviceError, log
 from fleet_agent.fsutil import remove_quietly
-from fleet_agent.keys import build_csr, cert_info
+from fleet_agent.keys import build_csr, cert_info, cert_info_from_state
 from fleet_agent.mqtt_link import Backoff
 from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
 
@@ -32,7 +32,9 @@ class OnboardingMixin(DeviceBase):
                         f"device is onboarded; run `fleet-agent reset --device {self.cfg.name}`."
                     )
             if self._cert is None:
-                self._cert = cert_info(Path(entry["cert_path"]).read_bytes())
+                self._cert = cert_info_from_state(entry) or cert_info(
+                    Path(entry["cert_path"]).read_bytes()
+                )
             return True
         if self.cfg.claim is not None:
             return self._onboard_by_claim(entry)
