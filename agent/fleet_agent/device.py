@@ -79,7 +79,11 @@ class DeviceWorker(OnboardingMixin, RenewalMixin, SessionMixin):
                     self._drop_connection()
                     return  # reset underneath us: onboard again
             if self.client is None and now >= self._next_connect:
-                self._connect()
+                if self._cert is not None and utcnow() >= self._cert.not_after:
+                    # An expired certificate cannot connect: wait for the recovery's.
+                    self._next_connect = now + 5.0
+                else:
+                    self._connect()
             client = self.client
             if client is not None:
                 # Short waits only while there is something to send; idle devices sleep in

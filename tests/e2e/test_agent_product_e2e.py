@@ -223,8 +223,8 @@ def test_wheel_agent_enrols_onboards_renews_with_proof_and_recovers(
             message="status showing the recovery",
         )
         status = _status(bin_dir, state_dir)
-        assert status["replacing"]["mode"] == "recovery"
-        assert "expired" in status["replacing"]["why"]
+        assert status["replacing"] == "recovery"
+        assert "expired" in status["replacing_why"]
         assert status["waiting_for"] == (
             f"staff to approve recovery request {request_id} in the portal"
         )
