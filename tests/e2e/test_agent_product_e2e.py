@@ -23,7 +23,7 @@ from tests.conftest import wait_for
 from tests.e2e.conftest import DemoRun, broker_args, needs_mosquitto_clients
 from tests.e2e.test_demo_e2e import STANDIN_LINE
 
-pytestmark = [needs_mosquitto_clients, pytest.mark.slow]
+pytestmark = [needs_mosquitto_clients, pytest.mark.slow, pytest.mark.timeout(900)]
 
 KEY_PASSWORD = "e2e-" + uuid.uuid4().hex
 
