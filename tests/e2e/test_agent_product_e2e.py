@@ -215,9 +215,7 @@ def test_wheel_agent_enrols_onboards_renews_with_proof_and_recovers(
         ((request_id, label),) = json.loads(_shell(demo, recovery))
         assert label == ""  # waiting for staff, not approved by the renewal policy
         wait_for(
-            lambda: (
-                (_status(bin_dir, state_dir).get("replacing") or {}).get("request_id") == request_id
-            ),
+            lambda: _status(bin_dir, state_dir).get("renewal_request_id") == request_id,
             timeout=30,
             interval=0.5,
             message="status showing the recovery",
