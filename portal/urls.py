@@ -1,10 +1,11 @@
-"""URL routes: the admin, the versioned API and health."""
+"""URL routes: the admin, the versioned API, health and the Prometheus metrics."""
 
 from django.contrib import admin
 from django.http import HttpRequest, JsonResponse
 from django.urls import path, re_path
 
 from .api import api
+from .cockpit.metrics import metrics_view
 
 admin.site.site_header = "Fleet onboarding portal"
 admin.site.site_title = "Fleet onboarding portal"
@@ -27,4 +28,5 @@ urlpatterns = [
     path("api/v1/", api.urls),
     re_path(r"^api/v1/(?P<rest>.*)$", api_not_found),
     path("healthz", healthz),
+    path("metrics", metrics_view, name="metrics"),
 ]
