@@ -21,9 +21,17 @@ from fleet_agent.mqtt_link import Backoff
 from fleet_agent.onboarding import OnboardingMixin
 from fleet_agent.portal_client import PortalAuthError
 from fleet_agent.renewal import RenewalMixin
-from fleet_agent.session import SessionMixin
+from fleet_agent.session import CONNACK_NOT_AUTHORIZED, SessionMixin, refused_certificate
 
-__all__ = ["STATUSES", "DeviceError", "DeviceWorker", "iso", "utcnow"]
+__all__ = [
+    "CONNACK_NOT_AUTHORIZED",
+    "STATUSES",
+    "DeviceError",
+    "DeviceWorker",
+    "iso",
+    "refused_certificate",
+    "utcnow",
+]
 
 
 class DeviceWorker(OnboardingMixin, RenewalMixin, SessionMixin):

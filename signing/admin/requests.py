@@ -12,6 +12,7 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from portal.admin import is_changelist
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..crypto import KEY_TYPE_CHOICES
 from ..models import OnboardingRequest
@@ -130,6 +131,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     @admin.action(description="Approve selected requests", permissions=["approve"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         ids = list(queryset.values_list("pk", flat=True))
+        handoffs_reset()
         approved = onboarding_requests_approve(ids=ids, actor=request.user)
         skipped = len(ids) - len(approved)
         self.message_user(
@@ -137,6 +139,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
             f"Approved {plural(len(approved), 'request')}; signing runs in the background.",
             messages.SUCCESS,
         )
+        handoffs_tell_admin(self, request)
         if skipped:
             self.message_user(
                 request, f"{plural(skipped, 'request')} skipped (not pending).", messages.WARNING

@@ -13,6 +13,7 @@ from __future__ import annotations
 from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12
 from .certificates import (
     CA_EXPIRY_WARNING_DAYS,
+    REVOCATION_REASONS,
     RenewalCheck,
     ca_expiry_warnings,
     certificate_aws_observed,
@@ -20,6 +21,7 @@ from .certificates import (
     certificates_force_renewal,
     certificates_revoke,
     renewals_check,
+    revocation_reason_parse,
 )
 from .issuance import BatchResult, BuiltCertificate, certificate_build, onboarding_requests_sign
 from .profiles import (
@@ -35,6 +37,7 @@ from .profiles import (
 from .renewal import renewal_check, renewal_proof_check, renewal_proof_message
 from .requests import (
     BATCH_SIZE,
+    SWEEP_AFTER_SECONDS,
     onboarding_request_fetched,
     onboarding_request_for_station,
     onboarding_request_submit,
@@ -46,8 +49,10 @@ from .requests import (
 
 __all__ = [
     "BATCH_SIZE",
+    "SWEEP_AFTER_SECONDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
+    "REVOCATION_REASONS",
     "MIN_CA_PASSWORD_LENGTH",
     "BatchResult",
     "BuiltCertificate",
@@ -76,6 +81,7 @@ __all__ = [
     "renewal_proof_check",
     "renewal_proof_message",
     "renewals_check",
+    "revocation_reason_parse",
     "signing_profile_create",
     "signing_profile_for_device",
     "signing_profile_save",

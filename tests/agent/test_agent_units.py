@@ -302,3 +302,22 @@ def test_desired_cache_without_secrets_keeps_no_key_password(tmp_path) -> None:
     assert etag is None
     desired_cache_store(tmp_path, cfg, '"e1"')
     assert desired_cache_load(tmp_path) == (cfg, '"e1"')
+
+
+def test_backoff_at_maximum_stays_there_until_reset():
+    b = Backoff(minimum=1.0, maximum=30.0)
+    assert 27.0 <= b.at_maximum() <= 30.0
+    assert all(15.0 <= b.next_delay() <= 30.0 for _ in range(20))  # no quick retries after
+    b.reset()
+    assert b.next_delay() <= 1.0 + 1e-9
+
+
+def test_refused_certificate_alerts_are_told_from_network_trouble():
+    from fleet_agent.device import CONNACK_NOT_AUTHORIZED, refused_certificate
+
+    assert refused_certificate("SSLV3_ALERT_BAD_CERTIFICATE")
+    assert refused_certificate("sslv3 alert certificate revoked".replace(" ", "_"))
+    assert refused_certificate("TLSV1_ALERT_ACCESS_DENIED")
+    assert not refused_certificate("CERTIFICATE_VERIFY_FAILED")  # the broker's, not ours
+    assert not refused_certificate("Connection refused")
+    assert {5, 135} <= CONNACK_NOT_AUTHORIZED
