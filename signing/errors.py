@@ -87,3 +87,21 @@ class CaArchived(InvalidInput):
     """An archived (retired) CA signs nothing more and cannot be chosen again."""
 
     code = "ca_archived"
+
+
+class RenewalProofRequired(InvalidInput):
+    """A renewal came without a signature by the current certificate's key (422)."""
+
+    code = "proof_required"
+
+
+class RenewalProofInvalid(InvalidInput):
+    """The renewal's proof does not verify with the current certificate's key (422)."""
+
+    code = "proof_invalid"
+
+
+class RenewalTooEarly(Conflict):
+    """The current certificate has not reached its renewal point (409)."""
+
+    code = "renewal_too_early"

@@ -289,11 +289,10 @@ class IssuedCertificate(models.Model):
         db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
-    renew_requested_at = models.DateTimeField(
+    renewal_forced_at = models.DateTimeField(
         null=True,
         blank=True,
-        help_text="Set when the portal asks the device to renew now (a CA rotation): the "
-        "agent's configuration then carries it as renew_after.",
+        help_text="Staff forced a renewal: accepted before renew_after from this time on.",
     )
     # The certificate's twin in AWS IoT: its id there (the SHA-256 of the DER, lower-case
     # hex, as AWS computes it) and what the portal last observed of it in AWS.

@@ -14,7 +14,6 @@ from django.conf import settings
 from django.db.models import Exists, OuterRef
 
 from devices.models import MqttDevice, Station
-from signing.models import IssuedCertificate
 
 from ..connections.selectors import device_topic_patterns
 from ..jobs.models import Job
@@ -35,15 +34,14 @@ def _device_key_type(device: MqttDevice) -> str:
     return str(accepted[0])
 
 
-def _renew_after(cert: IssuedCertificate | None) -> str | None:
-    """When the agent should renew: the certificate's renewal point, or the moment the
-    portal asked for a renewal now (a CA rotation), whichever comes first."""
+def _renew_after(cert: Any) -> str | None:
+    """The renewal point the agent acts on: a forced renewal brings it forward."""
     if cert is None:
         return None
-    at = cert.renew_after
-    if cert.renew_requested_at is not None and cert.renew_requested_at < at:
-        at = cert.renew_requested_at
-    return at.isoformat()
+    when = cert.renew_after
+    if cert.renewal_forced_at is not None:
+        when = min(when, cert.renewal_forced_at)
+    return str(when.isoformat())
 
 
 def _awaiting_delivery() -> Exists:

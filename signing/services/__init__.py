@@ -4,7 +4,8 @@
 - :mod:`.profiles`: signing profiles and the Common Name template.
 - :mod:`.requests`: onboarding requests (submit, approve, reject, sweep, fetch).
 - :mod:`.issuance`: the batch signing path.
-- :mod:`.certificates`: revocation, the renewal check, CA-expiry warnings.
+- :mod:`.certificates`: revocation, forced renewal, the renewal check, CA-expiry warnings.
+- :mod:`.renewal`: what a renewal request must show (proof of the current key, its time).
 - :mod:`.retirement`: active certificates per CA, "renew now", a CA's retirement check and
   archive (what a CA rotation needs).
 """
@@ -23,6 +24,7 @@ from .certificates import (
     ca_expiry_warnings,
     certificate_aws_observed,
     certificate_revoke,
+    certificates_force_renewal,
     certificates_revoke,
     renewals_check,
     revocation_reason_parse,
@@ -39,6 +41,7 @@ from .profiles import (
     signing_profile_validate,
     signing_profiles_switch_ca,
 )
+from .renewal import renewal_check, renewal_proof_check, renewal_proof_message
 from .requests import (
     BATCH_SIZE,
     SWEEP_AFTER_SECONDS,
@@ -83,6 +86,7 @@ __all__ = [
     "certificate_build",
     "certificate_revoke",
     "certificates_renew_now",
+    "certificates_force_renewal",
     "certificate_aws_observed",
     "certificates_revoke",
     "cn_render",
@@ -96,6 +100,9 @@ __all__ = [
     "onboarding_requests_reject",
     "onboarding_requests_sign",
     "onboarding_requests_sweep",
+    "renewal_check",
+    "renewal_proof_check",
+    "renewal_proof_message",
     "renewals_check",
     "revocation_reason_parse",
     "signing_profile_create",

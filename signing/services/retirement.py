@@ -56,7 +56,7 @@ def certificates_renew_now(*, ids: Iterable[int], actor_label: str = "") -> int:
         return 0
     now = timezone.now()
     count = IssuedCertificate.objects.filter(pk__in=ids, status=ACTIVE).update(
-        renew_requested_at=now
+        renewal_forced_at=now
     )
     if count:
         first = IssuedCertificate.objects.filter(pk__in=ids).order_by("pk").first()

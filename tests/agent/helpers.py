@@ -166,6 +166,7 @@ class FakeRequest:
     certificate: str | None = None
     reason: str | None = None
     fetched_issued: int = 0
+    proof: dict[str, Any] | None = None
 
 
 @dataclass
@@ -183,14 +184,13 @@ class FakePortal:
         self.ca = ca
         self.lifetime = lifetime
         self.renewal_lifetime: float | None = None
-        # Seconds the certificates' not_before lies in the past (the real portal: 300).
-        self.backdate = 0.0
         self.auto_approve_renewals = True
         self.stations: dict[str, FakeStation] = {}
         self.requests: dict[int, FakeRequest] = {}
         self.lock = threading.Lock()
         self.calls: list[tuple[str, str]] = []
         self.config_304 = 0
+        self.enrollment_codes: dict[str, str] = {}  # code -> station token
         portal = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -262,6 +262,15 @@ class FakePortal:
 
             def do_POST(self) -> None:  # noqa: N802
                 portal.calls.append(("POST", self.path))
+                if self.path == "/api/v1/enrollment":
+                    code = str(self._body().get("code", "")).upper().replace("-", "")
+                    with portal.lock:
+                        token = portal.enrollment_codes.pop(code, None)
+                    if token is None:
+                        self._send(409, {"code": "enrollment_code_used", "detail": "Used."})
+                        return
+                    self._send(200, {"token": token, "station": portal.stations[token].name})
+                    return
                 found = self._station()
                 if found is None:
                     return
@@ -304,6 +313,7 @@ class FakePortal:
                             pubkey=pub,
                             comment=body.get("comment", ""),
                             renewal=bool(body.get("renewal")),
+                            proof=body.get("proof"),
                         )
                     self._send(201, {"id": rid, "status": "pending", "device": body["device"]})
                     return
@@ -337,11 +347,8 @@ class FakePortal:
         lifetime = self.lifetime
         if req.renewal and self.renewal_lifetime is not None:
             lifetime = self.renewal_lifetime
-        not_before = (
-            dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.backdate) if self.backdate else None
-        )
         req.certificate = self.ca.sign(
-            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime, not_before=not_before
+            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime
         )
         req.status = "issued"
 

@@ -120,24 +120,6 @@ def test_renew_after_from_config_triggers_one_renewal(tmp_path, portal, broker, 
     assert len([r for r in portal.requests.values() if r.renewal]) == 1
 
 
-def test_renew_now_from_the_portal_renews_once_although_not_before_is_back_dated(
-    tmp_path, portal, broker, make_agent
-):
-    """The portal back-dates not_before by 5 minutes and asks for a renewal now (a CA
-    rotation): the ask predates the new certificate's installation, so it renews once."""
-    portal.backdate = 300
-    agent, token = _connected_agent(tmp_path, portal, broker, make_agent)
-    portal.stations[token].devices[0]["renew_after"] = dt.datetime.now(dt.UTC).isoformat()
-    assert wait_for(
-        lambda: any(r.renewal and r.status == "issued" for r in portal.requests.values()), 10
-    )
-    assert wait_for(
-        lambda: agent.workers["aws"].connected and agent.workers["aws"].status == "connected", 10
-    )
-    time.sleep(3)  # the configuration still carries the ask: it must not renew again
-    assert len([r for r in portal.requests.values() if r.renewal]) == 1
-
-
 def test_store_and_forward_survives_broker_outage(tmp_path, portal, broker, make_agent):
     agent, _ = _connected_agent(tmp_path, portal, broker, make_agent)
     sub = Subscriber(broker.plain_port, ["things/+/uplink/#"], client_id="sf-sub")

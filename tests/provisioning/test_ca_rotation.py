@@ -47,10 +47,22 @@ def _aws_ca_status(endpoint: str) -> dict[str, str]:
     return out
 
 
+KEYS: dict[int, object] = {}
+
+
 def _renew(station, device: str) -> IssuedCertificate:  # noqa: ANN001
-    """What the agent does once its configuration says renew now."""
+    """What the agent does once its configuration says renew now (with the key's proof)."""
+    import time
+
+    from fleet_agent.keys import renewal_proof
+
+    csr = make_ec_csr()
+    current = IssuedCertificate.objects.get(device__station=station, status="active")
+    proof = renewal_proof(
+        KEYS[current.pk], station=station.name, device=device, csr_pem=csr, now=time.time()
+    )
     request, _ = onboarding_request_submit(
-        station=station, device_name=device, csr=make_ec_csr(), renewal=True
+        station=station, device_name=device, csr=csr, renewal=True, proof=proof
     )
     assert request.status == "approved", request.reason
     onboarding_requests_sign(ids=[request.pk])
@@ -77,6 +89,7 @@ def fleet(moto_server, access_key, jitp_role):  # noqa: ANN001, ANN201
     )
     stations = [station_create(name=f"st-{i}")[0] for i in range(3)]
     certs = [issue_certificate(s, "aws") for s in stations]
+    KEYS.update((c.pk, c.device_key) for c in certs)
     return ca1, stations, certs
 
 
@@ -133,10 +146,10 @@ def test_the_wave_is_paced_and_renew_now_reaches_the_agent_config(fleet) -> None
     ca_rotation_advance(rotation=rotation, now=t0 + timedelta(seconds=30))
     assert CaRotationItem.objects.count() == 2
     first = IssuedCertificate.objects.get(pk=certs[0].pk)
-    assert first.renew_requested_at is not None
+    assert first.renewal_forced_at is not None
     config, etag_after, _ = station_agent_config_with_etag(stations[0])
     assert etag_after != etag_before
-    assert config["devices"][0]["renew_after"] == first.renew_requested_at.isoformat()
+    assert config["devices"][0]["renew_after"] == first.renewal_forced_at.isoformat()
     # The renewal is approved although the profile's policy is manual, and signed by CA 2.
     renewed = _renew(stations[0], "aws")
     assert renewed.ca.alias == "fleet-ca-2"

@@ -186,10 +186,14 @@ def issue_certificate(station, device: str = "aws"):  # noqa: ANN001, ANN201
         onboarding_requests_sign,
     )
 
-    request, _ = onboarding_request_submit(station=station, device_name=device, csr=make_ec_csr())
+    key = ec.generate_private_key(ec.SECP256R1())
+    request, _ = onboarding_request_submit(
+        station=station, device_name=device, csr=make_ec_csr(key=key)
+    )
     onboarding_requests_approve(ids=[request.pk])
     onboarding_requests_sign(ids=[request.pk])
     request.refresh_from_db()
     cert = onboarding_request_fetched(request=request)
     assert cert is not None
+    cert.device_key = key  # type: ignore[attr-defined]  # for a renewal's proof
     return cert

@@ -118,19 +118,22 @@ def test_renew_now_reaches_the_agent_config_and_is_approved_under_a_manual_polic
     cert = issue_certificate(station)
     config, etag, _ = station_agent_config_with_etag(station)
     assert config["devices"][0]["renew_after"] == cert.renew_after.isoformat()
-    # Without the portal's ask, a renewal under the manual policy waits for a human.
-    waiting, _ = onboarding_request_submit(
-        station=station, device_name="aws", csr=make_ec_csr(), renewal=True
-    )
-    assert waiting.status == "pending"
     assert certificates_renew_now(ids=[cert.pk], actor_label="CA rotation") == 1
     cert.refresh_from_db()
     config, etag_after, _ = station_agent_config_with_etag(station)
     assert etag_after != etag
-    assert config["devices"][0]["renew_after"] == cert.renew_requested_at.isoformat()
+    assert config["devices"][0]["renew_after"] == cert.renewal_forced_at.isoformat()
     assert station_agent_config_with_etag(station)[1] == etag_after  # stable between polls
+    import time
+
+    from fleet_agent.keys import renewal_proof
+
+    csr = make_ec_csr()
+    proof = renewal_proof(
+        cert.device_key, station="st-a", device="aws", csr_pem=csr, now=time.time()
+    )
     asked, _ = onboarding_request_submit(
-        station=station, device_name="aws", csr=make_ec_csr(), renewal=True
+        station=station, device_name="aws", csr=csr, renewal=True, proof=proof
     )
     assert asked.status == "approved"
     assert asked.decided_by_label == "CA rotation (renew now)"
