@@ -6,7 +6,7 @@ DomainError handler answers ``{"code", "detail"}``), so the codes below are what
 
 from __future__ import annotations
 
-from portal.errors import Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
+from portal.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
 
 
 class CsrError(InvalidInput, ValueError):
@@ -51,6 +51,18 @@ class RenewalWithoutCertificate(InvalidInput):
 
 class CertificateExpired(InvalidInput):
     code = "certificate_expired"
+
+
+class RenewalInProgress(Conflict):
+    """A renewal of the device is already waiting for approval or signing (409)."""
+
+    code = "renewal_in_progress"
+
+
+class RenewalNotDue(Conflict):
+    """The device's newest certificate has not reached its renewal point (409)."""
+
+    code = "renewal_not_due"
 
 
 class CertificateRevoked(Forbidden):

@@ -274,6 +274,12 @@ class IssuedCertificate(models.Model):
     aws_thing = models.CharField("attached to thing (AWS)", max_length=128, blank=True)
     aws_policies = models.JSONField("policies (AWS)", default=list, blank=True)
     aws_observed_at = models.DateTimeField("observed in AWS", null=True, blank=True)
+    first_connected_at = models.DateTimeField(
+        "first connection reported",
+        null=True,
+        blank=True,
+        help_text="When the station's agent first reported a connection with this certificate.",
+    )
     aws_note = models.CharField(
         "AWS note",
         max_length=300,

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import paho.mqtt.client as mqtt
 
 from fleet_agent.claim import ClaimError, provision_by_claim
-from fleet_agent.config import DeviceConfig, parse_connect_host, render_topic
+from fleet_agent.config import DeviceConfig, parse_connect_host, parse_iso, render_topic
 from fleet_agent.fsutil import atomic_write, remove_quietly
 from fleet_agent.keys import (
     CertInfo,
@@ -39,6 +39,7 @@ from fleet_agent.keys import (
 from fleet_agent.mqtt_link import Backoff, SocketPump, Waker, build_ssl_context, new_client
 from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
 from fleet_agent.ratelimit import PublishLimiter
+from fleet_agent.renewal_point import renewal_point
 
 if TYPE_CHECKING:
     from fleet_agent.agent import Agent
@@ -357,7 +358,11 @@ class DeviceWorker(threading.Thread):
                 )
                 assert self._cert is not None
                 self.agent.state.update_device(
-                    name, completed=True, thing_name=self._cert.common_name, **files
+                    name,
+                    completed=True,
+                    thing_name=self._cert.common_name,
+                    cert_renew_after=resp.get("renew_after"),
+                    **files,
                 )
                 log.info("device %s: certificate issued for %s", name, self._cert.common_name)
                 self._set_status("certificate_issued")
@@ -694,11 +699,16 @@ class DeviceWorker(threading.Thread):
         """When this certificate should be renewed (portal's renew_after, else 2/3 life)."""
         if self._cert is None:
             return None
-        ra = self.cfg.renew_after
-        # A renew_after older than the certificate belongs to its predecessor.
-        if ra is not None and ra >= self._cert.not_before:
-            return ra
-        return self._cert.default_renew_at()
+        entry = self.agent.state.device(self.cfg.name)
+        return renewal_point(
+            serial=self._cert.serial_hex,
+            not_before=self._cert.not_before,
+            default=self._cert.default_renew_at(),
+            config_renew_after=self.cfg.renew_after,
+            config_serial=self.cfg.certificate_serial,
+            issued_renew_after=parse_iso(entry.get("cert_renew_after")),
+            issued_serial=entry.get("cert_serial"),
+        )
 
     def _renewal_tick(self) -> None:
         portal = self.agent.portal
@@ -796,6 +806,9 @@ class DeviceWorker(threading.Thread):
                 pending_renewal=None,
                 retired=retired,
                 renewed_at=iso(utcnow()),
+                # The new certificate's own renewal point (not the configuration's, which
+                # may still be the predecessor's until the next poll).
+                cert_renew_after=resp.get("renew_after"),
                 **files,
             )
             log.info("device %s: renewed certificate installed; reconnecting", name)

@@ -53,6 +53,8 @@ RETRYABLE_CODES = frozenset(
         # The state AWS needs is still on its way (a deactivation or detach queued before).
         "CertificateStateException",
         "DeleteConflictException",
+        # A device's first connection may still be in JITP's drop and reconnect.
+        "CertificatePendingActivation",
         # The portal's own: nothing can leave until staff fix it, which they may do any time.
         "AwsServiceDisabled",
         "AccessKeyPurged",

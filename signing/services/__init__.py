@@ -15,7 +15,9 @@ from .certificates import (
     RenewalCheck,
     ca_expiry_warnings,
     certificate_aws_observed,
+    certificate_connected,
     certificate_revoke,
+    certificate_supersede,
     certificates_revoke,
     renewals_check,
 )
@@ -56,6 +58,8 @@ __all__ = [
     "certificate_build",
     "certificate_revoke",
     "certificate_aws_observed",
+    "certificate_connected",
+    "certificate_supersede",
     "certificates_revoke",
     "cn_render",
     "cn_template_validate",

@@ -35,6 +35,8 @@ from ..errors import (
     InvalidDeviceName,
     NoSigningProfile,
     RateLimitedSubmissions,
+    RenewalInProgress,
+    RenewalNotDue,
     RenewalWithoutCertificate,
     RequestNotFound,
 )
@@ -222,6 +224,30 @@ def _renewal_check(*, station: Station, device: MqttDevice | None, device_name: 
             f"The certificate of device {device_name!r} has expired; send a first onboarding "
             "request (renewal: false)."
         )
+    _one_renewal_per_point(device=device, device_name=device_name)
+
+
+def _one_renewal_per_point(*, device: MqttDevice, device_name: str) -> None:
+    """One renewal point gives one renewal: refuse while another renewal of the device is
+    open, and until the device's newest certificate has reached its own renewal point."""
+    if OnboardingRequest.objects.filter(
+        device=device, is_renewal=True, status__in=[Status.PENDING, Status.APPROVED]
+    ).exists():
+        raise RenewalInProgress(
+            f"A renewal of device {device_name!r} is already waiting to be signed; fetch it "
+            "instead of sending another."
+        )
+    newest = (
+        IssuedCertificate.objects.filter(device=device, status=IssuedCertificate.Status.ACTIVE)
+        .order_by("-created_at", "-id")
+        .only("renew_after", "serial")
+        .first()
+    )
+    if newest is not None and newest.renew_after > timezone.now():
+        raise RenewalNotDue(
+            f"The newest certificate of device {device_name!r} (serial {newest.serial}) is "
+            f"not due for renewal before {newest.renew_after.isoformat()}."
+        )
 
 
 def onboarding_request_for_station(*, station: Station, request_id: int) -> OnboardingRequest:
@@ -238,37 +264,15 @@ def onboarding_request_for_station(*, station: Station, request_id: int) -> Onbo
     return row
 
 
-@transaction.atomic
 def onboarding_request_fetched(*, request: OnboardingRequest) -> IssuedCertificate | None:
-    """The station fetched an issued certificate: older active ones of the device are superseded.
+    """The certificate of an issued request, as the station fetches it; ``None`` before.
 
-    Superseding on fetch (not on issue) keeps the old certificate usable until the device
-    really has the new one.
+    A read only: fetching changes nothing. The older certificate of the device stays active
+    until the new one has proven itself on a connection (the lifecycle then supersedes it).
     """
     if request.status != Status.ISSUED:
         return None
-    cert = IssuedCertificate.objects.select_related("ca").get(request=request)
-    now = timezone.now()
-    old = list(
-        IssuedCertificate.objects.select_for_update()
-        .filter(
-            device_id=request.device_id,
-            status=IssuedCertificate.Status.ACTIVE,
-            created_at__lte=cert.created_at,
-        )
-        .exclude(pk=cert.pk)
-    )
-    for row in old:
-        row.status = IssuedCertificate.Status.SUPERSEDED
-        row.superseded_at = now
-        row.save(update_fields=["status", "superseded_at"])
-        audit_record(
-            action="certificate_supersede",
-            obj=row,
-            actor_label=f"station {request.station.name}",
-            detail={"by_serial": cert.serial},
-        )
-    return cert
+    return IssuedCertificate.objects.select_related("ca").filter(request=request).first()
 
 
 def _ids_that_may_become(target: str, ids: Iterable[int] | None) -> list[int]:

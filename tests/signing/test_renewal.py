@@ -1,4 +1,5 @@
-"""Renewal: automatic approval, superseded on fetch, refused after revocation; check_renewals."""
+"""Renewal: automatic approval, a fetch that changes nothing, one renewal per renewal point,
+refused after revocation; check_renewals."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def _post(client, token, body):  # noqa: ANN001, ANN201
     )
 
 
-def _onboard(client, token) -> IssuedCertificate:  # noqa: ANN001
+def _onboard(client, token, *, due: bool = True) -> IssuedCertificate:  # noqa: ANN001
     created = _post(client, token, {"device": "aws", "csr": make_ec_csr()}).json()
     onboarding_requests_approve(ids=[created["id"]])
     onboarding_requests_sign(ids=[created["id"]])
@@ -39,11 +40,20 @@ def _onboard(client, token) -> IssuedCertificate:  # noqa: ANN001
         client.get(f"{URL}/{created['id']}", HTTP_AUTHORIZATION=f"Bearer {token}").json()["status"]
         == "issued"
     )
-    return IssuedCertificate.objects.get(request_id=created["id"])
+    cert = IssuedCertificate.objects.get(request_id=created["id"])
+    if due:
+        _make_due(cert)
+    return cert
+
+
+def _make_due(cert: IssuedCertificate) -> None:
+    IssuedCertificate.objects.filter(pk=cert.pk).update(
+        renew_after=timezone.now() - timedelta(minutes=1)
+    )
 
 
 @pytest.mark.django_db
-def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
+def test_renewal_is_signed_without_a_human_and_a_fetch_changes_nothing(
     client,
     profile,
     station_token,  # noqa: ANN001
@@ -59,15 +69,18 @@ def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
     assert row.decided_by is None
     assert row.decided_by_label == "renewal policy (automatic)"
     assert onboarding_requests_sign(ids=[row.pk]).issued == 1
-    old.refresh_from_db()
-    assert old.status == "active"  # still valid until the device has fetched the new one
+    audit_before = AuditEvent.objects.count()
     fetched = client.get(f"{URL}/{row.pk}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
     assert fetched["status"] == "issued"
     new = IssuedCertificate.objects.get(request=row)
     assert fetched["certificate"] == new.certificate_pem
+    assert fetched["renew_after"].startswith(new.renew_after.strftime("%Y-%m-%dT%H:%M:%S"))
+    # A GET never changes state: the old certificate stays active until the new one has
+    # proven itself on a connection (the lifecycle supersedes it then).
     old.refresh_from_db()
-    assert old.status == "superseded"
-    assert old.superseded_at is not None
+    assert old.status == "active"
+    assert old.superseded_at is None
+    assert AuditEvent.objects.count() == audit_before
     assert new.status == "active"
     assert new.common_name == old.common_name
     assert new.device.current_certificate == new
@@ -75,7 +88,43 @@ def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
     batch = AuditEvent.objects.filter(action="certificate_sign_batch").latest("id")
     assert batch.detail["renewals"] == [row.pk]
     assert batch.detail["serials"] == [new.serial]
-    assert AuditEvent.objects.filter(action="certificate_supersede").count() == 1
+    assert AuditEvent.objects.filter(action="certificate_supersede").count() == 0
+
+
+@pytest.mark.django_db
+def test_the_station_get_writes_nothing(client, profile, station_token) -> None:  # noqa: ANN001
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    _, token = station_token
+    cert = _onboard(client, token)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(f"{URL}/{cert.request_id}", HTTP_AUTHORIZATION=f"Bearer {token}")
+    assert response.status_code == 200
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+    assert writes == []
+
+
+@pytest.mark.django_db
+def test_one_renewal_point_gives_one_renewal(client, profile, station_token) -> None:  # noqa: ANN001
+    _, token = station_token
+    _onboard(client, token)
+    first = _post(client, token, {"device": "aws", "csr": make_ec_csr(), "renewal": True})
+    assert first.status_code == 201
+    # While the first renewal waits for signing, another one is refused.
+    again = _post(client, token, {"device": "aws", "csr": make_ec_csr(), "renewal": True})
+    assert again.status_code == 409
+    assert again.json()["code"] == "renewal_in_progress"
+    assert onboarding_requests_sign(ids=[first.json()["id"]]).issued == 1
+    # Signed: the device's newest certificate has its own renewal point, not yet reached.
+    late = _post(client, token, {"device": "aws", "csr": make_ec_csr(), "renewal": True})
+    assert late.status_code == 409
+    assert late.json()["code"] == "renewal_not_due"
+    assert OnboardingRequest.objects.filter(is_renewal=True).count() == 1
 
 
 @pytest.mark.django_db
@@ -125,7 +174,7 @@ def test_check_renewals_marks_due_and_warns_about_ca_expiry(
     station_token,  # noqa: ANN001
 ) -> None:
     _, token = station_token
-    cert = _onboard(client, token)
+    cert = _onboard(client, token, due=False)
     out, err = StringIO(), StringIO()
     call_command("check_renewals", stdout=out, stderr=err)
     assert "Marked 0 certificates" in out.getvalue()
