@@ -149,6 +149,11 @@ def _aws() -> tuple[object, str]:
     return aws_client("iot", access_key=row.access_key, region=region or None), region
 
 
+def iot_client() -> tuple[object, str]:
+    """The IoT client (and region) of the JITP settings' access key; raises AwsError."""
+    return _aws()
+
+
 def aws_actions_run(*, limit: int = 500, budget_seconds: float = 50.0) -> RunResult:
     """Carry out due actions (oldest first) until none is due, ``limit`` or the time budget."""
     result = RunResult()
