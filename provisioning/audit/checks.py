@@ -67,14 +67,14 @@ def check_portal_state(snap: Snapshot, ours: dict[str, IssuedCertificate]) -> It
         if cert is None:
             attached = bool(aws_cert.things or aws_cert.policies)
             active = aws_cert.status == "ACTIVE"
+            where = f", attached to {', '.join(aws_cert.things)}" if aws_cert.things else ""
             yield Found(
                 "unknown_certificate",
-                ERROR if active else WARNING,
+                ERROR if active else (WARNING if attached else INFO),
                 _cert_subject(cert_id),
                 f"A certificate under our CA '{aws_cert.ca_alias}' that the portal never "
-                f"issued is {aws_cert.status} in AWS"
-                + (f", attached to {', '.join(aws_cert.things)}" if aws_cert.things else "")
-                + ".",
+                f"issued is {aws_cert.status} in AWS{where}"
+                + ("." if active or attached else "; harmless, delete it when sure."),
                 fix=_retire(cert_id) if active or attached else [],
             )
             continue

@@ -149,6 +149,11 @@ def _aws() -> tuple[object, str]:
     return aws_client("iot", access_key=row.access_key, region=region or None), region
 
 
+def error_sentence(exc: Exception) -> str:
+    """The sentence an action (or the audit) records for ``exc``."""
+    return _error_code(exc)[2]
+
+
 def iot_client() -> tuple[object, str]:
     """The IoT client (and region) of the JITP settings' access key; raises AwsError."""
     return _aws()

@@ -5,6 +5,7 @@ does on a device's connection (register, thing, attach, policy)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -111,7 +112,20 @@ def run_outbox() -> None:
 
 
 @pytest.fixture
-def fleet(moto_server: str, der_certificate_ids, access_key, settings) -> Fleet:  # noqa: ANN001
+def stand_in_iot(moto_server: str) -> Iterator[str]:
+    """moto with the stand-in's IoT extensions (CA listings, certificate modes, …)."""
+    from localaws import iot_extensions
+
+    iot_extensions.apply()
+    try:
+        yield moto_server
+    finally:
+        iot_extensions.revert()
+
+
+@pytest.fixture
+def fleet(stand_in_iot: str, der_certificate_ids, access_key, settings) -> Fleet:  # noqa: ANN001
+    moto_server = stand_in_iot
     settings.AWS_ACTION_RATE = 0  # unpaced in tests
     ca = ca_generate(alias="fleet-ca", dn="CN=Fleet CA,O=Example,C=DE", password=CA_PASSWORD)
     signing_profile_create(
@@ -124,10 +138,38 @@ def fleet(moto_server: str, der_certificate_ids, access_key, settings) -> Fleet:
     row.save()
     iot = aws("iot", moto_server)
     ca_id = iot.register_ca_certificate(
-        caCertificate=ca.certificate_pem, setAsActive=True, allowAutoRegistration=True
+        caCertificate=ca.certificate_pem,
+        setAsActive=True,
+        allowAutoRegistration=True,
+        certificateMode="SNI_ONLY",
     )["certificateId"]
     document = policy_document_build(mode=row.policy_mode, region=REGION, account_id=ACCOUNT)
     policy_name = "JITP-fleet"
     iot.create_policy(policyName=policy_name, policyDocument=json.dumps(document))
     station, _ = station_create(name="st-fleet")
     return Fleet(iot=iot, ca=ca, ca_id=ca_id, station=station, policy_name=policy_name)
+
+
+def rogue_certificate(fleet: Fleet, cn: str) -> str:
+    """A certificate signed by our CA that the portal never issued (PEM)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from provisioning.jitp.documents import ca_certificate
+    from signing.keystore import get_key_store
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = timezone.now()
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)]))
+        .issuer_name(ca_certificate(fleet.ca).subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=30))
+    )
+    cert = get_key_store().sign(fleet.ca, CA_PASSWORD, builder)
+    return cert.public_bytes(serialization.Encoding.PEM).decode("ascii")

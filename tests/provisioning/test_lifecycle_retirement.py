@@ -14,7 +14,7 @@ from provisioning.fleet.agent_reports import station_report_state
 from provisioning.jitp import jitp_settings_get
 from provisioning.lifecycle import AwsAction
 from signing.models import IssuedCertificate
-from tests.provisioning.lifecycle_fixtures import Fleet, fleet, run_outbox  # noqa: F401
+from tests.provisioning.lifecycle_fixtures import Fleet, fleet, run_outbox, stand_in_iot  # noqa: F401
 from tests.provisioning.test_lifecycle_outbox import der_certificate_ids  # noqa: F401
 
 Kind = AwsAction.Kind
