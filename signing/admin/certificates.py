@@ -6,7 +6,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -35,12 +35,17 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "not_before",
         "not_after",
         "renew_after",
+        "lifecycle",
+        "aws_status",
+        "aws_thing",
+        "aws_observed_at",
     ]
-    list_filter = ["status", "profile", "ca"]
+    list_filter = ["status", "aws_status", "profile", "ca"]
     search_fields = [
         "common_name",
         "serial",
         "fingerprint_sha256",
+        "aws_certificate_id",
         "device__name",
         "device__station__name",
     ]
@@ -62,13 +67,54 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "profile",
         "ca",
         "status",
+        "lifecycle",
+        "first_connected_at",
         "superseded_at",
         "revoked_at",
         "revocation_reason",
+        "aws_certificate_id",
+        "aws_status",
+        "aws_thing",
+        "aws_policies_display",
+        "aws_observed_at",
+        "aws_note",
         "pem_download",
         "certificate_pem",
     )
     readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IssuedCertificate]:
+        # Whether the device holds a newer (or older) active certificate: a renewal that has
+        # not proven itself on a connection yet. Two subqueries, no query per row.
+        same_device_active = IssuedCertificate.objects.filter(
+            device_id=OuterRef("device_id"), status=IssuedCertificate.Status.ACTIVE
+        ).exclude(pk=OuterRef("pk"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                newer_active=Exists(
+                    same_device_active.filter(created_at__gt=OuterRef("created_at"))
+                ),
+                older_active=Exists(
+                    same_device_active.filter(created_at__lt=OuterRef("created_at"))
+                ),
+            )
+        )
+
+    @admin.display(description="life cycle")
+    def lifecycle(self, obj: IssuedCertificate) -> str:
+        if obj.status != IssuedCertificate.Status.ACTIVE:
+            return obj.get_status_display()
+        if getattr(obj, "newer_active", False):
+            return "renewed, not yet proven on a connection (this one stays active)"
+        if getattr(obj, "older_active", False):
+            return "renewal, not yet proven on a connection"
+        return "in use" if obj.first_connected_at else "not connected yet"
+
+    @admin.display(description="policies (AWS)")
+    def aws_policies_display(self, obj: IssuedCertificate) -> str:
+        return ", ".join(obj.aws_policies or []) or "–"
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("signing.revoke_issuedcertificate")
