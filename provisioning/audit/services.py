@@ -168,12 +168,12 @@ def audit_findings_fix(
     for finding in AuditFinding.objects.select_for_update().filter(
         pk__in=ids, fixable=True, fixed_at__isnull=True
     ):
+        cert = finding.certificate
         changes = [
             Change(
                 str(step["kind"]),
-                certificate=finding.certificate
-                if finding.certificate_id
-                and finding.certificate.aws_certificate_id == step.get("aws_certificate_id")
+                certificate=cert
+                if cert is not None and cert.aws_certificate_id == step.get("aws_certificate_id")
                 else None,
                 aws_certificate_id=str(step.get("aws_certificate_id", "")),
                 thing_name=str(step.get("thing_name", "")),

@@ -89,7 +89,8 @@ def certificates_connection_reported(
             continue
         # Once per connection: a settled confirm (observed after the first connection) is
         # not repeated on every report; the fleet audit keeps watching it.
-        if cert.aws_observed_at is not None and cert.aws_observed_at >= cert.first_connected_at:
+        first = cert.first_connected_at or now
+        if cert.aws_observed_at is not None and cert.aws_observed_at >= first:
             continue
         aws_actions_enqueue(
             changes=[Change(Kind.CONFIRM, certificate=cert)],
