@@ -191,9 +191,18 @@ def station_state_record(
         fields = ["status", "last_error"]
         device.status = _AGENT_STATUS[entry["status"]]
         device.last_error = (entry.get("last_error") or "")[:500]
-        if entry.get("thing_name") and entry["thing_name"] != device.client_id:
-            device.client_id = entry["thing_name"][:128]
-            fields.append("client_id")
+        thing_name = (entry.get("thing_name") or "")[:128]
+        if thing_name and thing_name != device.client_id:
+            # The client id is the certificate's CN, which the portal decides: a report may
+            # fill it in (a device provisioned by claim) but never change it.
+            if device.client_id or device.current_certificate_id is not None:
+                notes.append(
+                    f"Device '{name}' reported thing name {thing_name!r}, but its client id is "
+                    f"its certificate's name {device.client_id!r}; ignored."
+                )
+            else:
+                device.client_id = thing_name
+                fields.append("client_id")
         last_connected = _parse_time(entry.get("last_connected"))
         if entry.get("connected") and last_connected is None:
             last_connected = now

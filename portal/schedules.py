@@ -48,6 +48,9 @@ def install_periodic_tasks(*, using: str = DEFAULT_DB_ALIAS) -> None:
         schedule, _ = IntervalSchedule.objects.using(using).get_or_create(
             every=seconds, period=IntervalSchedule.SECONDS
         )
+        # ``enabled`` only on creation: what staff switched off in the admin stays off.
         PeriodicTask.objects.using(using).update_or_create(
-            name=name, defaults={"task": task, "interval": schedule, "enabled": True}
+            name=name,
+            defaults={"task": task, "interval": schedule},
+            create_defaults={"task": task, "interval": schedule, "enabled": True},
         )

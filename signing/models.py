@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from encrypted_model_fields.fields import EncryptedCharField, EncryptedTextField
 
-from .crypto import KEY_TYPE_CHOICES
+from .crypto import KEY_TYPE_CHOICES, KeyType
 
 alias_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -71,7 +71,8 @@ JITP_PARAMETER_FOR_FIELD = {
 
 
 def default_accepted_key_types() -> list[str]:
-    return ["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"]
+    """Every key type AWS IoT accepts for a device certificate: EC P-256/384/521, RSA >= 2048."""
+    return [k.value for k in KeyType]
 
 
 class SigningProfile(models.Model):

@@ -9,6 +9,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
 
 from .bundle import claim_bundle_build
@@ -17,7 +18,8 @@ from .services import claim_setup_save, claim_setup_start
 
 
 @admin.register(ClaimSetup)
-class ClaimSetupAdmin(admin.ModelAdmin):
+class ClaimSetupAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("role_arn",)
     list_display = [
         "template_name",
         "region",

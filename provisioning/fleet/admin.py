@@ -27,6 +27,7 @@ from django.utils.translation import ngettext
 
 from devices.admin import StationAdmin
 from devices.models import Station
+from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
 
 from ..jobs.admin import register_job_section
@@ -195,8 +196,10 @@ class FleetInstallAdmin(admin.ModelAdmin):
 register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")
 
 
-class FleetStationAdmin(StationAdmin):
+class FleetStationAdmin(SensitivePostAdminMixin, StationAdmin):
     """Stations with the "Install AWS MQTT device" action (see the module docstring)."""
+
+    sensitive_post_parameters = ("key_password",)
 
     actions = [*list(StationAdmin.actions or []), "install_mqtt_device"]  # type: ignore[misc]
 
@@ -205,7 +208,7 @@ class FleetStationAdmin(StationAdmin):
         return [
             path(
                 "fleet-install/",
-                wrap(self.fleet_install_view),
+                wrap(self.sensitive_view(self.fleet_install_view)),
                 name="devices_station_fleet_install",
             ),
             *super().get_urls(),

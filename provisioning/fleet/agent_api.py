@@ -10,7 +10,9 @@ from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.dateparse import parse_datetime
 from ninja import Field, Router, Schema
+from pydantic import field_validator
 
 from devices.auth import StationTokenAuth
 from portal.errors import InvalidInput
@@ -38,6 +40,20 @@ class DeviceReport(Schema):
     last_error: str | None = Field(None, max_length=2000)
     queue_depth: int | None = Field(None, ge=0)
     queue_dropped: int | None = Field(None, ge=0)
+
+    @field_validator("certificate_not_after", "last_connected")
+    @classmethod
+    def _iso_datetime(cls, value: str | None) -> str | None:
+        """An ISO 8601 date and time that exists (2026-02-30 does not): a 422 otherwise."""
+        if not value:
+            return value
+        try:
+            parsed = parse_datetime(value)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise ValueError(f"{value!r} is not a valid ISO 8601 date and time")
+        return value
 
 
 class StateReport(Schema):

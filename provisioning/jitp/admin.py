@@ -12,6 +12,8 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from portal.admin import SensitivePostAdminMixin
+
 from ..jobs.admin import job_link
 from .models import JitpSettings
 from .services import jitp_settings_get, jitp_setup_start
@@ -69,7 +71,8 @@ class JitpSettingsForm(forms.ModelForm):
 
 
 @admin.register(JitpSettings)
-class JitpSettingsAdmin(admin.ModelAdmin):
+class JitpSettingsAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("ca_password", "role_arn")
     form = JitpSettingsForm
     list_display = [
         "__str__",

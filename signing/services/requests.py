@@ -15,7 +15,6 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
@@ -34,7 +33,6 @@ from ..errors import (
     CommonNameTooLong,
     InvalidDeviceName,
     NoSigningProfile,
-    RateLimitedSubmissions,
     RenewalInProgress,
     RenewalNotDue,
     RenewalWithoutCertificate,
@@ -42,23 +40,13 @@ from ..errors import (
 )
 from ..models import IssuedCertificate, OnboardingRequest, SigningProfile
 from ..sql import insert_rows, update_returning_ids
+from .limits import pending_cap_check, submission_rate_check
 from .profiles import cn_render, signing_profile_for_device
 
 Status = OnboardingRequest.Status
 
 BATCH_SIZE = 200
 _SERIAL_PLACEHOLDER_LEN = 40  # hex digits of a 159-bit serial, worst case
-
-
-def _rate_limit_check(station: Station) -> None:
-    limit = int(getattr(settings, "SIGNING_RATE_LIMIT_PER_MINUTE", 60))
-    since = timezone.now() - timedelta(minutes=1)
-    recent = OnboardingRequest.objects.filter(station=station, created_at__gte=since).count()
-    if recent >= limit:
-        raise RateLimitedSubmissions(
-            f"Station {station.name} sent more than {limit} onboarding requests in a minute; "
-            "try again later."
-        )
 
 
 def _device_name_check(name: str) -> None:
@@ -129,7 +117,9 @@ def onboarding_request_submit(
         )
         if existing is not None:
             return existing, False
-    _rate_limit_check(station)
+    submission_rate_check(station)
+    if not renewal:
+        pending_cap_check(station, device)
     serial_hex = "F" * _SERIAL_PLACEHOLDER_LEN
     cn = cn_render(profile.cn_template, station=station.name, device=device_name, serial=serial_hex)
     if len(cn) > 64:

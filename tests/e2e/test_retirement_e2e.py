@@ -69,7 +69,7 @@ def test_a_renewal_retires_the_old_certificate_once_even_when_the_worker_dies(
         demo_env,
         AWS_RETIRED_CERTIFICATE_GRACE_SECONDS=str(GRACE_SECONDS),
         AWS_ACTION_STALE_SECONDS="5",
-        AWS_ACTION_RATE="2",
+        AWS_ACTION_RATE="0.5",  # slow enough to kill the worker between two of its calls
         AGENT_POLL_INTERVAL="3",
     )
     demo = DemoRun(
@@ -112,10 +112,20 @@ def test_a_renewal_retires_the_old_certificate_once_even_when_the_worker_dies(
 
         # Kill the worker's pool while the retirement's actions are being carried out.
         retiring = (
-            f"out = AwsAction.objects.filter(certificate_id={old_pk}, kind='deactivate')"
-            ".exclude(status='done').exists()"
+            f"out = sorted(AwsAction.objects.filter(certificate_id={old_pk})"
+            ".exclude(kind='confirm').values_list('kind', 'status'))"
         )
-        wait_for(lambda: _query(demo, retiring) is True, timeout=120, message="retirement enqueued")
+        state = (
+            "out = [list(IssuedCertificate.objects.values_list('pk', 'status', 'aws_status', "
+            "'first_connected_at', 'aws_note')), list(AwsAction.objects.values_list("
+            "'kind', 'certificate_id', 'status', 'attempts', 'last_error'))]"
+        )
+        try:
+            wait_for(lambda: bool(_query(demo, retiring)), timeout=150, message="retirement")
+        except pytest.fail.Exception:
+            pytest.fail(f"No retirement enqueued; portal state: {_query(demo, state)}")
+        at_kill = _query(demo, retiring)
+        assert isinstance(at_kill, list)
         killed = _pool_pids(env["PORTAL_DATA_DIR"])
         assert killed, "no Celery pool process found"
         for pid in killed:
@@ -138,11 +148,18 @@ def test_a_renewal_retires_the_old_certificate_once_even_when_the_worker_dies(
             old_things = iot.list_principal_things(principal=desc["certificateArn"])["things"]
             return active, str(desc["status"]), list(old_things)
 
-        wait_for(
-            lambda: (lambda v: len(v[0]) == 1 and v[1] == "INACTIVE" and v[2] == [])(aws_view()),
-            timeout=90,
-            message=f"one ACTIVE certificate on {thing}, the old one INACTIVE and detached",
-        )
+        try:
+            wait_for(
+                lambda: (lambda v: len(v[0]) == 1 and v[1] == "INACTIVE" and v[2] == [])(
+                    aws_view()
+                ),
+                timeout=120,
+                message=f"one ACTIVE certificate on {thing}, the old one INACTIVE and detached",
+            )
+        except pytest.fail.Exception:
+            pytest.fail(f"AWS: {aws_view()}; at the kill {at_kill}; now {_query(demo, state)}")
+        # The kill came while the retirement was under way (DELETE waits for the grace).
+        assert any(status != "done" for _, status in at_kill), at_kill
         active, _, _ = aws_view()
         assert not active[0].endswith(old_id)
         wait_for(
