@@ -24,7 +24,8 @@ from tests.conftest import wait_for
 from tests.e2e.conftest import DemoRun, broker_args, needs_mosquitto_clients
 from tests.e2e.test_demo_e2e import STANDIN_LINE
 
-pytestmark = [needs_mosquitto_clients, pytest.mark.slow]
+# The demo's start, one renewal, the retirement and the grace period: several minutes.
+pytestmark = [needs_mosquitto_clients, pytest.mark.slow, pytest.mark.timeout(720)]
 
 GRACE_SECONDS = 20
 
