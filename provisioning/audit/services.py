@@ -25,7 +25,7 @@ from portal.services import Actor, acting_user, audit_record
 from signing.services import certificate_aws_observed
 
 from ..lifecycle.operations import Aws
-from ..lifecycle.runner import Pacer, iot_client
+from ..lifecycle.runner import Pacer, advisory_lock, error_sentence, iot_client
 from ..lifecycle.services import Change, aws_actions_enqueue
 from .checks import audit_checks, portal_certificates, twins_from
 from .models import AuditFinding, FleetAudit
@@ -65,24 +65,16 @@ def audit_estimate(*, devices: int, rate: float | None = None, policies: int = 1
 def _one_audit() -> Iterator[None]:
     """One audit at a time (PostgreSQL: an advisory lock; SQLite: a RUNNING row younger than
     an hour)."""
-    if connection.vendor != "postgresql":
-        cutoff = timezone.now() - timedelta(hours=1)
-        if FleetAudit.objects.filter(
-            status=FleetAudit.Status.RUNNING, started_at__gte=cutoff
-        ).exists():
+    with advisory_lock(_ADVISORY_KEY) as got:
+        recent = timezone.now() - timedelta(hours=1)
+        if not got or (
+            connection.vendor != "postgresql"
+            and FleetAudit.objects.filter(
+                status=FleetAudit.Status.RUNNING, started_at__gte=recent
+            ).exists()
+        ):
             raise AuditRunning("A fleet audit is already running; wait for it to finish.")
         yield
-        return
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_ADVISORY_KEY])
-        got = bool(cursor.fetchone()[0])
-    if not got:
-        raise AuditRunning("A fleet audit is already running; wait for it to finish.")
-    try:
-        yield
-    finally:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_KEY])
 
 
 def fleet_audit_run(*, actor: Actor = None, actor_label: str = "", fix: bool = False) -> FleetAudit:
@@ -97,10 +89,7 @@ def fleet_audit_run(*, actor: Actor = None, actor_label: str = "", fix: bool = F
             iot, _ = iot_client()
             snap = snapshot_read(Aws(iot, pacer))
         except Exception as exc:  # recorded on the run; the door shows the sentence
-            detail = (
-                getattr(exc, "detail", "")
-                or f"The audit could not read AWS ({type(exc).__name__})."
-            )
+            detail = error_sentence(exc)
             FleetAudit.objects.filter(pk=run.pk).update(
                 status=FleetAudit.Status.FAILED,
                 finished_at=timezone.now(),

@@ -95,20 +95,26 @@ class Pacer:
 
 
 @contextlib.contextmanager
-def _one_runner() -> Iterator[bool]:
-    """True when this process may run (PostgreSQL: a session advisory lock; else always)."""
+def advisory_lock(key: int) -> Iterator[bool]:
+    """True when this process holds the PostgreSQL session advisory lock ``key`` (always
+    True on other databases); released on exit."""
     if connection.vendor != "postgresql":
         yield True
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_ADVISORY_KEY])
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
         got = bool(cursor.fetchone()[0])
     try:
         yield got
     finally:
         if got:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_KEY])
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _one_runner() -> contextlib.AbstractContextManager[bool]:
+    """True when this process may run (PostgreSQL: a session advisory lock; else always)."""
+    return advisory_lock(_ADVISORY_KEY)
 
 
 def _reclaim_stale(now: datetime) -> int:
