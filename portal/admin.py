@@ -11,6 +11,12 @@ from django.views.decorators.debug import sensitive_post_parameters
 from .models import ApiToken, AuditEvent
 
 
+def is_changelist(request: HttpRequest) -> bool:
+    """True on a changelist page (a list may defer fields its change form needs)."""
+    match = request.resolver_match
+    return bool(match and (match.url_name or "").endswith("_changelist"))
+
+
 class WriteOnlyTextarea(forms.Textarea):
     """A textarea that never renders a value back (a private key must not come back in HTML,
     not even on a form with errors)."""

@@ -86,6 +86,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "encrypted_model_fields",
     "portal",
+    "portal.cockpit",
     "provisioning",
     "signing",
     "devices",
@@ -279,3 +280,24 @@ AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=30)
 AGENT_MAX_BODY_BYTES = env.int("AGENT_MAX_BODY_BYTES", default=256 * 1024)
 FLEET_INSTALL_DEFAULT_CONCURRENCY = env.int("FLEET_INSTALL_DEFAULT_CONCURRENCY", default=50)
 FLEET_INSTALL_DEFAULT_TIMEOUT_HOURS = env.int("FLEET_INSTALL_DEFAULT_TIMEOUT_HOURS", default=72)
+
+# --- Alerts and metrics (docs/operations.md) --------------------------------------------------
+# Alert emails go through Django's mail settings; the console backend prints them when unset.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if env.str("EMAIL_HOST", default="")
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fleet-portal@localhost")
+# GET /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; 404 while unset.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The agent's poll and report write "last seen" at most this often when nothing else changed.
+STATION_SEEN_WRITE_SECONDS = env.int("STATION_SEEN_WRITE_SECONDS", default=60)

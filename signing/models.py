@@ -218,6 +218,15 @@ class OnboardingRequest(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("approve_onboardingrequest", "Can approve or reject onboarding requests")]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="signing_request_created_idx"),
+            # Signings per day (the dashboard) and their totals (metrics): index-only scans.
+            models.Index(
+                fields=["issued_at", "is_renewal"],
+                condition=models.Q(status="issued"),
+                name="signing_request_issued_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.device}"
@@ -291,6 +300,16 @@ class IssuedCertificate(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("revoke_issuedcertificate", "Can revoke issued certificates")]
+        # The changelist's order; CN "contains" has a trigram index on PostgreSQL (migration).
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="signing_cert_created_idx"),
+            # Expiries and overdue renewals of the active certificates (dashboard, alerts).
+            models.Index(
+                fields=["not_after", "renew_after"],
+                condition=models.Q(status="active"),
+                name="signing_cert_active_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.common_name} ({self.serial})"

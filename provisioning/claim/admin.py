@@ -11,6 +11,7 @@ from django.http import HttpRequest, HttpResponse
 
 from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from .bundle import claim_bundle_build
 from .models import ClaimSetup
@@ -102,10 +103,12 @@ class ClaimSetupAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
     )
     def run_setup(self, request: HttpRequest, queryset: QuerySet[ClaimSetup]) -> None:
         count = 0
+        handoffs_reset()
         for setup in queryset:
             claim_setup_start(setup=setup, actor=request.user)
             count += 1
         self.message_user(request, f"Started {count} claim setup job{'s' if count != 1 else ''}.")
+        handoffs_tell_admin(self, request)
 
     def has_download_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("provisioning.download_claim_bundle")

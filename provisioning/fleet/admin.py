@@ -29,6 +29,7 @@ from devices.admin import StationAdmin
 from devices.models import Station
 from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..jobs.admin import register_job_section
 from ..jobs.models import Job, JobLogLine
@@ -228,6 +229,7 @@ class FleetStationAdmin(SensitivePostAdminMixin, StationAdmin):
             form = FleetInstallForm(request.POST)
             if form.is_valid():
                 data = form.cleaned_data
+                handoffs_reset()
                 try:
                     with transaction.atomic():
                         install = fleet_install_create(
@@ -263,6 +265,7 @@ class FleetStationAdmin(SensitivePostAdminMixin, StationAdmin):
                         ),
                         messages.SUCCESS,
                     )
+                    handoffs_tell_admin(self, request)
                     return HttpResponseRedirect(
                         reverse("admin:provisioning_fleetinstall_progress", args=[install.pk])
                     )

@@ -83,9 +83,10 @@ def _check_size(request: HttpRequest) -> None:
 )
 def agent_config(request: HttpRequest) -> HttpResponse:
     station = request.auth  # type: ignore[attr-defined]
-    config, etag = station_agent_config_with_etag(station)
+    config, etag, awaiting_delivery = station_agent_config_with_etag(station)
     # A 304 also proves delivery: the agent already holds exactly this configuration.
-    fleet_config_delivered(station=station, device_names=[d["name"] for d in config["devices"]])
+    if awaiting_delivery:
+        fleet_config_delivered(station=station, device_names=[d["name"] for d in config["devices"]])
     if etag_matches(request.headers.get("If-None-Match", ""), etag):
         response = HttpResponse(status=304)
     else:

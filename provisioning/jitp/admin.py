@@ -13,6 +13,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
 from portal.admin import SensitivePostAdminMixin
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..jobs.admin import job_link
 from .models import JitpSettings
@@ -170,8 +171,10 @@ class JitpSettingsAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
         return self._start(request)
 
     def _start(self, request: HttpRequest) -> HttpResponse:
+        handoffs_reset()
         job = jitp_setup_start(actor=request.user)
         self.message_user(
             request, f"JITP setup job #{job.pk} started; its log follows below.", messages.SUCCESS
         )
+        handoffs_tell_admin(self, request)
         return HttpResponseRedirect(reverse("admin:provisioning_job_change", args=[job.pk]))

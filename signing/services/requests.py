@@ -21,6 +21,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from devices.models import MqttDevice, Station, name_validator
+from portal.handoff import send_task
 from portal.models import AuditEvent
 from portal.services import Actor, audit_record
 
@@ -382,17 +383,26 @@ def _enqueue_signing(ids: Sequence[int]) -> None:
 
     def send() -> None:
         for batch in batches:
-            tasks.sign_batch.delay(batch)
+            if not send_task(tasks.sign_batch, batch):
+                return  # the broker is down: the rest would fail too; the sweeper sends them
 
     transaction.on_commit(send)
 
 
+# Approved requests handed to signing longer ago than this and still approved are handed
+# out again: a killed worker lost the batch, or the broker was down (or restarted empty)
+# when they were approved. A batch takes well under a second, so 30 s only re-sends work
+# that is really lost (a duplicate finds its rows no longer approved and skips them).
+SWEEP_AFTER_SECONDS = 30
+
+
 @transaction.atomic
-def onboarding_requests_sweep(*, older_than_seconds: int = 120) -> int:
+def onboarding_requests_sweep(*, older_than_seconds: int = SWEEP_AFTER_SECONDS) -> int:
     """Re-enqueue approved requests whose signing was handed out long ago and never finished.
 
-    A killed worker loses its batch; this puts it back. Safe to run twice at once: the
-    rows are locked and their ``sign_enqueued_at`` moves forward in the same transaction.
+    A killed worker loses its batch, a broker outage loses the message; this puts it back.
+    Safe to run twice at once: the rows are locked (skipping rows another sweep holds) and
+    their ``sign_enqueued_at`` moves forward in the same transaction.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)

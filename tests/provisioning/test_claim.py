@@ -301,7 +301,7 @@ def test_start_queues_the_task_on_commit(
     aws: Any, django_capture_on_commit_callbacks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[tuple] = []
-    monkeypatch.setattr(claim_setup_task, "delay", lambda *a: sent.append(a))
+    monkeypatch.setattr(claim_setup_task, "apply_async", lambda args, **_: sent.append(args))
     setup = claim_setup_save(
         template_name="queued", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
     )
