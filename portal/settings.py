@@ -242,6 +242,9 @@ AWS_RETIRED_CERTIFICATE_GRACE_SECONDS = env.int(
 AWS_CONFIRM_ATTEMPTS = env.int("AWS_CONFIRM_ATTEMPTS", default=4)
 # The fleet audit's pace (AWS calls per second; blank: AWS_ACTION_RATE).
 FLEET_AUDIT_RATE = env.float("FLEET_AUDIT_RATE", default=None)
+# A revoked certificate's thing is moved into this thing group (created when missing); empty:
+# no quarantine group.
+AWS_QUARANTINE_THING_GROUP = env.str("AWS_QUARANTINE_THING_GROUP", default="")
 
 # --- Commands' secrets (never argv) --------------------------------------------------------
 CA_PASSWORD = env.str("CA_PASSWORD", default="") or None

@@ -6,10 +6,4 @@ class ProvisioningConfig(AppConfig):
     verbose_name = "AWS provisioning"
 
     def ready(self) -> None:
-        from signing.signals import certificate_superseded
-
-        from .lifecycle.retirement import on_certificate_superseded
-
-        certificate_superseded.connect(
-            on_certificate_superseded, dispatch_uid="lifecycle_retire_superseded"
-        )
+        from .lifecycle import receivers  # noqa: F401 - connects the signal receivers

@@ -65,6 +65,12 @@ class RenewalNotDue(Conflict):
     code = "renewal_not_due"
 
 
+class InvalidRevocationReason(InvalidInput):
+    """Not an RFC 5280 reason the portal accepts, or a comment too long (422)."""
+
+    code = "invalid_revocation_reason"
+
+
 class CertificateRevoked(Forbidden):
     code = "certificate_revoked"
 

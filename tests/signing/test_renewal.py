@@ -131,7 +131,7 @@ def test_one_renewal_point_gives_one_renewal(client, profile, station_token) -> 
 def test_revoked_devices_renewal_is_refused(client, profile, station_token) -> None:  # noqa: ANN001
     _, token = station_token
     cert = _onboard(client, token)
-    certificate_revoke(certificate=cert, reason="Stolen controller.")
+    certificate_revoke(certificate=cert, reason="keyCompromise", comment="Stolen controller.")
     response = _post(client, token, {"device": "aws", "csr": make_ec_csr(), "renewal": True})
     assert response.status_code == 403
     assert response.json()["code"] == "certificate_revoked"
