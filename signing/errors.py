@@ -59,12 +59,6 @@ class RenewalInProgress(Conflict):
     code = "renewal_in_progress"
 
 
-class RenewalNotDue(Conflict):
-    """The device's newest certificate has not reached its renewal point (409)."""
-
-    code = "renewal_not_due"
-
-
 class InvalidRevocationReason(InvalidInput):
     """Not an RFC 5280 reason the portal accepts, or a comment too long (422)."""
 
@@ -87,3 +81,21 @@ class TooManyPendingRequests(RateLimited):
 
 class RequestNotFound(NotFound):
     code = "not_found"
+
+
+class RenewalProofRequired(InvalidInput):
+    """A renewal came without a signature by the current certificate's key (422)."""
+
+    code = "proof_required"
+
+
+class RenewalProofInvalid(InvalidInput):
+    """The renewal's proof does not verify with the current certificate's key (422)."""
+
+    code = "proof_invalid"
+
+
+class RenewalTooEarly(Conflict):
+    """The current certificate has not reached its renewal point (409)."""
+
+    code = "renewal_too_early"

@@ -12,7 +12,7 @@ class Migration(migrations.Migration):
     operations = [
         migrations.AddField(
             model_name='issuedcertificate',
-            name='first_connected_at',
-            field=models.DateTimeField(blank=True, help_text="When the station's agent first reported a connection with this certificate.", null=True, verbose_name='first connection reported'),
+            name='renewal_forced_at',
+            field=models.DateTimeField(blank=True, help_text='Staff forced a renewal: accepted before renew_after from this time on.', null=True),
         ),
     ]
