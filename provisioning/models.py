@@ -4,6 +4,7 @@ Django registers models found through this module; each concern keeps its own mo
 (aws/, jobs/, jitp/, claim/, connections/, fleet/, lifecycle/, rotation/).
 """
 
+from .audit.models import AuditFinding, FleetAudit
 from .aws.models import (
     AccessKey,
     AwsApiCall,
@@ -26,6 +27,7 @@ from .rotation.models import CaRetirement, CaRotation, CaRotationItem
 
 __all__ = [
     "AccessKey",
+    "AuditFinding",
     "AwsAction",
     "AwsApiCall",
     "AwsService",
@@ -34,6 +36,7 @@ __all__ = [
     "CaRotationItem",
     "ClaimSetup",
     "Connection",
+    "FleetAudit",
     "FleetInstall",
     "FleetInstallStation",
     "JitpSettings",
