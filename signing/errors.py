@@ -45,6 +45,14 @@ class CommonNameTooLong(InvalidInput):
     code = "common_name_too_long"
 
 
+class PublicKeyInUse(InvalidInput):
+    code = "public_key_in_use"
+
+
+class CommonNameInUse(InvalidInput):
+    code = "common_name_in_use"
+
+
 class RenewalWithoutCertificate(InvalidInput):
     code = "renewal_without_certificate"
 

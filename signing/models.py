@@ -96,8 +96,11 @@ class SigningProfile(models.Model):
     cn_template = models.CharField(
         "Common Name template",
         max_length=128,
-        default="{station}-{device}",
-        help_text="Placeholders: {station}, {device}, {serial}. Must yield a unique CN per device.",
+        default="{station}:{device}",
+        help_text=(
+            "Placeholders: {station}, {device}, {serial}; a ':' between two placeholders "
+            "(names cannot contain it), so every CN names exactly one device."
+        ),
     )
     country = models.CharField("Country (C)", max_length=2)
     organization = models.CharField("Organization (O)", max_length=64, blank=True)
@@ -225,6 +228,36 @@ class OnboardingRequest(models.Model):
     def statuses_before(cls, target: str) -> list[str]:
         """The statuses :attr:`TRANSITIONS` allows to become ``target`` (sorted)."""
         return sorted(s for s, targets in cls.TRANSITIONS.items() if target in targets)
+
+
+class CommonNameOwner(models.Model):
+    """The device a Common Name belongs to: one row per CN ever issued, never reassigned.
+
+    The CN is the AWS thing name (JITP) and the MQTT client id, so a CN that once named a
+    device stays that device's, also after its certificates are superseded or revoked. The
+    batch signing path claims each CN here (``INSERT … ON CONFLICT``) in the transaction
+    that inserts the certificate; the unique CN makes two workers racing for one CN with
+    different devices end with one owner. On PostgreSQL a foreign key from
+    ``IssuedCertificate(common_name, device_id)`` to this table makes a certificate whose
+    CN belongs to another device impossible.
+    """
+
+    common_name = models.CharField(max_length=128, unique=True)
+    device = models.ForeignKey(
+        "devices.MqttDevice", on_delete=models.CASCADE, related_name="common_names"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "Common Name owner"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["common_name", "device"], name="signing_cn_owner_cn_device"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.common_name
 
 
 class IssuedCertificate(models.Model):

@@ -246,7 +246,7 @@ class DeviceWorker(threading.Thread):
         return key
 
     def _csr_common_name(self) -> str:
-        return f"{self.station}-{self.cfg.name}" if self.station else self.cfg.name
+        return f"{self.station}:{self.cfg.name}" if self.station else self.cfg.name
 
     def _install_certificate(
         self, *, key: PrivateKey, cert_pem: str, chain: list[str], generation: int

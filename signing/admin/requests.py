@@ -12,7 +12,7 @@ from django.utils import timezone
 from django.utils.text import Truncator
 
 from ..models import OnboardingRequest
-from ..services import onboarding_requests_approve, onboarding_requests_reject
+from ..services import cn_render, onboarding_requests_approve, onboarding_requests_reject
 from .common import CaExpiryWarningMixin, plural, reason_form_response
 
 
@@ -32,6 +32,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
         "id",
         "station",
         "device_name",
+        "common_name",
         "short_comment",
         "key_type",
         "short_fingerprint",
@@ -42,7 +43,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     ]
     list_filter = ["status", "is_renewal", "key_type", "profile"]
     search_fields = ["station__name", "device__name", "public_key_fingerprint", "comment"]
-    list_select_related = ["station", "device", "profile", "decided_by"]
+    list_select_related = ["station", "device__station", "profile", "decided_by"]
     show_full_result_count = False
     list_per_page = 100
     actions = ["approve_selected", "reject_selected"]
@@ -77,6 +78,16 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     @admin.display(description="device", ordering="device__name")
     def device_name(self, obj: OnboardingRequest) -> str:
         return obj.device.name
+
+    @admin.display(description="certificate CN")
+    def common_name(self, obj: OnboardingRequest) -> str:
+        """The CN the certificate gets (from the rows the list already joins: no query)."""
+        return cn_render(
+            obj.profile.cn_template,
+            station=obj.station.name,
+            device=obj.device.name,
+            serial="<serial>",
+        )
 
     @admin.display(description="comment")
     def short_comment(self, obj: OnboardingRequest) -> str:

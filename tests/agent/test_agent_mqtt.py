@@ -31,8 +31,8 @@ def test_three_agents_onboard_connect_and_heartbeat(tmp_path, portal, broker, ma
         assert agent.wait_connected(15), agent.device_report()
     assert wait_for(lambda: len(sub.topics_seen()) == 3, 10)
     assert sub.topics_seen() == {f"things/st-{i:03d}-aws/heartbeat" for i in range(3)}
-    beat = sub.payloads("things/st-001-aws/")[0]
-    assert beat["thing"] == "st-001-aws"
+    beat = sub.payloads("things/st-001:aws/")[0]
+    assert beat["thing"] == "st-001:aws"
     assert beat["device"] == "aws"
     # The portal hears about it: a state report with connected=true and the thing name.
     for st in portal.stations.values():
