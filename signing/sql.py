@@ -16,7 +16,7 @@ from django.db import connection, models
 
 from devices.models import MqttDevice, Station
 
-from .models import IssuedCertificate, OnboardingRequest
+from .models import OnboardingRequest
 
 
 def _qcol(field: models.Field | None) -> str:

@@ -9,7 +9,6 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from devices.models import MqttDevice
-from devices.services import station_create
 from portal.models import AuditEvent
 from signing.crypto import fingerprint_sha256, serial_with_colons
 from signing.keystore import ca_certificate
