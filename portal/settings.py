@@ -214,6 +214,11 @@ AWS_CALL_LOG_RETENTION_DAYS = env.int("AWS_CALL_LOG_RETENTION_DAYS", default=30)
 CA_PASSWORD = env.str("CA_PASSWORD", default="") or None
 DEVICE_CERT_PASSWORD = env.str("DEVICE_CERT_PASSWORD", default="") or None
 
+# --- CA keys in an HSM (key backend "pkcs11"); the PIN is never stored, logged or in argv --
+PKCS11_MODULE = env.str("PKCS11_MODULE", default="")  # e.g. /usr/lib/softhsm/libsofthsm2.so
+PKCS11_TOKEN_LABEL = env.str("PKCS11_TOKEN_LABEL", default="")  # token for new CA keys
+PKCS11_PIN = env.str("PKCS11_PIN", default="")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -16,7 +16,7 @@ from django.db import connection, models
 
 from devices.models import MqttDevice, Station
 
-from .models import OnboardingRequest
+from .models import CommonNameOwner, OnboardingRequest
 
 
 def _qcol(field: models.Field | None) -> str:
@@ -250,13 +250,11 @@ def common_names_claim(*, claims: dict[str, int], now: datetime) -> dict[str, in
     """
     if not claims:
         return {}
-    from .models import CommonNameOwner
-
     meta = CommonNameOwner._meta
-    qn = connection.ops.quote_name
-    table = qn(meta.db_table)
+    by_attname = {f.attname: f for f in meta.concrete_fields}
+    table = connection.ops.quote_name(meta.db_table)
     cn_col, device_col, at_col = (
-        _qcol(meta.get_field(n)) for n in ("common_name", "device", "created_at")
+        _qcol(by_attname[n]) for n in ("common_name", "device_id", "created_at")
     )
     ordered = sorted(claims.items())
     at = connection.ops.adapt_datetimefield_value(now)

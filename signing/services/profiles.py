@@ -14,7 +14,7 @@ from portal.services import Actor, audit_record
 
 from ..crypto import KeyType
 from ..csr import ValidCsr, csr_validate
-from ..errors import WrongCaPassword
+from ..errors import KeyStoreUnavailable, WrongCaPassword
 from ..keystore import get_key_store
 from ..models import CertificateAuthority, SigningProfile
 
@@ -127,15 +127,18 @@ def signing_profile_validate(*, profile: SigningProfile, ca_password: str | None
         errors["ca"] = "Choose the CA that signs this profile's certificates."
     else:
         password = ca_password if ca_password is not None else profile.ca_password
-        if not password:
+        store = get_key_store()
+        if not password and store.needs_password(profile.ca):
             errors["ca_password"] = "Enter the CA's password."
         else:
             try:
-                get_key_store().load_private_key(profile.ca, password)
+                store.check_password(profile.ca, password or "")
             except WrongCaPassword:
                 errors["ca_password"] = (
                     f"The password does not unlock the private key of CA '{profile.ca.alias}'."
                 )
+            except KeyStoreUnavailable as exc:
+                errors["ca"] = str(exc)
             if profile.ca.is_expired:
                 errors["ca"] = f"CA '{profile.ca.alias}' has expired."
     if errors:
