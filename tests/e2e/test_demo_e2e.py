@@ -95,7 +95,7 @@ def test_demo_scripted_connects_every_station_and_a_subscriber_sees_them(
             "Every device connected",
         ):
             assert re.search(rf"^\[\s*[\d.]+ s\] {phase}.*\([\d.]+ s\)$", demo.output, re.M), phase
-        things = {f"{prefix}{i:03d}-aws" for i in range(1, 4)}
+        things = {f"{prefix}{i:03d}:aws" for i in range(1, 4)}
 
         def seen() -> set[str]:
             heard = set()
