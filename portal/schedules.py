@@ -19,6 +19,11 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
     ),
     ("Prune the AWS API call log", "provisioning.tasks.prune_aws_call_log", 3600),
     (HEARTBEAT_TASK_NAME, "portal.tasks.heartbeat", 60),
+    (
+        "Carry out due AWS actions (and pick up what a dead worker left)",
+        "provisioning.tasks.aws_actions_run",
+        15,
+    ),
     ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
     ("Mark certificates due for renewal; CA-expiry warnings", "signing.tasks.check_renewals", 3600),
     (

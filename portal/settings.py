@@ -209,6 +209,11 @@ AWS_ENDPOINT_URL = env.str("AWS_ENDPOINT_URL", default="") or None
 AWS_RETRY_MODE = env.str("AWS_RETRY_MODE", default="standard")  # or "adaptive"
 AWS_MAX_ATTEMPTS = env.int("AWS_MAX_ATTEMPTS", default=5)
 AWS_CALL_LOG_RETENTION_DAYS = env.int("AWS_CALL_LOG_RETENTION_DAYS", default=30)
+# The outbox of AWS actions: calls per second across all workers, attempts before an action
+# is marked failed, and when a RUNNING action whose worker died is taken up again.
+AWS_ACTION_RATE = env.float("AWS_ACTION_RATE", default=10.0)
+AWS_ACTION_MAX_ATTEMPTS = env.int("AWS_ACTION_MAX_ATTEMPTS", default=8)
+AWS_ACTION_STALE_SECONDS = env.int("AWS_ACTION_STALE_SECONDS", default=300)
 
 # --- Commands' secrets (never argv) --------------------------------------------------------
 CA_PASSWORD = env.str("CA_PASSWORD", default="") or None

@@ -6,6 +6,7 @@ from .connections import admin as connections_admin
 from .fleet import admin as fleet_admin
 from .jitp import admin as jitp_admin
 from .jobs import admin as jobs_admin
+from .lifecycle import admin as lifecycle_admin
 
 __all__ = [
     "aws_admin",
@@ -14,4 +15,5 @@ __all__ = [
     "fleet_admin",
     "jitp_admin",
     "jobs_admin",
+    "lifecycle_admin",
 ]

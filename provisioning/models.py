@@ -1,7 +1,7 @@
 """Every model of the provisioning app, from the packages that define them.
 
 Django registers models found through this module; each concern keeps its own models
-(aws/, jobs/, jitp/, claim/, connections/, fleet/).
+(aws/, jobs/, jitp/, claim/, connections/, fleet/, lifecycle/).
 """
 
 from .aws.models import (
@@ -21,9 +21,11 @@ from .jitp.models import (
     thing_name_validator,
 )
 from .jobs.models import Job, JobLogLine
+from .lifecycle.models import AwsAction
 
 __all__ = [
     "AccessKey",
+    "AwsAction",
     "AwsApiCall",
     "AwsService",
     "ClaimSetup",

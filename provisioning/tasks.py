@@ -8,8 +8,10 @@ from .aws.tasks import prune_aws_call_log, purge_access_keys
 from .claim.tasks import claim_setup_task
 from .fleet.tasks import fleet_advance, fleet_install_run
 from .jitp.tasks import jitp_setup
+from .lifecycle.tasks import aws_actions_run
 
 __all__ = [
+    "aws_actions_run",
     "claim_setup_task",
     "fleet_advance",
     "fleet_install_run",

@@ -65,6 +65,11 @@ def fingerprint_sha256(cert: x509.Certificate) -> str:
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()
 
 
+def aws_certificate_id(cert: x509.Certificate) -> str:
+    """AWS IoT's id of a certificate: the SHA-256 of its DER encoding, lower-case hex."""
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
 def serial_with_colons(serial: int) -> str:
     """Upper-case hex pairs of the big-endian bytes, colon-separated ('0A:1B:…')."""
     return serial.to_bytes(max(1, (serial.bit_length() + 7) // 8), "big").hex(":").upper()

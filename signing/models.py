@@ -310,6 +310,21 @@ class IssuedCertificate(models.Model):
         db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
+    # The certificate's twin in AWS IoT: its id there (the SHA-256 of the DER, lower-case
+    # hex, as AWS computes it) and what the portal last observed of it in AWS.
+    aws_certificate_id = models.CharField(
+        "AWS certificate id", max_length=64, blank=True, db_index=True
+    )
+    aws_status = models.CharField("status in AWS", max_length=32, blank=True)
+    aws_thing = models.CharField("attached to thing (AWS)", max_length=128, blank=True)
+    aws_policies = models.JSONField("policies (AWS)", default=list, blank=True)
+    aws_observed_at = models.DateTimeField("observed in AWS", null=True, blank=True)
+    aws_note = models.CharField(
+        "AWS note",
+        max_length=300,
+        blank=True,
+        help_text="Why AWS's view differs from the portal's, when it does.",
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]

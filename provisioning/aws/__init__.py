@@ -5,6 +5,7 @@ from .client import (
     AccessKeyUnavailable,
     AwsError,
     AwsServiceDisabled,
+    aws_calls_for_action,
     aws_client,
     aws_service_get,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "AccessKeyUnavailable",
     "AwsError",
     "AwsServiceDisabled",
+    "aws_calls_for_action",
     "aws_client",
     "aws_service_get",
 ]

@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import BooleanField, ExpressionWrapper, Q, QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
+from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from portal.admin import ReadOnlyAdminMixin
@@ -318,6 +319,7 @@ _CALL_FIELDS = [
     "latency_ms",
     "request_id",
     "retry_attempts",
+    "action_link",
 ]
 
 
@@ -333,14 +335,25 @@ class AwsApiCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "latency_ms",
         "request_id",
         "access_key_id",
+        "action_link",
     ]
     list_filter = ["operation", OutcomeFilter, "service", "region"]
     search_fields = ["operation", "request_id", "error_code", "access_key_id"]
     date_hierarchy = "at"
     show_full_result_count = False
-    list_select_related = False  # no relations: every column is on the row
+    list_select_related = False  # the action column links by id: no join needed
     fields = tuple(_CALL_FIELDS)
     readonly_fields = _CALL_FIELDS
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest) -> bool:
+        return lookup == "action__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="AWS action")
+    def action_link(self, obj: AwsApiCall) -> str:
+        if obj.action_id is None:
+            return "-"
+        url = reverse("admin:provisioning_awsaction_change", args=[obj.action_id])
+        return format_html('<a href="{}">#{}</a>', url, obj.action_id)
 
     @admin.display(description="outcome", ordering="error_code")
     def outcome_display(self, obj: AwsApiCall) -> str:

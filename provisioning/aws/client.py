@@ -7,7 +7,10 @@ all of them.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -41,6 +44,21 @@ class AccessKeyUnavailable(AwsError, Conflict):
     """The access key's secret was purged (its storage period elapsed)."""
 
     code = "AccessKeyPurged"
+
+
+_current_action: contextvars.ContextVar[int | None] = contextvars.ContextVar(
+    "aws_current_action", default=None
+)
+
+
+@contextlib.contextmanager
+def aws_calls_for_action(action_id: int) -> Iterator[None]:
+    """Calls made inside this block are logged as carrying out AWS action ``action_id``."""
+    token = _current_action.set(action_id)
+    try:
+        yield
+    finally:
+        _current_action.reset(token)
 
 
 def aws_service_get() -> AwsService:
@@ -125,6 +143,7 @@ class _CallRecorder:
             access_key_id=self.access_key_id,
             parameters=context.get("portal_api_params") or {},
             latency_ms=int((time.monotonic() - started) * 1000),
+            action_id=_current_action.get(),
             **fields,
         )
 

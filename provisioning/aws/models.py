@@ -104,6 +104,14 @@ class AwsApiCall(models.Model):
     latency_ms = models.PositiveIntegerField(default=0)
     request_id = models.CharField(max_length=80, blank=True)
     retry_attempts = models.PositiveSmallIntegerField(default=0)
+    action = models.ForeignKey(
+        "provisioning.AwsAction",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="calls",
+        help_text="The outbox row this call carried out, if any.",
+    )
 
     class Meta:
         ordering = ["-at", "-id"]

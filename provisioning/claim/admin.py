@@ -11,8 +11,9 @@ from django.http import HttpRequest, HttpResponse
 
 from portal.errors import DomainError
 
+from .bundle import claim_bundle_build
 from .models import ClaimSetup
-from .services import claim_bundle_build, claim_setup_save, claim_setup_start
+from .services import claim_setup_save, claim_setup_start
 
 
 @admin.register(ClaimSetup)

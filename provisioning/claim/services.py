@@ -13,18 +13,14 @@ rotate it.
 
 from __future__ import annotations
 
-import io
 import json
-import zipfile
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 from django.core.exceptions import ValidationError
 from django.db import transaction
-from django.db.models import F
 from django.utils import timezone
 
-from portal.errors import Conflict
 from portal.services import Actor, audit_record
 
 from ..aws.client import AwsError, aws_client, oldest_non_default_version
@@ -32,113 +28,11 @@ from ..aws.models import AccessKey
 from ..aws.redaction import redact_text
 from ..jobs.models import Job
 from ..jobs.services import job_create, job_finish, job_log, job_progress, job_start
+from .documents import claim_policy_document, claim_template_body, device_policy_document
 from .models import ClaimSetup
 
 MAX_VERSIONS = 5  # AWS keeps at most 5 versions of a policy and of a provisioning template
 STEPS = 6
-
-
-# ---------------------------------------------------------------- documents
-
-
-def claim_template_body(setup: ClaimSetup) -> str:
-    """The FLEET_PROVISIONING template (no pre-provisioning hook)."""
-    thing: dict[str, Any] = {
-        "ThingName": {"Fn::Join": ["", [setup.thing_name_prefix, {"Ref": "SerialNumber"}]]},
-        "AttributePayload": {"serialNumber": {"Ref": "SerialNumber"}},
-    }
-    if setup.thing_type:
-        thing["ThingTypeName"] = setup.thing_type
-    body = {
-        "Parameters": {
-            "SerialNumber": {"Type": "String"},
-            "AWS::IoT::Certificate::Id": {"Type": "String"},
-        },
-        "Resources": {
-            "thing": {
-                "Type": "AWS::IoT::Thing",
-                "Properties": thing,
-                "OverrideSettings": {
-                    "AttributePayload": "MERGE",
-                    "ThingTypeName": "REPLACE",
-                    "ThingGroups": "DO_NOTHING",
-                },
-            },
-            "certificate": {
-                "Type": "AWS::IoT::Certificate",
-                "Properties": {
-                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                    "Status": "ACTIVE",
-                },
-            },
-            "policy": {
-                "Type": "AWS::IoT::Policy",
-                "Properties": {"PolicyName": setup.device_policy_name},
-            },
-        },
-        "DeviceConfiguration": {},
-    }
-    return json.dumps(body, sort_keys=True)
-
-
-def device_policy_document(*, region: str, account: str) -> str:
-    """Least privilege: client id = thing name, topics only under things/<thing>/…"""
-    arn = f"arn:aws:iot:{region}:{account}"
-    thing = "${iot:Connection.Thing.ThingName}"
-    doc = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Action": "iot:Connect",
-                "Resource": f"{arn}:client/{thing}",
-                "Condition": {"Bool": {"iot:Connection.Thing.IsAttached": "true"}},
-            },
-            {
-                "Effect": "Allow",
-                "Action": ["iot:Publish", "iot:Receive"],
-                "Resource": [f"{arn}:topic/things/{thing}/*", f"{arn}:topic/$aws/things/{thing}/*"],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Subscribe",
-                "Resource": [
-                    f"{arn}:topicfilter/things/{thing}/*",
-                    f"{arn}:topicfilter/$aws/things/{thing}/*",
-                ],
-            },
-        ],
-    }
-    return json.dumps(doc, sort_keys=True)
-
-
-def claim_policy_document(*, region: str, account: str, template_name: str) -> str:
-    """The claim certificate may only call the two fleet-provisioning MQTT APIs."""
-    arn = f"arn:aws:iot:{region}:{account}"
-    topics = [
-        "$aws/certificates/create-from-csr/*",
-        f"$aws/provisioning-templates/{template_name}/provision/*",
-    ]
-    doc = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {"Effect": "Allow", "Action": "iot:Connect", "Resource": f"{arn}:client/*"},
-            {
-                "Effect": "Allow",
-                "Action": ["iot:Publish", "iot:Receive"],
-                "Resource": [f"{arn}:topic/{t}" for t in topics],
-            },
-            {
-                "Effect": "Allow",
-                "Action": "iot:Subscribe",
-                "Resource": [f"{arn}:topicfilter/{t}" for t in topics],
-            },
-        ],
-    }
-    return json.dumps(doc, sort_keys=True)
-
-
-# ---------------------------------------------------------------- rows
 
 
 @transaction.atomic
@@ -451,52 +345,3 @@ def claim_setup_run(*, job_id: int, setup_id: int, new_claim_certificate: bool =
         result=f"Template {setup.template_name} (version {version}) and its claim certificate "
         f"are ready; stations provision at {endpoint}.",
     )
-
-
-# ---------------------------------------------------------------- bundle
-
-
-class ClaimSetupNotReady(Conflict):
-    """The claim setup has not finished successfully, so there is no bundle to give out."""
-
-    code = "claim_setup_not_ready"
-
-
-@transaction.atomic
-def claim_bundle_build(*, setup: ClaimSetup, actor: Actor = None) -> bytes:
-    """The claim bundle for stations (zip): claim cert + key, template name, endpoint.
-
-    A deliberate, audited act: the key is the shared secret of every station in the batch.
-    """
-    setup = ClaimSetup.objects.select_for_update().get(pk=setup.pk)
-    if setup.status != ClaimSetup.Status.READY or not setup.has_claim_key:
-        raise ClaimSetupNotReady(
-            f"Claim setup {setup.template_name} is not ready; run setup_claim successfully first."
-        )
-    claim = {
-        "template_name": setup.template_name,
-        "endpoint": setup.endpoint,
-        "port": 8883,
-        "certificate": "claim.cert.pem",
-        "key": "claim.private.key",
-        "parameters": {"SerialNumber": "<this station's serial number>"},
-        "thing_name": f"{setup.thing_name_prefix}<SerialNumber>",
-    }
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr("claim.json", json.dumps(claim, indent=2) + "\n")
-        zf.writestr("claim.cert.pem", setup.claim_certificate_pem)
-        info = zipfile.ZipInfo("claim.private.key")
-        info.external_attr = 0o600 << 16
-        info.compress_type = zipfile.ZIP_DEFLATED
-        zf.writestr(info, setup.claim_private_key_pem)
-    ClaimSetup.objects.filter(pk=setup.pk).update(
-        last_downloaded_at=timezone.now(), download_count=F("download_count") + 1
-    )
-    audit_record(
-        action="claim_bundle_download",
-        obj=setup,
-        actor=actor,
-        detail={"certificate_id": setup.claim_certificate_id},
-    )
-    return buf.getvalue()

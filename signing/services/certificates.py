@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.core.exceptions import ValidationError
 from django.db import transaction
@@ -49,6 +49,28 @@ def certificates_revoke(*, ids: Iterable[int], reason: str, actor: Actor = None)
         certificate_revoke(certificate=cert, reason=reason, actor=actor)
         count += 1
     return count
+
+
+def certificate_aws_observed(
+    *,
+    certificate: IssuedCertificate,
+    status: str,
+    thing: str,
+    policies: list[str],
+    observed_at: datetime,
+    note: str = "",
+) -> None:
+    """Record what AWS IoT showed of ``certificate`` (its twin): status, thing, policies."""
+    IssuedCertificate.objects.filter(pk=certificate.pk).update(
+        aws_status=status[:32],
+        aws_thing=thing[:128],
+        aws_policies=list(policies),
+        aws_observed_at=observed_at,
+        aws_note=note[:300],
+    )
+    certificate.aws_status, certificate.aws_thing = status[:32], thing[:128]
+    certificate.aws_policies, certificate.aws_observed_at = list(policies), observed_at
+    certificate.aws_note = note[:300]
 
 
 def ca_expiry_warnings(*, days: int = CA_EXPIRY_WARNING_DAYS) -> list[str]:

@@ -26,7 +26,7 @@ from django.utils import timezone
 from devices.services import devices_certificate_issued
 from portal.models import AuditEvent
 
-from ..crypto import fingerprint_sha256, serial_with_colons
+from ..crypto import aws_certificate_id, fingerprint_sha256, serial_with_colons
 from ..csr import public_key_fingerprint
 from ..errors import WrongCaPassword
 from ..keystore import ca_certificate, get_key_store
@@ -236,6 +236,7 @@ _CERT_COLUMNS = (
     "subject",
     "renew_after",
     "fingerprint_sha256",
+    "aws_certificate_id",
     "certificate_pem",
 )
 
@@ -304,6 +305,7 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
                     built.subject,
                     built.renew_after,
                     fingerprint_sha256(cert),
+                    aws_certificate_id(cert),
                     cert.public_bytes(Encoding.PEM).decode("ascii"),
                 )
             )

@@ -1,4 +1,4 @@
-"""GET /api/v1/agent/config carries a bound connection's topic patterns (issue 7 wiring).
+"""GET /api/v1/agent/config carries a bound connection's topic patterns.
 
 Binding goes through the staff connections API, as an operator would do it; the station
 sees the change through the ETag it already holds.

@@ -66,7 +66,6 @@ def moto_aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
         yield
 
 
-# --- JITP (issue 3) ----------------------------------------------------------------------
 ACCESS_KEY_ID = "AKIAJITPTEST00000001"
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYJITPSECRET"  # 40 characters, shaped like a real one
 CA_PASSWORD = "ca-password-123"
@@ -273,7 +272,6 @@ def job_text(job) -> str:  # noqa: ANN001
     return "\n".join(line.message for line in job.log_lines.order_by("id"))
 
 
-# --- connections and claim (issue 7) ---------------------------------------------------------
 from .connection_fixtures import (  # noqa: E402, F401
     _fast_password_hashing,
     api,
@@ -282,4 +280,3 @@ from .connection_fixtures import (  # noqa: E402, F401
     staff_token,
 )
 
-# --- end connections and claim -----------------------------------------------------------------

@@ -91,7 +91,6 @@ def rsa_key() -> object:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
 
 
-# --- signing service (issue 4) ------------------------------------------------------------
 CA_PASSWORD = "ca-password-123"
 
 

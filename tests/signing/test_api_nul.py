@@ -1,6 +1,6 @@
 """NUL characters in API bodies are a 422 with a sentence, never a 500 (PostgreSQL).
 
-Found by the schemathesis run of the connections API on PostgreSQL (issue 6): a
+Found by the schemathesis run of the connections API on PostgreSQL: a
 ``"name": "\\u0000"`` reached the database, which refuses NUL in text columns.
 """
 

@@ -10,8 +10,8 @@ from django.core.management.base import CommandError, CommandParser
 
 from portal.commands import PortalCommand
 from portal.errors import DomainError
+from provisioning.claim import claim_bundle_build
 from provisioning.claim.models import ClaimSetup
-from provisioning.claim.services import claim_bundle_build
 
 
 class Command(PortalCommand):
