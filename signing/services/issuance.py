@@ -28,7 +28,7 @@ from portal.models import AuditEvent
 
 from ..crypto import aws_certificate_id, fingerprint_sha256, serial_with_colons
 from ..csr import public_key_fingerprint
-from ..errors import WrongCaPassword
+from ..errors import KeyStoreUnavailable, WrongCaPassword
 from ..keystore import ca_certificate, get_key_store
 from ..models import CertificateAuthority, IssuedCertificate, OnboardingRequest, SigningProfile
 from ..sql import common_names_claim, insert_rows, jit_off, requests_claim_postgresql
@@ -132,6 +132,9 @@ def _profile_context(profile: SigningProfile, now: datetime) -> _ProfileContext:
             f"The signing profile '{profile.name}' holds a wrong password for CA "
             f"'{ca.alias}'; fix the profile, then approve again."
         )
+        return ctx
+    except KeyStoreUnavailable as exc:
+        ctx.error = f"CA '{ca.alias}' cannot sign: {exc}"
         return ctx
     ctx.template = (
         x509.CertificateBuilder()

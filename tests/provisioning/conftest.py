@@ -279,4 +279,3 @@ from .connection_fixtures import (  # noqa: E402, F401
     payload,
     staff_token,
 )
-

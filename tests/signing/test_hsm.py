@@ -172,3 +172,22 @@ def test_without_pkcs11_settings_generation_is_refused_with_a_sentence(settings)
         _hsm_ca()
     assert "PKCS11_MODULE" in exc.value.message_dict["backend"][0]
     assert not CertificateAuthority.objects.exists()
+
+
+def test_a_batch_on_an_unreachable_token_fails_with_a_sentence(
+    softhsm, settings, station_token
+) -> None:  # noqa: ANN001
+    from signing.services import onboarding_request_submit, onboarding_requests_sign
+
+    ca = _hsm_ca()
+    signing_profile_create(name="hsm", ca=ca, ca_password="", country="DE", is_default=True)
+    station, _ = station_token
+    request, _ = onboarding_request_submit(station=station, device_name="d1", csr=make_ec_csr())
+    onboarding_requests_approve(ids=[request.pk])
+    settings.PKCS11_PIN = "0000-wrong"
+    hsm.reset()
+    assert onboarding_requests_sign(ids=[request.pk]).failed == 1
+    request.refresh_from_db()
+    assert request.status == "failed"
+    assert "CA 'hsm-ca' cannot sign: PKCS11_PIN does not log in" in request.reason
+    assert "0000-wrong" not in request.reason
