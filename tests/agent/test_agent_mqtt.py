@@ -30,9 +30,9 @@ def test_three_agents_onboard_connect_and_heartbeat(tmp_path, portal, broker, ma
     for agent in agents:
         assert agent.wait_connected(15), agent.device_report()
     assert wait_for(lambda: len(sub.topics_seen()) == 3, 10)
-    assert sub.topics_seen() == {f"things/st-{i:03d}:aws/heartbeat" for i in range(3)}
-    beat = sub.payloads("things/st-001:aws/")[0]
-    assert beat["thing"] == "st-001:aws"
+    assert sub.topics_seen() == {f"things/st-{i:03d}-aws/heartbeat" for i in range(3)}
+    beat = sub.payloads("things/st-001-aws/")[0]
+    assert beat["thing"] == "st-001-aws"
     assert beat["device"] == "aws"
     # The portal hears about it: a state report with connected=true and the thing name.
     for st in portal.stations.values():
@@ -45,7 +45,7 @@ def test_three_agents_onboard_connect_and_heartbeat(tmp_path, portal, broker, ma
             10,
         )
         last = st.reports[-1]["devices"][0]
-        assert last["thing_name"] == f"{st.name}:aws"
+        assert last["thing_name"] == f"{st.name}-aws"
         assert last["certificate_serial"]
     sub.close()
 
@@ -139,7 +139,7 @@ def test_store_and_forward_survives_broker_outage(tmp_path, portal, broker, make
     assert {p["value"] for p in sub.payloads()} == set(range(220))
     assert wait_for(lambda: agent.queue.depth("aws") == 0, 5)
     assert agent.queue.dropped("aws") == 0
-    assert all(m.topic == "things/st-000:aws/uplink/temp" for m in sub.messages)
+    assert all(m.topic == "things/st-000-aws/uplink/temp" for m in sub.messages)
     sub.close()
 
 
@@ -288,7 +288,7 @@ def test_outbox_spool_directory_is_ingested(tmp_path, portal, broker, make_agent
     time.sleep(0.5)
     assert len(sub.payloads()) == 1  # nothing from the half-bad file was queued
     msg = sub.messages[0]
-    assert msg.topic == "things/st-000:aws/uplink/hum"
+    assert msg.topic == "things/st-000-aws/uplink/hum"
     assert json.loads(msg.payload)["value"] == 40
     assert not (outbox / "a.json").exists()
     assert (outbox / "rejected" / "b.json").exists()
@@ -306,7 +306,7 @@ def test_downlink_handled_once_even_when_redelivered(tmp_path, portal, broker, m
     pub.connect("127.0.0.1", broker.plain_port)
     pub.loop_start()
     time.sleep(0.5)  # subscription of the agent settles
-    topic = "things/st-000:aws/downlink"
+    topic = "things/st-000-aws/downlink"
     for _ in range(3):
         pub.publish(
             topic, json.dumps({"id": "cmd-1", "action": "reboot"}), qos=1
@@ -384,6 +384,6 @@ def test_restart_while_portal_down_runs_devices_from_cached_config(
     sub = Subscriber(broker.plain_port, ["things/+/heartbeat"])
     again = make_agent(tmp_path / "st-000", portal=portal, token=token, broker=broker)
     assert again.wait_connected(15), again.device_report()
-    assert wait_for(lambda: "things/st-000:aws/heartbeat" in sub.topics_seen(), 5)
+    assert wait_for(lambda: "things/st-000-aws/heartbeat" in sub.topics_seen(), 5)
     assert (tmp_path / "st-000" / "desired.json").stat().st_mode & 0o777 == 0o600
     sub.close()

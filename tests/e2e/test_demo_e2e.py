@@ -198,7 +198,7 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
         portal = demo.wait_line(r"^Admin:\s+(http://\S+)/admin/$", timeout=60).group(1)
         demo.wait_line(r"^All stations connected", timeout=120)
         key, cert, thing = _portal_certificate(demo, portal, f"{prefix}client", "mqtt", tmp_path)
-        assert thing == f"{prefix}client-mqtt"  # the demo profile's CN template
+        assert thing == f"{prefix}client:mqtt"  # the demo profile's CN template
         topic = f"things/{thing}/e2e"
         tls = [
             "-h",
