@@ -21,5 +21,6 @@ VOLUME ["/data"]
 EXPOSE 8000
 
 # Web by default; docker-compose.yml overrides the command for worker and beat.
+# Forwarded headers are trusted from loopback only unless FORWARDED_ALLOW_IPS names the proxy.
 CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
-     "--access-logfile", "-", "--forwarded-allow-ips", "*"]
+     "--access-logfile", "-"]

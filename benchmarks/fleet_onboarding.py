@@ -5,7 +5,7 @@
 What runs (every piece real, nothing stubbed):
 
 * the portal as a real server process (gunicorn, gthread workers, DEBUG off);
-* a real Celery worker (queues default, signing, fleet);
+* a real Celery worker (queues default, signing, fleet) and beat (database scheduler);
 * the local AWS IoT stand-in (``python -m localaws``, its JITP limiter OFF) in front of a
   private Mosquitto (or the embedded broker when Mosquitto is not installed);
 * N station agents (``fleet_agent.Agent``) in this process, each with its own state folder.
@@ -198,6 +198,48 @@ def start_mosquitto(base: Path, env: dict[str, str]) -> tuple[Child, str]:
     raise SystemExit(f"mosquitto did not start; see {child.log_path}")
 
 
+def setup_jitp_and_profile(aws: dict[str, str], *, name: str, worker_log: Path) -> tuple[Any, Any]:
+    """A staff user, JITP set up through the worker (CA ``<name>-ca``), a signing profile."""
+    from django.contrib.auth import get_user_model
+    from django.utils import timezone
+
+    from provisioning.aws.services import aws_service_update
+    from provisioning.jitp import jitp_settings_update, jitp_setup_start
+    from provisioning.models import AccessKey, Job
+    from signing.models import CertificateAuthority, SigningProfile
+    from signing.services import signing_profile_save
+
+    staff = get_user_model().objects.create_user(f"{name}-staff", password=None, is_staff=True)
+    aws_service_update(enabled=True, region="eu-west-1")
+    key = AccessKey.objects.create(
+        access_key_id=f"AKIA{name.upper():0<16}"[:20],
+        secret="b" * 40,
+        store_for="1d",
+        purge_at=timezone.now() + timedelta(days=1),
+    )
+    jitp_settings_update(
+        access_key=key,
+        role_arn=aws["JITP_ROLE_ARN"],
+        ca_source="generate",
+        ca_alias=f"{name}-ca",
+        ca_password=CA_PASSWORD,
+        ca_dn=f"CN={name.title()} Fleet CA,O=ACME,C=DE",
+    )
+    job = jitp_setup_start(actor=staff)
+    deadline = time.monotonic() + 120
+    while not Job.objects.get(pk=job.pk).is_finished:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"The JITP setup job did not finish; see {worker_log}.")
+        time.sleep(0.5)
+    job.refresh_from_db()
+    if job.status != Job.Status.SUCCEEDED:
+        raise SystemExit(f"JITP setup failed: {job.result}")
+    ca = CertificateAuthority.objects.get(alias=f"{name}-ca")
+    profile = SigningProfile(name=name, ca=ca, country="DE", organization="ACME")
+    signing_profile_save(profile=profile, ca_password=CA_PASSWORD, actor=staff)
+    return staff, profile
+
+
 # ------------------------------------------------------------------ agent timestamps
 
 EVENTS: dict[str, dict[str, float]] = {}
@@ -327,10 +369,8 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
 
         django.setup()
         from django.conf import settings
-        from django.contrib.auth import get_user_model
         from django.core.management import call_command
         from django.db import connection
-        from django.utils import timezone
 
         call_command("migrate", verbosity=0)
         from devices.models import MqttDevice, Station
@@ -413,7 +453,27 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             child_env,
             base / "logs",
         )
-        children += [web, celery]
+        # Beat with the database scheduler, as production runs it: the sweepers re-send
+        # what a lost message left (approved requests, unstarted installs, set-up jobs).
+        beat = Child(
+            "beat",
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "portal",
+                "beat",
+                "-l",
+                "WARNING",
+                "-S",
+                "django_celery_beat.schedulers:DatabaseScheduler",
+                "--pidfile=",
+            ],
+            child_env,
+            base / "logs",
+        )
+        children += [web, celery, beat]
         web.wait_for_text("Booting worker", 60)
         portal_url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 60
@@ -424,43 +484,13 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         time.sleep(3)  # the worker process has no "ready" line at WARNING; give it a moment
 
         # ---- Setup (not timed): JITP through the worker, a signing profile, the stations.
-        from provisioning.aws.services import aws_service_update
         from provisioning.fleet import fleet_install_create, fleet_install_start
-        from provisioning.jitp import jitp_settings_update, jitp_setup_start
-        from provisioning.models import AccessKey, FleetInstallStation, Job
-        from signing.models import CertificateAuthority, OnboardingRequest, SigningProfile
-        from signing.services import onboarding_requests_approve, signing_profile_save
+        from provisioning.models import FleetInstallStation, Job
+        from signing.models import OnboardingRequest
+        from signing.services import onboarding_requests_approve
 
-        User = get_user_model()
-        staff = User.objects.create_user("bench-staff", password=None, is_staff=True)
-        aws_service_update(enabled=True, region="eu-west-1")
-        key = AccessKey.objects.create(
-            access_key_id="AKIABENCHMARK0000001",
-            secret="b" * 40,
-            store_for="1d",
-            purge_at=timezone.now() + timedelta(days=1),
-        )
-        jitp_settings_update(
-            access_key=key,
-            role_arn=aws["JITP_ROLE_ARN"],
-            ca_source="generate",
-            ca_alias="bench-ca",
-            ca_password=CA_PASSWORD,
-            ca_dn="CN=Bench Fleet CA,O=ACME,C=DE",
-        )
-        job = jitp_setup_start(actor=staff)
-        deadline = time.monotonic() + 120
-        while not Job.objects.get(pk=job.pk).is_finished:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"The JITP setup job did not finish; see {celery.log_path}.")
-            time.sleep(0.5)
-        job.refresh_from_db()
-        if job.status != Job.Status.SUCCEEDED:
-            raise SystemExit(f"JITP setup failed: {job.result}")
+        staff, profile = setup_jitp_and_profile(aws, name="bench", worker_log=celery.log_path)
         endpoint = aws["MQTT_ENDPOINT"]
-        bench_ca = CertificateAuthority.objects.get(alias="bench-ca")
-        profile = SigningProfile(name="bench", ca=bench_ca, country="DE", organization="ACME")
-        signing_profile_save(profile=profile, ca_password=CA_PASSWORD, actor=staff)
 
         from devices.station_services import stations_import_csv
         from fleet_agent.agent import Agent

@@ -18,6 +18,8 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
+from portal.admin import is_changelist
+
 from .forms import StationCsvImportForm, StationForm
 from .models import MqttDevice, Station
 from .selectors import HEALTH_CHOICES, station_health, stations_with_health
@@ -253,6 +255,14 @@ class MqttDeviceAdmin(admin.ModelAdmin):
     search_fields = ["station__name", "name", "client_id"]
     list_select_related = ["station", "current_certificate"]
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[MqttDevice]:
+        # Encrypted fields decrypt on load (Fernet, per row); the list shows none of them.
+        qs = super().get_queryset(request)
+        if is_changelist(request):
+            qs = qs.defer("key_password", "current_certificate__certificate_pem")
+        return qs
+
     fields = [
         "station",
         "name",

@@ -8,6 +8,7 @@ import io
 from datetime import UTC, datetime
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
@@ -167,20 +168,69 @@ def _parse_time(value: str | None) -> datetime | None:
     return parsed
 
 
-@transaction.atomic
+def _seen_recently(station: Station, now: datetime) -> bool:
+    """True when the stored "last seen" is fresh enough not to be rewritten by itself."""
+    seen = station.last_seen_at
+    return seen is not None and (now - seen).total_seconds() < settings.STATION_SEEN_WRITE_SECONDS
+
+
+def _device_changes(
+    device: MqttDevice, entry: dict[str, Any], now: datetime, notes: list[str]
+) -> dict[str, Any]:
+    """The fields of ``device`` that the report's ``entry`` changes (empty: nothing to write);
+    parts of the entry that are ignored add a sentence to ``notes``."""
+    changes: dict[str, Any] = {}
+    status = _AGENT_STATUS[entry["status"]]
+    if status != device.status:
+        changes["status"] = status
+    error = (entry.get("last_error") or "")[:500]
+    if error != device.last_error:
+        changes["last_error"] = error
+    thing_name = (entry.get("thing_name") or "")[:128]
+    if thing_name and thing_name != device.client_id:
+        # The client id is the certificate's CN, which the portal decides: a report may fill
+        # it in (a device provisioned by claim) but never change it.
+        if device.client_id or device.current_certificate_id is not None:
+            notes.append(
+                f"Device '{device.name}' reported thing name {thing_name!r}, but its client id "
+                f"is its certificate's name {device.client_id!r}; ignored."
+            )
+        else:
+            changes["client_id"] = thing_name
+    last_connected = _parse_time(entry.get("last_connected"))
+    if last_connected is not None:
+        last_connected = min(last_connected, now)
+        if last_connected != device.last_connected_at:
+            changes["last_connected_at"] = last_connected
+    elif entry.get("connected"):
+        # "Connected now" without a time: coalesced like "last seen".
+        previous = device.last_connected_at
+        if (
+            previous is None
+            or (now - previous).total_seconds() >= settings.STATION_SEEN_WRITE_SECONDS
+        ):
+            changes["last_connected_at"] = now
+    return changes
+
+
 def station_state_record(
     *, station: Station, report: dict[str, Any]
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
-    """Record an agent's state report on the station and its devices, in one transaction.
+    """Record an agent's state report on the station and its devices.
 
     ``report`` is the validated body of POST /agent/state. Devices the portal does not know on
     this station are ignored (a station cannot create devices by reporting them). Returns the
     notes about ignored parts and the reported entries of known devices, by name.
+
+    Most reports repeat the last one: then nothing is written unless "last seen" is older
+    than STATION_SEEN_WRITE_SECONDS (so ``reported_state.received_at`` and ``last_seen_at``
+    are at most that old). Changed device fields are written alone, in one transaction.
     """
     now = timezone.now()
     notes: list[str] = []
-    devices = {d.name: d for d in MqttDevice.objects.select_for_update().filter(station=station)}
+    devices = {d.name: d for d in MqttDevice.objects.filter(station=station)}
     reported: dict[str, dict[str, Any]] = {}
+    changes: dict[int, dict[str, Any]] = {}
     for entry in report.get("devices", []):
         name = entry["name"]
         device = devices.get(name)
@@ -188,26 +238,22 @@ def station_state_record(
             notes.append(f"Device '{name}' is not configured on this station; ignored.")
             continue
         reported[name] = entry
-        fields = ["status", "last_error"]
-        device.status = _AGENT_STATUS[entry["status"]]
-        device.last_error = (entry.get("last_error") or "")[:500]
-        if entry.get("thing_name") and entry["thing_name"] != device.client_id:
-            device.client_id = entry["thing_name"][:128]
-            fields.append("client_id")
-        last_connected = _parse_time(entry.get("last_connected"))
-        if entry.get("connected") and last_connected is None:
-            last_connected = now
-        if last_connected is not None:
-            device.last_connected_at = min(last_connected, now)
-            fields.append("last_connected_at")
-        device.save(update_fields=[*fields, "updated_at"])
-    station.last_seen_at = now
-    station.agent_version = report.get("agent_version", "")[:40]
-    station.reported_state = {
-        "received_at": now.isoformat(),
-        "agent_version": station.agent_version,
+        if diff := _device_changes(device, entry, now, notes):
+            changes[device.pk] = diff
+    agent_version = report.get("agent_version", "")[:40]
+    state = {
+        "agent_version": agent_version,
         "devices": report.get("devices", []),
         **({"notes": notes} if notes else {}),
     }
-    station.save(update_fields=["last_seen_at", "agent_version", "reported_state"])
+    previous = {k: v for k, v in (station.reported_state or {}).items() if k != "received_at"}
+    if not changes and previous == state and _seen_recently(station, now):
+        return notes, reported
+    with transaction.atomic():
+        for pk, diff in changes.items():
+            MqttDevice.objects.filter(pk=pk).update(**diff, updated_at=now)
+        station.last_seen_at = now
+        station.agent_version = agent_version
+        station.reported_state = {"received_at": now.isoformat(), **state}
+        station.save(update_fields=["last_seen_at", "agent_version", "reported_state"])
     return notes, reported

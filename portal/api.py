@@ -13,7 +13,14 @@ from provisioning.api import router as provisioning_router
 from signing.api import router as signing_router
 
 from .errors import DomainError, RateLimited
-from .http_api import NUL_DETAIL, ApiError, NulCharacterError, PortalParser, domain_error_status
+from .http_api import (
+    NUL_DETAIL,
+    ApiError,
+    JsonTooDeep,
+    NulCharacterError,
+    PortalParser,
+    domain_error_status,
+)
 
 api = NinjaAPI(
     parser=PortalParser(),
@@ -63,6 +70,8 @@ _HTTP_CODES = {
 def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
     if isinstance(exc.__cause__, NulCharacterError):  # ninja wraps parser errors in a 400
         return _error(request, 422, "invalid_request", NUL_DETAIL)
+    if isinstance(exc.__cause__, JsonTooDeep):
+        return _error(request, 422, "json_too_deep", str(exc.__cause__))
     return _error(request, exc.status_code, _HTTP_CODES.get(exc.status_code, "error"), str(exc))
 
 

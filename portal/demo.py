@@ -267,6 +267,9 @@ def run_demo(
         demo_secrets = chain.demo_secrets(secrets_path)
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         env.pop("AWS_ENDPOINT_URL", None)
+        # The demo's web server is runserver on 127.0.0.1: debug on, so that it serves the
+        # admin's static files, unless the caller chose otherwise.
+        env.setdefault("DEBUG", "true")
         standin = chain.standin_start(
             group,
             state_dir=data_dir / "demo" / "localaws",

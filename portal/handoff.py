@@ -54,3 +54,17 @@ def handoffs_deferred() -> int:
 def handoffs_reset() -> None:
     """Start counting afresh (a door calls it before the service it will report on)."""
     _deferred.set(0)
+
+
+def handoffs_tell_admin(modeladmin: Any, request: Any) -> None:
+    """An admin door's WARNING message when a hand-off since the last reset was deferred."""
+    from django.contrib import messages
+
+    if handoffs_deferred():
+        modeladmin.message_user(request, DEFERRED_SENTENCE, messages.WARNING)
+
+
+def handoffs_tell_command(command: Any) -> None:
+    """A command's line on stderr when a hand-off since the last reset was deferred (exit 0)."""
+    if handoffs_deferred():
+        command.stderr.write(DEFERRED_SENTENCE)

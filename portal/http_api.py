@@ -7,6 +7,7 @@ bad input never produces a 500.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.http import HttpRequest
@@ -92,18 +93,60 @@ class NulCharacterError(ValueError):
 
 
 def has_nul(value: Any) -> bool:
-    """True when a decoded JSON value holds U+0000 in any string (keys included)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(has_nul(v) for v in value)
+    """True when a decoded JSON value holds U+0000 in any string (keys included).
+
+    Iterative, so that no nesting depth can make it raise RecursionError.
+    """
+    todo = [value]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            todo.extend(item.keys())
+            todo.extend(item.values())
+        elif isinstance(item, list):
+            todo.extend(item)
     return False
 
 
+#: No request body of the API nests deeper than a few levels; refuse far deeper ones early.
+MAX_JSON_DEPTH = 32
+DEPTH_DETAIL = f"The JSON body nests deeper than {MAX_JSON_DEPTH} levels."
+
+
+class JsonTooDeep(ValueError):
+    """A JSON body nests deeper than MAX_JSON_DEPTH (or than Python's decoder can follow)."""
+
+
+def json_depth(value: Any) -> int:
+    """How deeply lists and objects nest in a decoded JSON value (a scalar is 0)."""
+    deepest = 0
+    todo = [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, dict | list):
+            depth += 1
+            deepest = max(deepest, depth)
+            todo.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
+def json_decode(body: bytes | str) -> Any:
+    """``json.loads`` that refuses a body nested deeper than MAX_JSON_DEPTH with JsonTooDeep
+    (the standard decoder raises RecursionError on very deep input: a 500 otherwise)."""
+    try:
+        data = json.loads(body)
+    except RecursionError:
+        raise JsonTooDeep(DEPTH_DETAIL) from None
+    if json_depth(data) > MAX_JSON_DEPTH:
+        raise JsonTooDeep(DEPTH_DETAIL)
+    return data
+
+
 class PortalParser(Parser):
-    """JSON bodies, refusing NUL characters anywhere (keys included).
+    """JSON bodies, refusing NUL characters anywhere (keys included) and deep nesting.
 
     Without it a NUL in any text field reached PostgreSQL, which answers with a DataError:
     a 500 on PostgreSQL and a stored NUL on SQLite. Django's form fields refuse NUL the same
@@ -111,7 +154,7 @@ class PortalParser(Parser):
     """
 
     def parse_body(self, request: HttpRequest) -> Any:
-        data = super().parse_body(request)
+        data = json_decode(request.body)
         if has_nul(data):
             raise NulCharacterError(NUL_DETAIL)
         return data

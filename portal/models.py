@@ -1,4 +1,5 @@
-"""Cross-cutting models: the audit trail, staff API tokens and the encryption canary."""
+"""Cross-cutting models: the audit trail, staff API tokens, the encryption canary, alert
+channels and their per-condition state."""
 
 from __future__ import annotations
 
@@ -91,3 +92,67 @@ class Heartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} alive at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class AlertChannel(models.Model):
+    """Where alerts go (an email list or a signed webhook) and which conditions it receives.
+
+    The condition keys come from the cockpit's registry (portal.cockpit.registry); the
+    webhook secret is stored encrypted and never shown again once saved.
+    """
+
+    class Kind(models.TextChoices):
+        EMAIL = "email", "Email"
+        WEBHOOK = "webhook", "Webhook (JSON POST, HMAC-SHA256 signed)"
+
+    name = models.CharField(max_length=80, unique=True)
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    enabled = models.BooleanField(default=True)
+    email_to = models.CharField(
+        "email recipients", max_length=500, blank=True, help_text="Comma-separated addresses."
+    )
+    webhook_url = models.URLField("webhook URL", max_length=500, blank=True)
+    webhook_secret = EncryptedCharField(max_length=200, blank=True, editable=False)
+    conditions = models.JSONField(
+        default=list, blank=True, help_text="Keys of the alert conditions this channel receives."
+    )
+    station_unseen_minutes = models.PositiveIntegerField(
+        default=60, help_text="A station not seen for this long counts as missing."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AlertState(models.Model):
+    """Whether one condition holds for one subject, as far as one channel was told.
+
+    One row per (channel, condition, subject): the alert goes out when the row starts firing
+    (or its level rises) and once more when it clears. The unique constraint plus a row lock
+    make two evaluations at once send each message once.
+    """
+
+    channel = models.ForeignKey(AlertChannel, on_delete=models.CASCADE, related_name="states")
+    condition = models.CharField(max_length=60)
+    subject = models.CharField(max_length=200)
+    firing = models.BooleanField(default=True)
+    level = models.IntegerField(default=0)
+    summary = models.CharField(max_length=500)
+    first_fired_at = models.DateTimeField()
+    last_sent_at = models.DateTimeField(null=True, blank=True)
+    cleared_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-first_fired_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["channel", "condition", "subject"], name="unique_alert_state"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.condition} {self.subject} ({'firing' if self.firing else 'cleared'})"

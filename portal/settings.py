@@ -11,6 +11,7 @@ from pathlib import Path
 
 import environ
 from django.core.exceptions import ImproperlyConfigured
+from kombu import Exchange, Queue
 
 from .secrets_file import load_or_create_dev_secrets
 
@@ -21,7 +22,8 @@ environ.Env.read_env(BASE_DIR / ".env", overwrite=False)  # optional, never requ
 
 DATA_DIR = Path(env.str("PORTAL_DATA_DIR", default=str(BASE_DIR / "data")))
 PRODUCTION = env.bool("PORTAL_PRODUCTION", default=False)
-DEBUG = env.bool("DEBUG", default=not PRODUCTION)
+# Off unless a developer sets DEBUG=1 (the demo sets it for the processes it starts).
+DEBUG = env.bool("DEBUG", default=False)
 
 if PRODUCTION:
     _missing = [
@@ -84,6 +86,7 @@ INSTALLED_APPS = [
     "django_celery_beat",
     "encrypted_model_fields",
     "portal",
+    "portal.cockpit",
     "provisioning",
     "signing",
     "devices",
@@ -185,7 +188,14 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_RESULT_BACKEND = None
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+# The queues are declared so that a plain `celery -A portal worker` (no -Q) consumes all of
+# them; `-Q signing` still splits a worker off for one workload.
+CELERY_TASK_QUEUES = tuple(
+    Queue(_name, Exchange(_name), routing_key=_name) for _name in ("default", "signing", "fleet")
+)
 CELERY_TASK_DEFAULT_QUEUE = "default"
+CELERY_TASK_DEFAULT_EXCHANGE = "default"
+CELERY_TASK_DEFAULT_ROUTING_KEY = "default"
 CELERY_TASK_ROUTES = {
     "signing.tasks.*": {"queue": "signing"},
     "provisioning.tasks.fleet_*": {"queue": "fleet"},
@@ -202,6 +212,13 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 # Reuse a worker's connection across tasks (Celery closes it around every task otherwise);
 # portal/celery.py applies CONN_MAX_AGE / CONN_HEALTH_CHECKS per task instead.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
+
+# --- Signing ---------------------------------------------------------------------------------
+# Per station: new onboarding requests per minute, and requests waiting for approval at once
+# (both answered 429 with Retry-After when exceeded; docs/signing.md).
+SIGNING_RATE_LIMIT_PER_MINUTE = env.int("SIGNING_RATE_LIMIT_PER_MINUTE", default=60)
+SIGNING_MAX_PENDING_PER_STATION = env.int("SIGNING_MAX_PENDING_PER_STATION", default=50)
+SIGNING_PENDING_RETRY_AFTER = 300  # seconds a station is told to wait when its cap is reached
 
 # --- AWS -----------------------------------------------------------------------------------
 # Points every boto3 client at the local AWS stand-in or a moto server when set.
@@ -257,3 +274,24 @@ AGENT_HEARTBEAT_INTERVAL = env.int("AGENT_HEARTBEAT_INTERVAL", default=30)
 AGENT_MAX_BODY_BYTES = env.int("AGENT_MAX_BODY_BYTES", default=256 * 1024)
 FLEET_INSTALL_DEFAULT_CONCURRENCY = env.int("FLEET_INSTALL_DEFAULT_CONCURRENCY", default=50)
 FLEET_INSTALL_DEFAULT_TIMEOUT_HOURS = env.int("FLEET_INSTALL_DEFAULT_TIMEOUT_HOURS", default=72)
+
+# --- Alerts and metrics (docs/operations.md) --------------------------------------------------
+# Alert emails go through Django's mail settings; the console backend prints them when unset.
+EMAIL_BACKEND = env.str(
+    "EMAIL_BACKEND",
+    default="django.core.mail.backends.smtp.EmailBackend"
+    if env.str("EMAIL_HOST", default="")
+    else "django.core.mail.backends.console.EmailBackend",
+)
+EMAIL_HOST = env.str("EMAIL_HOST", default="localhost")
+EMAIL_PORT = env.int("EMAIL_PORT", default=25)
+EMAIL_HOST_USER = env.str("EMAIL_HOST_USER", default="")
+EMAIL_HOST_PASSWORD = env.str("EMAIL_HOST_PASSWORD", default="")
+EMAIL_USE_TLS = env.bool("EMAIL_USE_TLS", default=False)
+EMAIL_USE_SSL = env.bool("EMAIL_USE_SSL", default=False)
+EMAIL_TIMEOUT = env.int("EMAIL_TIMEOUT", default=10)
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="fleet-portal@localhost")
+# GET /metrics answers only with "Authorization: Bearer <METRICS_TOKEN>"; 404 while unset.
+METRICS_TOKEN = env.str("METRICS_TOKEN", default="")
+# The agent's poll and report write "last seen" at most this often when nothing else changed.
+STATION_SEEN_WRITE_SECONDS = env.int("STATION_SEEN_WRITE_SECONDS", default=60)

@@ -8,6 +8,7 @@ from .aws.tasks import prune_aws_call_log, purge_access_keys
 from .claim.tasks import claim_setup_task
 from .fleet.tasks import fleet_advance, fleet_install_run
 from .jitp.tasks import jitp_setup
+from .jobs.tasks import sweep_jobs
 from .lifecycle.tasks import aws_actions_run
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "jitp_setup",
     "prune_aws_call_log",
     "purge_access_keys",
+    "sweep_jobs",
 ]

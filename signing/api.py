@@ -8,7 +8,6 @@ DomainError handler, which answers their status and ``{"code", "detail"}``.
 
 from __future__ import annotations
 
-import json
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
 from devices.auth import StationTokenAuth
-from portal.http_api import NUL_DETAIL, ApiError, ErrorOut, has_nul
+from portal.http_api import NUL_DETAIL, ApiError, ErrorOut, JsonTooDeep, has_nul, json_decode
 
 from .csr import MAX_CSR_BYTES
 from .models import OnboardingRequest
@@ -102,7 +101,9 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
             400, "empty_body", 'The request body is empty; send {"device": …, "csr": …}.'
         )
     try:
-        data = json.loads(body)
+        data = json_decode(body)
+    except JsonTooDeep as exc:
+        raise ApiError(422, "json_too_deep", str(exc)) from None
     except (ValueError, UnicodeDecodeError):
         raise ApiError(400, "invalid_json", "The request body is not valid JSON.") from None
     if not isinstance(data, dict):

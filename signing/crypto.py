@@ -18,6 +18,7 @@ from cryptography.x509.oid import NameOID
 class KeyType(StrEnum):
     EC_P256 = "ec-p256"
     EC_P384 = "ec-p384"
+    EC_P521 = "ec-p521"
     RSA_2048 = "rsa-2048"
     RSA_3072 = "rsa-3072"
     RSA_4096 = "rsa-4096"
@@ -37,6 +38,8 @@ def generate_private_key(key_type: str) -> CertificateIssuerPrivateKeyTypes:
         return ec.generate_private_key(ec.SECP256R1())
     if kt is KeyType.EC_P384:
         return ec.generate_private_key(ec.SECP384R1())
+    if kt is KeyType.EC_P521:
+        return ec.generate_private_key(ec.SECP521R1())
     return rsa.generate_private_key(public_exponent=65537, key_size=int(kt.value.split("-")[1]))
 
 
@@ -54,9 +57,13 @@ def key_type_of(public_key: PublicKeyTypes) -> str:
 
 def signature_hash_for(
     private_key: CertificateIssuerPrivateKeyTypes,
-) -> hashes.SHA256 | hashes.SHA384:
-    if isinstance(private_key, ec.EllipticCurvePrivateKey) and private_key.curve.key_size > 256:
-        return hashes.SHA384()
+) -> hashes.SHA256 | hashes.SHA384 | hashes.SHA512:
+    """The digest that matches the CA key's strength (P-384: SHA-384, P-521: SHA-512)."""
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        if private_key.curve.key_size > 384:
+            return hashes.SHA512()
+        if private_key.curve.key_size > 256:
+            return hashes.SHA384()
     return hashes.SHA256()
 
 
@@ -88,13 +95,49 @@ _ALLOWED_DN_OIDS = {oid: key for key, oid in DN_ATTRIBUTES.items()}
 _DN_TYPE = re.compile(r"(?:^|(?<!\\)[,+])\s*([^=,+]*?)\s*=")
 _DN_FORM = (
     "Write the distinguished name as in RFC 4514, most specific first, e.g. "
-    "'CN=Fleet CA,O=ACME,C=DE' (upper-case names, no spaces around ',' and '=', "
-    "a ',' inside a value written as '\\,')."
+    "'CN=Fleet CA, O=ACME, C=DE' (a ',' inside a value written as '\\,')."
 )
+
+
+def normalise_dn(dn: str) -> str:
+    """The DN as people type it, in the strict form RFC 4514 parsers read: spaces around the
+    separators and '=' dropped, attribute names upper-cased ('cn = Fleet CA, o=Acme' ->
+    'CN=Fleet CA,O=Acme'). Escaped characters ('\\,', '\\ ') are kept as they are."""
+    parts: list[tuple[str, str]] = []
+    current: list[str] = []
+    i = 0
+    while i < len(dn):
+        char = dn[i]
+        if char == "\\" and i + 1 < len(dn):
+            current.append(dn[i : i + 2])
+            i += 2
+            continue
+        if char in ",+":
+            parts.append(("".join(current), char))
+            current = []
+        else:
+            current.append(char)
+        i += 1
+    parts.append(("".join(current), ""))
+    out = []
+    for part, separator in parts:
+        key, equals, value = part.partition("=")
+        if equals:
+            value = value.lstrip(" ")
+            while value.endswith(" ") and not value.endswith("\\ "):
+                value = value[:-1]
+            part = f"{key.strip().upper()}={value}"
+        else:
+            part = part.strip()
+        out.append(part + separator)
+    return "".join(out)
 
 
 def parse_dn(dn: str) -> x509.Name:
     """An RFC 4514 string ('CN=…,O=…,C=…', most specific first) as an ``x509.Name``.
+
+    What people type is accepted too: spaces after the commas, lower-case attribute names
+    (:func:`normalise_dn`).
 
     :meth:`x509.Name.from_rfc4514_string` parses it (and puts the attributes in ASN.1 order,
     C first); this adds what a CA subject here must meet: only CN, O, OU, L, ST and C, each
@@ -103,6 +146,7 @@ def parse_dn(dn: str) -> x509.Name:
     """
     if not dn or not dn.strip():
         raise ValueError("The distinguished name is empty; give at least CN=….")
+    dn = normalise_dn(dn)
     try:
         name = x509.Name.from_rfc4514_string(dn)
     except ValueError as exc:

@@ -48,12 +48,17 @@ def _key_type(public_key: object, accepted: list[str] | None) -> str:
             "DSA keys are not accepted; use EC P-256 or RSA with at least 2048 bits.",
         )
     if isinstance(public_key, ec.EllipticCurvePublicKey):
-        names = {"secp256r1": KeyType.EC_P256, "secp384r1": KeyType.EC_P384}
+        names = {
+            "secp256r1": KeyType.EC_P256,
+            "secp384r1": KeyType.EC_P384,
+            "secp521r1": KeyType.EC_P521,
+        }
         kt = names.get(public_key.curve.name)
         if kt is None:
             raise CsrError(
                 "csr_key_type_not_accepted",
-                f"The elliptic curve {public_key.curve.name} is not accepted; use P-256 or P-384.",
+                f"The elliptic curve {public_key.curve.name} is not accepted; use P-256, "
+                "P-384 or P-521.",
             )
     elif isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < 2048:
@@ -92,15 +97,29 @@ def _load(data: str | bytes) -> tuple[x509.CertificateSigningRequest, str]:
     if not raw.strip():
         raise CsrError("csr_missing", "The CSR is empty; send a PEM certificate signing request.")
     text = raw.decode("ascii", "replace")
-    labels = set(_PEM_BLOCK.findall(text))
+    blocks = _PEM_BLOCK.findall(text)
+    labels = set(blocks)
     if labels:
-        if not labels & _CSR_LABELS:
-            if any("PRIVATE KEY" in label for label in labels):
+        if any("PRIVATE KEY" in label for label in labels):
+            if labels & _CSR_LABELS:
                 raise CsrError(
-                    "csr_is_private_key",
-                    "This is a private key, not a CSR; never send the private key. "
-                    "Send the certificate signing request.",
+                    "csr_private_key_sent",
+                    "The body holds a private key besides the CSR; nothing was stored. "
+                    "Never send the private key: send the certificate signing request alone, "
+                    "and treat the key as compromised (make a new one).",
                 )
+            raise CsrError(
+                "csr_is_private_key",
+                "This is a private key, not a CSR; never send the private key. "
+                "Send the certificate signing request.",
+            )
+        if len(blocks) > 1:
+            raise CsrError(
+                "csr_multiple_blocks",
+                f"The body holds {len(blocks)} PEM blocks; send exactly one certificate "
+                "signing request.",
+            )
+        if not labels & _CSR_LABELS:
             if "CERTIFICATE" in labels:
                 raise CsrError(
                     "csr_is_certificate",

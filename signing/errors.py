@@ -75,5 +75,11 @@ class RateLimitedSubmissions(RateLimited):
     code = "rate_limited"
 
 
+class TooManyPendingRequests(RateLimited):
+    """The station has as many requests waiting for approval as it may (429)."""
+
+    code = "too_many_pending_requests"
+
+
 class RequestNotFound(NotFound):
     code = "not_found"

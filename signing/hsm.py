@@ -35,6 +35,12 @@ from django.conf import settings
 from .crypto import KeyType
 from .errors import KeyStoreUnavailable
 
+# EC key type -> (curve, digest, bytes of r and of s)
+_EC: dict[KeyType, tuple[str, str, int]] = {
+    KeyType.EC_P256: ("secp256r1", "sha256", 32),
+    KeyType.EC_P384: ("secp384r1", "sha384", 48),
+    KeyType.EC_P521: ("secp521r1", "sha512", 66),
+}
 _lock = threading.Lock()
 _sessions: dict[tuple[str, str], Any] = {}
 _reference_keys: dict[str, Any] = {}
@@ -126,8 +132,8 @@ def key_generate(*, key_type: str, label: str) -> tuple[TokenKey, PublicKeyTypes
     caps = MechanismFlag.SIGN | MechanismFlag.VERIFY
     with _lock:
         session = _session(token_label)
-        if kt in (KeyType.EC_P256, KeyType.EC_P384):
-            curve = "secp256r1" if kt is KeyType.EC_P256 else "secp384r1"
+        if kt in _EC:
+            curve = _EC[kt][0]
             params = session.create_domain_parameters(
                 P11KeyType.EC,
                 {Attribute.EC_PARAMS: encode_named_curve_parameters(curve)},
@@ -198,17 +204,21 @@ def signer(
     with _lock:
         priv = _private_key(key)
     kt = KeyType(key_type)
-    algorithm: hashes.SHA256 | hashes.SHA384 = (
-        hashes.SHA384() if kt is KeyType.EC_P384 else hashes.SHA256()
+    is_ec = kt in _EC
+    digest_name, half = (_EC[kt][1], _EC[kt][2]) if is_ec else ("sha256", 0)
+    algorithm: hashes.SHA256 | hashes.SHA384 | hashes.SHA512 = (
+        hashes.SHA512()
+        if digest_name == "sha512"
+        else hashes.SHA384()
+        if digest_name == "sha384"
+        else hashes.SHA256()
     )
     reference = _reference_key(kt)
-    is_ec = kt in (KeyType.EC_P256, KeyType.EC_P384)
-    half = 48 if kt is KeyType.EC_P384 else 32
 
     def sign_tbs(tbs: bytes) -> bytes:
         with _lock:
             if is_ec:
-                digest = hashlib.new(algorithm.name, tbs).digest()
+                digest = hashlib.new(digest_name, tbs).digest()
                 raw = priv.sign(digest, mechanism=Mechanism.ECDSA)
             else:
                 return bytes(priv.sign(tbs, mechanism=Mechanism.SHA256_RSA_PKCS))

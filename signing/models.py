@@ -10,7 +10,7 @@ from django.db import models
 from django.utils import timezone
 from encrypted_model_fields.fields import EncryptedCharField, EncryptedTextField
 
-from .crypto import KEY_TYPE_CHOICES
+from .crypto import KEY_TYPE_CHOICES, KeyType
 
 alias_validator = RegexValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$",
@@ -83,7 +83,8 @@ JITP_PARAMETER_FOR_FIELD = {
 
 
 def default_accepted_key_types() -> list[str]:
-    return ["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"]
+    """Every key type AWS IoT accepts for a device certificate: EC P-256/384/521, RSA >= 2048."""
+    return [k.value for k in KeyType]
 
 
 class SigningProfile(models.Model):
@@ -232,6 +233,15 @@ class OnboardingRequest(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("approve_onboardingrequest", "Can approve or reject onboarding requests")]
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="signing_request_created_idx"),
+            # Signings per day (the dashboard) and their totals (metrics): index-only scans.
+            models.Index(
+                fields=["issued_at", "is_renewal"],
+                condition=models.Q(status="issued"),
+                name="signing_request_issued_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.pk} {self.device}"
@@ -329,6 +339,16 @@ class IssuedCertificate(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         permissions = [("revoke_issuedcertificate", "Can revoke issued certificates")]
+        # The changelist's order; CN "contains" has a trigram index on PostgreSQL (migration).
+        indexes = [
+            models.Index(fields=["-created_at", "-id"], name="signing_cert_created_idx"),
+            # Expiries and overdue renewals of the active certificates (dashboard, alerts).
+            models.Index(
+                fields=["not_after", "renew_after"],
+                condition=models.Q(status="active"),
+                name="signing_cert_active_idx",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.common_name} ({self.serial})"

@@ -53,8 +53,11 @@ def sign_batch(self: Task, ids: list[int]) -> dict[str, int]:
 
 
 @shared_task(name="signing.tasks.sweep_approved_requests")
-def sweep_approved_requests(older_than_seconds: int = 120) -> int:
-    """Periodic: re-enqueue approved requests a killed worker left unsigned."""
+def sweep_approved_requests(older_than_seconds: int | None = None) -> int:
+    """Periodic: re-enqueue approved requests a lost message or a killed worker left unsigned
+    (those handed out more than ``older_than_seconds`` ago, default SWEEP_AFTER_SECONDS)."""
+    if older_than_seconds is None:
+        return services.onboarding_requests_sweep()
     return services.onboarding_requests_sweep(older_than_seconds=older_than_seconds)
 
 

@@ -102,7 +102,7 @@ def subprocess_env(**extra: str) -> dict[str, str]:
 class WorkerProcess:
     """A real `celery worker` subprocess consuming this test process's broker and database."""
 
-    def __init__(self, queues: str, concurrency: int, extra_env: dict[str, str]) -> None:
+    def __init__(self, queues: str | None, concurrency: int, extra_env: dict[str, str]) -> None:
         self.log_path = Path(settings.DATA_DIR) / f"worker-{uuid.uuid4().hex[:8]}.log"
         self._log = self.log_path.open("w")
         self.proc = subprocess.Popen(
@@ -113,8 +113,7 @@ class WorkerProcess:
                 "-A",
                 "portal",
                 "worker",
-                "-Q",
-                queues,
+                *(["-Q", queues] if queues else []),
                 "-c",
                 str(concurrency),
                 "-P",
@@ -169,12 +168,14 @@ def celery_worker_process(
 ) -> Iterator[Callable[..., WorkerProcess]]:
     """Start real worker processes: ``start(queues="default,signing,fleet", concurrency=1)``.
 
+    ``queues=None`` starts the worker without ``-Q``, as the README's plain command does.
+
     Tests using it must commit their data (they get ``transactional_db``).
     """
     workers: list[WorkerProcess] = []
 
     def start(
-        queues: str = "default,signing,fleet", concurrency: int = 1, **extra_env: str
+        queues: str | None = "default,signing,fleet", concurrency: int = 1, **extra_env: str
     ) -> WorkerProcess:
         worker = WorkerProcess(queues, concurrency, extra_env)
         workers.append(worker)

@@ -17,7 +17,7 @@ from cryptography.x509.oid import NameOID
 
 from fleet_agent.fsutil import atomic_write
 
-KEY_TYPES = ("ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096")
+KEY_TYPES = ("ec-p256", "ec-p384", "ec-p521", "rsa-2048", "rsa-3072", "rsa-4096")
 
 PrivateKey = ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
 
@@ -32,6 +32,8 @@ def generate_private_key(key_type: str = "ec-p256") -> PrivateKey:
         return ec.generate_private_key(ec.SECP256R1())
     if key_type == "ec-p384":
         return ec.generate_private_key(ec.SECP384R1())
+    if key_type == "ec-p521":
+        return ec.generate_private_key(ec.SECP521R1())
     if key_type.startswith("rsa-") and key_type in KEY_TYPES:
         return rsa.generate_private_key(public_exponent=65537, key_size=int(key_type[4:]))
     raise ValueError(f"unsupported key type {key_type!r}; use one of {', '.join(KEY_TYPES)}")

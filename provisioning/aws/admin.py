@@ -18,7 +18,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from portal.admin import ReadOnlyAdminMixin
+from portal.admin import ReadOnlyAdminMixin, SensitivePostAdminMixin
 
 from . import services
 from .client import AwsError, aws_service_get
@@ -121,7 +121,8 @@ class StoredFilter(admin.SimpleListFilter):
 
 
 @admin.register(AccessKey)
-class AccessKeyAdmin(admin.ModelAdmin):
+class AccessKeyAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("secret",)
     list_display = ["access_key_id", "stored", "purge_at", "last_used_at", "description"]
     list_filter = [StoredFilter, "store_for"]
     search_fields = ["access_key_id", "description"]

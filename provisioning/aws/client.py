@@ -62,9 +62,13 @@ def aws_calls_for_action(action_id: int) -> Iterator[None]:
 
 
 def aws_service_get() -> AwsService:
-    """The AWS settings row of the current site, created (disabled) on first use."""
+    """The AWS settings row of the current site, created (enabled) on first use.
+
+    Enabled by default as in the reference product: no request can leave without an
+    access key anyway, and staff switch it off when they mean to.
+    """
     site = Site.objects.get_current()
-    service, _ = AwsService.objects.get_or_create(site=site)
+    service, _ = AwsService.objects.get_or_create(site=site, defaults={"enabled": True})
     return service
 
 

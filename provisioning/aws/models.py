@@ -27,7 +27,7 @@ class AwsService(models.Model):
 
     site = models.OneToOneField(Site, on_delete=models.CASCADE, related_name="aws_service")
     enabled = models.BooleanField(
-        default=False, help_text="When off, every AWS call is refused before it leaves the portal."
+        default=True, help_text="When off, every AWS call is refused before it leaves the portal."
     )
     region = models.CharField(max_length=32, default="eu-west-1", choices=iot_region_choices)
 

@@ -9,7 +9,9 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 
+from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from .bundle import claim_bundle_build
 from .models import ClaimSetup
@@ -17,7 +19,8 @@ from .services import claim_setup_save, claim_setup_start
 
 
 @admin.register(ClaimSetup)
-class ClaimSetupAdmin(admin.ModelAdmin):
+class ClaimSetupAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("role_arn",)
     list_display = [
         "template_name",
         "region",
@@ -100,10 +103,12 @@ class ClaimSetupAdmin(admin.ModelAdmin):
     )
     def run_setup(self, request: HttpRequest, queryset: QuerySet[ClaimSetup]) -> None:
         count = 0
+        handoffs_reset()
         for setup in queryset:
             claim_setup_start(setup=setup, actor=request.user)
             count += 1
         self.message_user(request, f"Started {count} claim setup job{'s' if count != 1 else ''}.")
+        handoffs_tell_admin(self, request)
 
     def has_download_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("provisioning.download_claim_bundle")

@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.validators import RegexValidator
 from django.db import models
 from django.utils import timezone
-from encrypted_model_fields.fields import EncryptedTextField
+from encrypted_model_fields.fields import EncryptedCharField, EncryptedTextField
 
 from ..aws.models import iot_region_choices
 
@@ -47,7 +47,7 @@ class ClaimSetup(models.Model):
     access_key = models.ForeignKey(
         "provisioning.AccessKey", on_delete=models.PROTECT, related_name="claim_setups"
     )
-    role_arn = models.CharField(
+    role_arn = EncryptedCharField(
         "provisioning role ARN",
         max_length=600,
         validators=[role_arn_validator],

@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.utils import timezone
 
+from portal.handoff import send_task_on_commit
 from portal.services import Actor, audit_record
 
 from ..aws.client import AwsError, aws_client, oldest_non_default_version
@@ -101,9 +102,7 @@ def claim_setup_start(
     if run_async:
         from .tasks import claim_setup_task
 
-        transaction.on_commit(
-            lambda: claim_setup_task.delay(job.pk, setup.pk, new_claim_certificate)
-        )
+        send_task_on_commit(claim_setup_task, job.pk, setup.pk, new_claim_certificate)
     return job
 
 

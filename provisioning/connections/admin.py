@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count, QuerySet
 from django.http import HttpRequest
 
+from portal.admin import SensitivePostAdminMixin, WriteOnlyTextarea
 from provisioning.aws.models import AccessKey
 
 from .models import Connection
@@ -47,10 +48,13 @@ class ConnectionAdminForm(forms.ModelForm):
         choices=[("", "unchanged (30 days for a new key)"), *AccessKey.StorePeriod.choices],
     )
     certificate = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text=_WRITE_ONLY
+        required=False, widget=WriteOnlyTextarea(attrs={"rows": 4}), help_text=_WRITE_ONLY
     )
     private_key = forms.CharField(
-        required=False, widget=forms.Textarea(attrs={"rows": 4}), help_text=_WRITE_ONLY
+        required=False,
+        strip=False,
+        widget=WriteOnlyTextarea(attrs={"rows": 4}),
+        help_text=_WRITE_ONLY + " Not even shown back when the form has errors.",
     )
     remove_certificate = forms.BooleanField(
         required=False, help_text="Remove the stored certificate and private key."
@@ -122,7 +126,8 @@ class ConnectionAdminForm(forms.ModelForm):
 
 
 @admin.register(Connection)
-class ConnectionAdmin(admin.ModelAdmin):
+class ConnectionAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("secret_access_key", "private_key", "certificate")
     form = ConnectionAdminForm
     list_display = [
         "name",

@@ -13,7 +13,7 @@ from django.core.exceptions import ValidationError
 from django.http import HttpRequest, HttpResponse
 from ninja import Field, Path, Router, Schema, Status
 
-from portal.errors import InvalidInput, NotFound
+from portal.errors import Forbidden, InvalidInput, NotFound
 from portal.http_api import ErrorOut, StaffTokenAuth
 from portal.services import Actor
 
@@ -176,6 +176,20 @@ def _actor(request: HttpRequest) -> Actor:
     return getattr(request, "auth", None)
 
 
+def _require(request: HttpRequest, action: str) -> None:
+    """The staff user's Django model permission for ``action`` on connections, or a 403.
+
+    Connections hold AWS secrets: a staff token is not enough, its user needs the same
+    permission the admin would ask for (a superuser has them all).
+    """
+    user = getattr(request, "auth", None)
+    if user is None or not user.has_perm(f"provisioning.{action}_connection"):
+        raise Forbidden(
+            f"This API token's user lacks the permission to {action} connections "
+            f"(provisioning.{action}_connection)."
+        )
+
+
 def _get(connection_id: int) -> Connection:
     conn = connection_list().filter(pk=connection_id).first()
     if conn is None:
@@ -183,18 +197,22 @@ def _get(connection_id: int) -> Connection:
     return conn
 
 
-_ERRORS = {401: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
+_ERRORS = {401: ErrorOut, 403: ErrorOut, 404: ErrorOut, 409: ErrorOut, 422: ErrorOut}
 
 
 @router.get(
-    "/connections", auth=StaffTokenAuth(), response={200: list[ConnectionOut], 401: ErrorOut}
+    "/connections",
+    auth=StaffTokenAuth(),
+    response={200: list[ConnectionOut], 401: ErrorOut, 403: ErrorOut},
 )
 def list_connections(request: HttpRequest) -> list[dict]:
+    _require(request, "view")
     return [_out(c) for c in connection_list()]
 
 
 @router.post("/connections", auth=StaffTokenAuth(), response={201: ConnectionOut, **_ERRORS})
 def create_connection(request: HttpRequest, payload: ConnectionIn) -> Status:
+    _require(request, "add")
     try:
         conn = connection_create(data=_data(payload), actor=_actor(request))
     except ValidationError as exc:
@@ -206,6 +224,7 @@ def create_connection(request: HttpRequest, payload: ConnectionIn) -> Status:
     "/connections/{connection_id}", auth=StaffTokenAuth(), response={200: ConnectionOut, **_ERRORS}
 )
 def get_connection(request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)) -> dict:
+    _require(request, "view")
     return _out(_get(connection_id))
 
 
@@ -215,6 +234,7 @@ def get_connection(request: HttpRequest, connection_id: int = Path(..., ge=1, le
 def replace_connection(
     request: HttpRequest, payload: ConnectionIn, connection_id: int = Path(..., ge=1, le=MAX_ID)
 ) -> dict:
+    _require(request, "change")
     conn = _get(connection_id)
     try:
         connection_replace(connection=conn, data=_data(payload), actor=_actor(request))
@@ -229,6 +249,7 @@ def replace_connection(
 def delete_connection(
     request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)
 ) -> HttpResponse:
+    _require(request, "delete")
     connection_delete(connection=_get(connection_id), actor=_actor(request))
     return HttpResponse(status=204)
 
@@ -249,6 +270,7 @@ def _bindings(conn: Connection) -> dict:
 def list_connection_devices(
     request: HttpRequest, connection_id: int = Path(..., ge=1, le=MAX_ID)
 ) -> dict:
+    _require(request, "view")
     return _bindings(_get(connection_id))
 
 
@@ -263,6 +285,7 @@ def bind_connection_devices(
     connection_id: int = Path(..., ge=1, le=MAX_ID),
 ) -> dict:
     """Replace the set of devices bound to the connection (an empty list unbinds all)."""
+    _require(request, "change")
     conn = _get(connection_id)
     try:
         connection_bind_devices(

@@ -72,11 +72,12 @@ class ConnectionData:
 
 
 def _split_endpoint(value: str, region: str) -> tuple[str, str]:
-    """Accept an account prefix or the endpoint itself; return (prefix, region)."""
+    """Accept an account prefix (bare or with the ``-ats`` suffix, as the reference connector
+    documents it) or the endpoint itself; return (prefix, region)."""
     value = (value or "").strip().lower()
     match = ENDPOINT_RE.match(value)
     if not match:
-        return value, region
+        return value.removesuffix("-ats"), region
     if region and match["region"] != region:
         raise ValidationError(
             {

@@ -27,7 +27,9 @@ from django.utils.translation import ngettext
 
 from devices.admin import StationAdmin
 from devices.models import Station
+from portal.admin import SensitivePostAdminMixin
 from portal.errors import DomainError
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..jobs.admin import register_job_section
 from ..jobs.models import Job, JobLogLine
@@ -195,8 +197,10 @@ class FleetInstallAdmin(admin.ModelAdmin):
 register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")
 
 
-class FleetStationAdmin(StationAdmin):
+class FleetStationAdmin(SensitivePostAdminMixin, StationAdmin):
     """Stations with the "Install AWS MQTT device" action (see the module docstring)."""
+
+    sensitive_post_parameters = ("key_password",)
 
     actions = [*list(StationAdmin.actions or []), "install_mqtt_device"]  # type: ignore[misc]
 
@@ -205,7 +209,7 @@ class FleetStationAdmin(StationAdmin):
         return [
             path(
                 "fleet-install/",
-                wrap(self.fleet_install_view),
+                wrap(self.sensitive_view(self.fleet_install_view)),
                 name="devices_station_fleet_install",
             ),
             *super().get_urls(),
@@ -225,6 +229,7 @@ class FleetStationAdmin(StationAdmin):
             form = FleetInstallForm(request.POST)
             if form.is_valid():
                 data = form.cleaned_data
+                handoffs_reset()
                 try:
                     with transaction.atomic():
                         install = fleet_install_create(
@@ -260,6 +265,7 @@ class FleetStationAdmin(StationAdmin):
                         ),
                         messages.SUCCESS,
                     )
+                    handoffs_tell_admin(self, request)
                     return HttpResponseRedirect(
                         reverse("admin:provisioning_fleetinstall_progress", args=[install.pk])
                     )

@@ -10,7 +10,9 @@ from typing import Literal
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.utils.dateparse import parse_datetime
 from ninja import Field, Router, Schema
+from pydantic import field_validator
 
 from devices.auth import StationTokenAuth
 from portal.errors import InvalidInput
@@ -38,6 +40,20 @@ class DeviceReport(Schema):
     last_error: str | None = Field(None, max_length=2000)
     queue_depth: int | None = Field(None, ge=0)
     queue_dropped: int | None = Field(None, ge=0)
+
+    @field_validator("certificate_not_after", "last_connected")
+    @classmethod
+    def _iso_datetime(cls, value: str | None) -> str | None:
+        """An ISO 8601 date and time that exists (2026-02-30 does not): a 422 otherwise."""
+        if not value:
+            return value
+        try:
+            parsed = parse_datetime(value)
+        except ValueError:
+            parsed = None
+        if parsed is None:
+            raise ValueError(f"{value!r} is not a valid ISO 8601 date and time")
+        return value
 
 
 class StateReport(Schema):
@@ -67,9 +83,10 @@ def _check_size(request: HttpRequest) -> None:
 )
 def agent_config(request: HttpRequest) -> HttpResponse:
     station = request.auth  # type: ignore[attr-defined]
-    config, etag = station_agent_config_with_etag(station)
+    config, etag, awaiting_delivery = station_agent_config_with_etag(station)
     # A 304 also proves delivery: the agent already holds exactly this configuration.
-    fleet_config_delivered(station=station, device_names=[d["name"] for d in config["devices"]])
+    if awaiting_delivery:
+        fleet_config_delivered(station=station, device_names=[d["name"] for d in config["devices"]])
     if etag_matches(request.headers.get("If-None-Match", ""), etag):
         response = HttpResponse(status=304)
     else:

@@ -11,10 +11,13 @@ import json
 from typing import Any
 
 from django.conf import settings
+from django.db.models import Exists, OuterRef
 
 from devices.models import MqttDevice, Station
 
 from ..connections.selectors import device_topic_patterns
+from ..jobs.models import Job
+from .models import FleetInstallStation
 
 DEFAULT_TOPICS = {
     "uplink_topic": "things/{thing}/uplink/{point}",
@@ -31,8 +34,23 @@ def _device_key_type(device: MqttDevice) -> str:
     return str(accepted[0])
 
 
-def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[Any]]:
-    """The desired configuration plus the row versions its ETag must also cover.
+def _awaiting_delivery() -> Exists:
+    """Whether a running fleet install placed this device and waits for the agent to fetch
+    it (the same rows as ``fleet_config_delivered`` moves), as a subquery of the config's
+    one query: a poll with nothing to deliver does no delivery bookkeeping at all."""
+    return Exists(
+        FleetInstallStation.objects.filter(
+            device=OuterRef("pk"),
+            status=FleetInstallStation.Status.QUEUED,
+            dispatched_at__isnull=False,
+            install__job__status=Job.Status.RUNNING,
+        )
+    )
+
+
+def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[Any], bool]:
+    """The desired configuration, the row versions its ETag must also cover, and whether a
+    fleet install waits for this station to fetch one of its devices.
 
     A device bound to a connection takes its topic patterns (and, when the device has no
     endpoint of its own, the account's endpoint) from it (docs/connections.md).
@@ -40,11 +58,14 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
     devices = (
         MqttDevice.objects.filter(station=station)
         .select_related("signing_profile", "current_certificate", "connection")
+        .annotate(awaiting_delivery=_awaiting_delivery())
         .order_by("name")
     )
     out = []
     versions: list[Any] = []
+    awaiting = False
     for device in devices:
+        awaiting = awaiting or bool(device.awaiting_delivery)  # type: ignore[attr-defined]
         cert = device.current_certificate
         topics = device_topic_patterns(device)
         out.append(
@@ -75,7 +96,7 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
         "poll_interval": settings.AGENT_POLL_INTERVAL,
         "devices": out,
     }
-    return config, versions
+    return config, versions, awaiting
 
 
 def station_agent_config(station: Station) -> dict[str, Any]:
@@ -87,11 +108,12 @@ def station_agent_config(station: Station) -> dict[str, Any]:
     return _agent_config_and_versions(station)[0]
 
 
-def station_agent_config_with_etag(station: Station) -> tuple[dict[str, Any], str]:
-    """The configuration and its ETag, which also covers each bound connection's id and
-    ``updated_at``: a PUT on a connection changes the ETag of every station using it."""
-    config, versions = _agent_config_and_versions(station)
-    return config, config_etag(config, versions=versions)
+def station_agent_config_with_etag(station: Station) -> tuple[dict[str, Any], str, bool]:
+    """The configuration, its ETag (which also covers each bound connection's id and
+    ``updated_at``: a PUT on a connection changes the ETag of every station using it), and
+    whether a fleet install waits for the station to fetch it (delivery bookkeeping due)."""
+    config, versions, awaiting = _agent_config_and_versions(station)
+    return config, config_etag(config, versions=versions), awaiting
 
 
 def config_etag(config: dict[str, Any], *, versions: list[Any] | None = None) -> str:

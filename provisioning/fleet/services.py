@@ -28,6 +28,7 @@ from django.utils import timezone
 from devices.models import MqttDevice, Station, name_validator
 from devices.selectors import station_online_since
 from portal.errors import Conflict
+from portal.handoff import send_task_on_commit
 from portal.services import Actor, audit_record
 from signing.models import SigningProfile
 
@@ -235,6 +236,10 @@ def fleet_install_create(
     return install
 
 
+# A queued install older than this is started by the periodic sweep (fleet_advance, 30 s).
+START_AFTER_SECONDS = 30
+
+
 def fleet_install_start(*, install: FleetInstall) -> None:
     """Start the install's task once the rows are committed (queue ``fleet``)."""
     if install.dry_run:
@@ -242,7 +247,7 @@ def fleet_install_start(*, install: FleetInstall) -> None:
     from .tasks import fleet_install_run
 
     install_id = install.pk
-    transaction.on_commit(lambda: fleet_install_run.delay(install_id))
+    send_task_on_commit(fleet_install_run, install_id)
 
 
 def fleet_install_run(*, install_id: int) -> int:
@@ -429,12 +434,23 @@ def _forget_password(install: FleetInstall) -> None:
 
 
 def fleet_advance(*, now: datetime | None = None) -> int:
-    """The periodic sweep: time out, follow onboarding requests, place, finish.
+    """The periodic sweep: start what was never started, time out, follow onboarding
+    requests, place, finish.
 
-    Safe to run twice at once: every move re-reads its row under a lock and re-checks it.
+    An install still queued ``START_AFTER_SECONDS`` after its creation lost its start
+    message (the broker was down or restarted empty): the sweep runs the start itself.
+    Safe to run twice at once: the start is a conditional UPDATE of the job (one wins) and
+    every move re-reads its row under a lock and re-checks it.
     Returns how many running installs were looked at.
     """
     now = now or timezone.now()
+    unstarted = FleetInstall.objects.filter(
+        job__status=Job.Status.QUEUED,
+        dry_run=False,
+        job__created_at__lt=now - timedelta(seconds=START_AFTER_SECONDS),
+    ).values_list("pk", flat=True)
+    for install_id in list(unstarted):
+        fleet_install_run(install_id=install_id)
     installs = list(
         FleetInstall.objects.filter(job__status=Job.Status.RUNNING, dry_run=False).select_related(
             "job"

@@ -12,6 +12,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 
+from portal.admin import SensitivePostAdminMixin
+from portal.handoff import handoffs_reset, handoffs_tell_admin
+
 from ..jobs.admin import job_link
 from .models import JitpSettings
 from .services import jitp_settings_get, jitp_setup_start
@@ -69,7 +72,8 @@ class JitpSettingsForm(forms.ModelForm):
 
 
 @admin.register(JitpSettings)
-class JitpSettingsAdmin(admin.ModelAdmin):
+class JitpSettingsAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("ca_password", "role_arn")
     form = JitpSettingsForm
     list_display = [
         "__str__",
@@ -167,8 +171,10 @@ class JitpSettingsAdmin(admin.ModelAdmin):
         return self._start(request)
 
     def _start(self, request: HttpRequest) -> HttpResponse:
+        handoffs_reset()
         job = jitp_setup_start(actor=request.user)
         self.message_user(
             request, f"JITP setup job #{job.pk} started; its log follows below.", messages.SUCCESS
         )
+        handoffs_tell_admin(self, request)
         return HttpResponseRedirect(reverse("admin:provisioning_job_change", args=[job.pk]))

@@ -26,6 +26,7 @@ from django.contrib.sites.models import Site
 from django.db import transaction
 from django.utils import timezone
 
+from portal.handoff import send_task_on_commit
 from portal.services import Actor, audit_record
 
 from ..aws.client import AwsError
@@ -74,7 +75,7 @@ def jitp_setup_start(*, actor: Actor = None) -> Job:
         job = job_create(kind=Job.Kind.JITP_SETUP, title="Set up JITP", actor=actor, total=STEPS)
         JitpSettings.objects.filter(pk=row.pk).update(last_job=job)
         audit_record(action="jitp_setup_start", obj=job, actor=actor)
-        transaction.on_commit(lambda: jitp_setup.delay(job.pk))
+        send_task_on_commit(jitp_setup, job.pk)
     return job
 
 

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils.html import format_html
 
 from portal.admin import ReadOnlyAdminMixin
+from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from .models import AwsAction
 from .services import aws_actions_retry
@@ -81,6 +82,8 @@ class AwsActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
     @admin.action(description="Retry the selected failed actions", permissions=["change"])
     def retry(self, request: HttpRequest, queryset: QuerySet[AwsAction]) -> None:
+        handoffs_reset()
         count = aws_actions_retry(ids=queryset.values_list("pk", flat=True), actor=request.user)
         noun = "action" if count == 1 else "actions"
         self.message_user(request, f"{count} failed {noun} queued again.", messages.SUCCESS)
+        handoffs_tell_admin(self, request)

@@ -15,18 +15,12 @@ from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html
 
+from portal.admin import SensitivePostAdminMixin, WriteOnlyTextarea
+
 from ..crypto import KEY_TYPE_CHOICES, KeyType
 from ..keystore import ca_certificate
 from ..models import CertificateAuthority
 from ..services import CA_EXPIRY_WARNING_DAYS, ca_generate, ca_import_pem, ca_import_pkcs12
-
-
-class WriteOnlyTextarea(forms.Textarea):
-    """A textarea that never renders a value back (a private key must not come back in HTML,
-    not even on a form with errors)."""
-
-    def format_value(self, value: Any) -> None:
-        return None
 
 
 class CertificateAuthorityAddForm(forms.ModelForm):
@@ -180,11 +174,13 @@ DETAIL_FIELDS = [
 
 
 @admin.register(CertificateAuthority)
-class CertificateAuthorityAdmin(admin.ModelAdmin):
+class CertificateAuthorityAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
     """Key store: list, add (generate/import), read-only details, certificate download.
 
     No delete (signing profiles and issued certificates refer to CAs) and never the key.
     """
+
+    sensitive_post_parameters = ("password", "private_key_pem", "key_password", "pkcs12_password")
 
     list_display = [
         "alias",

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import QuerySet
+from django.db.models import Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from portal.admin import ReadOnlyAdminMixin
+from portal.admin import ReadOnlyAdminMixin, is_changelist
 
 from ..models import IssuedCertificate
 from ..services import certificates_revoke
 from .common import CaExpiryWarningMixin, plural, reason_form_response
+
+_HEX = re.compile(r"^[0-9A-F]+$")
+
+
+def colon_hex(term: str) -> str:
+    """``0a1b2c`` / ``0A:1B:2C`` -> ``0A:1B:2C`` (how serials and fingerprints are stored);
+    an odd number of digits keeps the half byte at the end (``0A:1`` prefixes ``0A:1B``)."""
+    digits = term.replace(":", "").replace(" ", "").upper()
+    if not digits or not _HEX.match(digits):
+        return ""
+    return ":".join(digits[i : i + 2] for i in range(0, len(digits), 2))
 
 
 class RevokeForm(forms.Form):
@@ -37,15 +49,27 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "renew_after",
     ]
     list_filter = ["status", "profile", "ca"]
-    search_fields = [
-        "common_name",
-        "serial",
-        "fingerprint_sha256",
-        "device__name",
-        "device__station__name",
-    ]
+    # Searched by get_search_results: CN contains (trigram index on PostgreSQL), serial and
+    # fingerprint by exact or prefix match (with or without colons, any case).
+    search_fields = ["common_name", "serial", "fingerprint_sha256"]
+    search_help_text = "Common Name (contains), serial or SHA-256 fingerprint (prefix, hex)."
     list_select_related = ["device__station", "profile", "ca"]
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[IssuedCertificate]:
+        # The CA's key, the profile's CA password and the device's key password are encrypted
+        # fields that decrypt on load (per row); the list shows none of them.
+        qs = super().get_queryset(request)
+        if is_changelist(request):
+            qs = qs.defer(
+                "certificate_pem",
+                "device__key_password",
+                "profile__ca_password",
+                "ca__private_key_pem",
+                "ca__certificate_pem",
+            )
+        return qs
+
     actions = ["revoke_selected"]
     fields = (
         "serial_colons",
@@ -69,6 +93,18 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "certificate_pem",
     )
     readonly_fields = fields
+
+    def get_search_results(
+        self, request: HttpRequest, queryset: QuerySet, search_term: str
+    ) -> tuple[QuerySet, bool]:
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        query = Q(common_name__icontains=term)
+        hex_prefix = colon_hex(term)
+        if hex_prefix:
+            query |= Q(serial__startswith=hex_prefix) | Q(fingerprint_sha256__startswith=hex_prefix)
+        return queryset.filter(query), False
 
     def has_revoke_permission(self, request: HttpRequest) -> bool:
         return request.user.has_perm("signing.revoke_issuedcertificate")

@@ -9,6 +9,8 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.http import HttpRequest
 
+from portal.admin import SensitivePostAdminMixin
+
 from ..crypto import KEY_TYPE_CHOICES
 from ..models import SigningProfile, default_accepted_key_types
 from ..services import signing_profile_save, signing_profile_validate
@@ -79,7 +81,8 @@ class SigningProfileForm(forms.ModelForm):
 
 
 @admin.register(SigningProfile)
-class SigningProfileAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
+class SigningProfileAdmin(SensitivePostAdminMixin, CaExpiryWarningMixin, admin.ModelAdmin):
+    sensitive_post_parameters = ("ca_password_input",)
     form = SigningProfileForm
     list_display = [
         "name",

@@ -11,6 +11,10 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
+from portal.admin import is_changelist
+from portal.handoff import handoffs_reset, handoffs_tell_admin
+
+from ..crypto import KEY_TYPE_CHOICES
 from ..models import OnboardingRequest
 from ..services import cn_render, onboarding_requests_approve, onboarding_requests_reject
 from .common import CaExpiryWarningMixin, plural, reason_form_response
@@ -22,6 +26,19 @@ class RejectForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 3, "cols": 60}),
         help_text="The station's operator sees this reason.",
     )
+
+
+class KeyTypeFilter(admin.SimpleListFilter):
+    """The key types the portal knows (a fixed list: no DISTINCT over every request)."""
+
+    title = "key type"
+    parameter_name = "key_type"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return list(KEY_TYPE_CHOICES)
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        return queryset.filter(key_type=self.value()) if self.value() else queryset
 
 
 @admin.register(OnboardingRequest)
@@ -41,9 +58,18 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
         "status",
         "decided",
     ]
-    list_filter = ["status", "is_renewal", "key_type", "profile"]
+    list_filter = ["status", "is_renewal", KeyTypeFilter, "profile"]
     search_fields = ["station__name", "device__name", "public_key_fingerprint", "comment"]
+    # device__station: the row checkbox's label is str(request), which names the device
     list_select_related = ["station", "device__station", "profile", "decided_by"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[OnboardingRequest]:
+        # Encrypted fields of the related rows decrypt on load (per row); the list needs none.
+        qs = super().get_queryset(request)
+        if is_changelist(request):
+            qs = qs.defer("csr_pem", "device__key_password", "profile__ca_password")
+        return qs
+
     show_full_result_count = False
     list_per_page = 100
     actions = ["approve_selected", "reject_selected"]
@@ -116,6 +142,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     @admin.action(description="Approve selected requests", permissions=["approve"])
     def approve_selected(self, request: HttpRequest, queryset: QuerySet) -> None:
         ids = list(queryset.values_list("pk", flat=True))
+        handoffs_reset()
         approved = onboarding_requests_approve(ids=ids, actor=request.user)
         skipped = len(ids) - len(approved)
         self.message_user(
@@ -123,6 +150,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
             f"Approved {plural(len(approved), 'request')}; signing runs in the background.",
             messages.SUCCESS,
         )
+        handoffs_tell_admin(self, request)
         if skipped:
             self.message_user(
                 request, f"{plural(skipped, 'request')} skipped (not pending).", messages.WARNING

@@ -32,6 +32,7 @@ from .profiles import (
 )
 from .requests import (
     BATCH_SIZE,
+    SWEEP_AFTER_SECONDS,
     onboarding_request_fetched,
     onboarding_request_for_station,
     onboarding_request_submit,
@@ -43,6 +44,7 @@ from .requests import (
 
 __all__ = [
     "BATCH_SIZE",
+    "SWEEP_AFTER_SECONDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
     "MIN_CA_PASSWORD_LENGTH",

@@ -16,7 +16,7 @@ from ..crypto import KeyType
 from ..csr import ValidCsr, csr_validate
 from ..errors import KeyStoreUnavailable, WrongCaPassword
 from ..keystore import get_key_store
-from ..models import CertificateAuthority, SigningProfile
+from ..models import CertificateAuthority, SigningProfile, default_accepted_key_types
 
 CN_PLACEHOLDERS = ("station", "device", "serial")
 _CN_LITERAL_OK = set(string.ascii_letters + string.digits + "_-:")
@@ -190,7 +190,7 @@ def signing_profile_create(
         cn_template=cn_template,
         validity_days=validity_days,
         is_default=is_default,
-        accepted_key_types=accepted_key_types or ["ec-p256", "rsa-2048", "rsa-3072", "rsa-4096"],
+        accepted_key_types=accepted_key_types or default_accepted_key_types(),
         **optional,
     )
     return signing_profile_save(profile=profile, ca_password=ca_password, actor=actor)

@@ -15,13 +15,13 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
 from devices.models import MqttDevice, Station, name_validator
+from portal.handoff import send_task
 from portal.models import AuditEvent
 from portal.services import Actor, audit_record
 
@@ -36,29 +36,18 @@ from ..errors import (
     InvalidDeviceName,
     NoSigningProfile,
     PublicKeyInUse,
-    RateLimitedSubmissions,
     RenewalWithoutCertificate,
     RequestNotFound,
 )
 from ..models import CommonNameOwner, IssuedCertificate, OnboardingRequest, SigningProfile
 from ..sql import advisory_lock, insert_rows, update_returning_ids
+from .limits import pending_cap_check, submission_rate_check
 from .profiles import cn_render, signing_profile_for_device
 
 Status = OnboardingRequest.Status
 
 BATCH_SIZE = 200
 _SERIAL_PLACEHOLDER_LEN = 40  # hex digits of a 159-bit serial, worst case
-
-
-def _rate_limit_check(station: Station) -> None:
-    limit = int(getattr(settings, "SIGNING_RATE_LIMIT_PER_MINUTE", 60))
-    since = timezone.now() - timedelta(minutes=1)
-    recent = OnboardingRequest.objects.filter(station=station, created_at__gte=since).count()
-    if recent >= limit:
-        raise RateLimitedSubmissions(
-            f"Station {station.name} sent more than {limit} onboarding requests in a minute; "
-            "try again later."
-        )
 
 
 def _device_name_check(name: str) -> None:
@@ -129,7 +118,9 @@ def onboarding_request_submit(
         )
         if existing is not None:
             return existing, False
-    _rate_limit_check(station)
+    submission_rate_check(station)
+    if not renewal:
+        pending_cap_check(station, device)
     serial_hex = "F" * _SERIAL_PLACEHOLDER_LEN
     cn = cn_render(profile.cn_template, station=station.name, device=device_name, serial=serial_hex)
     if len(cn) > 64:
@@ -430,17 +421,26 @@ def _enqueue_signing(ids: Sequence[int]) -> None:
 
     def send() -> None:
         for batch in batches:
-            tasks.sign_batch.delay(batch)
+            if not send_task(tasks.sign_batch, batch):
+                return  # the broker is down: the rest would fail too; the sweeper sends them
 
     transaction.on_commit(send)
 
 
+# Approved requests handed to signing longer ago than this and still approved are handed
+# out again: a killed worker lost the batch, or the broker was down (or restarted empty)
+# when they were approved. A batch takes well under a second, so 30 s only re-sends work
+# that is really lost (a duplicate finds its rows no longer approved and skips them).
+SWEEP_AFTER_SECONDS = 30
+
+
 @transaction.atomic
-def onboarding_requests_sweep(*, older_than_seconds: int = 120) -> int:
+def onboarding_requests_sweep(*, older_than_seconds: int = SWEEP_AFTER_SECONDS) -> int:
     """Re-enqueue approved requests whose signing was handed out long ago and never finished.
 
-    A killed worker loses its batch; this puts it back. Safe to run twice at once: the
-    rows are locked and their ``sign_enqueued_at`` moves forward in the same transaction.
+    A killed worker loses its batch, a broker outage loses the message; this puts it back.
+    Safe to run twice at once: the rows are locked (skipping rows another sweep holds) and
+    their ``sign_enqueued_at`` moves forward in the same transaction.
     """
     now = timezone.now()
     cutoff = now - timedelta(seconds=older_than_seconds)

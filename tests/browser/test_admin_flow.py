@@ -10,7 +10,8 @@ Against the portal's live server, a real Celery worker, the local AWS IoT stand-
 3. creates a signing profile for the CA the JITP job generated (admin add form);
 4. selects the three stations in the stations changelist, runs "Install AWS MQTT device";
 5. approves the three onboarding requests in bulk from the approval queue;
-6. sees the three stations connected on the fleet-install page and the device list.
+6. sees the three stations connected on the fleet-install page and the device list;
+7. sees them on the dashboard (the admin's landing page), screenshot ``16-dashboard.png``.
 
 The agents do the rest for real: CSR -> signing in the worker -> certificate -> TLS to the
 stand-in (JITP registers the thing and drops the first connection) -> connected.
@@ -276,6 +277,14 @@ def test_superuser_sets_up_jitp_installs_three_stations_and_sees_them_connected(
     for name in STATIONS:
         expect(page.locator("#result_list")).to_contain_text(name)
     _shot(page, "15-devices-connected")
+
+    # 7. The dashboard (the admin's landing page) shows the connected fleet and its charts.
+    page.goto(f"{url}/admin/")
+    expect(page.locator("#cockpit")).to_contain_text("Devices: connected")
+    connected = page.locator("#cockpit a.cockpit-tile", has_text="Devices: connected")
+    expect(connected.locator(".value")).to_have_text("3")
+    expect(page.locator("#cockpit svg.cockpit-chart")).to_have_count(2)
+    _shot(page, "16-dashboard")
 
     # What the pages showed is what happened.
     assert set(MqttDevice.objects.values_list("status", flat=True)) == {"connected"}

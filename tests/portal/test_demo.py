@@ -83,6 +83,8 @@ def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path, si
         assert answer.url == url.group(1)
         assert "Stations, certificates and AWS IoT" in answer.text  # the admin index
         assert "Log out" in answer.text
+        css = session.get(url.group(1).replace("/admin/", "/static/admin/css/base.css"), timeout=10)
+        assert css.status_code == 200  # the demo turns DEBUG on for its web server
 
         assert "AWS provisioning > AWS IoT / JITP settings" in output  # the steps to click
         assert "Install AWS MQTT device" in output

@@ -52,8 +52,22 @@ def cert_pair() -> tuple[str, str]:
     return make_cert()
 
 
+CONNECTION_PERMISSIONS = [f"{a}_connection" for a in ("view", "add", "change", "delete")]
+
+
+def grant(user: Any, *codenames: str) -> None:
+    """Give ``user`` the provisioning permissions named (e.g. ``view_connection``)."""
+    from django.contrib.auth.models import Permission
+
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="provisioning", codename__in=codenames)
+    )
+
+
 @pytest.fixture
 def staff_token(staff_user: Any) -> str:
+    """A staff token whose user may view, add, change and delete connections."""
+    grant(staff_user, *CONNECTION_PERMISSIONS)
     return api_token_create(username=staff_user.username)[1]
 
 

@@ -10,6 +10,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from portal.models import AuditEvent
+from provisioning.aws.services import aws_service_update
 from provisioning.models import AccessKey, AwsApiCall, AwsService
 
 from .conftest import make_key_id
@@ -164,6 +165,7 @@ def test_test_key_action_reports_account_and_arn(
 
 def test_test_key_action_on_disabled_service_says_so(admin_client, access_key_factory) -> None:  # noqa: ANN001
     key = access_key_factory()
+    aws_service_update(enabled=False)
     response = admin_client.post(
         reverse(CHANGELIST), {"action": "test_keys", ACTION_CHECKBOX_NAME: [key.pk]}, follow=True
     )

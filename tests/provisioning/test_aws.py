@@ -19,6 +19,7 @@ def call_log_text() -> str:
 @pytest.mark.django_db
 def test_disabled_service_refuses_with_a_sentence(access_key_factory) -> None:  # noqa: ANN001
     key = access_key_factory()
+    services.aws_service_update(enabled=False)
     with pytest.raises(AwsServiceDisabled, match=r"AWS service is disabled; enable it"):
         aws_client("sts", access_key=key)
     assert not AwsApiCall.objects.exists()

@@ -26,6 +26,7 @@ from moto import mock_aws
 import provisioning.claim.services as claim_module
 from portal.models import AuditEvent
 from provisioning.aws import aws_client, aws_service_get
+from provisioning.aws.services import aws_service_update
 from provisioning.claim import (
     ClaimSetupNotReady,
     claim_bundle_build,
@@ -274,6 +275,7 @@ def test_aws_refusal_is_a_failed_job_with_a_sentence(monkeypatch: pytest.MonkeyP
 
 
 def test_disabled_aws_service_fails_cleanly() -> None:
+    aws_service_update(enabled=False)
     AccessKey.objects.create(
         access_key_id=KEY_ID,
         secret="s" * 40,
@@ -299,7 +301,7 @@ def test_start_queues_the_task_on_commit(
     aws: Any, django_capture_on_commit_callbacks, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     sent: list[tuple] = []
-    monkeypatch.setattr(claim_setup_task, "delay", lambda *a: sent.append(a))
+    monkeypatch.setattr(claim_setup_task, "apply_async", lambda args, **_: sent.append(args))
     setup = claim_setup_save(
         template_name="queued", region="eu-west-1", access_key_id=KEY_ID, role_arn=ROLE
     )

@@ -181,10 +181,13 @@ def test_rate_limit_is_429(client, profile, station_token, settings) -> None:  #
     response = post(client, token, {"device": "d9", "csr": make_ec_csr()})
     assert response.status_code == 429
     assert response.json()["code"] == "rate_limited"
+    assert 1 <= int(response["Retry-After"]) <= 60
 
 
 @pytest.mark.django_db
 def test_profile_key_types_are_enforced(client, profile, station_token) -> None:  # noqa: ANN001
+    profile.accepted_key_types = ["ec-p256", "rsa-2048"]
+    profile.save(update_fields=["accepted_key_types"])
     _, token = station_token
     key = ec.generate_private_key(ec.SECP384R1())
     response = post(client, token, {"device": "aws", "csr": make_ec_csr(key=key)})

@@ -162,7 +162,7 @@ def test_bulk_approve_approves_only_pending_audits_each_and_enqueues_batches(
     station, _ = station_token
     monkeypatch.setattr(request_services, "BATCH_SIZE", 2)
     sent: list[list[int]] = []
-    monkeypatch.setattr(tasks.sign_batch, "delay", sent.append)
+    monkeypatch.setattr(tasks.sign_batch, "apply_async", lambda args, **_: sent.append(*args))
     requests = _submit(station, ["d1", "d2", "d3", "d4", "d5"])
     ids = [r.pk for r in requests]
     OnboardingRequest.objects.filter(pk=ids[0]).update(status="rejected")

@@ -57,7 +57,7 @@ def _probe(ca: CertificateAuthority) -> x509.Certificate:
     return get_key_store().sign(ca, "", builder)
 
 
-@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "rsa-2048"])
+@pytest.mark.parametrize("key_type", ["ec-p256", "ec-p384", "ec-p521", "rsa-2048"])
 def test_a_ca_generated_in_the_token_is_self_signed_and_signs(softhsm, key_type: str) -> None:  # noqa: ANN001
     ca = _hsm_ca(key_type=key_type)
     assert ca.key_backend == "pkcs11"
@@ -67,7 +67,7 @@ def test_a_ca_generated_in_the_token_is_self_signed_and_signs(softhsm, key_type:
     assert len(ca.pkcs11_key_id) == 32
     ca_cert = ca_certificate(ca)
     ca_cert.verify_directly_issued_by(ca_cert)
-    expected = hashes.SHA384 if key_type == "ec-p384" else hashes.SHA256
+    expected = {"ec-p384": hashes.SHA384, "ec-p521": hashes.SHA512}.get(key_type, hashes.SHA256)
     assert isinstance(ca_cert.signature_hash_algorithm, expected)
     public = ca_cert.public_key()
     assert isinstance(

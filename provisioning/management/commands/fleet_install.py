@@ -16,6 +16,7 @@ from django.core.management.base import CommandError, CommandParser
 from django.db import transaction
 
 from portal.commands import PortalCommand
+from portal.handoff import handoffs_reset, handoffs_tell_command
 from provisioning.fleet.plan import plan_summary
 from provisioning.fleet.services import fleet_install_create, fleet_install_start
 
@@ -54,6 +55,7 @@ class Command(PortalCommand):
         if not opts["all"] and not stations:
             raise CommandError("Select at least one station.")
         hours = opts["timeout_hours"]
+        handoffs_reset()
         try:
             with transaction.atomic():
                 install = fleet_install_create(
@@ -87,3 +89,4 @@ class Command(PortalCommand):
             f"Started {install.job} ({install.job.title}); follow it at "
             f"/admin/provisioning/fleetinstall/{install.pk}/progress/."
         )
+        handoffs_tell_command(self)

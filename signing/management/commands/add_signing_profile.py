@@ -12,7 +12,7 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import CommandError, CommandParser
 
 from portal.commands import PortalCommand
-from signing.models import CertificateAuthority, SigningProfile
+from signing.models import CertificateAuthority, SigningProfile, default_accepted_key_types
 from signing.services import signing_profile_create
 
 
@@ -33,8 +33,9 @@ class Command(PortalCommand):
         parser.add_argument("--organizational-unit", default="")
         parser.add_argument(
             "--key-types",
-            default="ec-p256,rsa-2048,rsa-3072,rsa-4096",
-            help="Accepted device key types, comma-separated.",
+            default=",".join(default_accepted_key_types()),
+            help="Accepted device key types, comma-separated (default: every type AWS IoT "
+            "accepts).",
         )
         parser.add_argument(
             "--renewal-policy", choices=["automatic", "manual"], default="automatic"

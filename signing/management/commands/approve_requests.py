@@ -1,7 +1,9 @@
 """`approve_requests (--all-pending | ID …) [--wait SECONDS]`: the admin's approve action.
 
 With ``--wait`` it returns when every approved request is issued or failed; it exits
-non-zero if any failed or the wait timed out.
+non-zero if any failed or the wait timed out. When the task queue is unreachable the
+approvals still count (exit 0, a sentence on stderr); ``--wait`` keeps waiting, since the
+sweeper hands the requests to signing once the queue is back.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 from django.core.management.base import CommandError, CommandParser
 
 from portal.commands import PortalCommand
+from portal.handoff import handoffs_reset, handoffs_tell_command
 from signing.models import OnboardingRequest
 from signing.services import onboarding_requests_approve
 
@@ -44,11 +47,13 @@ class Command(PortalCommand):
                     + ", ".join(str(i) for i in sorted(missing))
                     + "."
                 )
+        handoffs_reset()
         approved = onboarding_requests_approve(
             ids=None if opts["all_pending"] else ids, actor_label="approve_requests command"
         )
         noun = "request" if len(approved) == 1 else "requests"
         self.stdout.write(f"Approved {len(approved)} {noun}.")
+        handoffs_tell_command(self)
         watch = approved + [i for i in ids if i not in set(approved)]
         if opts["wait"] is None or not watch:
             return

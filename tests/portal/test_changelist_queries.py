@@ -1,0 +1,42 @@
+"""Every admin changelist runs the same number of queries at 20 and at 100 rows per page
+(no query per row), on a fleet large enough to fill both pages."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib import admin
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from tests.devices.factories import make_profile
+from tests.portal.fleet_builder import build_fleet
+
+pytestmark = pytest.mark.django_db
+
+
+def _queries(client, url: str) -> list[str]:  # noqa: ANN001
+    with CaptureQueriesContext(connection) as ctx:
+        response = client.get(url)
+    assert response.status_code in (200, 302), url
+    return [q["sql"] for q in ctx.captured_queries]
+
+
+def test_changelist_queries_do_not_depend_on_the_page_size(admin_client) -> None:  # noqa: ANN001
+    build_fleet(stations=120, certs_per_station=2, profile=make_profile(), now=timezone.now())
+    differing = {}
+    for model, model_admin in admin.site._registry.items():
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        before = model_admin.list_per_page
+        try:
+            admin_client.get(url)
+            model_admin.list_per_page = 20
+            small = _queries(admin_client, url)
+            model_admin.list_per_page = 100
+            large = _queries(admin_client, url)
+        finally:
+            model_admin.list_per_page = before
+        if len(small) != len(large):
+            differing[model._meta.label] = (len(small), len(large), large[-3:])
+    assert differing == {}
