@@ -46,6 +46,9 @@ class MqttDevice(models.Model):
         CERTIFICATE_ISSUED = "certificate_issued", "Certificate issued"
         CONNECTED = "connected", "Connected"
         ERROR = "error", "Error"
+        # Its certificate was revoked; only a new onboarding request that staff approve
+        # brings it back (a new certificate makes it "certificate issued" again).
+        REVOKED = "revoked", "Revoked"
 
     station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="devices")
     name = models.CharField(max_length=63, validators=[name_validator])

@@ -9,7 +9,7 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection, transaction
 
-from portal.services import audit_record
+from portal.services import Actor, audit_record
 from portal.tokens import hash_token, new_token
 
 from .models import MqttDevice, Station
@@ -41,6 +41,35 @@ def station_rotate_token(
     station.save(update_fields=["token_hash", "token_prefix"])
     audit_record(action="station_rotate_token", obj=station, actor=actor)
     return token
+
+
+@transaction.atomic
+def station_token_invalidate(*, station: Station, actor: Actor = None, reason: str = "") -> None:
+    """Replace the station's token hash with one of a token nobody knows: the old token stops
+    authenticating at once; the station row, its devices and its audit trail stay."""
+    station.token_hash = hash_token(new_token())
+    station.token_prefix = ""
+    station.save(update_fields=["token_hash", "token_prefix"])
+    audit_record(
+        action="station_token_invalidate",
+        obj=station,
+        actor=actor,
+        detail={"reason": reason[:200]} if reason else None,
+    )
+
+
+def device_certificate_revoked(*, device_id: int, certificate_id: int) -> bool:
+    """Show the device as revoked when ``certificate_id`` is its current certificate.
+
+    Called by the signing service inside its revocation transaction. A device whose
+    current certificate is another one (a renewal already replaced it) keeps its status.
+    """
+    return bool(
+        MqttDevice.objects.filter(pk=device_id, current_certificate_id=certificate_id).update(
+            status=MqttDevice.Status.REVOKED,
+            last_error="Its certificate was revoked; a new onboarding request is needed.",
+        )
+    )
 
 
 def devices_certificate_issued(*, issued: Sequence[tuple[int, int, str]], now: datetime) -> None:

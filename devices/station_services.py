@@ -174,6 +174,9 @@ def _seen_recently(station: Station, now: datetime) -> bool:
     return seen is not None and (now - seen).total_seconds() < settings.STATION_SEEN_WRITE_SECONDS
 
 
+_AFTER_REVOCATION = frozenset({MqttDevice.Status.ONBOARDING, MqttDevice.Status.AWAITING_APPROVAL})
+
+
 def _device_changes(
     device: MqttDevice, entry: dict[str, Any], now: datetime, notes: list[str]
 ) -> dict[str, Any]:
@@ -181,7 +184,10 @@ def _device_changes(
     parts of the entry that are ignored add a sentence to ``notes``."""
     changes: dict[str, Any] = {}
     status = _AGENT_STATUS[entry["status"]]
-    if status != device.status:
+    # A revoked device stays revoked whatever its agent says, until a new onboarding request
+    # is under way (or a new certificate is issued, see devices_certificate_issued).
+    revoked = device.status == MqttDevice.Status.REVOKED and status not in _AFTER_REVOCATION
+    if status != device.status and not revoked:
         changes["status"] = status
     error = (entry.get("last_error") or "")[:500]
     if error != device.last_error:

@@ -35,6 +35,7 @@ from cryptography.hazmat.primitives import serialization
 from moto.core.exceptions import JsonRESTError
 from moto.iot.models import FakeCertificate, IoTBackend
 
+from . import certificates as certs
 from . import iot_extensions as ix
 from . import mqtt_codec as m
 from .broker import close_connections
@@ -101,6 +102,7 @@ class FrontStats:
     throttled: int = 0
     fleet_certificates: int = 0
     fleet_provisioned: int = 0
+    closed_by_status: int = 0
 
 
 class MqttFront:
@@ -129,6 +131,10 @@ class MqttFront:
         self._parsed: dict[str, x509.Certificate] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._transports: weakref.WeakSet[asyncio.WriteTransport] = weakref.WeakSet()
+        # Live sessions by certificate id (the SHA-256 of the DER, ix.fingerprint).
+        self._sessions: dict[str, set[asyncio.StreamWriter]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unlisten: Callable[[], None] | None = None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -136,12 +142,41 @@ class MqttFront:
         """Listen; `self.port` is the real port afterwards."""
         self._server = await asyncio.start_server(self._handle, self.host, self.port)
         self.port = self._server.sockets[0].getsockname()[1]
+        self._loop = asyncio.get_running_loop()
+        self._unlisten = certs.on_certificate_deactivated(self._certificate_deactivated)
 
     async def stop(self) -> None:
         """Stop listening and end every session."""
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
         if self._server:
             self._server.close()
         await close_connections(self._server, self._tasks, self._transports)
+
+    # ---------------------------------------------------------------- sessions
+
+    def sessions_of(self, certificate_id: str) -> int:
+        """How many live sessions use the certificate (for tests)."""
+        return len(self._sessions.get(certificate_id, ()))
+
+    def _certificate_deactivated(self, certificate_id: str) -> None:
+        """Called from the control plane's thread when a certificate leaves ACTIVE."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._close_sessions, certificate_id)
+
+    def _close_sessions(self, certificate_id: str) -> None:
+        writers = self._sessions.pop(certificate_id, set())
+        for writer in writers:
+            writer.transport.abort()
+        if writers:
+            self.stats.closed_by_status += len(writers)
+            log.info(
+                "certificate %s left ACTIVE: %d session(s) closed",
+                certificate_id[:12],
+                len(writers),
+            )
 
     # ---------------------------------------------------------------- TLS trust
 
@@ -409,6 +444,15 @@ class MqttFront:
             cwriter.write(m.connack(conn.protocol_level, 0x88 if conn.protocol_level == 5 else 3))
             return
         self._transports.add(bwriter.transport)
+        cert_id = decision.certificate.certificate_id if decision.certificate else ""
+        if cert_id:
+            with ix.BACKEND_LOCK:
+                still_active = decision.certificate.status == "ACTIVE"  # type: ignore[union-attr]
+                if still_active:
+                    self._sessions.setdefault(cert_id, set()).add(cwriter)
+            if not still_active:  # deactivated while this session was being set up
+                bwriter.close()
+                return
         bwriter.write(connect_pkt.raw)
         level = conn.protocol_level
 
@@ -467,6 +511,11 @@ class MqttFront:
             for t in tasks:
                 t.cancel()
             bwriter.close()
+            live = self._sessions.get(cert_id)
+            if live is not None:
+                live.discard(cwriter)
+                if not live:
+                    self._sessions.pop(cert_id, None)
 
     def _topic_allowed(self, decision: Decision, action: str, kind: str, topic: str) -> bool:
         if not self.enforce_topics or decision.backend is None:

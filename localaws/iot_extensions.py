@@ -13,7 +13,8 @@ and tests all see the same behaviour:
 * describe_endpoint stable per account and region;
 * a stable registration code per account and region, as AWS has;
 * certificates AWS would issue (CreateKeysAndCertificate, CreateCertificateFromCsr) are
-  signed by the stand-in "Amazon" CA, and from the CSR's own public key.
+  signed by the stand-in "Amazon" CA, and from the CSR's own public key;
+* certificates leaving ACTIVE (UpdateCertificate, DeleteCertificate) as in ``certificates``.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ from moto.iot.exceptions import (
 from moto.iot.models import FakeCaCertificate, FakeCertificate, FakeEndpoint, IoTBackend
 from moto.iot.responses import IoTResponse
 
-from . import pki
+from . import certificates, pki
 
 #: Serialises the stand-in's own multi-step writes (JITP, fleet provisioning) to moto.
 BACKEND_LOCK = threading.RLock()
@@ -712,6 +713,9 @@ def apply() -> None:
             "list_ca_certificates": _list_ca_certificates,
             "create_provisioning_template": _create_provisioning_template,
         }.items():
+            _patch(IoTBackend, name, fn)
+        moto_own = {n: getattr(IoTBackend, n) for n in ("update_certificate", "delete_certificate")}
+        for name, fn in certificates.make_patches(moto_own).items():
             _patch(IoTBackend, name, fn)
         for name, fn in {
             "register_ca_certificate": _r_register_ca_certificate,

@@ -231,6 +231,9 @@ AWS_CALL_LOG_RETENTION_DAYS = env.int("AWS_CALL_LOG_RETENTION_DAYS", default=30)
 AWS_ACTION_RATE = env.float("AWS_ACTION_RATE", default=10.0)
 AWS_ACTION_MAX_ATTEMPTS = env.int("AWS_ACTION_MAX_ATTEMPTS", default=8)
 AWS_ACTION_STALE_SECONDS = env.int("AWS_ACTION_STALE_SECONDS", default=300)
+# A revoked certificate's thing is moved into this thing group (created when missing); empty:
+# no quarantine group.
+AWS_QUARANTINE_THING_GROUP = env.str("AWS_QUARANTINE_THING_GROUP", default="")
 
 # --- Commands' secrets (never argv) --------------------------------------------------------
 CA_PASSWORD = env.str("CA_PASSWORD", default="") or None

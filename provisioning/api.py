@@ -7,7 +7,9 @@ from ninja import Router
 
 from .connections.api import router as connections_router
 from .fleet.agent_api import router as agent_router
+from .lifecycle.api import router as lifecycle_router
 
 router = Router()
 router.add_router("/", agent_router)
 router.add_router("/", connections_router)
+router.add_router("/", lifecycle_router)

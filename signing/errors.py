@@ -67,6 +67,12 @@ class CertificateExpired(InvalidInput):
     code = "certificate_expired"
 
 
+class InvalidRevocationReason(InvalidInput):
+    """Not an RFC 5280 reason the portal accepts, or a comment too long (422)."""
+
+    code = "invalid_revocation_reason"
+
+
 class CertificateRevoked(Forbidden):
     code = "certificate_revoked"
 

@@ -312,7 +312,10 @@ class IssuedCertificate(models.Model):
     )
     superseded_at = models.DateTimeField(null=True, blank=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
-    revocation_reason = models.CharField(max_length=200, blank=True)
+    revocation_reason = models.CharField(
+        max_length=200, blank=True, help_text="RFC 5280 reason, e.g. keyCompromise."
+    )
+    revocation_comment = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     renewal_due_at = models.DateTimeField(
         null=True,

@@ -9,7 +9,8 @@ from __future__ import annotations
 from django.dispatch import Signal
 
 # A certificate was revoked in the portal. Arguments: certificate (IssuedCertificate),
-# reason (an RFC 5280 reason name), actor (portal.services.Actor).
+# reason (an RFC 5280 reason name), actor (portal.services.Actor), actor_label (who, when
+# not a user: 'revoke_certificates command').
 certificate_revoked = Signal()
 
 # A certificate was superseded by a renewal that proved itself. Arguments: certificate

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import re
+import ssl
 import threading
 import time
 from pathlib import Path
@@ -53,6 +54,26 @@ STATUSES = (
     "connected",
     "error",
 )
+
+
+# CONNACK return codes of a refused identity: MQTT 3.1.1 (4 bad user name or password, 5 not
+# authorized) and MQTT 5 (134, 135).
+CONNACK_NOT_AUTHORIZED = frozenset({4, 5, 134, 135})
+# OpenSSL's names of TLS alerts a server sends for a client certificate it will not accept.
+_REFUSED_CERTIFICATE_ALERTS = (
+    "ALERT_BAD_CERTIFICATE",
+    "ALERT_CERTIFICATE_REVOKED",
+    "ALERT_CERTIFICATE_UNKNOWN",
+    "ALERT_CERTIFICATE_EXPIRED",
+    "ALERT_UNSUPPORTED_CERTIFICATE",
+    "ALERT_ACCESS_DENIED",
+    "ALERT_UNKNOWN_CA",
+)
+
+
+def refused_certificate(reason: str) -> bool:
+    """Whether an SSL error's reason is a TLS alert refusing our client certificate."""
+    return any(alert in reason.upper() for alert in _REFUSED_CERTIFICATE_ALERTS)
 
 
 class DeviceError(Exception):
@@ -482,9 +503,12 @@ class DeviceWorker(threading.Thread):
             client.connect(self.cfg.endpoint, self.cfg.port, keepalive=self.opts.keepalive)
         except (OSError, ValueError) as exc:
             reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-            self._schedule_reconnect(
-                f"cannot connect to {self.cfg.endpoint}:{self.cfg.port} ({reason})"
-            )
+            if isinstance(exc, ssl.SSLError) and refused_certificate(str(reason)):
+                self._refused(f"TLS alert {reason}")
+            else:
+                self._schedule_reconnect(
+                    f"cannot connect to {self.cfg.endpoint}:{self.cfg.port} ({reason})"
+                )
             with contextlib.suppress(Exception):
                 client.disconnect()
             client.close_failed_socket()
@@ -497,6 +521,20 @@ class DeviceWorker(threading.Thread):
         self._next_connect = max(time.monotonic() + delay, self._last_attempt + 1.0)
         self.last_error = why
         log.warning("device %s: %s; reconnecting in %.1f s", self.cfg.name, why, delay)
+
+    def _refused(self, how: str) -> None:
+        """The broker refused this certificate (AWS IoT: revoked, inactive or not allowed to
+        connect). Trying again soon cannot help: wait the longest reconnect delay, and say so
+        in the state report; a revoked certificate needs a new onboarding request."""
+        delay = self._conn_backoff.at_maximum()
+        self._next_connect = max(time.monotonic() + delay, self._last_attempt + 1.0)
+        self.connected = False
+        self._set_status(
+            "error",
+            f"the broker refused the certificate ({how}): it may be revoked or inactive in "
+            f"AWS IoT; retrying in {delay:.0f} s. A revoked certificate needs a new "
+            "onboarding request that staff approve.",
+        )
 
     def _connection_lost(self, why: str) -> None:
         was_ready = self._mqtt_ready
@@ -538,6 +576,10 @@ class DeviceWorker(threading.Thread):
         if client is not self.client:
             return
         if rc.is_failure:
+            if getattr(rc, "value", None) in CONNACK_NOT_AUTHORIZED:
+                self._close_client()
+                self._refused(f"CONNACK {rc}")
+                return
             self._connection_lost(f"the broker refused the connection ({rc})")
             return
         self._mqtt_ready = True

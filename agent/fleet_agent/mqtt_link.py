@@ -207,5 +207,10 @@ class Backoff:
         # "equal jitter": half fixed, half random, so clients spread but still back off.
         return max(self.minimum, ceiling / 2 + random.uniform(0, ceiling / 2))
 
+    def at_maximum(self) -> float:
+        """The longest delay (with a little jitter), and stay there until :meth:`reset`."""
+        self.attempt = max(self.attempt, 64)
+        return max(self.minimum, self.maximum * random.uniform(0.9, 1.0))
+
     def reset(self) -> None:
         self.attempt = 0

@@ -33,6 +33,7 @@ from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..jobs.admin import register_job_section
 from ..jobs.models import Job, JobLogLine
+from ..lifecycle.station_admin import StationDecommissionMixin
 from .forms import FleetInstallForm
 from .models import FleetInstall, FleetInstallStation
 from .plan import plan_summary
@@ -197,12 +198,17 @@ class FleetInstallAdmin(admin.ModelAdmin):
 register_job_section(Job.Kind.FLEET_INSTALL, "admin/provisioning/job/fleet_install_section.html")
 
 
-class FleetStationAdmin(SensitivePostAdminMixin, StationAdmin):
-    """Stations with the "Install AWS MQTT device" action (see the module docstring)."""
+class FleetStationAdmin(StationDecommissionMixin, SensitivePostAdminMixin, StationAdmin):
+    """Stations with the "Install AWS MQTT device" and "Decommission" actions (see the module
+    docstring)."""
 
     sensitive_post_parameters = ("key_password",)
 
-    actions = [*list(StationAdmin.actions or []), "install_mqtt_device"]  # type: ignore[misc]
+    actions = [
+        *list(StationAdmin.actions or []),  # type: ignore[misc]
+        "install_mqtt_device",
+        "decommission_stations",
+    ]
 
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view

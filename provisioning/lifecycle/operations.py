@@ -96,6 +96,23 @@ def deactivate(aws: Aws, action: AwsAction) -> None:
 
 
 def revoke(aws: Aws, action: AwsAction) -> None:
+    """Set REVOKED; a certificate AWS has not seen yet (its device never connected) is
+    registered as REVOKED, so that JITP can never activate it later."""
+    if describe(aws, action.aws_certificate_id) is None and action.certificate is not None:
+        try:
+            aws.call(
+                "register_certificate",
+                certificatePem=action.certificate.certificate_pem,
+                caCertificatePem=action.certificate.ca.certificate_pem,
+                status="REVOKED",
+            )
+            return
+        except ClientError as exc:
+            code = exc.response.get("Error", {}).get("Code")
+            if code in ("CertificateValidationException", "ResourceNotFoundException"):
+                return  # our CA is not registered in AWS: no device can get in with it
+            if code != "ResourceAlreadyExistsException":  # JITP got there first: revoke it
+                raise
     _set_status(aws, action, "REVOKED", {"REVOKED"})
 
 

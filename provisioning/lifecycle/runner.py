@@ -147,6 +147,11 @@ def _aws() -> tuple[object, str]:
     return aws_client("iot", access_key=row.access_key, region=region or None), region
 
 
+def aws_iot_client() -> object:
+    """The portal's IoT client (the JITP settings' access key and region), as the runner's."""
+    return _aws()[0]
+
+
 def aws_actions_run(*, limit: int = 500, budget_seconds: float = 50.0) -> RunResult:
     """Carry out due actions (oldest first) until none is due, ``limit`` or the time budget."""
     result = RunResult()

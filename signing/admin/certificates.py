@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from portal.admin import ReadOnlyAdminMixin, is_changelist
 
 from ..models import IssuedCertificate
-from ..services import certificates_revoke
+from ..services import REVOCATION_REASONS, certificates_revoke
 from .common import CaExpiryWarningMixin, plural, reason_form_response
 
 _HEX = re.compile(r"^[0-9A-F]+$")
@@ -32,7 +32,15 @@ def colon_hex(term: str) -> str:
 
 
 class RevokeForm(forms.Form):
-    reason = forms.CharField(max_length=200, help_text="Recorded with the certificate.")
+    reason = forms.ChoiceField(
+        choices=[(r, r) for r in REVOCATION_REASONS],
+        initial="keyCompromise",
+        help_text="RFC 5280 reason. AWS IoT sets the certificate REVOKED (final) and detaches "
+        "its policies within a minute.",
+    )
+    comment = forms.CharField(
+        max_length=200, required=False, help_text="Recorded with the certificate."
+    )
 
 
 @admin.register(IssuedCertificate)
@@ -89,6 +97,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "superseded_at",
         "revoked_at",
         "revocation_reason",
+        "revocation_comment",
         "pem_download",
         "certificate_pem",
     )
@@ -145,6 +154,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
             count = certificates_revoke(
                 ids=list(queryset.values_list("pk", flat=True)),
                 reason=form.cleaned_data["reason"],
+                comment=form.cleaned_data["comment"],
                 actor=request.user,
             )
             self.message_user(request, f"Revoked {plural(count, 'certificate')}.", messages.SUCCESS)

@@ -12,12 +12,14 @@ from __future__ import annotations
 from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12
 from .certificates import (
     CA_EXPIRY_WARNING_DAYS,
+    REVOCATION_REASONS,
     RenewalCheck,
     ca_expiry_warnings,
     certificate_aws_observed,
     certificate_revoke,
     certificates_revoke,
     renewals_check,
+    revocation_reason_parse,
 )
 from .issuance import BatchResult, BuiltCertificate, certificate_build, onboarding_requests_sign
 from .profiles import (
@@ -47,6 +49,7 @@ __all__ = [
     "SWEEP_AFTER_SECONDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
+    "REVOCATION_REASONS",
     "MIN_CA_PASSWORD_LENGTH",
     "BatchResult",
     "BuiltCertificate",
@@ -71,6 +74,7 @@ __all__ = [
     "onboarding_requests_sign",
     "onboarding_requests_sweep",
     "renewals_check",
+    "revocation_reason_parse",
     "signing_profile_create",
     "signing_profile_for_device",
     "signing_profile_save",

@@ -2,51 +2,114 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from django.core.exceptions import ValidationError
+from cryptography import x509
 from django.db import transaction
 from django.utils import timezone
 
+from devices.services import device_certificate_revoked
 from portal.services import Actor, audit_record
 
+from ..errors import InvalidRevocationReason
 from ..models import CertificateAuthority, IssuedCertificate
+from ..signals import certificate_revoked
 
 CA_EXPIRY_WARNING_DAYS = 90
 
 
+# RFC 5280 CRLReason names (cryptography's x509.ReasonFlags values) a revocation may give.
+# certificateHold is a temporary hold and removeFromCRL undoes one; AWS IoT's REVOKED is
+# final, so neither is offered. aACompromise concerns attribute authorities only.
+REVOCATION_REASONS: tuple[str, ...] = tuple(
+    flag.value
+    for flag in (
+        x509.ReasonFlags.key_compromise,
+        x509.ReasonFlags.ca_compromise,
+        x509.ReasonFlags.affiliation_changed,
+        x509.ReasonFlags.superseded,
+        x509.ReasonFlags.cessation_of_operation,
+        x509.ReasonFlags.privilege_withdrawn,
+        x509.ReasonFlags.unspecified,
+    )
+)
+REVOCATION_COMMENT_MAX = 200
+
+
+def revocation_reason_parse(reason: str) -> str:
+    """The RFC 5280 name of ``reason`` (case and ``_``/``-`` ignored); InvalidRevocationReason
+    with a sentence naming the accepted ones otherwise."""
+    wanted = re.sub(r"[\s_-]", "", (reason or "")).lower()
+    for name in REVOCATION_REASONS:
+        if name.lower() == wanted:
+            return name
+    given = f"'{reason.strip()[:40]}' is not" if (reason or "").strip() else "No reason is"
+    raise InvalidRevocationReason(
+        f"{given} an RFC 5280 revocation reason the portal accepts; use one of "
+        f"{', '.join(REVOCATION_REASONS)}."
+    )
+
+
 @transaction.atomic
 def certificate_revoke(
-    *, certificate: IssuedCertificate, reason: str, actor: Actor = None
+    *,
+    certificate: IssuedCertificate,
+    reason: str,
+    comment: str = "",
+    actor: Actor = None,
+    actor_label: str = "",
 ) -> IssuedCertificate:
-    """Revoke a certificate; the device's renewals are refused from now on."""
-    reason = (reason or "").strip()
-    if not reason:
-        raise ValidationError({"reason": "Give a reason for the revocation."})
+    """Revoke a certificate with an RFC 5280 reason; the device's renewals are refused from now on.
+
+    Idempotent: a revoked certificate stays as it was. On the first revocation the device
+    shows as revoked (when this was its current certificate) and ``certificate_revoked`` is
+    sent inside this transaction, so what a receiver records (AWS actions) commits with it.
+    """
+    code = revocation_reason_parse(reason)
+    comment = (comment or "").strip()
+    if len(comment) > REVOCATION_COMMENT_MAX:
+        raise InvalidRevocationReason(
+            f"The comment is longer than {REVOCATION_COMMENT_MAX} characters."
+        )
     cert = IssuedCertificate.objects.select_for_update().get(pk=certificate.pk)
     if cert.status == IssuedCertificate.Status.REVOKED:
         return cert
     cert.status = IssuedCertificate.Status.REVOKED
     cert.revoked_at = timezone.now()
-    cert.revocation_reason = reason[:200]
-    cert.save(update_fields=["status", "revoked_at", "revocation_reason"])
+    cert.revocation_reason = code
+    cert.revocation_comment = comment
+    cert.save(update_fields=["status", "revoked_at", "revocation_reason", "revocation_comment"])
+    device_certificate_revoked(device_id=cert.device_id, certificate_id=cert.pk)
     audit_record(
         action="certificate_revoke",
         obj=cert,
         actor=actor,
-        detail={"reason": cert.revocation_reason, "serial": cert.serial},
+        actor_label=actor_label,
+        detail={"reason": code, "comment": comment, "serial": cert.serial},
+    )
+    certificate_revoked.send(
+        sender=IssuedCertificate,
+        certificate=cert,
+        reason=code,
+        actor=actor,
+        actor_label=actor_label,
     )
     return cert
 
 
-def certificates_revoke(*, ids: Iterable[int], reason: str, actor: Actor = None) -> int:
+def certificates_revoke(
+    *, ids: Iterable[int], reason: str, comment: str = "", actor: Actor = None
+) -> int:
+    """Revoke the certificates ``ids`` (each in its own transaction); how many were revoked."""
+    revocation_reason_parse(reason)  # refuse a bad reason before touching anything
     count = 0
     for cert in IssuedCertificate.objects.filter(pk__in=list(ids)).exclude(
         status=IssuedCertificate.Status.REVOKED
     ):
-        certificate_revoke(certificate=cert, reason=reason, actor=actor)
+        certificate_revoke(certificate=cert, reason=reason, comment=comment, actor=actor)
         count += 1
     return count
 

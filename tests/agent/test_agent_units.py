@@ -289,3 +289,22 @@ def test_device_config_validation_and_topics():
     assert parse_connect_host("broker.local", 8883) == ("broker.local", 8883)
     assert parse_connect_host("[::1]:1", 8883) == ("::1", 1)
     assert parse_connect_host(None, 8883) is None
+
+
+def test_backoff_at_maximum_stays_there_until_reset():
+    b = Backoff(minimum=1.0, maximum=30.0)
+    assert 27.0 <= b.at_maximum() <= 30.0
+    assert all(15.0 <= b.next_delay() <= 30.0 for _ in range(20))  # no quick retries after
+    b.reset()
+    assert b.next_delay() <= 1.0 + 1e-9
+
+
+def test_refused_certificate_alerts_are_told_from_network_trouble():
+    from fleet_agent.device import CONNACK_NOT_AUTHORIZED, refused_certificate
+
+    assert refused_certificate("SSLV3_ALERT_BAD_CERTIFICATE")
+    assert refused_certificate("sslv3 alert certificate revoked".replace(" ", "_"))
+    assert refused_certificate("TLSV1_ALERT_ACCESS_DENIED")
+    assert not refused_certificate("CERTIFICATE_VERIFY_FAILED")  # the broker's, not ours
+    assert not refused_certificate("Connection refused")
+    assert {5, 135} <= CONNACK_NOT_AUTHORIZED

@@ -148,7 +148,7 @@ def _portal_certificate(
     )
     assert answer.status_code == 201, answer.text
     request_id = answer.json()["id"]
-    demo.manage("approve_requests", str(request_id), "--wait", "30")
+    demo.manage("approve_requests", str(request_id), "--wait", "120")
     issued = requests.get(
         f"{portal}/api/v1/onboarding-requests/{request_id}", headers=headers, timeout=10
     ).json()

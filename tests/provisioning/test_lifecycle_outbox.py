@@ -230,3 +230,23 @@ def test_pacing_spaces_the_calls(in_aws, issued, settings) -> None:  # noqa: ANN
     elapsed = (timezone.now() - started).total_seconds()
     assert result.done == 2
     assert elapsed >= (result.calls - 1) / settings.AWS_ACTION_RATE
+
+
+def test_revoking_a_certificate_aws_has_not_seen_registers_it_revoked(
+    moto_server,
+    der_certificate_ids,
+    access_key,
+    issued,  # noqa: ANN001
+) -> None:
+    """A device revoked before its first connection: JITP must never activate it later."""
+    row = jitp_settings_get()
+    row.access_key = access_key
+    row.region = "eu-west-1"
+    row.save()
+    iot = aws("iot", moto_server)
+    iot.register_ca_certificate(
+        caCertificate=issued.ca.certificate_pem, setAsActive=True, allowAutoRegistration=True
+    )
+    aws_actions_enqueue(changes=[Change(Kind.REVOKE, certificate=issued)], reason="keyCompromise")
+    assert aws_actions_run().done == 1
+    assert _status(iot, issued.aws_certificate_id) == "REVOKED"

@@ -119,13 +119,17 @@ def test_certificates_are_read_only_revocable_and_downloadable(
         "action": "revoke_selected",
         "_selected_action": [cert.pk],
         "apply": "1",
-        "reason": "Key compromised.",
+        "reason": "keyCompromise",
+        "comment": "Key compromised.",
     }
     done = client.post(changelist, data, follow=True)
     assert "Revoked 1 certificate." in done.content.decode()
     cert.refresh_from_db()
     assert cert.status == "revoked"
-    assert cert.revocation_reason == "Key compromised."
+    assert (cert.revocation_reason, cert.revocation_comment) == (
+        "keyCompromise",
+        "Key compromised.",
+    )
     assert AuditEvent.objects.filter(action="certificate_revoke").count() == 1
 
 

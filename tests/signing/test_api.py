@@ -272,7 +272,7 @@ def test_same_key_after_revocation_is_a_new_request(client, profile, station_tok
     onboarding_requests_approve(ids=[first["id"]])
     onboarding_requests_sign(ids=[first["id"]])
     certificates_revoke(
-        ids=list(IssuedCertificate.objects.values_list("pk", flat=True)), reason="Key compromised."
+        ids=list(IssuedCertificate.objects.values_list("pk", flat=True)), reason="keyCompromise"
     )
     again = post(client, token, {"device": "aws", "csr": pem})
     assert again.status_code == 201

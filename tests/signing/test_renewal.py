@@ -82,7 +82,7 @@ def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
 def test_revoked_devices_renewal_is_refused(client, profile, station_token) -> None:  # noqa: ANN001
     _, token = station_token
     cert = _onboard(client, token)
-    certificate_revoke(certificate=cert, reason="Stolen controller.")
+    certificate_revoke(certificate=cert, reason="keyCompromise", comment="Stolen controller.")
     response = _post(client, token, {"device": "aws", "csr": make_ec_csr(), "renewal": True})
     assert response.status_code == 403
     assert response.json()["code"] == "certificate_revoked"
