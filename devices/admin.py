@@ -20,6 +20,7 @@ from django.utils.html import format_html, format_html_join
 
 from portal.admin import is_changelist
 
+from .enrollment import enrollment_code_create
 from .forms import StationCsvImportForm, StationForm
 from .models import MqttDevice, Station
 from .selectors import HEALTH_CHOICES, station_health, stations_with_health
@@ -81,6 +82,7 @@ class StationAdmin(admin.ModelAdmin):
     list_per_page = 100
     inlines = [MqttDeviceInline]
     change_list_template = "admin/devices/station/change_list.html"
+    actions = ["create_enrollment_codes"]
     change_form_template = "admin/devices/station/change_form.html"
     readonly_fields = [
         "token_prefix",
@@ -185,6 +187,31 @@ class StationAdmin(admin.ModelAdmin):
         response["Cache-Control"] = "no-store"
         return response
 
+    @admin.action(description="Create enrolment code")
+    def create_enrollment_codes(
+        self, request: HttpRequest, queryset: QuerySet[Station]
+    ) -> HttpResponse:
+        """One new code per selected station (ending its earlier ones), shown this once."""
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        with transaction.atomic():
+            codes = [
+                (station, enrollment_code_create(station=station, actor=request.user))
+                for station in queryset.order_by("name")
+            ]
+        return self._codes_page(request, codes)
+
+    def _codes_page(self, request: HttpRequest, codes: list[tuple[Station, str]]) -> HttpResponse:
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "codes": codes,
+            "title": "Enrolment codes",
+        }
+        response = TemplateResponse(request, "admin/devices/station/codes.html", context)
+        response["Cache-Control"] = "no-store"
+        return response
+
     # ---- extra URLs
     def get_urls(self) -> list[Any]:
         wrap = self.admin_site.admin_view
@@ -220,12 +247,21 @@ class StationAdmin(admin.ModelAdmin):
         created: list[tuple[Station, str]] = []
         form = StationCsvImportForm(request.POST or None, request.FILES or None)
         if request.method == "POST" and form.is_valid():
+            with_codes = bool(form.cleaned_data.get("enrollment_codes"))
             try:
-                created = stations_import_csv(
-                    data=form.cleaned_data["file"].read(), actor=request.user
-                )
+                with transaction.atomic():
+                    created = stations_import_csv(
+                        data=form.cleaned_data["file"].read(), actor=request.user
+                    )
+                    if with_codes:
+                        created = [
+                            (s, enrollment_code_create(station=s, actor=request.user))
+                            for s, _token in created
+                        ]
             except CsvImportError as exc:
                 errors = exc.errors
+            if with_codes and created:
+                return self._codes_page(request, created)
         context = {
             **self.admin_site.each_context(request),
             "opts": self.opts,

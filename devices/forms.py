@@ -34,6 +34,13 @@ class StationCsvImportForm(forms.Form):
         "(tags separated by ';'). All rows are imported, or none.",
     )
 
+    enrollment_codes = forms.BooleanField(
+        required=False,
+        label="Create enrolment codes",
+        help_text="Show a one-time enrolment code per station (for `fleet-agent enroll`) "
+        "instead of its API token.",
+    )
+
     MAX_BYTES = 2 * 1024 * 1024
 
     def clean_file(self) -> object:

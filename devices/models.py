@@ -109,3 +109,35 @@ class MqttDevice(models.Model):
     @property
     def certificate_alias(self) -> str:
         return f"aws_{self.name}"
+
+
+class EnrollmentCode(models.Model):
+    """A one-time code a station's agent exchanges for the station's API token.
+
+    Only the SHA-256 of the normalised code is stored; a code is used at most once and
+    expires. A station has at most one live code: making a new one ends the old.
+    """
+
+    station = models.ForeignKey(Station, on_delete=models.CASCADE, related_name="enrollment_codes")
+    code_hash = models.CharField(max_length=64, unique=True, editable=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    expires_at = models.DateTimeField()
+    used_at = models.DateTimeField(null=True, blank=True)
+    used_from = models.GenericIPAddressField(null=True, blank=True)
+    created_by_label = models.CharField(max_length=150, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"enrolment code of {self.station.name} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class EnrollmentAttempt(models.Model):
+    """One failed exchange of an enrolment code, for the per-address and global limits."""
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    address = models.GenericIPAddressField(null=True, blank=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"failed enrolment from {self.address or '?'} at {self.at:%Y-%m-%d %H:%M:%S}"

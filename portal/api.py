@@ -9,6 +9,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
+from devices.api import router as devices_router
 from provisioning.api import router as provisioning_router
 from signing.api import router as signing_router
 
@@ -96,3 +97,4 @@ def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
 
 api.add_router("/", signing_router)
 api.add_router("/", provisioning_router)
+api.add_router("/", devices_router)

@@ -244,6 +244,15 @@ PKCS11_MODULE = env.str("PKCS11_MODULE", default="")  # e.g. /usr/lib/softhsm/li
 PKCS11_TOKEN_LABEL = env.str("PKCS11_TOKEN_LABEL", default="")  # token for new CA keys
 PKCS11_PIN = env.str("PKCS11_PIN", default="")
 
+# --- Station enrolment and renewal --------------------------------------------------------
+ENROLLMENT_CODE_TTL_DAYS = env.int("ENROLLMENT_CODE_TTL_DAYS", default=7)
+# Failed code exchanges allowed per client address / in all per ENROLLMENT_RATE_WINDOW s.
+ENROLLMENT_RATE_PER_ADDRESS = env.int("ENROLLMENT_RATE_PER_ADDRESS", default=10)
+ENROLLMENT_RATE_GLOBAL = env.int("ENROLLMENT_RATE_GLOBAL", default=300)
+ENROLLMENT_RATE_WINDOW = env.int("ENROLLMENT_RATE_WINDOW", default=600)
+# How far a renewal proof's timestamp may be from the portal's clock, in seconds.
+RENEWAL_PROOF_MAX_SKEW = env.int("RENEWAL_PROOF_MAX_SKEW", default=300)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

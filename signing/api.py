@@ -14,7 +14,7 @@ from typing import Any
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse
 from ninja import Router, Schema, Status
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr
 from pydantic import ValidationError as PydanticValidationError
 
 from devices.auth import StationTokenAuth
@@ -33,8 +33,18 @@ router = Router(tags=["onboarding"])
 MAX_BODY_BYTES = MAX_CSR_BYTES + 4096
 
 
+class RenewalProofIn(BaseModel):
+    """A signature by the current certificate's key (docs/agent-protocol.md, "Renewal")."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    timestamp: StrictInt
+    signature: StrictStr = Field(min_length=1, max_length=2048)
+
+
 class OnboardingRequestIn(BaseModel):
-    """What a station sends: the device, its CSR (PEM), a comment, whether it renews."""
+    """What a station sends: the device, its CSR (PEM), a comment, whether it renews, and for
+    a renewal the proof that it holds the current key."""
 
     model_config = ConfigDict(strict=True, extra="ignore")
 
@@ -42,6 +52,7 @@ class OnboardingRequestIn(BaseModel):
     csr: StrictStr = Field(min_length=1)
     comment: StrictStr = Field(default="", max_length=200)
     renewal: StrictBool = False
+    proof: RenewalProofIn | None = None
 
 
 class OnboardingRequestOut(Schema):
@@ -122,7 +133,25 @@ def _parse_body(request: HttpRequest) -> OnboardingRequestIn:
         ) from None
 
 
-_BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """The body schema with its nested models inlined (a ``#/$defs`` reference would point
+    at the root of the OpenAPI document, where there is no such thing)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return walk(dict(defs[ref.removeprefix("#/$defs/")]))
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return dict(walk(schema))
+
+
+_BODY_SCHEMA = _inline_refs(OnboardingRequestIn.model_json_schema())
 
 
 @router.post(
@@ -134,6 +163,7 @@ _BODY_SCHEMA = OnboardingRequestIn.model_json_schema()
         400: ErrorOut,
         401: ErrorOut,
         403: ErrorOut,
+        409: ErrorOut,
         413: ErrorOut,
         422: ErrorOut,
         429: ErrorOut,
@@ -153,6 +183,7 @@ def submit_onboarding_request(request: HttpRequest) -> Status:
         csr=payload.csr,
         comment=payload.comment,
         renewal=payload.renewal,
+        proof=payload.proof.model_dump() if payload.proof is not None else None,
     )
     return Status(201 if created else 200, _out(row, with_certificate=False))
 

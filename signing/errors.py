@@ -6,7 +6,7 @@ DomainError handler answers ``{"code", "detail"}``), so the codes below are what
 
 from __future__ import annotations
 
-from portal.errors import Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
+from portal.errors import Conflict, Forbidden, InvalidInput, NotFound, RateLimited, TooLarge
 
 
 class CsrError(InvalidInput, ValueError):
@@ -89,3 +89,21 @@ class TooManyPendingRequests(RateLimited):
 
 class RequestNotFound(NotFound):
     code = "not_found"
+
+
+class RenewalProofRequired(InvalidInput):
+    """A renewal came without a signature by the current certificate's key (422)."""
+
+    code = "proof_required"
+
+
+class RenewalProofInvalid(InvalidInput):
+    """The renewal's proof does not verify with the current certificate's key (422)."""
+
+    code = "proof_invalid"
+
+
+class RenewalTooEarly(Conflict):
+    """The current certificate has not reached its renewal point (409)."""
+
+    code = "renewal_too_early"

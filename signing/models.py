@@ -323,6 +323,11 @@ class IssuedCertificate(models.Model):
         db_index=True,
         help_text="Set by check_renewals once renew_after has passed.",
     )
+    renewal_forced_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="Staff forced a renewal: accepted before renew_after from this time on.",
+    )
     # The certificate's twin in AWS IoT: its id there (the SHA-256 of the DER, lower-case
     # hex, as AWS computes it) and what the portal last observed of it in AWS.
     aws_certificate_id = models.CharField(

@@ -14,7 +14,6 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from fleet_agent import __version__
@@ -33,9 +32,17 @@ from fleet_agent.portal_client import (
     PortalClient,
     PortalError,
     PortalUnreachable,
+    portal_url_problem,
 )
-from fleet_agent.ratelimit import AWS_MAX_PAYLOAD
-from fleet_agent.state import CorruptStateError, StateStore
+from fleet_agent.state import (
+    CorruptStateError,
+    StateStore,
+    desired_cache_load,
+    desired_cache_store,
+)
+from fleet_agent.uplink import PayloadTooLargeError, UnknownDeviceError, UplinkMixin
+
+__all__ = ["Agent", "AgentFatalError", "PayloadTooLargeError", "UnknownDeviceError"]
 
 log = logging.getLogger("fleet_agent")
 
@@ -54,15 +61,7 @@ class AgentFatalError(Exception):
         self.exit_code = exit_code
 
 
-class PayloadTooLargeError(ValueError):
-    """A data point would exceed AWS IoT Core's 128 KB payload limit."""
-
-
-class UnknownDeviceError(ValueError):
-    """A data point names a device this station does not run."""
-
-
-class Agent:
+class Agent(UplinkMixin):
     """One station's agent; ``run()`` blocks, ``start()`` runs it on a thread."""
 
     def __init__(self, options: AgentOptions, *, on_command: CommandHandler | None = None) -> None:
@@ -71,6 +70,9 @@ class Agent:
         self.state = StateStore(options.state_dir)
         self.portal: PortalClient | None = None
         if options.portal:
+            problem = portal_url_problem(options.portal)
+            if problem:
+                raise AgentFatalError(problem)
             if not options.token:
                 raise AgentFatalError("a station token is required to talk to the portal.")
             self.portal = PortalClient(options.portal, options.token, ca_file=options.portal_ca)
@@ -136,77 +138,28 @@ class Agent:
             except Exception:  # noqa: BLE001 - a local handler bug must not drop the link
                 log.exception("device %s: the command handler failed", device)
 
-    def publish_point(
-        self, device: str, point: str, value: Any, ts: str | None = None, **extra: Any
-    ) -> int:
-        """Queue a data point for ``device`` (store-and-forward, QoS 1). Returns the item id."""
-        payload = self._encode_point(device, point, value, ts, extra)
-        return self._enqueue(device, point, payload)
-
-    def publish_points(self, device: str, points: list[dict[str, Any]]) -> list[int]:
-        """Queue several data points of ``device`` in one disk transaction (all or none).
-
-        Each point is ``{"point": ..., "value": ..., "ts"?: ..., **extra}``. One commit for
-        the batch instead of one per point: what a local program sending readings in
-        bursts (or an outbox file) should use. Returns the item ids.
-        """
-        encoded = []
-        for p in points:
-            if not isinstance(p, dict) or p.get("point") in (None, ""):
-                raise ValueError("each data point needs a 'point'.")
-            extra = {k: v for k, v in p.items() if k not in ("point", "value", "ts")}
-            point = str(p["point"])
-            encoded.append(
-                (point, self._encode_point(device, point, p.get("value"), p.get("ts"), extra))
-            )
-        ids = self.queue.put_many(device, encoded)
-        worker = self.workers.get(device)
-        if worker is not None:
-            worker.queue_hint()
-        return ids
-
-    def _encode_point(
-        self, device: str, point: str, value: Any, ts: str | None, extra: dict[str, Any]
-    ) -> bytes:
-        """Check and serialise a point; raises before anything is queued."""
-        if self.queue is None:
-            raise RuntimeError("the agent is not running")
-        if device not in self.workers and not self.state.device(device):
-            raise UnknownDeviceError(f"device {device!r} is not configured on this station.")
-        body = {
-            **extra,
-            "station": self.station,
-            "device": device,
-            "point": point,
-            "value": value,
-            "ts": ts or iso(dt.datetime.now(dt.UTC)),
-        }
-        try:
-            payload = json.dumps(body, separators=(",", ":")).encode()
-        except (TypeError, ValueError):
-            raise ValueError(
-                f"the value of data point {point!r} is not JSON-serialisable."
-            ) from None
-        if len(payload) > AWS_MAX_PAYLOAD:
-            raise PayloadTooLargeError(
-                f"the data point is {len(payload)} bytes; AWS IoT Core accepts at most "
-                f"{AWS_MAX_PAYLOAD} bytes per message."
-            )
-        return payload
-
-    def _enqueue(self, device: str, point: str, payload: bytes) -> int:
-        item_id = self.queue.put(device, point, payload)
-        worker = self.workers.get(device)
-        if worker is not None:
-            worker.queue_hint()
-        return item_id
-
     def device_report(self) -> list[dict[str, Any]]:
         with self._lock:
             workers = list(self.workers.values())
         out = [w.report() for w in workers]
         for name, err in self._config_errors.items():
             out.append({"name": name, "status": "error", "connected": False, "last_error": err})
+        return out
+
+    def _status_entries(self) -> list[dict[str, Any]]:
+        with self._lock:
+            workers = list(self.workers.values())
+        out = [w.status_entry() for w in workers]
+        for name, err in self._config_errors.items():
+            out.append(
+                {
+                    "name": name,
+                    "status": "error",
+                    "connected": False,
+                    "last_error": err,
+                    "waiting_for": "a valid configuration of this device in the portal",
+                }
+            )
         return out
 
     def all_connected(self) -> bool:
@@ -275,8 +228,8 @@ class Agent:
                 }
             )
         else:
-            cached = self._load_cached_config()
-            if cached is not None:
+            cached, self._etag = desired_cache_load(opts.state_dir)
+            if cached is not None and opts.cache_secrets:
                 # Keep the devices online through a portal outage after a restart.
                 self._apply_config(cached)
         portal_backoff = Backoff(minimum=1.0, maximum=opts.portal_retry_max)
@@ -296,7 +249,9 @@ class Agent:
                     have_config = True
                     if cfg is not None:
                         self._etag = etag
-                        self._store_cached_config(cfg, etag)
+                        desired_cache_store(
+                            opts.state_dir, cfg, etag, with_secrets=opts.cache_secrets
+                        )
                         self._apply_config(cfg)
                     next_poll = now + self._poll_interval
                 except PortalAuthError as exc:
@@ -364,7 +319,7 @@ class Agent:
             "updated": iso(dt.datetime.now(dt.UTC)),
             "station": self.station,
             "pid": os.getpid(),
-            "devices": self.device_report(),
+            "devices": self._status_entries(),
         }
         try:
             atomic_write(self.options.state_dir / "status.json", json.dumps(body).encode(), 0o644)
@@ -404,24 +359,6 @@ class Agent:
         self._lock_fd = None
 
     # ------------------------------------------------------------------ desired config
-    def _cache_path(self) -> Path:
-        return self.options.state_dir / "desired.json"
-
-    def _load_cached_config(self) -> dict[str, Any] | None:
-        try:
-            data = json.loads(self._cache_path().read_text())
-        except (OSError, ValueError):
-            return None
-        if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
-            return None
-        self._etag = data.get("etag")
-        return data["config"]
-
-    def _store_cached_config(self, cfg: dict[str, Any], etag: str | None) -> None:
-        # Holds the key password, hence 0600 like the keys it unlocks.
-        blob = json.dumps({"etag": etag, "config": cfg}).encode()
-        atomic_write(self._cache_path(), blob, 0o600)
-
     def _apply_config(self, cfg: dict[str, Any]) -> None:
         """Start, update or stop device workers to match the desired configuration."""
         station = cfg.get("station")
@@ -471,48 +408,3 @@ class Agent:
         if not claim or not isinstance(raw, dict) or raw.get("claim"):
             return raw
         return {**raw, "claim": claim}
-
-    # ------------------------------------------------------------------ local uplink
-    def _ingest_outbox(self) -> None:
-        """Queue data points dropped as ``<state-dir>/outbox/*.json`` by local programs."""
-        outbox = self.options.state_dir / "outbox"
-        try:
-            names = sorted(e.name for e in os.scandir(outbox) if e.name.endswith(".json"))
-        except OSError:
-            return
-        for fname in names:
-            path = outbox / fname
-            try:
-                data = json.loads(path.read_text())
-                points = data if isinstance(data, list) else [data]
-                for p in points:
-                    if not isinstance(p, dict) or "device" not in p or "point" not in p:
-                        raise ValueError("each data point needs 'device' and 'point'")
-                if not self.workers:
-                    return  # config not loaded yet: try again later
-                # Validate the whole file first so a bad point queues nothing from it.
-                encoded = []
-                for p in points:
-                    extra = {
-                        k: v for k, v in p.items() if k not in ("device", "point", "value", "ts")
-                    }
-                    device, point = str(p["device"]), str(p["point"])
-                    payload = self._encode_point(device, point, p.get("value"), p.get("ts"), extra)
-                    encoded.append((device, point, payload))
-                by_device: dict[str, list[tuple[str, bytes]]] = {}
-                for device, point, payload in encoded:
-                    by_device.setdefault(device, []).append((point, payload))
-                for device, items in by_device.items():
-                    self.queue.put_many(device, items)  # one commit per device and file
-                    worker = self.workers.get(device)
-                    if worker is not None:
-                        worker.queue_hint()
-            except (ValueError, OSError) as exc:
-                log.error("outbox file %s rejected: %s", fname, exc)
-                rejected = outbox / "rejected"
-                rejected.mkdir(exist_ok=True)
-                with contextlib.suppress(OSError):
-                    os.replace(path, rejected / fname)
-                continue
-            with contextlib.suppress(OSError):
-                path.unlink()

@@ -46,6 +46,7 @@ class AgentOptions:
     renewal_retry: float = 60.0
     exit_when_connected: bool = False
     once: bool = False
+    cache_secrets: bool = True  # key passwords in desired.json (False: only in memory)
     timeout: float | None = None
     local_devices: list[dict[str, Any]] = field(default_factory=list)
     station: str | None = None  # station name for local-only mode

@@ -13,6 +13,7 @@ exception message or a log line.
 from __future__ import annotations
 
 import http.client
+import ipaddress
 import json
 import ssl
 import threading
@@ -68,6 +69,31 @@ class _KeepTokenHome(urllib.request.HTTPRedirectHandler):
         return new
 
 
+def portal_url_problem(url: str) -> str | None:
+    """A sentence when ``url`` is no portal URL the agent will use, else None.
+
+    Plain ``http://`` would show the station token and the device key passwords to anyone
+    on the path, so it is accepted only for this machine (127.0.0.0/8, ::1, localhost).
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme == "https" and parts.hostname:
+        return None
+    if parts.scheme != "http" or not parts.hostname:
+        return f"the portal URL {url!r} is not an https:// URL."
+    host = parts.hostname
+    if host == "localhost" or host.endswith(".localhost"):
+        return None
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return None
+    except ValueError:
+        pass
+    return (
+        f"the portal URL {url} uses plain http://, which would send the station token "
+        "unencrypted; use https:// (http:// is allowed only for 127.0.0.1, ::1 or localhost)."
+    )
+
+
 class PortalClient:
     """Thin, thread-safe wrapper around the station endpoints."""
 
@@ -118,8 +144,10 @@ class PortalClient:
         *,
         json_body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
+        auth: bool = True,
     ) -> Response:
-        all_headers = {**self._headers, "Authorization": f"Bearer {self._token}", **(headers or {})}
+        token_header = {"Authorization": f"Bearer {self._token}"} if auth else {}
+        all_headers = {**self._headers, **token_header, **(headers or {})}
         data = None
         if json_body is not None:
             data = json.dumps(json_body).encode()
@@ -165,14 +193,32 @@ class PortalClient:
         self._request("POST", "/api/v1/agent/state", json_body=body)
 
     def submit_request(
-        self, *, device: str, csr: str, comment: str, renewal: bool
+        self,
+        *,
+        device: str,
+        csr: str,
+        comment: str,
+        renewal: bool,
+        proof: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        resp = self._request(
-            "POST",
-            "/api/v1/onboarding-requests",
-            json_body={"device": device, "csr": csr, "comment": comment, "renewal": renewal},
-        )
+        body: dict[str, Any] = {
+            "device": device,
+            "csr": csr,
+            "comment": comment,
+            "renewal": renewal,
+        }
+        if proof is not None:
+            body["proof"] = proof
+        resp = self._request("POST", "/api/v1/onboarding-requests", json_body=body)
         return self._json(resp)
 
     def get_request(self, request_id: int | str) -> dict[str, Any]:
         return self._json(self._request("GET", f"/api/v1/onboarding-requests/{request_id}"))
+
+    def enroll(self, code: str) -> dict[str, Any]:
+        """Exchange a one-time enrolment code (no token needed) for ``{"token", "station"}``."""
+        resp = self._request("POST", "/api/v1/enrollment", json_body={"code": code}, auth=False)
+        body = self._json(resp)
+        if not isinstance(body.get("token"), str) or not body["token"]:
+            raise PortalUnreachable("the portal's enrolment answer holds no token")
+        return body

@@ -121,3 +121,31 @@ def read_state_file(path: Path) -> dict[str, Any]:
         if entry["completed"] and not (entry.get("cert_path") and entry.get("key_path")):
             raise _corrupt(path, f"device {name!r} is completed but has no cert/key paths")
     return data
+
+
+def desired_cache_load(state_dir: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The last desired configuration and its ETag (keeps devices online through a portal
+    outage after a restart); ``(None, None)`` when there is none or it is unreadable."""
+    try:
+        data = json.loads((Path(state_dir) / "desired.json").read_text())
+    except (OSError, ValueError):
+        return None, None
+    if not isinstance(data, dict) or not isinstance(data.get("config"), dict):
+        return None, None
+    return data["config"], data.get("etag")
+
+
+def desired_cache_store(
+    state_dir: Path, cfg: dict[str, Any], etag: str | None, *, with_secrets: bool = True
+) -> None:
+    """Keep the configuration for the next start; 0600 as it holds the key passwords, or
+    without them (``with_secrets=False``: devices then wait for the portal after a restart,
+    and no ETag is kept, so the first poll fetches the passwords again)."""
+    if not with_secrets:
+        devices = [
+            {k: v for k, v in d.items() if k != "key_password"} if isinstance(d, dict) else d
+            for d in cfg.get("devices") or []
+        ]
+        cfg, etag = {**cfg, "devices": devices}, None
+    blob = json.dumps({"etag": etag, "config": cfg}).encode()
+    atomic_write(Path(state_dir) / "desired.json", blob, 0o600)

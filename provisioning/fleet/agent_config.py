@@ -34,6 +34,16 @@ def _device_key_type(device: MqttDevice) -> str:
     return str(accepted[0])
 
 
+def _renew_after(cert: Any) -> str | None:
+    """The renewal point the agent acts on: a forced renewal brings it forward."""
+    if cert is None:
+        return None
+    when = cert.renew_after
+    if cert.renewal_forced_at is not None:
+        when = min(when, cert.renewal_forced_at)
+    return str(when.isoformat())
+
+
 def _awaiting_delivery() -> Exists:
     """Whether a running fleet install placed this device and waits for the agent to fetch
     it (the same rows as ``fleet_config_delivered`` moves), as a subquery of the config's
@@ -76,7 +86,7 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
                 "key_password": device.key_password or "",
                 "comment": device.onboarding_comment,
                 "key_type": _device_key_type(device),
-                "renew_after": cert.renew_after.isoformat() if cert is not None else None,
+                "renew_after": _renew_after(cert),
                 "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
                 **DEFAULT_TOPICS,
                 "uplink_topic": topics["uplink_topic"],

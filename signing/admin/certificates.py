@@ -16,7 +16,7 @@ from django.utils.html import format_html
 from portal.admin import ReadOnlyAdminMixin, is_changelist
 
 from ..models import IssuedCertificate
-from ..services import REVOCATION_REASONS, certificates_revoke
+from ..services import REVOCATION_REASONS, certificates_force_renewal, certificates_revoke
 from .common import CaExpiryWarningMixin, plural, reason_form_response
 
 _HEX = re.compile(r"^[0-9A-F]+$")
@@ -78,7 +78,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
             )
         return qs
 
-    actions = ["revoke_selected"]
+    actions = ["revoke_selected", "force_renewal"]
     fields = (
         "serial_colons",
         "common_name",
@@ -88,6 +88,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "not_after",
         "renew_after",
         "renewal_due_at",
+        "renewal_forced_at",
         "fingerprint_sha256",
         "device",
         "request",
@@ -167,4 +168,16 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
             action="revoke_selected",
             title="Revoke certificates",
             button="Revoke",
+        )
+
+    @admin.action(description="Force renewal (before the renewal point)")
+    def force_renewal(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = certificates_force_renewal(
+            ids=list(queryset.values_list("pk", flat=True)), actor=request.user
+        )
+        self.message_user(
+            request,
+            f"Forced the renewal of {plural(count, 'certificate')}; their stations renew at the "
+            "next configuration poll.",
+            messages.SUCCESS,
         )

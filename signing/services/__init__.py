@@ -4,7 +4,8 @@
 - :mod:`.profiles`: signing profiles and the Common Name template.
 - :mod:`.requests`: onboarding requests (submit, approve, reject, sweep, fetch).
 - :mod:`.issuance`: the batch signing path.
-- :mod:`.certificates`: revocation, the renewal check, CA-expiry warnings.
+- :mod:`.certificates`: revocation, forced renewal, the renewal check, CA-expiry warnings.
+- :mod:`.renewal`: what a renewal request must show (proof of the current key, its time).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .certificates import (
     ca_expiry_warnings,
     certificate_aws_observed,
     certificate_revoke,
+    certificates_force_renewal,
     certificates_revoke,
     renewals_check,
     revocation_reason_parse,
@@ -32,6 +34,7 @@ from .profiles import (
     signing_profile_save,
     signing_profile_validate,
 )
+from .renewal import renewal_check, renewal_proof_check, renewal_proof_message
 from .requests import (
     BATCH_SIZE,
     SWEEP_AFTER_SECONDS,
@@ -60,6 +63,7 @@ __all__ = [
     "ca_import_pkcs12",
     "certificate_build",
     "certificate_revoke",
+    "certificates_force_renewal",
     "certificate_aws_observed",
     "certificates_revoke",
     "cn_render",
@@ -73,6 +77,9 @@ __all__ = [
     "onboarding_requests_reject",
     "onboarding_requests_sign",
     "onboarding_requests_sweep",
+    "renewal_check",
+    "renewal_proof_check",
+    "renewal_proof_message",
     "renewals_check",
     "revocation_reason_parse",
     "signing_profile_create",

@@ -114,6 +114,33 @@ def certificates_revoke(
     return count
 
 
+@transaction.atomic
+def certificates_force_renewal(*, ids: Iterable[int], actor: Actor = None) -> int:
+    """Let the devices of these active certificates renew now, before their renewal point.
+
+    The desired configuration then carries the forced time as ``renew_after``, so the
+    agent renews at its next poll; the renewal still needs the proof of the current key.
+    """
+    now = timezone.now()
+    rows = list(
+        IssuedCertificate.objects.select_for_update().filter(
+            pk__in=list(ids),
+            status=IssuedCertificate.Status.ACTIVE,
+            renewal_forced_at__isnull=True,
+        )
+    )
+    for cert in rows:
+        cert.renewal_forced_at = now
+        cert.save(update_fields=["renewal_forced_at"])
+        audit_record(
+            action="certificate_force_renewal",
+            obj=cert,
+            actor=actor,
+            detail={"serial": cert.serial},
+        )
+    return len(rows)
+
+
 def certificate_aws_observed(
     *,
     certificate: IssuedCertificate,

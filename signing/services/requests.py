@@ -28,21 +28,19 @@ from portal.services import Actor, audit_record
 from .. import tasks
 from ..csr import csr_validate
 from ..errors import (
-    CertificateExpired,
-    CertificateRevoked,
     CommentTooLong,
     CommonNameInUse,
     CommonNameTooLong,
     InvalidDeviceName,
     NoSigningProfile,
     PublicKeyInUse,
-    RenewalWithoutCertificate,
     RequestNotFound,
 )
 from ..models import CommonNameOwner, IssuedCertificate, OnboardingRequest, SigningProfile
 from ..sql import advisory_lock, insert_rows, update_returning_ids
 from .limits import pending_cap_check, submission_rate_check
 from .profiles import cn_render, signing_profile_for_device
+from .renewal import renewal_check
 
 Status = OnboardingRequest.Status
 
@@ -68,13 +66,16 @@ def onboarding_request_submit(
     csr: str | bytes,
     comment: str = "",
     renewal: bool = False,
+    proof: dict[str, Any] | None = None,
 ) -> tuple[OnboardingRequest, bool]:
     """A station asks for a certificate; returns ``(request, created)``.
 
     The same pending (or approved) request - same device, same public key - comes back with
     ``created=False``. An unknown device name creates that device for the station. Renewals
-    must come for a device holding an active certificate from us; under the automatic
-    policy they are approved at once and signed without a human.
+    must come for a device holding an active certificate from us, with ``proof`` of its key
+    and at its renewal point (:mod:`.renewal`); under the automatic policy they are approved
+    at once and signed without a human. A first request (``renewal=False``) always waits for
+    staff, also for a device that had certificates before (the recovery path).
     """
     _device_name_check(device_name)
     if len(comment) > 200:
@@ -134,7 +135,9 @@ def onboarding_request_submit(
         common_name=None if "{serial}" in profile.cn_template else cn,
     )
     if renewal:
-        _renewal_check(station=station, device=device, device_name=device_name)
+        renewal_check(
+            station=station, device=device, device_name=device_name, csr=valid.csr, proof=proof
+        )
     if device is None:
         device = MqttDevice(
             station=station,
@@ -229,31 +232,6 @@ def _identity_check(
         raise CommonNameInUse(
             f"The Common Name {common_name!r} already belongs to another device; ask the "
             "administrator to use a CN template with ':' between the placeholders."
-        )
-
-
-def _renewal_check(*, station: Station, device: MqttDevice | None, device_name: str) -> None:
-    if device is None or device.current_certificate_id is None:
-        raise RenewalWithoutCertificate(
-            f"Device {device_name!r} holds no certificate from this portal; send a first "
-            "onboarding request (renewal: false)."
-        )
-    cert = device.current_certificate
-    assert cert is not None
-    if cert.status == IssuedCertificate.Status.REVOKED:
-        raise CertificateRevoked(
-            f"The certificate of device {device_name!r} was revoked; renewal is refused. Ask "
-            "the administrator for a new onboarding."
-        )
-    if cert.status != IssuedCertificate.Status.ACTIVE:
-        raise RenewalWithoutCertificate(
-            f"Device {device_name!r} holds no active certificate from this portal; send a "
-            "first onboarding request (renewal: false)."
-        )
-    if cert.not_after <= timezone.now():
-        raise CertificateExpired(
-            f"The certificate of device {device_name!r} has expired; send a first onboarding "
-            "request (renewal: false)."
         )
 
 

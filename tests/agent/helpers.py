@@ -166,6 +166,7 @@ class FakeRequest:
     certificate: str | None = None
     reason: str | None = None
     fetched_issued: int = 0
+    proof: dict[str, Any] | None = None
 
 
 @dataclass
@@ -189,6 +190,7 @@ class FakePortal:
         self.lock = threading.Lock()
         self.calls: list[tuple[str, str]] = []
         self.config_304 = 0
+        self.enrollment_codes: dict[str, str] = {}  # code -> station token
         portal = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -260,6 +262,15 @@ class FakePortal:
 
             def do_POST(self) -> None:  # noqa: N802
                 portal.calls.append(("POST", self.path))
+                if self.path == "/api/v1/enrollment":
+                    code = str(self._body().get("code", "")).upper().replace("-", "")
+                    with portal.lock:
+                        token = portal.enrollment_codes.pop(code, None)
+                    if token is None:
+                        self._send(409, {"code": "enrollment_code_used", "detail": "Used."})
+                        return
+                    self._send(200, {"token": token, "station": portal.stations[token].name})
+                    return
                 found = self._station()
                 if found is None:
                     return
@@ -302,6 +313,7 @@ class FakePortal:
                             pubkey=pub,
                             comment=body.get("comment", ""),
                             renewal=bool(body.get("renewal")),
+                            proof=body.get("proof"),
                         )
                     self._send(201, {"id": rid, "status": "pending", "device": body["device"]})
                     return

@@ -187,7 +187,7 @@ def test_once_onboards_and_restart_does_not_onboard_again(tmp_path, portal, stat
     res = run_agent("status", "--state-dir", str(state_dir))
     assert res.returncode == 0
     assert "agent: not running" in res.stdout
-    assert "aws: status=stopped connected=false completed=true thing=st-042-aws request=1" in (
+    assert "aws: status=stopped connected=false completed=true thing=st-042-aws request=1\n" in (
         res.stdout
     )
     res = run_agent("reset", "--state-dir", str(state_dir), "--device", "aws")

@@ -291,6 +291,19 @@ def test_device_config_validation_and_topics():
     assert parse_connect_host(None, 8883) is None
 
 
+def test_desired_cache_without_secrets_keeps_no_key_password(tmp_path) -> None:
+    from fleet_agent.state import desired_cache_load, desired_cache_store
+
+    cfg = {"station": "st", "devices": [{"name": "aws", "key_password": "secret-pw"}]}
+    desired_cache_store(tmp_path, cfg, '"e1"', with_secrets=False)
+    assert "secret-pw" not in (tmp_path / "desired.json").read_text()
+    loaded, etag = desired_cache_load(tmp_path)
+    assert loaded == {"station": "st", "devices": [{"name": "aws"}]}
+    assert etag is None
+    desired_cache_store(tmp_path, cfg, '"e1"')
+    assert desired_cache_load(tmp_path) == (cfg, '"e1"')
+
+
 def test_backoff_at_maximum_stays_there_until_reset():
     b = Backoff(minimum=1.0, maximum=30.0)
     assert 27.0 <= b.at_maximum() <= 30.0

@@ -24,8 +24,8 @@ def _run(*argv: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-@pytest.mark.slow
-def test_wheel_installs_alone_in_a_clean_venv(tmp_path: Path) -> None:
+def agent_venv(tmp_path: Path) -> Path:
+    """Build the agent's wheel from its folder, install it alone into a new venv; its bin/."""
     wheels, deps, venv = tmp_path / "wheel", tmp_path / "deps", tmp_path / "venv"
     _run(
         sys.executable,
@@ -56,9 +56,19 @@ def test_wheel_installs_alone_in_a_clean_venv(tmp_path: Path) -> None:
         wheel,
         cwd=tmp_path,
     )
+    return bin_dir
 
-    listed = _run(bin_dir / "python", "-m", "pip", "list", "--format=json", cwd=tmp_path)
-    names = {p["name"].lower().replace("_", "-") for p in json.loads(listed.stdout)}
+
+def installed_names(bin_dir: Path, cwd: Path) -> set[str]:
+    listed = _run(bin_dir / "python", "-m", "pip", "list", "--format=json", cwd=cwd)
+    return {p["name"].lower().replace("_", "-") for p in json.loads(listed.stdout)}
+
+
+@pytest.mark.slow
+def test_wheel_installs_alone_in_a_clean_venv(tmp_path: Path) -> None:
+    bin_dir = agent_venv(tmp_path)
+    venv = bin_dir.parent
+    names = installed_names(bin_dir, tmp_path)
     assert not names & {"django", "boto3", "botocore", "moto", "requests", "celery"}
     assert {"fleet-agent", "cryptography", "paho-mqtt"} <= names
     assert names <= ALLOWED, f"unexpected packages on a station: {sorted(names - ALLOWED)}"

@@ -200,7 +200,8 @@ def test_openapi_documents_the_onboarding_endpoints(client) -> None:  # noqa: AN
     schema = client.get("/api/v1/openapi.json").json()
     post_op = schema["paths"]["/api/v1/onboarding-requests"]["post"]
     body = post_op["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"device", "csr", "comment", "renewal"}
+    assert set(body["properties"]) == {"device", "csr", "comment", "renewal", "proof"}
+    assert "$ref" not in json.dumps(body)
     assert "/api/v1/onboarding-requests/{request_id}" in schema["paths"]
 
 

@@ -1,35 +1,15 @@
-"""``fleet-agent`` command line: run, status, reset.
-
-Exit codes: 0 success, 1 goal not reached (``--once`` onboarding failed, ``--timeout``),
-2 bad usage or configuration, 3 the portal refused the station token, 4 corrupt state.
-Every failure prints one sentence on stderr; secrets are read from files, never argv.
-"""
+"""The ``run`` command's options: command line flags, a JSON config file, secret files."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import signal
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from fleet_agent import __version__
-from fleet_agent.agent import Agent, AgentFatalError
 from fleet_agent.config import AgentOptions, parse_connect_host
-from fleet_agent.diskqueue import DiskQueue
-from fleet_agent.fsutil import (
-    StateDirLocked,
-    lock_holder_alive,
-    lock_state_dir,
-    remove_quietly,
-    unlock_state_dir,
-)
-from fleet_agent.state import CorruptStateError, StateStore
+from fleet_agent.portal_client import portal_url_problem
 
-# option dest -> (type, default). Booleans are flags; None default = "not set".
 RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "portal": (str, None),
     "token_file": (str, None),
@@ -50,6 +30,7 @@ RUN_OPTIONS: dict[str, tuple[Any, Any]] = {
     "inflight_window": (int, 50),
     "renewal_retry": (float, 60.0),
     "once": (bool, False),
+    "no_cached_secrets": (bool, False),
     "exit_when_connected": (bool, False),
     "timeout": (float, None),
     "log_level": (str, "INFO"),
@@ -86,6 +67,8 @@ HELP = {
     "inflight_window": "QoS 1 publishes awaiting PUBACK per connection",
     "renewal_retry": "seconds before retrying a failed renewal or onboarding",
     "once": "onboard every device (wait for its certificate), report, and exit",
+    "no_cached_secrets": "keep no key password in desired.json (devices wait for the portal "
+    "after a restart)",
     "exit_when_connected": "exit 0 once every device has connected and sent a heartbeat",
     "timeout": "give up (exit 1) after this many seconds",
     "log_level": "DEBUG, INFO, WARNING or ERROR",
@@ -107,7 +90,7 @@ class UsageError(Exception):
     """Bad command line or config file; the message is one sentence."""
 
 
-def _metavar(dest: str, typ: Any) -> str:
+def metavar(dest: str, typ: Any) -> str:
     special = {
         "portal": "URL",
         "connect_host": "HOST[:PORT]",
@@ -130,38 +113,7 @@ def _metavar(dest: str, typ: Any) -> str:
     return "FILE"
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fleet-agent", description="Station agent.")
-    parser.add_argument("--version", action="version", version=f"fleet-agent {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser("run", help="onboard and run the configured MQTT devices")
-    run.add_argument("--config", metavar="FILE", help="JSON file whose keys are long option names")
-    for dest, (typ, _default) in RUN_OPTIONS.items():
-        flag = "--" + dest.replace("_", "-")
-        if typ is bool:
-            run.add_argument(flag, action="store_true", default=None, help=HELP[dest])
-        else:
-            run.add_argument(
-                flag, type=typ, default=None, help=HELP[dest], metavar=_metavar(dest, typ)
-            )
-
-    status = sub.add_parser("status", help="print each device's state")
-    status.add_argument("--state-dir", required=True, metavar="DIR")
-    status.add_argument("--json", action="store_true", help="machine-readable output")
-
-    reset = sub.add_parser("reset", help="forget certificates so the next run onboards again")
-    reset.add_argument("--state-dir", required=True, metavar="DIR")
-    reset.add_argument("--device", metavar="NAME", help="only this device (default: all)")
-    reset.add_argument(
-        "--discard-corrupt",
-        action="store_true",
-        help="move a corrupt state.json aside instead of failing",
-    )
-    return parser
-
-
-def _read_secret_file(path: str, what: str) -> str:
+def read_secret_file(path: str, what: str) -> str:
     try:
         value = Path(path).read_text().strip()
     except OSError as exc:
@@ -211,10 +163,12 @@ def build_options(args: argparse.Namespace) -> AgentOptions:
     if not args.state_dir:
         raise UsageError("--state-dir is required.")
     token = None
+    if args.portal and (problem := portal_url_problem(args.portal)):
+        raise UsageError(problem)
     if args.portal:
         if not args.token_file:
             raise UsageError("--token-file is required with --portal.")
-        token = _read_secret_file(args.token_file, "token")
+        token = read_secret_file(args.token_file, "token")
     local_devices = list(extras.get("devices") or [])
     if args.device or args.endpoint:
         if not (args.device and args.endpoint):
@@ -223,7 +177,7 @@ def build_options(args: argparse.Namespace) -> AgentOptions:
         assert hp is not None
         dev: dict[str, Any] = {"name": args.device, "endpoint": hp[0], "port": hp[1]}
         if args.key_password_file:
-            dev["key_password"] = _read_secret_file(args.key_password_file, "key password")
+            dev["key_password"] = read_secret_file(args.key_password_file, "key password")
         if args.heartbeat_interval:
             dev["heartbeat_interval"] = args.heartbeat_interval
         local_devices.append(dev)
@@ -241,7 +195,7 @@ def build_options(args: argparse.Namespace) -> AgentOptions:
             "template_name": args.claim_template,
         }
         if args.claim_key_password_file:
-            claim["key_password"] = _read_secret_file(
+            claim["key_password"] = read_secret_file(
                 args.claim_key_password_file, "claim key password"
             )
         if args.claim_client_id:
@@ -274,168 +228,10 @@ def build_options(args: argparse.Namespace) -> AgentOptions:
         inflight_window=args.inflight_window,
         renewal_retry=args.renewal_retry,
         once=args.once,
+        cache_secrets=not args.no_cached_secrets,
         exit_when_connected=args.exit_when_connected,
         timeout=args.timeout,
         local_devices=local_devices,
         station=args.station,
         claim=claim,
     )
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    options = build_options(args)
-    level = getattr(logging, str(args.log_level).upper(), None)
-    if not isinstance(level, int):
-        raise UsageError(f"unknown log level {args.log_level!r}.")
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(message)s"
-    )
-    logging.getLogger("fleet_agent").setLevel(level)
-    agent = Agent(options)
-
-    def _on_signal(signum: int, _frame: Any) -> None:
-        agent.stop(timeout=0)
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    try:
-        return agent.run()
-    except AgentFatalError as exc:
-        print(f"fleet-agent: {exc}", file=sys.stderr)
-        return exc.exit_code
-
-
-def _fmt(value: Any) -> str:
-    return "-" if value in (None, "") else str(value)
-
-
-def _cmd_status(args: argparse.Namespace) -> int:
-    store = StateStore(args.state_dir)
-    if not Path(args.state_dir).is_dir():
-        raise UsageError(f"the state directory {args.state_dir} does not exist.")
-    store.load()  # a missing state.json is a station that has not onboarded yet
-    snap = store.snapshot()
-    live: dict[str, dict[str, Any]] = {}
-    updated = None
-    try:
-        status_doc = json.loads((Path(args.state_dir) / "status.json").read_text())
-        updated = status_doc.get("updated")
-        live = {d["name"]: d for d in status_doc.get("devices", []) if "name" in d}
-    except (OSError, ValueError, TypeError, KeyError):
-        pass
-    running = lock_holder_alive(Path(args.state_dir))
-    queue_path = Path(args.state_dir) / "queue.sqlite3"
-    queue = DiskQueue(queue_path) if queue_path.exists() else None
-    rows = []
-    for name, entry in sorted(snap["devices"].items()):
-        now = live.get(name, {})
-        row = {
-            "device": name,
-            "status": now.get("status") if running else "stopped",
-            "connected": bool(now.get("connected")) and running,
-            "last_connected": now.get("last_connected"),
-            "last_error": now.get("last_error"),
-            "completed": entry.get("completed", False),
-            "provisioning": entry.get("provisioning"),
-            "thing_name": entry.get("thing_name"),
-            "request_id": entry.get("request_id"),
-            "cert_serial": entry.get("cert_serial"),
-            "cert_not_after": entry.get("cert_not_after"),
-            "renewal_request_id": (entry.get("pending_renewal") or {}).get("request_id"),
-            "renewing": bool(entry.get("pending_renewal")),
-            "key_path": entry.get("key_path"),
-            "cert_path": entry.get("cert_path"),
-            "queue_depth": queue.depth(name) if queue else 0,
-            "queue_dropped": queue.dropped(name) if queue else 0,
-        }
-        rows.append(row)
-    if queue:
-        queue.close()
-    if args.json:
-        doc = {
-            "station": snap.get("station"),
-            "agent_running": running,
-            "status_updated": updated,
-            "devices": rows,
-        }
-        print(json.dumps(doc, indent=2))
-        return 0
-    print(f"station: {_fmt(snap.get('station'))}")
-    print(f"agent: {'running' if running else 'not running'} (status as of {_fmt(updated)})")
-    if not rows:
-        print("no devices")
-    for row in rows:
-        print(
-            f"{row['device']}: status={_fmt(row['status'])} "
-            f"connected={str(row['connected']).lower()} "
-            f"completed={str(row['completed']).lower()} "
-            f"thing={_fmt(row['thing_name'])} request={_fmt(row['request_id'])} "
-            f"serial={_fmt(row['cert_serial'])} not_after={_fmt(row['cert_not_after'])} "
-            f"renewing={str(row['renewing']).lower()} queue={row['queue_depth']} "
-            f"dropped={row['queue_dropped']}"
-        )
-        if row["last_error"]:
-            print(f"  last error: {row['last_error']}")
-    return 0
-
-
-def _cmd_reset(args: argparse.Namespace) -> int:
-    store = StateStore(args.state_dir)
-    if not Path(args.state_dir).is_dir():
-        raise UsageError(f"the state directory {args.state_dir} does not exist.")
-    try:
-        lock = lock_state_dir(Path(args.state_dir))
-    except StateDirLocked as exc:
-        raise UsageError(f"{exc} Stop it before a reset.") from None
-    try:
-        return _reset_locked(args, store)
-    finally:
-        unlock_state_dir(lock)
-
-
-def _reset_locked(args: argparse.Namespace, store: StateStore) -> int:
-    try:
-        store.load()
-    except CorruptStateError:
-        if not args.discard_corrupt:
-            raise
-        aside = store.path.with_name(f"state.json.corrupt-{int(time.time())}")
-        store.path.rename(aside)
-        print(f"moved the corrupt state file aside to {aside}")
-        return 0
-    names = [args.device] if args.device else store.device_names()
-    if args.device and args.device not in store.device_names():
-        raise UsageError(f"device {args.device!r} is not in the state file.")
-    if not names:
-        print("nothing to reset: no device in the state file")
-    for name in names:
-        entry = store.device(name)
-        paths = [entry.get(k) for k in ("key_path", "cert_path", "chain_path", "fullchain_path")]
-        paths.append((entry.get("pending_renewal") or {}).get("key_path"))
-        paths.extend((entry.get("retired") or {}).values())
-        for path in paths:
-            remove_quietly(path)
-        store.remove_device(name)
-        print(f"{name}: reset; the next run onboards it again with a new key")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = _build_parser()
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "run":
-            return _cmd_run(args)
-        if args.command == "status":
-            return _cmd_status(args)
-        return _cmd_reset(args)
-    except UsageError as exc:
-        print(f"fleet-agent: {exc}", file=sys.stderr)
-        return 2
-    except CorruptStateError as exc:
-        print(f"fleet-agent: {exc}", file=sys.stderr)
-        return 4
-
-
-if __name__ == "__main__":
-    sys.exit(main())

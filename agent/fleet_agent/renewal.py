@@ -1,0 +1,214 @@
+"""Renewal of a device's certificate, and the recovery path when renewing cannot work.
+
+Renewal: at the renewal point (the portal's ``renew_after``, else two thirds into the
+lifetime) the device makes a new key and sends a renewal request carrying a proof of
+possession: a signature by its *current* key (docs/agent-protocol.md). Recovery: when the
+certificate has expired, a renewal was rejected or failed, or the portal refuses renewing
+for good, the device makes a fresh key and sends a normal onboarding request
+(``renewal: false``) that staff must approve; never an automatic renewal. Either way the
+old certificate stays in use until the new one is issued, and ``status`` says what the
+device waits for.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Any
+
+from fleet_agent.device_base import DeviceBase, DeviceError, iso, log, utcnow
+from fleet_agent.fsutil import remove_quietly
+from fleet_agent.keys import KeyFileError, build_csr, load_private_key, renewal_proof
+from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
+
+RENEWAL = "renewal"
+RECOVERY = "recovery"
+#: Refusals of a renewal that mean renewing cannot work for this certificate: recover.
+RECOVER_ON = {"certificate_expired", "renewal_without_certificate", "proof_invalid"}
+
+
+class RenewalMixin(DeviceBase):
+    """Replace the device's certificate before it expires, or recover once it has."""
+
+    def renew_due_at(self) -> dt.datetime | None:
+        """When this certificate should be renewed (portal's renew_after, else 2/3 life)."""
+        if self._cert is None:
+            return None
+        ra = self.cfg.renew_after
+        # A renew_after older than the certificate belongs to its predecessor.
+        if ra is not None and ra >= self._cert.not_before:
+            return ra
+        return self._cert.default_renew_at()
+
+    def _renewal_tick(self) -> None:
+        portal = self.agent.portal
+        if portal is None or self._cert is None:
+            return
+        now = time.monotonic()
+        if now < self._renew_check_at:
+            return
+        self._renew_check_at = now + 1.0
+        pending = self.agent.state.device(self.cfg.name).get("pending_renewal")
+        if not pending:
+            if now < self._renew_not_before:
+                return
+            if utcnow() >= self._cert.not_after:
+                why = f"the certificate expired at {iso(self._cert.not_after)}"
+                pending = self._replacement_start(RECOVERY, why)
+            else:
+                due = self.renew_due_at()
+                if due is None or utcnow() < due:
+                    return
+                pending = self._replacement_start(RENEWAL, f"the certificate is due ({iso(due)})")
+        if now < self._renew_next_poll:
+            return
+        try:
+            self._renewal_step(pending)
+        except PortalUnreachable:
+            self._renew_next_poll = now + self._next_renew_delay()
+            log.warning(
+                "portal unreachable at %s, retrying in %.0f s",
+                portal.base_url,
+                self._renew_next_poll - now,
+            )
+        except PortalAuthError:
+            raise
+        except PortalError as exc:
+            if pending.get("mode", RENEWAL) == RENEWAL and exc.code in RECOVER_ON:
+                self._recover_instead(pending, f"the portal refused the renewal: {exc.detail}")
+            else:
+                self._abandon_renewal(pending, f"the portal refused the request: {exc.detail}")
+        except (DeviceError, KeyFileError) as exc:
+            self._abandon_renewal(pending, f"certificate replacement failed: {exc}")
+
+    def _replacement_start(self, mode: str, why: str) -> dict[str, Any]:
+        """Record a renewal or recovery in the state file before any key is made."""
+        entry = self.agent.state.device(self.cfg.name)
+        generation = int(entry.get("generation", 1)) + 1
+        pending = {
+            "generation": generation,
+            "key_path": str(self.dev_dir / f"key-{generation}.pem"),
+            "started": iso(utcnow()),
+            "mode": mode,
+            "why": why,
+        }
+        self.agent.state.update_device(self.cfg.name, pending_renewal=pending)
+        if mode == RECOVERY:
+            log.warning(
+                "device %s: %s; recovery: a new key and an onboarding request that staff "
+                "must approve",
+                self.cfg.name,
+                why,
+            )
+        else:
+            log.info("device %s: %s; renewing the certificate", self.cfg.name, why)
+        self._renew_next_poll = 0.0
+        self._renew_poll_delay = 1.0
+        self.agent.notify_change()
+        return pending
+
+    def _recover_instead(self, pending: dict[str, Any], why: str) -> None:
+        remove_quietly(pending.get("key_path"))
+        self.agent.state.update_device(self.cfg.name, pending_renewal=None)
+        self._replacement_start(RECOVERY, why)
+
+    def _next_renew_delay(self) -> float:
+        delay = self._renew_poll_delay
+        self._renew_poll_delay = min(self._renew_poll_delay * 2, self.opts.request_poll_max)
+        return delay
+
+    def _abandon_renewal(self, pending: dict[str, Any], why: str) -> None:
+        recovery = pending.get("mode") == RECOVERY
+        pause = self._recovery_backoff.next_delay() if recovery else self.opts.renewal_retry
+        self.last_error = why
+        log.error("device %s: %s; trying again in %.0f s", self.cfg.name, why, pause)
+        self.agent.state.update_device(self.cfg.name, pending_renewal=None)
+        remove_quietly(pending.get("key_path"))
+        self._renew_not_before = time.monotonic() + pause
+        self.agent.notify_change()
+
+    def _renewal_step(self, pending: dict[str, Any]) -> None:
+        portal = self.agent.portal
+        assert portal is not None
+        name = self.cfg.name
+        mode = pending.get("mode", RENEWAL)
+        key = self._load_or_create_key(
+            pending["key_path"], may_create=pending.get("request_id") is None
+        )
+        if pending.get("request_id") is None:
+            csr = build_csr(key, self._csr_common_name())
+            resp = portal.submit_request(
+                device=name,
+                csr=csr,
+                comment=self.cfg.comment,
+                renewal=mode == RENEWAL,
+                proof=self._proof_for(csr) if mode == RENEWAL else None,
+            )
+            pending = {**pending, "request_id": resp["id"]}
+            self.agent.state.update_device(name, pending_renewal=pending)
+            if mode == RECOVERY:
+                log.info(
+                    "device %s: recovery request %s submitted; waiting for staff to approve it",
+                    name,
+                    resp["id"],
+                )
+            else:
+                log.info("device %s: renewal request %s submitted", name, resp["id"])
+            self.agent.notify_change()
+        resp = portal.get_request(pending["request_id"])
+        status = resp.get("status")
+        if status == "issued":
+            self._replacement_install(pending, key, resp)
+            return
+        if status in ("rejected", "failed"):
+            reason = resp.get("reason") or "no reason given"
+            if mode == RENEWAL:
+                why = f"renewal request {pending['request_id']} was {status} ({reason})"
+                self._recover_instead(pending, why)
+                return
+            raise DeviceError(f"recovery request {pending['request_id']} was {status}: {reason}")
+        self._renew_next_poll = time.monotonic() + self._next_renew_delay()
+
+    def _proof_for(self, csr_pem: str) -> dict[str, Any]:
+        """Sign the renewal with the key of the certificate in use (proof of possession)."""
+        entry = self.agent.state.device(self.cfg.name)
+        current = load_private_key(entry["key_path"], self.cfg.key_password)
+        return renewal_proof(
+            current, station=self.station, device=self.cfg.name, csr_pem=csr_pem, now=time.time()
+        )
+
+    def _replacement_install(self, pending: dict[str, Any], key: Any, resp: dict[str, Any]) -> None:
+        name = self.cfg.name
+        entry = self.agent.state.device(name)
+        files = self._install_certificate(
+            key=key,
+            cert_pem=resp.get("certificate") or "",
+            chain=list(resp.get("chain") or []),
+            generation=int(pending["generation"]),
+        )
+        retired = {
+            k: entry[k]
+            for k in ("key_path", "cert_path", "chain_path", "fullchain_path")
+            if entry.get(k)
+        }
+        assert self._cert is not None
+        self.agent.state.update_device(
+            name,
+            key_path=pending["key_path"],
+            request_id=pending["request_id"],
+            thing_name=self._cert.common_name,
+            pending_renewal=None,
+            retired=retired,
+            renewed_at=iso(utcnow()),
+            **files,
+        )
+        log.info(
+            "device %s: new certificate installed (expires %s); reconnecting",
+            name,
+            iso(self._cert.not_after),
+        )
+        self._renew_poll_delay = 1.0
+        self._recovery_backoff.reset()
+        self.last_error = None
+        self._reconnect_requested = True
+        self.agent.notify_change()
