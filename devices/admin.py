@@ -284,6 +284,7 @@ class MqttDeviceAdmin(admin.ModelAdmin):
         "status",
         "client_id",
         "current_certificate",
+        "aws_status",
         "last_connected_at",
         "short_error",
     ]
@@ -310,6 +311,8 @@ class MqttDeviceAdmin(admin.ModelAdmin):
         "signing_profile",
         "onboarding_comment",
         "current_certificate",
+        "certificate_in_aws",
+        "renewal_state",
         "last_connected_at",
         "last_error",
         "created_at",
@@ -323,14 +326,42 @@ class MqttDeviceAdmin(admin.ModelAdmin):
         "certificate_alias",
         "signing_profile",
         "current_certificate",
+        "certificate_in_aws",
+        "renewal_state",
         "last_connected_at",
         "last_error",
         "created_at",
         "updated_at",
     ]
 
+    @admin.display(description="certificate in AWS")
+    def certificate_in_aws(self, obj: MqttDevice) -> str:
+        cert = obj.current_certificate
+        if cert is None:
+            return "–"
+        aws_id = cert.aws_certificate_id[:12] + "…" if cert.aws_certificate_id else "–"
+        return f"{aws_id}: {cert.aws_twin_summary()}"
+
+    @admin.display(description="renewal")
+    def renewal_state(self, obj: MqttDevice) -> str:
+        cert = obj.current_certificate
+        if cert is None:
+            return "–"
+        older = obj.certificates.filter(status="active", created_at__lt=cert.created_at)
+        if older.exists():
+            return (
+                "Renewed, not yet proven on a connection: the previous certificate stays "
+                "active until the agent connects with the new one and AWS shows it ACTIVE."
+            )
+        return f"Next renewal point {cert.renew_after:%Y-%m-%d %H:%M} UTC."
+
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False  # devices come from fleet installs (or a hand install on the station)
+
+    @admin.display(description="status in AWS", ordering="current_certificate__aws_status")
+    def aws_status(self, obj: MqttDevice) -> str:
+        cert = obj.current_certificate
+        return (cert.aws_status or "not observed") if cert is not None else "–"
 
     @admin.display(description="last error")
     def short_error(self, obj: MqttDevice) -> str:

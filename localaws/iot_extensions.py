@@ -9,6 +9,7 @@ and tests all see the same behaviour:
   allowAutoRegistration, registrationConfig (templateBody + roleArn, or templateName);
 * update_ca_certificate (status, auto-registration, registration config), describe with
   autoRegistrationStatus/certificateMode, list_ca_certificates;
+* list_certificates_by_ca with AWS's paging (pageSize, marker / nextMarker);
 * provisioning templates (JITP and FLEET_PROVISIONING) with versions;
 * describe_endpoint stable per account and region;
 * a stable registration code per account and region, as AWS has;
@@ -537,6 +538,33 @@ def _r_list_ca_certificates(self: IoTResponse) -> ActionResult:
     )
 
 
+def _r_list_certificates_by_ca(self: IoTResponse) -> ActionResult:
+    """ListCertificatesByCA with AWS's paging (``pageSize`` up to 250, ``marker`` /
+    ``nextMarker``); moto answers every certificate at once."""
+    ca_id = self._get_param("caCertificateId")
+    certs = sorted(
+        (c for c in self.iot_backend.certificates.values() if c.ca_certificate_id == ca_id),
+        key=lambda c: (c.creation_date, c.certificate_id),
+    )
+    size = max(1, min(250, int(self._get_param("pageSize") or 25)))
+    start = int(self._get_param("marker") or 0)
+    page = certs[start : start + size]
+    out: dict[str, Any] = {
+        "certificates": [
+            {
+                "certificateArn": c.arn,
+                "certificateId": c.certificate_id,
+                "status": c.status,
+                "creationDate": c.creation_date,
+            }
+            for c in page
+        ]
+    }
+    if start + size < len(certs):
+        out["nextMarker"] = str(start + size)
+    return ActionResult(out)
+
+
 def _r_create_provisioning_template(self: IoTResponse) -> ActionResult:
     tpl = _create_provisioning_template(
         self.iot_backend,
@@ -722,6 +750,7 @@ def apply() -> None:
             "update_ca_certificate": _r_update_ca_certificate,
             "describe_ca_certificate": _r_describe_ca_certificate,
             "list_ca_certificates": _r_list_ca_certificates,
+            "list_certificates_by_ca": _r_list_certificates_by_ca,
             "create_provisioning_template": _r_create_provisioning_template,
             "describe_provisioning_template": _r_describe_provisioning_template,
             "list_provisioning_templates": _r_list_provisioning_templates,

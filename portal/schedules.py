@@ -36,6 +36,11 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
         "provisioning.tasks.aws_actions_run",
         15,
     ),
+    (
+        "Fleet audit: the portal's certificates against AWS IoT",
+        "provisioning.tasks.fleet_audit",
+        86400,
+    ),
     ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
     ("Mark certificates due for renewal; CA-expiry warnings", "signing.tasks.check_renewals", 3600),
     (

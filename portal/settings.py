@@ -231,6 +231,17 @@ AWS_CALL_LOG_RETENTION_DAYS = env.int("AWS_CALL_LOG_RETENTION_DAYS", default=30)
 AWS_ACTION_RATE = env.float("AWS_ACTION_RATE", default=10.0)
 AWS_ACTION_MAX_ATTEMPTS = env.int("AWS_ACTION_MAX_ATTEMPTS", default=8)
 AWS_ACTION_STALE_SECONDS = env.int("AWS_ACTION_STALE_SECONDS", default=300)
+# A certificate retired after a proven renewal stays in AWS (INACTIVE, detached) this long
+# before it is deleted; the seconds override (tests, demos) wins when set.
+AWS_RETIRED_CERTIFICATE_GRACE_DAYS = env.int("AWS_RETIRED_CERTIFICATE_GRACE_DAYS", default=7)
+AWS_RETIRED_CERTIFICATE_GRACE_SECONDS = env.int(
+    "AWS_RETIRED_CERTIFICATE_GRACE_SECONDS", default=None
+)
+# How often a confirm looks again at a certificate still PENDING_ACTIVATION (or not yet in
+# AWS) after a device's first connection, before it settles with the reason.
+AWS_CONFIRM_ATTEMPTS = env.int("AWS_CONFIRM_ATTEMPTS", default=4)
+# The fleet audit's pace (AWS calls per second; blank: AWS_ACTION_RATE).
+FLEET_AUDIT_RATE = env.float("FLEET_AUDIT_RATE", default=None)
 # A revoked certificate's thing is moved into this thing group (created when missing); empty:
 # no quarantine group.
 AWS_QUARANTINE_THING_GROUP = env.str("AWS_QUARANTINE_THING_GROUP", default="")

@@ -1,5 +1,6 @@
 """Admin registrations of the provisioning app: each concern registers its own ModelAdmins."""
 
+from .audit import admin as audit_admin
 from .aws import admin as aws_admin
 from .claim import admin as claim_admin
 from .connections import admin as connections_admin
@@ -9,6 +10,7 @@ from .jobs import admin as jobs_admin
 from .lifecycle import admin as lifecycle_admin
 
 __all__ = [
+    "audit_admin",
     "aws_admin",
     "claim_admin",
     "connections_admin",

@@ -4,6 +4,7 @@ Django registers models found through this module; each concern keeps its own mo
 (aws/, jobs/, jitp/, claim/, connections/, fleet/, lifecycle/).
 """
 
+from .audit.models import AuditFinding, FleetAudit
 from .aws.models import (
     AccessKey,
     AwsApiCall,
@@ -25,11 +26,13 @@ from .lifecycle.models import AwsAction
 
 __all__ = [
     "AccessKey",
+    "AuditFinding",
     "AwsAction",
     "AwsApiCall",
     "AwsService",
     "ClaimSetup",
     "Connection",
+    "FleetAudit",
     "FleetInstall",
     "FleetInstallStation",
     "JitpSettings",

@@ -4,6 +4,7 @@ Each concern keeps its tasks in its own package; the task names stay
 ``provisioning.tasks.<name>`` because beat schedules, routes and queued messages use them.
 """
 
+from .audit.tasks import fleet_audit
 from .aws.tasks import prune_aws_call_log, purge_access_keys
 from .claim.tasks import claim_setup_task
 from .fleet.tasks import fleet_advance, fleet_install_run
@@ -14,6 +15,7 @@ from .lifecycle.tasks import aws_actions_run
 __all__ = [
     "aws_actions_run",
     "claim_setup_task",
+    "fleet_audit",
     "fleet_advance",
     "fleet_install_run",
     "jitp_setup",

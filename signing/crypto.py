@@ -184,3 +184,16 @@ def parse_dn(dn: str) -> x509.Name:
             raise ValueError(f"'{key}' is longer than 64 characters.")
         seen.add(key)
     return name
+
+
+def serial_normalize(value: str) -> str | None:
+    """A certificate serial in the portal's form ('0A:1B:…') from hex with or without colons
+    (an agent reports ``format(serial, "x")``); None when it is not hex."""
+    text = (value or "").replace(":", "").strip()
+    if not text or len(text) > 80:
+        return None
+    try:
+        number = int(text, 16)
+    except ValueError:
+        return None
+    return serial_with_colons(number)

@@ -67,6 +67,12 @@ class CertificateExpired(InvalidInput):
     code = "certificate_expired"
 
 
+class RenewalInProgress(Conflict):
+    """A renewal of the device is already waiting for approval or signing (409)."""
+
+    code = "renewal_in_progress"
+
+
 class InvalidRevocationReason(InvalidInput):
     """Not an RFC 5280 reason the portal accepts, or a comment too long (422)."""
 

@@ -337,6 +337,12 @@ class IssuedCertificate(models.Model):
     aws_thing = models.CharField("attached to thing (AWS)", max_length=128, blank=True)
     aws_policies = models.JSONField("policies (AWS)", default=list, blank=True)
     aws_observed_at = models.DateTimeField("observed in AWS", null=True, blank=True)
+    first_connected_at = models.DateTimeField(
+        "first connection reported",
+        null=True,
+        blank=True,
+        help_text="When the station's agent first reported a connection with this certificate.",
+    )
     aws_note = models.CharField(
         "AWS note",
         max_length=300,
@@ -360,3 +366,15 @@ class IssuedCertificate(models.Model):
 
     def __str__(self) -> str:
         return f"{self.common_name} ({self.serial})"
+
+    def aws_twin_summary(self) -> str:
+        """One line of what AWS IoT showed of this certificate, for admin pages."""
+        if self.aws_observed_at is None:
+            return "not observed in AWS yet"
+        parts = [self.aws_status or "unknown"]
+        parts.append(f"thing {self.aws_thing}" if self.aws_thing else "no thing")
+        policies = ", ".join(self.aws_policies or [])
+        parts.append(f"policies {policies}" if policies else "no policy")
+        parts.append(f"observed {self.aws_observed_at:%Y-%m-%d %H:%M} UTC")
+        line = "; ".join(parts)
+        return f"{line}. {self.aws_note}" if self.aws_note else line

@@ -102,7 +102,12 @@ class OnboardingMixin(DeviceBase):
                 )
                 assert self._cert is not None
                 self.agent.state.update_device(
-                    name, completed=True, thing_name=self._cert.common_name, recovery=None, **files
+                    name,
+                    completed=True,
+                    thing_name=self._cert.common_name,
+                    recovery=None,
+                    cert_renew_after=resp.get("renew_after"),
+                    **files,
                 )
                 self._recovery_backoff.reset()
                 log.info("device %s: certificate issued for %s", name, self._cert.common_name)

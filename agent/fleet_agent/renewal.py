@@ -16,10 +16,12 @@ import datetime as dt
 import time
 from typing import Any
 
+from fleet_agent.config import parse_iso
 from fleet_agent.device_base import DeviceBase, DeviceError, iso, log, utcnow
 from fleet_agent.fsutil import remove_quietly
 from fleet_agent.keys import KeyFileError, build_csr, load_private_key, renewal_proof
 from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
+from fleet_agent.renewal_point import renewal_point
 
 RENEWAL = "renewal"
 RECOVERY = "recovery"
@@ -34,11 +36,16 @@ class RenewalMixin(DeviceBase):
         """When this certificate should be renewed (portal's renew_after, else 2/3 life)."""
         if self._cert is None:
             return None
-        ra = self.cfg.renew_after
-        # A renew_after older than the certificate belongs to its predecessor.
-        if ra is not None and ra >= self._cert.not_before:
-            return ra
-        return self._cert.default_renew_at()
+        entry = self.agent.state.device(self.cfg.name)
+        return renewal_point(
+            serial=self._cert.serial_hex,
+            not_before=self._cert.not_before,
+            default=self._cert.default_renew_at(),
+            config_renew_after=self.cfg.renew_after,
+            config_serial=self.cfg.certificate_serial,
+            issued_renew_after=parse_iso(entry.get("cert_renew_after")),
+            issued_serial=entry.get("cert_serial"),
+        )
 
     def _renewal_tick(self) -> None:
         portal = self.agent.portal
@@ -200,6 +207,9 @@ class RenewalMixin(DeviceBase):
             pending_renewal=None,
             retired=retired,
             renewed_at=iso(utcnow()),
+            # The new certificate's own renewal point (not the configuration's, which may
+            # still be the predecessor's until the next poll).
+            cert_renew_after=resp.get("renew_after"),
             **files,
         )
         log.info(

@@ -9,4 +9,9 @@ class CockpitConfig(AppConfig):
     verbose_name = "Cockpit"
 
     def ready(self) -> None:
-        from . import metrics, providers, providers_lifecycle  # noqa: F401  (the providers)
+        from . import (  # noqa: F401  (the providers)
+            metrics,
+            providers,
+            providers_audit,
+            providers_lifecycle,
+        )

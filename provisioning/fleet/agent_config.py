@@ -87,6 +87,9 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
                 "comment": device.onboarding_comment,
                 "key_type": _device_key_type(device),
                 "renew_after": _renew_after(cert),
+                # Which certificate renew_after belongs to: an agent that holds another one
+                # (a renewal it has not been configured for yet) ignores it.
+                "certificate_serial": cert.serial if cert is not None else None,
                 "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
                 **DEFAULT_TOPICS,
                 "uplink_topic": topics["uplink_topic"],

@@ -16,6 +16,7 @@ from devices.models import Station
 from devices.station_services import station_state_record
 
 from ..jobs.models import Job
+from ..lifecycle.retirement import certificates_connection_reported
 from .models import FleetInstall
 from .services import fleet_install_dispatch, install_finish_if_complete
 from .transitions import RANK, Row, S, move_from_request, row_follow_request, row_lock, row_move
@@ -156,4 +157,7 @@ def station_report_state(*, station: Station, report: dict[str, Any]) -> list[st
     """
     notes, reported = station_state_record(station=station, report=report)
     fleet_station_reported(station=station, devices=reported)
+    # A connection with a certificate AWS has not been seen to hold ACTIVE: confirm it (and
+    # a renewed certificate that proves itself retires its predecessor).
+    certificates_connection_reported(station=station, devices=reported)
     return notes

@@ -203,8 +203,14 @@ def deactivate_ca(aws: Aws, action: AwsAction) -> None:
     aws.call("update_ca_certificate", certificateId=action.aws_certificate_id, newStatus="INACTIVE")
 
 
+def _confirm(aws: Aws, action: AwsAction) -> None:
+    from .confirm import confirm as confirm_checked  # it builds on this module's readers
+
+    confirm_checked(aws, action)
+
+
 OPERATIONS: dict[str, Callable[[Aws, AwsAction], None]] = {
-    Kind.CONFIRM: confirm,
+    Kind.CONFIRM: _confirm,
     Kind.DEACTIVATE: deactivate,
     Kind.REVOKE: revoke,
     Kind.DETACH_THING: detach_thing,

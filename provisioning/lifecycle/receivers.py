@@ -10,8 +10,9 @@ from typing import Any
 
 from django.dispatch import receiver
 
-from signing.signals import certificate_revoked
+from signing.signals import certificate_revoked, certificate_superseded
 
+from .retirement import on_certificate_superseded
 from .revocation import revocation_enqueue
 
 
@@ -26,3 +27,9 @@ def certificate_revoked_in_aws(
         actor=actor,
         actor_label=kwargs.get("actor_label", ""),
     )
+
+
+# Retire in AWS what a proven renewal superseded (provisioning/lifecycle/retirement.py).
+certificate_superseded.connect(
+    on_certificate_superseded, dispatch_uid="lifecycle_retire_superseded"
+)

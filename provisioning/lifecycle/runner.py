@@ -53,6 +53,8 @@ RETRYABLE_CODES = frozenset(
         # The state AWS needs is still on its way (a deactivation or detach queued before).
         "CertificateStateException",
         "DeleteConflictException",
+        # A device's first connection may still be in JITP's drop and reconnect.
+        "CertificatePendingActivation",
         # The portal's own: nothing can leave until staff fix it, which they may do any time.
         "AwsServiceDisabled",
         "AccessKeyPurged",
@@ -93,20 +95,26 @@ class Pacer:
 
 
 @contextlib.contextmanager
-def _one_runner() -> Iterator[bool]:
-    """True when this process may run (PostgreSQL: a session advisory lock; else always)."""
+def advisory_lock(key: int) -> Iterator[bool]:
+    """True when this process holds the PostgreSQL session advisory lock ``key`` (always
+    True on other databases); released on exit."""
     if connection.vendor != "postgresql":
         yield True
         return
     with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_try_advisory_lock(%s)", [_ADVISORY_KEY])
+        cursor.execute("SELECT pg_try_advisory_lock(%s)", [key])
         got = bool(cursor.fetchone()[0])
     try:
         yield got
     finally:
         if got:
             with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s)", [_ADVISORY_KEY])
+                cursor.execute("SELECT pg_advisory_unlock(%s)", [key])
+
+
+def _one_runner() -> contextlib.AbstractContextManager[bool]:
+    """True when this process may run (PostgreSQL: a session advisory lock; else always)."""
+    return advisory_lock(_ADVISORY_KEY)
 
 
 def _reclaim_stale(now: datetime) -> int:
@@ -145,6 +153,16 @@ def _aws() -> tuple[object, str]:
         )
     region = row.region or ""
     return aws_client("iot", access_key=row.access_key, region=region or None), region
+
+
+def error_sentence(exc: Exception) -> str:
+    """The sentence an action (or the audit) records for ``exc``."""
+    return _error_code(exc)[2]
+
+
+def iot_client() -> tuple[object, str]:
+    """The IoT client (and region) of the JITP settings' access key; raises AwsError."""
+    return _aws()
 
 
 def aws_iot_client() -> object:

@@ -7,7 +7,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
-from django.db.models import Q, QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
@@ -43,6 +43,18 @@ class RevokeForm(forms.Form):
     )
 
 
+def _with_renewal_state(qs: QuerySet[IssuedCertificate]) -> QuerySet[IssuedCertificate]:
+    """Whether the device holds a newer (or older) active certificate: a renewal that has
+    not proven itself on a connection yet. Two subqueries, no query per row."""
+    same_device_active = IssuedCertificate.objects.filter(
+        device_id=OuterRef("device_id"), status=IssuedCertificate.Status.ACTIVE
+    ).exclude(pk=OuterRef("pk"))
+    return qs.annotate(
+        newer_active=Exists(same_device_active.filter(created_at__gt=OuterRef("created_at"))),
+        older_active=Exists(same_device_active.filter(created_at__lt=OuterRef("created_at"))),
+    )
+
+
 @admin.register(IssuedCertificate)
 class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.ModelAdmin):
     """Read-only, never deleted: revoke instead."""
@@ -55,19 +67,25 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "not_before",
         "not_after",
         "renew_after",
+        "lifecycle",
+        "aws_status",
+        "aws_thing",
+        "aws_observed_at",
     ]
-    list_filter = ["status", "profile", "ca"]
+    list_filter = ["status", "aws_status", "profile", "ca"]
     # Searched by get_search_results: CN contains (trigram index on PostgreSQL), serial and
-    # fingerprint by exact or prefix match (with or without colons, any case).
+    # fingerprint by exact or prefix match (with or without colons, any case), AWS id exact.
     search_fields = ["common_name", "serial", "fingerprint_sha256"]
-    search_help_text = "Common Name (contains), serial or SHA-256 fingerprint (prefix, hex)."
+    search_help_text = (
+        "Common Name (contains), serial or SHA-256 fingerprint (prefix, hex), AWS certificate id."
+    )
     list_select_related = ["device__station", "profile", "ca"]
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IssuedCertificate]:
         # The CA's key, the profile's CA password and the device's key password are encrypted
         # fields that decrypt on load (per row); the list shows none of them.
-        qs = super().get_queryset(request)
+        qs = _with_renewal_state(super().get_queryset(request))
         if is_changelist(request):
             qs = qs.defer(
                 "certificate_pem",
@@ -95,14 +113,36 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         "profile",
         "ca",
         "status",
+        "lifecycle",
+        "first_connected_at",
         "superseded_at",
         "revoked_at",
         "revocation_reason",
         "revocation_comment",
+        "aws_certificate_id",
+        "aws_status",
+        "aws_thing",
+        "aws_policies_display",
+        "aws_observed_at",
+        "aws_note",
         "pem_download",
         "certificate_pem",
     )
     readonly_fields = fields
+
+    @admin.display(description="life cycle")
+    def lifecycle(self, obj: IssuedCertificate) -> str:
+        if obj.status != IssuedCertificate.Status.ACTIVE:
+            return obj.get_status_display()
+        if getattr(obj, "newer_active", False):
+            return "renewed, not yet proven on a connection (this one stays active)"
+        if getattr(obj, "older_active", False):
+            return "renewal, not yet proven on a connection"
+        return "in use" if obj.first_connected_at else "not connected yet"
+
+    @admin.display(description="policies (AWS)")
+    def aws_policies_display(self, obj: IssuedCertificate) -> str:
+        return ", ".join(obj.aws_policies or []) or "–"
 
     def get_search_results(
         self, request: HttpRequest, queryset: QuerySet, search_term: str
@@ -110,7 +150,7 @@ class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.Mod
         term = search_term.strip()
         if not term:
             return queryset, False
-        query = Q(common_name__icontains=term)
+        query = Q(common_name__icontains=term) | Q(aws_certificate_id=term.lower())
         hex_prefix = colon_hex(term)
         if hex_prefix:
             query |= Q(serial__startswith=hex_prefix) | Q(fingerprint_sha256__startswith=hex_prefix)

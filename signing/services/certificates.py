@@ -16,7 +16,7 @@ from portal.services import Actor, audit_record
 
 from ..errors import InvalidRevocationReason
 from ..models import CertificateAuthority, IssuedCertificate
-from ..signals import certificate_revoked
+from ..signals import certificate_revoked, certificate_superseded
 
 CA_EXPIRY_WARNING_DAYS = 90
 
@@ -98,6 +98,42 @@ def certificate_revoke(
         actor_label=actor_label,
     )
     return cert
+
+
+@transaction.atomic
+def certificate_supersede(
+    *, certificate: IssuedCertificate, successor: IssuedCertificate, actor_label: str = ""
+) -> bool:
+    """The renewal ``successor`` proved itself: ``certificate`` (still active) is superseded.
+
+    Sends :data:`signing.signals.certificate_superseded` inside this transaction (the
+    lifecycle records the retirement in AWS as rows). False when it was no longer active.
+    """
+    cert = IssuedCertificate.objects.select_for_update().get(pk=certificate.pk)
+    if cert.status != IssuedCertificate.Status.ACTIVE or cert.pk == successor.pk:
+        return False
+    cert.status = IssuedCertificate.Status.SUPERSEDED
+    cert.superseded_at = timezone.now()
+    cert.save(update_fields=["status", "superseded_at"])
+    audit_record(
+        action="certificate_supersede",
+        obj=cert,
+        actor_label=actor_label or "certificate lifecycle",
+        detail={"serial": cert.serial, "by_serial": successor.serial},
+    )
+    certificate_superseded.send(sender=IssuedCertificate, certificate=cert, successor=successor)
+    return True
+
+
+@transaction.atomic
+def certificate_connected(*, certificate: IssuedCertificate, at: datetime) -> bool:
+    """The station's agent reported a connection with ``certificate``: remember the first."""
+    updated = IssuedCertificate.objects.filter(
+        pk=certificate.pk, first_connected_at__isnull=True
+    ).update(first_connected_at=at)
+    if updated:
+        certificate.first_connected_at = at
+    return bool(updated)
 
 
 def certificates_revoke(

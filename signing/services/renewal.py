@@ -29,12 +29,13 @@ from devices.models import MqttDevice, Station
 from ..errors import (
     CertificateExpired,
     CertificateRevoked,
+    RenewalInProgress,
     RenewalProofInvalid,
     RenewalProofRequired,
     RenewalTooEarly,
     RenewalWithoutCertificate,
 )
-from ..models import IssuedCertificate
+from ..models import IssuedCertificate, OnboardingRequest
 
 PROOF_VERSION = "fleet-renewal-v1"
 
@@ -133,6 +134,14 @@ def renewal_check(
     renewal_proof_check(
         station=station, device_name=device_name, certificate=cert, csr=csr, proof=proof
     )
+    # One renewal point gives one renewal: none while another renewal of the device is open.
+    if OnboardingRequest.objects.filter(
+        device=device, is_renewal=True, status__in=["pending", "approved"]
+    ).exists():
+        raise RenewalInProgress(
+            f"A renewal of device {device_name!r} is already waiting to be signed; fetch it "
+            "instead of sending another."
+        )
     forced = cert.renewal_forced_at is not None and cert.renewal_forced_at <= now
     if cert.renew_after > now and not forced:
         raise RenewalTooEarly(

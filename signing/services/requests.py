@@ -249,37 +249,15 @@ def onboarding_request_for_station(*, station: Station, request_id: int) -> Onbo
     return row
 
 
-@transaction.atomic
 def onboarding_request_fetched(*, request: OnboardingRequest) -> IssuedCertificate | None:
-    """The station fetched an issued certificate: older active ones of the device are superseded.
+    """The certificate of an issued request, as the station fetches it; ``None`` before.
 
-    Superseding on fetch (not on issue) keeps the old certificate usable until the device
-    really has the new one.
+    A read only: fetching changes nothing. The older certificate of the device stays active
+    until the new one has proven itself on a connection (the lifecycle then supersedes it).
     """
     if request.status != Status.ISSUED:
         return None
-    cert = IssuedCertificate.objects.select_related("ca").get(request=request)
-    now = timezone.now()
-    old = list(
-        IssuedCertificate.objects.select_for_update()
-        .filter(
-            device_id=request.device_id,
-            status=IssuedCertificate.Status.ACTIVE,
-            created_at__lte=cert.created_at,
-        )
-        .exclude(pk=cert.pk)
-    )
-    for row in old:
-        row.status = IssuedCertificate.Status.SUPERSEDED
-        row.superseded_at = now
-        row.save(update_fields=["status", "superseded_at"])
-        audit_record(
-            action="certificate_supersede",
-            obj=row,
-            actor_label=f"station {request.station.name}",
-            detail={"by_serial": cert.serial},
-        )
-    return cert
+    return IssuedCertificate.objects.select_related("ca").filter(request=request).first()
 
 
 def _ids_that_may_become(target: str, ids: Iterable[int] | None) -> list[int]:

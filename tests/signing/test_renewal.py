@@ -71,11 +71,14 @@ def _renewal(cert: IssuedCertificate, *, key=None, station="st-001", at=None) ->
 
 
 @pytest.mark.django_db
-def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
+def test_renewal_is_signed_without_a_human_and_a_fetch_changes_nothing(
     client,
     profile,
     station_token,  # noqa: ANN001
 ) -> None:
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
     _, token = station_token
     old = _onboard(client, token)
     response = _post(client, token, _renewal(old))
@@ -84,26 +87,31 @@ def test_renewal_is_signed_without_a_human_and_supersedes_on_fetch(
     assert renewal["status"] == "approved"
     assert renewal["renewal"] is True
     row = OnboardingRequest.objects.get(pk=renewal["id"])
-    assert row.decided_by is None
     assert row.decided_by_label == "renewal policy (automatic)"
+    # While the renewal waits for signing, another one is refused: one renewal per point.
+    again = _post(client, token, _renewal(old))
+    assert again.status_code == 409
+    assert again.json()["code"] == "renewal_in_progress"
     assert onboarding_requests_sign(ids=[row.pk]).issued == 1
-    old.refresh_from_db()
-    assert old.status == "active"  # still valid until the device has fetched the new one
-    fetched = client.get(f"{URL}/{row.pk}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    with CaptureQueriesContext(connection) as queries:
+        fetched = client.get(f"{URL}/{row.pk}", HTTP_AUTHORIZATION=f"Bearer {token}").json()
+    # A GET never changes state: the old certificate stays active until the new one has
+    # proven itself on a connection (the lifecycle supersedes it then).
+    writes = [
+        q["sql"]
+        for q in queries.captured_queries
+        if q["sql"].lstrip().upper().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
+    assert writes == []
     assert fetched["status"] == "issued"
     new = IssuedCertificate.objects.get(request=row)
     assert fetched["certificate"] == new.certificate_pem
     old.refresh_from_db()
-    assert old.status == "superseded"
-    assert old.superseded_at is not None
+    assert old.status == "active"
     assert new.status == "active"
-    assert new.common_name == old.common_name
     assert new.device.current_certificate == new
-    assert AuditEvent.objects.filter(action="renewal_auto_approve").count() == 1
-    batch = AuditEvent.objects.filter(action="certificate_sign_batch").latest("id")
-    assert batch.detail["renewals"] == [row.pk]
-    assert batch.detail["serials"] == [new.serial]
-    assert AuditEvent.objects.filter(action="certificate_supersede").count() == 1
+    assert AuditEvent.objects.filter(action="certificate_supersede").count() == 0
+    assert OnboardingRequest.objects.filter(is_renewal=True).count() == 1
 
 
 @pytest.mark.django_db
