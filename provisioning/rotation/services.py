@@ -112,7 +112,7 @@ def ca_rotation_start(
     assert to_ca is not None
     _check_cas(from_ca, to_ca)
     try:
-        get_key_store().load_private_key(to_ca, to_ca_password)
+        get_key_store().check_password(to_ca, to_ca_password)
     except WrongCaPassword:
         raise RotationRefused(
             f"The password does not unlock the private key of CA '{to_ca.alias}'."
