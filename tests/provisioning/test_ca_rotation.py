@@ -22,6 +22,7 @@ from signing.errors import CaStillInUse
 from signing.models import CertificateAuthority, IssuedCertificate, SigningProfile
 from signing.services import (
     ca_generate,
+    certificate_supersede,
     onboarding_request_fetched,
     onboarding_request_submit,
     onboarding_requests_sign,
@@ -69,6 +70,8 @@ def _renew(station, device: str) -> IssuedCertificate:  # noqa: ANN001
     request.refresh_from_db()
     cert = onboarding_request_fetched(request=request)
     assert cert is not None
+    # The renewal proves itself on its first connection; the life cycle supersedes the old.
+    certificate_supersede(certificate=current, successor=cert)
     return cert
 
 
