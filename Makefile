@@ -25,9 +25,10 @@ demo-scripted: install
 	$(BIN)/python manage.py demo --scripted --stations $(STATIONS)
 
 # Test-only system tools (Mosquitto for the agent's TLS broker tests, its clients for the
-# third-party client tests, Chromium for the browser test). Installed when missing and
+# third-party client tests, Chromium for the browser test, SoftHSM2 for the PKCS#11 key
+# backend's tests). Installed when missing and
 # possible (root with apt-get); otherwise the tests that need them skip with a reason.
-SYSTEM_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients /usr/bin/chromium:chromium
+SYSTEM_TOOLS := /usr/sbin/mosquitto:mosquitto /usr/bin/mosquitto_pub:mosquitto-clients /usr/bin/chromium:chromium /usr/bin/softhsm2-util:softhsm2
 system-deps:
 	@missing=""; for pair in $(SYSTEM_TOOLS); do \
 	  [ -x "$${pair%%:*}" ] || missing="$$missing $${pair##*:}"; done; \

@@ -4,7 +4,12 @@ Usage (PostgreSQL and Redis strongly recommended; the database is migrated if ne
 
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/signing_bench \\
     CELERY_BROKER_URL=redis://127.0.0.1:6379/9 \\
-    python benchmarks/signing_throughput.py [--count 10000] [--concurrency 1]
+    python benchmarks/signing_throughput.py [--count 10000] [--concurrency 1] \\
+        [--backend database|pkcs11]
+
+``--backend pkcs11`` keeps the CA key in a PKCS#11 token: the one PKCS11_MODULE,
+PKCS11_TOKEN_LABEL and PKCS11_PIN name, or else a throw-away SoftHSM2 token the script
+makes (``softhsm2-util``; its worker inherits SOFTHSM2_CONF).
 
 It prints, measured in the same run:
 - the raw single-core rate of a plain ``cryptography`` loop (load CSR, verify, build, sign,
@@ -14,7 +19,8 @@ It prints, measured in the same run:
 - the ratios by wall clock and by CPU time (the worker's, and the worker's plus its
   PostgreSQL backends' plus the approval's), and the worker's peak RSS (bounded by the
   batch size, not by N);
-- with ``--repeat N``, every run and the best and median of the ratios.
+- with ``--repeat N``, every run and the best and median of the ratios;
+- the key store's own signing rate for the CA's backend (one core, no database).
 
 The CSRs' self-signatures are verified when a request is submitted (``csr_validate``, as
 the station API does), not again when it is signed; that submission check is timed and
@@ -58,6 +64,70 @@ def _make_csr(_: int) -> str:
         .sign(key, hashes.SHA256())
     )
     return csr.public_bytes(serialization.Encoding.PEM).decode("ascii")
+
+
+def softhsm_token() -> None:
+    """Point PKCS11_* at a throw-away SoftHSM2 token unless they name a token already."""
+    import shutil
+    import tempfile
+
+    if os.environ.get("PKCS11_MODULE"):
+        return
+    util = shutil.which("softhsm2-util")
+    module = next(
+        (
+            m
+            for m in (
+                "/usr/lib/softhsm/libsofthsm2.so",
+                "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+            )
+            if Path(m).exists()
+        ),
+        None,
+    )
+    if util is None or module is None:
+        sys.exit("--backend pkcs11: install SoftHSM2 (apt-get install softhsm2) or set PKCS11_*.")
+    directory = Path(tempfile.mkdtemp(prefix="bench-softhsm-"))
+    (directory / "tokens").mkdir()
+    conf = directory / "softhsm2.conf"
+    conf.write_text(f"directories.tokendir = {directory / 'tokens'}\nobjectstore.backend = file\n")
+    pin = uuid.uuid4().hex[:12]
+    os.environ.update(
+        SOFTHSM2_CONF=str(conf), PKCS11_MODULE=module, PKCS11_TOKEN_LABEL="bench", PKCS11_PIN=pin
+    )
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", "bench", "--pin", pin, "--so-pin", pin],
+        check=True,
+        capture_output=True,
+    )
+    print(f"SoftHSM2 token 'bench' in {directory}")
+
+
+def keystore_loop(ca, password: str, ca_cert, count: int) -> float:  # noqa: ANN001
+    """Certificates per second the CA's key store signs (one signer, builders prepared)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    from signing.keystore import get_key_store
+
+    now = datetime.now(UTC)
+    pub = ec.generate_private_key(ec.SECP256R1()).public_key()
+    builders = [
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"k-{i}")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(pub)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=365))
+        for i in range(count)
+    ]
+    sign = get_key_store().signer(ca, password)
+    start = time.perf_counter()
+    for builder in builders:
+        sign(builder)
+    return count / (time.perf_counter() - start)
 
 
 def raw_loop(csrs: list[str], ca_cert, ca_key) -> tuple[float, float]:  # noqa: ANN001
@@ -185,13 +255,22 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="portal runs (fresh rows each)")
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--keep", action="store_true", help="keep the benchmark's rows")
+    parser.add_argument(
+        "--backend",
+        choices=["database", "pkcs11"],
+        default="database",
+        help="where the CA key lives (pkcs11: SoftHSM2 unless PKCS11_* are set)",
+    )
     args = parser.parse_args()
     if args.count < 1 or args.repeat < 1:
         parser.error("--count and --repeat must be at least 1.")
+    if args.backend == "pkcs11":
+        softhsm_token()
 
     import django
 
     django.setup()
+    from cryptography.hazmat.primitives.asymmetric import ec
     from django.conf import settings
     from django.core.management import call_command
     from django.db import connection
@@ -199,7 +278,7 @@ def main() -> int:
 
     from devices.models import MqttDevice
     from portal.models import AuditEvent
-    from signing.keystore import ca_certificate, get_key_store
+    from signing.keystore import ca_certificate
     from signing.models import (
         CertificateAuthority,
         IssuedCertificate,
@@ -233,12 +312,22 @@ def main() -> int:
     print(f"generated {args.count} EC P-256 CSRs in {time.perf_counter() - t0:.1f} s")
 
     ca = ca_generate(
-        alias=f"bench-{tag}", dn=f"CN=Bench CA {tag},C=DE", password=password, key_type="ec-p256"
+        alias=f"bench-{tag}",
+        dn=f"CN=Bench CA {tag},C=DE",
+        password=password,
+        key_type="ec-p256",
+        backend=args.backend,
     )
     profile = signing_profile_create(
         name=f"bench-{tag}", ca=ca, ca_password=password, country="DE", organization="Bench"
     )
-    ca_key = get_key_store().load_private_key(ca, password)
+    print(
+        f"key store ({args.backend}) signing alone, one core: "
+        f"{keystore_loop(ca, password, ca_certificate(ca), min(args.raw_count, 2000)):,.0f} "
+        "certs/s"
+    )
+    # The raw loop's reference key lives in memory: the key store hands out no CA key.
+    ca_key = ec.generate_private_key(ec.SECP256R1())
     runs: list[dict[str, float]] = []
     try:
         for rep in range(args.repeat):

@@ -250,6 +250,11 @@ AWS_QUARANTINE_THING_GROUP = env.str("AWS_QUARANTINE_THING_GROUP", default="")
 CA_PASSWORD = env.str("CA_PASSWORD", default="") or None
 DEVICE_CERT_PASSWORD = env.str("DEVICE_CERT_PASSWORD", default="") or None
 
+# --- CA keys in an HSM (key backend "pkcs11"); the PIN is never stored, logged or in argv --
+PKCS11_MODULE = env.str("PKCS11_MODULE", default="")  # e.g. /usr/lib/softhsm/libsofthsm2.so
+PKCS11_TOKEN_LABEL = env.str("PKCS11_TOKEN_LABEL", default="")  # token for new CA keys
+PKCS11_PIN = env.str("PKCS11_PIN", default="")
+
 # --- Station enrolment and renewal --------------------------------------------------------
 ENROLLMENT_CODE_TTL_DAYS = env.int("ENROLLMENT_CODE_TTL_DAYS", default=7)
 # Failed code exchanges allowed per client address / in all per ENROLLMENT_RATE_WINDOW s.

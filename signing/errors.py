@@ -29,6 +29,12 @@ class WrongCaPassword(InvalidInput, ValueError):
         super().__init__(f"The password for CA '{alias}' is wrong.")
 
 
+class KeyStoreUnavailable(InvalidInput):
+    """The HSM holding a CA key cannot be used (module, token, PIN or key missing)."""
+
+    code = "key_store_unavailable"
+
+
 class InvalidDeviceName(InvalidInput):
     code = "invalid_device_name"
 
@@ -43,6 +49,14 @@ class NoSigningProfile(InvalidInput):
 
 class CommonNameTooLong(InvalidInput):
     code = "common_name_too_long"
+
+
+class PublicKeyInUse(InvalidInput):
+    code = "public_key_in_use"
+
+
+class CommonNameInUse(InvalidInput):
+    code = "common_name_in_use"
 
 
 class RenewalWithoutCertificate(InvalidInput):

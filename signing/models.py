@@ -19,20 +19,32 @@ alias_validator = RegexValidator(
 
 
 class CertificateAuthority(models.Model):
-    """A CA in the key store: certificate plus its password-protected private key.
+    """A CA in the key store: certificate plus its private key, in one of two backends.
 
-    The private key is PKCS#8 encrypted with the entry's password, and that blob is stored
-    in an encrypted field: the database alone gives nothing, the field key alone gives an
-    encrypted key.
+    ``database``: the private key is PKCS#8 encrypted with the entry's password, and that
+    blob is stored in an encrypted field: the database alone gives nothing, the field key
+    alone gives an encrypted key. ``pkcs11``: the key was generated in an HSM token and
+    never left it; the row names the token and the key.
     """
 
     class Source(models.TextChoices):
         GENERATED = "generated", "Generated"
         IMPORTED = "imported", "Imported"
 
+    class KeyBackend(models.TextChoices):
+        DATABASE = "database", "Database (encrypted with the CA password)"
+        PKCS11 = "pkcs11", "PKCS#11 token (HSM)"
+
     alias = models.CharField(max_length=64, unique=True, validators=[alias_validator])
     certificate_pem = models.TextField("certificate (PEM)")
-    private_key_pem = EncryptedTextField(editable=False)
+    private_key_pem = EncryptedTextField(editable=False, blank=True)
+    key_backend = models.CharField(
+        max_length=10, choices=KeyBackend.choices, default=KeyBackend.DATABASE
+    )
+    # Where a PKCS#11 key lives (the PIN comes from PKCS11_PIN, never from the database).
+    pkcs11_token_label = models.CharField("PKCS#11 token label", max_length=32, blank=True)
+    pkcs11_key_label = models.CharField("PKCS#11 key label", max_length=64, blank=True)
+    pkcs11_key_id = models.CharField("PKCS#11 key id (hex)", max_length=64, blank=True)
     fingerprint_sha256 = models.CharField("SHA-256 fingerprint", max_length=95, db_index=True)
     subject = models.CharField(max_length=500)
     serial = models.CharField(max_length=100)
@@ -93,12 +105,15 @@ class SigningProfile(models.Model):
         related_name="signing_profiles",
         verbose_name="CA",
     )
-    ca_password = EncryptedCharField("CA password", max_length=256, editable=False)
+    ca_password = EncryptedCharField("CA password", max_length=256, editable=False, blank=True)
     cn_template = models.CharField(
         "Common Name template",
         max_length=128,
-        default="{station}-{device}",
-        help_text="Placeholders: {station}, {device}, {serial}. Must yield a unique CN per device.",
+        default="{station}:{device}",
+        help_text=(
+            "Placeholders: {station}, {device}, {serial}; a ':' between two placeholders "
+            "(names cannot contain it), so every CN names exactly one device."
+        ),
     )
     country = models.CharField("Country (C)", max_length=2)
     organization = models.CharField("Organization (O)", max_length=64, blank=True)
@@ -235,6 +250,36 @@ class OnboardingRequest(models.Model):
     def statuses_before(cls, target: str) -> list[str]:
         """The statuses :attr:`TRANSITIONS` allows to become ``target`` (sorted)."""
         return sorted(s for s, targets in cls.TRANSITIONS.items() if target in targets)
+
+
+class CommonNameOwner(models.Model):
+    """The device a Common Name belongs to: one row per CN ever issued, never reassigned.
+
+    The CN is the AWS thing name (JITP) and the MQTT client id, so a CN that once named a
+    device stays that device's, also after its certificates are superseded or revoked. The
+    batch signing path claims each CN here (``INSERT … ON CONFLICT``) in the transaction
+    that inserts the certificate; the unique CN makes two workers racing for one CN with
+    different devices end with one owner. On PostgreSQL a foreign key from
+    ``IssuedCertificate(common_name, device_id)`` to this table makes a certificate whose
+    CN belongs to another device impossible.
+    """
+
+    common_name = models.CharField(max_length=128, unique=True)
+    device = models.ForeignKey(
+        "devices.MqttDevice", on_delete=models.CASCADE, related_name="common_names"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        verbose_name = "Common Name owner"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["common_name", "device"], name="signing_cn_owner_cn_device"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.common_name
 
 
 class IssuedCertificate(models.Model):

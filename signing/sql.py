@@ -16,7 +16,7 @@ from django.db import connection, models
 
 from devices.models import MqttDevice, Station
 
-from .models import IssuedCertificate, OnboardingRequest
+from .models import CommonNameOwner, OnboardingRequest
 
 
 def _qcol(field: models.Field | None) -> str:
@@ -180,6 +180,17 @@ def update_returning_ids(
         return sorted(r[0] for r in cursor.fetchall())
 
 
+def advisory_lock(key: str) -> None:
+    """PostgreSQL: a transaction-scoped advisory lock on ``key`` (waits for its holder).
+
+    Serialises check-then-insert sequences on one value (e.g. a public key) across
+    transactions that share no row to lock. SQLite needs none: one writer at a time.
+    """
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
+
+
 def jit_off() -> None:
     """PostgreSQL: no JIT compilation for this transaction's short statements.
 
@@ -227,31 +238,42 @@ def requests_claim_postgresql(
         return [tuple(r) for r in cursor.fetchall()]
 
 
-def certificates_cn_owners(*, candidates: dict[str, int], status: str) -> dict[str, int]:
-    """For each CN -> device id in ``candidates``: another device whose certificate in
-    ``status`` holds that CN (CNs nobody else holds are left out).
+def common_names_claim(*, claims: dict[str, int], now: datetime) -> dict[str, int]:
+    """Claim each CN -> device id in ``claims`` for that device; returns CN -> its owner.
 
-    One probe of the CN index per candidate, as a scalar subquery: its plan does not depend
-    on the statistics (an ``IN`` list over a table that has just grown by thousands of rows
-    was planned as a sequential scan and cost up to 40 ms per batch; a status index would
-    match almost every row).
+    ONE ``INSERT … ON CONFLICT (common_name) DO UPDATE … RETURNING`` into the CN owner table:
+    a new CN becomes the claiming device's; a CN already owned comes back with its owner
+    (the no-op update locks that row and returns its latest committed version). A CN that
+    another transaction has just inserted makes this statement wait for it, then see its
+    owner: two workers racing for one CN end with one owner, whatever the isolation
+    level. Rows go in sorted by CN, so two batches lock in the same order (no deadlock).
     """
-    if not candidates:
+    if not claims:
         return {}
-    table = connection.ops.quote_name(IssuedCertificate._meta.db_table)
-    params: list[Any] = [status]
+    meta = CommonNameOwner._meta
+    by_attname = {f.attname: f for f in meta.concrete_fields}
+    table = connection.ops.quote_name(meta.db_table)
+    cn_col, device_col, at_col = (
+        _qcol(by_attname[n]) for n in ("common_name", "device_id", "created_at")
+    )
+    ordered = sorted(claims.items())
+    at = connection.ops.adapt_datetimefield_value(now)
+    params: list[Any]
     if connection.vendor == "postgresql":
-        # Two array parameters instead of 400 placeholders (client-side binding parses them).
-        source = "unnest(%s::text[], %s::bigint[]) AS v(column1, column2)"
-        params += [list(candidates), list(candidates.values())]
+        source = (
+            "SELECT v.cn, v.dev, %s FROM unnest(%s::text[], %s::bigint[]) "
+            "WITH ORDINALITY AS v(cn, dev, n) ORDER BY v.n"
+        )
+        params = [at, [cn for cn, _ in ordered], [d for _, d in ordered]]
     else:
-        source = f"(VALUES {', '.join(['(%s, %s)'] * len(candidates))}) AS v"
-        for cn, device_id in candidates.items():
-            params.extend([cn, device_id])
+        # SQLite: "INSERT … SELECT … ON CONFLICT" needs a WHERE to parse; VALUES does not.
+        source = "VALUES " + ", ".join(["(%s, %s, %s)"] * len(ordered))
+        params = [v for cn, d in ordered for v in (cn, d, at)]
     sql = (
-        f"SELECT v.column1, (SELECT MAX(CASE WHEN c.status = %s AND c.device_id <> v.column2 "
-        f"THEN c.device_id END) FROM {table} c WHERE c.common_name = v.column1) FROM {source}"
+        f"INSERT INTO {table} ({cn_col}, {device_col}, {at_col}) {source} "
+        f"ON CONFLICT ({cn_col}) DO UPDATE SET {cn_col} = EXCLUDED.{cn_col} "
+        f"RETURNING {cn_col}, {device_col}"
     )
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        return {cn: other for cn, other in cursor.fetchall() if other is not None}
+        return dict(cursor.fetchall())

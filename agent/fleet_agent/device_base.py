@@ -249,7 +249,7 @@ class DeviceBase(threading.Thread):
         return key
 
     def _csr_common_name(self) -> str:
-        return f"{self.station}-{self.cfg.name}" if self.station else self.cfg.name
+        return f"{self.station}:{self.cfg.name}" if self.station else self.cfg.name
 
     def _install_certificate(
         self, *, key: PrivateKey, cert_pem: str, chain: list[str], generation: int

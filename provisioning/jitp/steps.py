@@ -12,6 +12,7 @@ from cryptography import x509
 from django.core.exceptions import ValidationError
 
 from signing.crypto import fingerprint_sha256
+from signing.errors import KeyStoreUnavailable
 from signing.keystore import WrongCaPassword, get_key_store
 from signing.models import CertificateAuthority
 from signing.services import ca_generate
@@ -147,7 +148,9 @@ class Run:
                 "CaExpired",
             )
         try:
-            get_key_store().load_private_key(self.ca, password)
+            get_key_store().check_password(self.ca, password)
+        except KeyStoreUnavailable as exc:
+            self.fail(str(exc), "KeyStoreUnavailable")
         except WrongCaPassword as exc:
             self.fail(f"{exc} Enter the right CA password in the JITP settings.", "WrongCaPassword")
         self.log(f"CA fingerprint (SHA-256): {self.ca.fingerprint_sha256}.")

@@ -16,7 +16,7 @@ from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..crypto import KEY_TYPE_CHOICES
 from ..models import OnboardingRequest
-from ..services import onboarding_requests_approve, onboarding_requests_reject
+from ..services import cn_render, onboarding_requests_approve, onboarding_requests_reject
 from .common import CaExpiryWarningMixin, plural, reason_form_response
 
 
@@ -49,6 +49,7 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
         "id",
         "station",
         "device_name",
+        "common_name",
         "short_comment",
         "key_type",
         "short_fingerprint",
@@ -103,6 +104,16 @@ class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
     @admin.display(description="device", ordering="device__name")
     def device_name(self, obj: OnboardingRequest) -> str:
         return obj.device.name
+
+    @admin.display(description="certificate CN")
+    def common_name(self, obj: OnboardingRequest) -> str:
+        """The CN the certificate gets (from the rows the list already joins: no query)."""
+        return cn_render(
+            obj.profile.cn_template,
+            station=obj.station.name,
+            device=obj.device.name,
+            serial="<serial>",
+        )
 
     @admin.display(description="comment")
     def short_comment(self, obj: OnboardingRequest) -> str:

@@ -22,6 +22,7 @@ from django.db import transaction
 
 from portal.services import audit_record
 
+from .. import hsm
 from ..crypto import (
     KeyType,
     fingerprint_sha256,
@@ -31,6 +32,7 @@ from ..crypto import (
     serial_with_colons,
     signature_hash_for,
 )
+from ..errors import KeyStoreUnavailable
 from ..keystore import encrypt_private_key
 from ..models import CertificateAuthority
 
@@ -53,6 +55,7 @@ def _ca_row_from(
     source: str,
     overwrite: bool,
     actor: AbstractBaseUser | AnonymousUser | None,
+    token_key: hsm.TokenKey | None = None,
 ) -> CertificateAuthority:
     existing = CertificateAuthority.objects.select_for_update().filter(alias=alias).first()
     if existing and not overwrite:
@@ -72,6 +75,14 @@ def _ca_row_from(
     ca.not_after = cert.not_valid_after_utc
     ca.key_type = key_type
     ca.source = source
+    ca.key_backend = (
+        CertificateAuthority.KeyBackend.PKCS11
+        if token_key
+        else CertificateAuthority.KeyBackend.DATABASE
+    )
+    ca.pkcs11_token_label = token_key.token_label if token_key else ""
+    ca.pkcs11_key_label = token_key.key_label if token_key else ""
+    ca.pkcs11_key_id = token_key.key_id if token_key else ""
     if actor is not None and getattr(actor, "is_authenticated", False):
         ca.created_by = actor  # type: ignore[assignment]
     ca.full_clean()
@@ -80,7 +91,11 @@ def _ca_row_from(
         action="ca_overwrite" if existing else f"ca_{source}",
         obj=ca,
         actor=actor,
-        detail={"fingerprint": ca.fingerprint_sha256, "subject": ca.subject},
+        detail={
+            "fingerprint": ca.fingerprint_sha256,
+            "subject": ca.subject,
+            "key_backend": ca.key_backend,
+        },
     )
     return ca
 
@@ -95,9 +110,18 @@ def ca_generate(
     days: int = 730,
     overwrite: bool = False,
     actor: AbstractBaseUser | AnonymousUser | None = None,
+    backend: str = CertificateAuthority.KeyBackend.DATABASE,
 ) -> CertificateAuthority:
-    """Generate a CA key and self-signed certificate (CA:true, pathlen 0) into the key store."""
-    _check_password(password)
+    """Generate a CA key and self-signed certificate (CA:true, pathlen 0) into the key store.
+
+    ``backend`` ``pkcs11``: the key pair is generated inside the HSM token (PKCS11_*
+    settings), non-extractable; ``password`` is not used (the token's PIN unlocks it).
+    """
+    if backend not in set(CertificateAuthority.KeyBackend):
+        raise ValidationError({"backend": f"'{backend}' is not a key backend."})
+    pkcs11 = backend == CertificateAuthority.KeyBackend.PKCS11
+    if not pkcs11:
+        _check_password(password)
     try:
         subject = parse_dn(dn)
     except ValueError as exc:
@@ -108,14 +132,29 @@ def ca_generate(
         raise ValidationError({"key_type": f"'{key_type}' is not a supported key type."})
     if not 1 <= days <= 36500:
         raise ValidationError({"days": "Validity must be between 1 and 36500 days."})
-    key = generate_private_key(key_type)
+    if CertificateAuthority.objects.filter(alias=alias).exists() and not overwrite:
+        raise ValidationError(
+            {
+                "alias": f"A CA with alias '{alias}' already exists; choose another alias "
+                "or overwrite."
+            }
+        )
+    token_key: hsm.TokenKey | None = None
+    if pkcs11:
+        try:
+            token_key, public_key = hsm.key_generate(key_type=key_type, label=alias)
+        except KeyStoreUnavailable as exc:
+            raise ValidationError({"backend": str(exc)}) from None
+    else:
+        key = generate_private_key(key_type)
+        public_key = key.public_key()
     now = datetime.now(UTC)
-    ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
+    ski = x509.SubjectKeyIdentifier.from_public_key(public_key)  # type: ignore[arg-type]
     builder = (
         x509.CertificateBuilder()
         .subject_name(subject)
         .issuer_name(subject)
-        .public_key(key.public_key())
+        .public_key(public_key)  # type: ignore[arg-type]
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - timedelta(minutes=5))
         .not_valid_after(now + timedelta(days=days))
@@ -139,16 +178,23 @@ def ca_generate(
             x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(ski), critical=False
         )
     )
-    cert = builder.sign(key, signature_hash_for(key))
-    return _ca_row_from(
+    if token_key is not None:
+        cert = hsm.signer(token_key, key_type=key_type)(builder)
+        key_pem = ""
+    else:
+        cert = builder.sign(key, signature_hash_for(key))
+        key_pem = encrypt_private_key(key, password)
+    ca = _ca_row_from(
         alias=alias,
         cert=cert,
-        key_pem=encrypt_private_key(key, password),
+        key_pem=key_pem,
         key_type=key_type,
         source=CertificateAuthority.Source.GENERATED,
         overwrite=overwrite,
         actor=actor,
+        token_key=token_key,
     )
+    return ca
 
 
 # Imported CAs go through the same row writer as generated ones.

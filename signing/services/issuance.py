@@ -28,10 +28,10 @@ from portal.models import AuditEvent
 
 from ..crypto import aws_certificate_id, fingerprint_sha256, serial_with_colons
 from ..csr import public_key_fingerprint
-from ..errors import WrongCaPassword
+from ..errors import KeyStoreUnavailable, WrongCaPassword
 from ..keystore import ca_certificate, get_key_store
 from ..models import CertificateAuthority, IssuedCertificate, OnboardingRequest, SigningProfile
-from ..sql import certificates_cn_owners, insert_rows, jit_off, requests_claim_postgresql
+from ..sql import common_names_claim, insert_rows, jit_off, requests_claim_postgresql
 from .profiles import cn_render
 from .requests import _audit_bulk
 
@@ -133,6 +133,9 @@ def _profile_context(profile: SigningProfile, now: datetime) -> _ProfileContext:
             f"'{ca.alias}'; fix the profile, then approve again."
         )
         return ctx
+    except KeyStoreUnavailable as exc:
+        ctx.error = f"CA '{ca.alias}' cannot sign: {exc}"
+        return ctx
     ctx.template = (
         x509.CertificateBuilder()
         .issuer_name(ca_cert.subject)
@@ -161,20 +164,19 @@ def certificate_build(
     public_key: CertificatePublicKeyTypes,
     station_name: str,
     device_name: str,
+    serial: int | None = None,
 ) -> BuiltCertificate:
     """Sign one device certificate with the batch's profile context.
 
     Subject from the profile only, extensions from the portal only: nothing the CSR asked
-    for is copied (the CSR contributes its public key, nothing else).
+    for is copied (the CSR contributes its public key, nothing else). ``serial`` defaults
+    to 159 random bits.
     """
     assert ctx.template is not None
     assert ctx.sign is not None
-    serial = x509.random_serial_number()  # 159 random bits
-    cn = cn_render(
-        ctx.profile.cn_template, station=station_name, device=device_name, serial=f"{serial:x}"
-    )
-    if len(cn) > 64:
-        raise ValueError(f"The Common Name {cn!r} is longer than 64 characters.")
+    if serial is None:
+        serial = x509.random_serial_number()
+    cn = _common_name(ctx, station_name=station_name, device_name=device_name, serial=serial)
     subject = x509.Name(
         [
             *ctx.base_rdns,
@@ -198,6 +200,15 @@ def certificate_build(
         not_after=ctx.not_after,
         renew_after=min(renew_after, ctx.not_after),
     )
+
+
+def _common_name(ctx: _ProfileContext, *, station_name: str, device_name: str, serial: int) -> str:
+    cn = cn_render(
+        ctx.profile.cn_template, station=station_name, device=device_name, serial=f"{serial:x}"
+    )
+    if len(cn) > 64:
+        raise ValueError(f"The Common Name {cn!r} is longer than 64 characters.")
+    return cn
 
 
 class _Row(NamedTuple):
@@ -237,7 +248,7 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
     """Sign the APPROVED requests among ``ids`` in one transaction (see the module docstring).
 
     Statements per batch: claim the rows (lock, flip to ISSUED and read them in one
-    statement on PostgreSQL), the CN-collision check (templates without ``{serial}``), one
+    statement on PostgreSQL), the CN claim (one upsert into the CN owner table), one
     INSERT (COPY) of the certificates per profile, one UPDATE of the devices, one audit row;
     failures (rare) go back from ISSUED to FAILED, one UPDATE per reason. Nothing of it is
     visible to anyone before the commit.
@@ -256,15 +267,20 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
                 pk__in={r.profile_id for r in rows}
             )
         }
-        cn_owner = _active_cn_owners(rows, contexts)
         failures: dict[int, str] = {}
+        planned = _plan(rows, contexts, failures)
+        owners = _claim_common_names(planned, now=now)
         issued: list[tuple[_Row, str, str]] = []  # (row, serial, CN)
         values: dict[int, list[tuple[Any, ...]]] = {pk: [] for pk in contexts}
-        for row in rows:
-            ctx = contexts[row.profile_id]
-            if ctx.error:
-                failures[row.pk] = ctx.error
+        for row, serial_number, cn in planned:
+            if owners.get(cn) != row.device_id:
+                failures[row.pk] = (
+                    f"The Common Name {cn!r} already belongs to another device (a CN names "
+                    "one device for good); give this profile a CN template with ':' between "
+                    "the placeholders, e.g. '{station}:{device}'."
+                )
                 continue
+            ctx = contexts[row.profile_id]
             try:
                 public_key = x509.load_pem_x509_csr(row.csr_pem.encode("ascii")).public_key()
                 if public_key_fingerprint(public_key) != row.public_key_fingerprint:
@@ -276,18 +292,12 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
                     public_key=public_key,  # type: ignore[arg-type]
                     station_name=row.station_name,
                     device_name=row.device_name,
+                    serial=serial_number,
                 )
             except _SIGN_ERRORS as exc:
                 failures[row.pk] = str(exc) or "The CSR could not be signed."
                 continue
-            cn, cert = built.common_name, built.cert
-            owner = cn_owner.setdefault(cn, row.device_id)
-            if owner != row.device_id:
-                failures[row.pk] = (
-                    f"The Common Name {cn!r} already belongs to another "
-                    "device's active certificate; fix the CN template."
-                )
-                continue
+            cert = built.cert
             serial = serial_with_colons(cert.serial_number)
             values[row.profile_id].append(
                 (
@@ -405,14 +415,37 @@ def _claim(ids: Sequence[int], *, now: datetime) -> list[_Row]:
     return rows
 
 
-def _active_cn_owners(rows: Sequence[_Row], contexts: dict[int, _ProfileContext]) -> dict[str, int]:
-    """CNs this batch will use that another device's active certificate holds -> that device."""
-    candidates: dict[str, int] = {}
+def _plan(
+    rows: Sequence[_Row], contexts: dict[int, _ProfileContext], failures: dict[int, str]
+) -> list[tuple[_Row, int, str]]:
+    """Each signable row with its serial and CN (rows that cannot be signed go to failures)."""
+    planned: list[tuple[_Row, int, str]] = []
     for row in rows:
-        template = contexts[row.profile_id].profile.cn_template
-        if "{serial}" not in template:
-            candidates.setdefault(
-                cn_render(template, station=row.station_name, device=row.device_name, serial=""),
-                row.device_id,
+        ctx = contexts[row.profile_id]
+        if ctx.error:
+            failures[row.pk] = ctx.error
+            continue
+        serial = x509.random_serial_number()  # 159 random bits
+        try:
+            cn = _common_name(
+                ctx, station_name=row.station_name, device_name=row.device_name, serial=serial
             )
-    return certificates_cn_owners(candidates=candidates, status=IssuedCertificate.Status.ACTIVE)
+        except ValueError as exc:
+            failures[row.pk] = str(exc)
+            continue
+        planned.append((row, serial, cn))
+    return planned
+
+
+def _claim_common_names(
+    planned: Sequence[tuple[_Row, int, str]], *, now: datetime
+) -> dict[str, int]:
+    """CN -> owning device for the batch's CNs, claiming the new ones for their devices.
+
+    Within the batch the first request (lowest id) claims a CN; the owner table settles it
+    against every other batch and worker (:func:`signing.sql.common_names_claim`).
+    """
+    claims: dict[str, int] = {}
+    for row, _, cn in planned:
+        claims.setdefault(cn, row.device_id)
+    return common_names_claim(claims=claims, now=now)

@@ -14,7 +14,7 @@ from portal.services import Actor, audit_record
 
 from ..crypto import KeyType
 from ..csr import ValidCsr, csr_validate
-from ..errors import WrongCaPassword
+from ..errors import KeyStoreUnavailable, WrongCaPassword
 from ..keystore import get_key_store
 from ..models import CertificateAuthority, SigningProfile, default_accepted_key_types
 
@@ -22,14 +22,21 @@ CN_PLACEHOLDERS = ("station", "device", "serial")
 _CN_LITERAL_OK = set(string.ascii_letters + string.digits + "_-:")
 
 
-def cn_template_validate(template: str) -> None:
-    """The CN template syntax, documented here: literal text plus placeholders.
+CN_SEPARATOR = ":"
 
-    Placeholders are ``{station}``, ``{device}`` and ``{serial}`` (the certificate serial in
-    hex); no format specs or conversions. Literal text may use letters, digits, ``_``, ``-``
-    and ``:`` (what AWS IoT allows in a Thing name, which JITP takes from the CN). The result
-    must be unique per device, so the template must contain ``{device}`` and either
-    ``{station}`` or ``{serial}``.
+
+def cn_template_validate(template: str) -> None:
+    """The CN template syntax and the rule that makes a CN name exactly one device.
+
+    Literal text plus placeholders ``{station}``, ``{device}`` and ``{serial}`` (the
+    certificate serial in hex); no format specs or conversions. Literal text may use
+    letters, digits, ``_``, ``-`` and ``:`` (what AWS IoT allows in a Thing name, which JITP
+    takes from the CN). Station and device names are letters, digits, ``_`` and ``-``, and a
+    serial is hex digits: none of them contains ``:``. So when the literal between any two
+    placeholders contains a ``:``, the colons of a CN are exactly the template's colons and
+    every placeholder's value can be read back from the CN: the mapping CN -> (station,
+    device) is injective. The template must contain ``{device}`` and ``{station}`` (device
+    names are unique only within a station) or ``{serial}`` (a new CN per certificate).
     """
     if not template or len(template) > 128:
         raise ValidationError({"cn_template": "The CN template must be 1-128 characters."})
@@ -40,6 +47,7 @@ def cn_template_validate(template: str) -> None:
             {"cn_template": "The CN template has an unbalanced '{' or '}'."}
         ) from None
     used: set[str] = set()
+    previous: str | None = None
     for literal, field, spec, conversion in parts:
         bad = sorted({c for c in literal if c not in _CN_LITERAL_OK})
         if bad:
@@ -62,14 +70,25 @@ def cn_template_validate(template: str) -> None:
                     )
                 }
             )
+        if previous is not None and CN_SEPARATOR not in literal:
+            raise ValidationError(
+                {
+                    "cn_template": (
+                        f"Put a ':' between {{{previous}}} and {{{field}}} (e.g. "
+                        "'{station}:{device}'): names may contain '-' and '_', so without "
+                        "a ':' two different devices could get the same Common Name."
+                    )
+                }
+            )
         used.add(field)
+        previous = field
     if "device" not in used or not used & {"station", "serial"}:
         raise ValidationError(
             {
                 "cn_template": (
-                    "The CN template must contain {device} and {station} or {serial}, "
-                    "so that every "
-                    "device gets a unique Common Name."
+                    "The CN template must contain {device} and {station} or {serial}: "
+                    "device names are unique only within a station, so every device needs "
+                    "a Common Name of its own."
                 )
             }
         )
@@ -108,15 +127,18 @@ def signing_profile_validate(*, profile: SigningProfile, ca_password: str | None
         errors["ca"] = "Choose the CA that signs this profile's certificates."
     else:
         password = ca_password if ca_password is not None else profile.ca_password
-        if not password:
+        store = get_key_store()
+        if not password and store.needs_password(profile.ca):
             errors["ca_password"] = "Enter the CA's password."
         else:
             try:
-                get_key_store().load_private_key(profile.ca, password)
+                store.check_password(profile.ca, password or "")
             except WrongCaPassword:
                 errors["ca_password"] = (
                     f"The password does not unlock the private key of CA '{profile.ca.alias}'."
                 )
+            except KeyStoreUnavailable as exc:
+                errors["ca"] = str(exc)
             if profile.ca.is_expired:
                 errors["ca"] = f"CA '{profile.ca.alias}' has expired."
     if errors:
@@ -153,7 +175,7 @@ def signing_profile_create(
     ca: CertificateAuthority,
     ca_password: str,
     country: str,
-    cn_template: str = "{station}-{device}",
+    cn_template: str = "{station}:{device}",
     validity_days: int = 365,
     accepted_key_types: list[str] | None = None,
     is_default: bool = False,

@@ -29,13 +29,15 @@ from .. import tasks
 from ..csr import csr_validate
 from ..errors import (
     CommentTooLong,
+    CommonNameInUse,
     CommonNameTooLong,
     InvalidDeviceName,
     NoSigningProfile,
+    PublicKeyInUse,
     RequestNotFound,
 )
-from ..models import IssuedCertificate, OnboardingRequest, SigningProfile
-from ..sql import insert_rows, update_returning_ids
+from ..models import CommonNameOwner, IssuedCertificate, OnboardingRequest, SigningProfile
+from ..sql import advisory_lock, insert_rows, update_returning_ids
 from .limits import pending_cap_check, submission_rate_check
 from .profiles import cn_render, signing_profile_for_device
 from .renewal import renewal_check
@@ -127,6 +129,11 @@ def onboarding_request_submit(
             f"The certificate name for device {device_name!r} would be "
             "longer than 64 characters; use a shorter device name."
         )
+    _identity_check(
+        device=device,
+        public_key_fingerprint=valid.public_key_fingerprint,
+        common_name=None if "{serial}" in profile.cn_template else cn,
+    )
     if renewal:
         renewal_check(
             station=station, device=device, device_name=device_name, csr=valid.csr, proof=proof
@@ -191,6 +198,41 @@ def onboarding_request_submit(
         )
         _enqueue_signing([request.pk])
     return request, True
+
+
+def _identity_check(
+    *, device: MqttDevice | None, public_key_fingerprint: str, common_name: str | None
+) -> None:
+    """Refuse a key or a CN that belongs to another device (``device`` None: a new one).
+
+    A key counts while another device's request with it is pending or approved, or its
+    certificate is active. The advisory lock on the key serialises submissions of one key
+    from different stations (the station lock serialises only one station's); the CN owner
+    table is the constraint behind the CN refusal (signing re-checks it).
+    """
+    advisory_lock(f"signing.public_key:{public_key_fingerprint}")
+    others = OnboardingRequest.objects.filter(
+        Q(status__in=[Status.PENDING, Status.APPROVED])
+        | Q(status=Status.ISSUED, certificate__status=IssuedCertificate.Status.ACTIVE),
+        public_key_fingerprint=public_key_fingerprint,
+    )
+    if device is not None:
+        others = others.exclude(device=device)
+    if others.exists():
+        raise PublicKeyInUse(
+            "This public key is already used by another device's request or certificate; "
+            "generate a new key for this device."
+        )
+    if common_name is None:
+        return
+    owners = CommonNameOwner.objects.filter(common_name=common_name)
+    if device is not None:
+        owners = owners.exclude(device=device)
+    if owners.exists():
+        raise CommonNameInUse(
+            f"The Common Name {common_name!r} already belongs to another device; ask the "
+            "administrator to use a CN template with ':' between the placeholders."
+        )
 
 
 def onboarding_request_for_station(*, station: Station, request_id: int) -> OnboardingRequest:

@@ -133,7 +133,7 @@ def test_three_agents_onboard_through_the_portal_connect_and_heartbeat(  # noqa:
         for agent in running:
             assert agent.wait_connected(30), agent.device_report()
         wait_for(lambda: len(sub.topics_seen()) == 3, timeout=20, message="three heartbeats")
-        assert sub.topics_seen() == {f"things/st-{i}-aws/heartbeat" for i in range(3)}
+        assert sub.topics_seen() == {f"things/st-{i}:aws/heartbeat" for i in range(3)}
         wait_for(
             lambda: install.stations.filter(status=S.CONNECTED).count() == 3,
             timeout=20,

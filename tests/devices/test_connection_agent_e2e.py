@@ -93,7 +93,7 @@ def test_bound_connection_topics_reach_a_real_agent(
         # Unbound: the protocol's default topic.
         agent.publish_point("aws", "temp", 1)
         wait_for(lambda: len(sub.messages) == 1, timeout=10, message="the default uplink")
-        assert sub.messages[0].topic == "things/st-9-aws/uplink/temp"
+        assert sub.messages[0].topic == "things/st-9:aws/uplink/temp"
 
         cid = api(
             "POST", "/connections", payload(uplinkTopicPattern=UP, downlinkTopicPattern=DOWN)
@@ -120,7 +120,7 @@ def test_bound_connection_topics_reach_a_real_agent(
         wait_for(lambda: len(sub.messages) == 2, timeout=10, message="the bound uplink")
         time.sleep(0.3)
         assert [m.topic for m in sub.messages] == [
-            "things/st-9-aws/uplink/temp",
+            "things/st-9:aws/uplink/temp",
             "fleet/st-9/aws/up/temp",
         ]
         assert json.loads(sub.messages[1].payload)["value"] == 2
@@ -148,7 +148,7 @@ def test_bound_connection_topics_reach_a_real_agent(
                 ).wait_for_publish(5)
             # The old default topic is no longer subscribed.
             pub.publish(
-                "things/st-9-aws/downlink", json.dumps({"id": "stale"}), qos=1
+                "things/st-9:aws/downlink", json.dumps({"id": "stale"}), qos=1
             ).wait_for_publish(5)
             wait_for(
                 lambda: any(c["command_id"] == "cmd-42" for c in commands),

@@ -95,7 +95,7 @@ def test_demo_scripted_connects_every_station_and_a_subscriber_sees_them(
             "Every device connected",
         ):
             assert re.search(rf"^\[\s*[\d.]+ s\] {phase}.*\([\d.]+ s\)$", demo.output, re.M), phase
-        things = {f"{prefix}{i:03d}-aws" for i in range(1, 4)}
+        things = {f"{prefix}{i:03d}:aws" for i in range(1, 4)}
 
         def seen() -> set[str]:
             heard = set()
@@ -198,7 +198,7 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
         portal = demo.wait_line(r"^Admin:\s+(http://\S+)/admin/$", timeout=60).group(1)
         demo.wait_line(r"^All stations connected", timeout=120)
         key, cert, thing = _portal_certificate(demo, portal, f"{prefix}client", "mqtt", tmp_path)
-        assert thing == f"{prefix}client-mqtt"  # the demo profile's CN template
+        assert thing == f"{prefix}client:mqtt"  # the demo profile's CN template
         topic = f"things/{thing}/e2e"
         tls = [
             "-h",

@@ -175,3 +175,53 @@ def openssl_csr(tmp_path: Path) -> Callable[[str], tuple[str, Path]]:
         return csr.read_text(), key
 
     return make
+
+
+# --- SoftHSM2 (the PKCS#11 key backend) ---------------------------------------------------
+SOFTHSM_MODULES = (
+    "/usr/lib/softhsm/libsofthsm2.so",
+    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
+    "/usr/local/lib/softhsm/libsofthsm2.so",
+)
+
+
+def softhsm_token_init(directory: Path, *, label: str, pin: str) -> tuple[str, dict[str, str]]:
+    """A SoftHSM2 token of its own in ``directory``: (module path, env with SOFTHSM2_CONF)."""
+    import os
+    import shutil
+
+    module = next((m for m in SOFTHSM_MODULES if Path(m).exists()), None)
+    util = shutil.which("softhsm2-util")
+    if module is None or util is None:
+        pytest.skip("SoftHSM2 is not installed (Debian: apt-get install softhsm2).")
+    tokens = directory / "tokens"
+    tokens.mkdir(parents=True)
+    conf = directory / "softhsm2.conf"
+    conf.write_text(
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
+    env = {**os.environ, "SOFTHSM2_CONF": str(conf)}
+    subprocess.run(
+        [util, "--init-token", "--free", "--label", label, "--pin", pin, "--so-pin", pin + "-so"],
+        check=True,
+        capture_output=True,
+        env=env,
+    )
+    return module, env
+
+
+@pytest.fixture
+def softhsm(tmp_path, monkeypatch, settings):  # noqa: ANN001, ANN201
+    """A fresh SoftHSM2 token; the settings point the pkcs11 key backend at it."""
+    from signing import hsm
+
+    label, pin = "portal-test", "1234-test-pin"
+    module, env = softhsm_token_init(tmp_path / "softhsm", label=label, pin=pin)
+    monkeypatch.setenv("SOFTHSM2_CONF", env["SOFTHSM2_CONF"])
+    settings.PKCS11_MODULE = module
+    settings.PKCS11_TOKEN_LABEL = label
+    settings.PKCS11_PIN = pin
+    hsm.reset()
+    yield {"module": module, "label": label, "pin": pin, "env": env}
+    hsm.reset()

@@ -144,7 +144,7 @@ def test_profile_password_is_write_only_and_checked(client, superuser, ca, profi
     base = {
         "name": "p2",
         "ca": ca.pk,
-        "cn_template": "{station}-{device}",
+        "cn_template": "{station}:{device}",
         "country": "FR",
         "validity_days": 90,
         "renew_at_percent": 67,

@@ -84,7 +84,7 @@ def test_openssl_csr_is_signed_and_verifies_with_openssl(
 
     cert = x509.load_pem_x509_certificate(issued["certificate"].encode())
     # Subject from the profile only: the CSR's CN/O/C are ignored.
-    assert cert.subject.rfc4514_string() == "CN=st-001-aws,OU=Fleet,O=Example GmbH,C=DE"
+    assert cert.subject.rfc4514_string() == "CN=st-001:aws,OU=Fleet,O=Example GmbH,C=DE"
     assert cert.serial_number.bit_length() <= 159
     ext = cert.extensions
     bc = ext.get_extension_for_class(x509.BasicConstraints)
@@ -114,7 +114,7 @@ def test_openssl_csr_is_signed_and_verifies_with_openssl(
     row = IssuedCertificate.objects.get(request_id=body["id"])
     device = MqttDevice.objects.get(station=station, name="aws")
     assert device.status == MqttDevice.Status.CERTIFICATE_ISSUED
-    assert device.client_id == "st-001-aws" == row.common_name
+    assert device.client_id == "st-001:aws" == row.common_name
     assert device.current_certificate == row
     assert row.renew_after > row.not_before
     lifetime = row.not_after - row.not_before

@@ -9,7 +9,6 @@ from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from devices.models import MqttDevice
-from devices.services import station_create
 from portal.models import AuditEvent
 from signing.crypto import fingerprint_sha256, serial_with_colons
 from signing.keystore import ca_certificate
@@ -55,7 +54,7 @@ def test_a_batch_writes_certificates_that_match_their_rows(profile, station_toke
         # the row tells the truth about the certificate
         assert row.serial == serial_with_colons(cert.serial_number)
         assert row.fingerprint_sha256 == fingerprint_sha256(cert)
-        cn = f"st-001-{request.device.name}"
+        cn = f"st-001:{request.device.name}"
         assert row.common_name == cn
         assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == cn
         assert row.subject == f"CN={cn},OU=Fleet,O=Example GmbH,C=DE"
@@ -135,24 +134,6 @@ def test_a_stored_csr_with_another_key_than_approved_fails_alone(profile, statio
     assert AuditEvent.objects.filter(
         action="certificate_sign_failed", object_id=str(swapped.pk)
     ).exists()
-
-
-@pytest.mark.django_db
-def test_a_common_name_held_by_another_device_fails_the_request(profile) -> None:  # noqa: ANN001
-    # "a-b" + "c" and "a" + "b-c" render the same CN with the default template
-    first, _ = station_create(name="a-b")
-    second, _ = station_create(name="a")
-    (held,) = _submit(first, ["c"])
-    onboarding_requests_approve(ids=[held.pk])
-    assert onboarding_requests_sign(ids=[held.pk]).issued == 1
-    clash, fine = _submit(second, ["b-c", "other"])
-    onboarding_requests_approve(ids=[clash.pk, fine.pk])
-    result = onboarding_requests_sign(ids=[clash.pk, fine.pk])
-    assert (result.issued, result.failed) == (1, 1)
-    clash.refresh_from_db()
-    assert clash.status == "failed"
-    assert "'a-b-c' already belongs to another device" in clash.reason
-    assert IssuedCertificate.objects.filter(common_name="a-b-c").count() == 1
 
 
 @pytest.mark.django_db

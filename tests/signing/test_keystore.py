@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import io
 import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.core.exceptions import ValidationError
 from django.core.management import CommandError, call_command
 from django.urls import reverse
@@ -29,9 +32,23 @@ def field_error(exc: pytest.ExceptionInfo[ValidationError], field: str) -> str:
 
 def assert_key_protected(ca: CertificateAuthority, password: str) -> None:
     assert ca.private_key_pem.startswith("-----BEGIN ENCRYPTED PRIVATE KEY-----")
-    key = get_key_store().load_private_key(ca, password)
-    cert = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
-    assert key.public_key().public_numbers() == cert.public_key().public_numbers()
+    get_key_store().check_password(ca, password)
+    # the key signs, and what it signs verifies with the CA certificate's public key
+    ca_cert = x509.load_pem_x509_certificate(ca.certificate_pem.encode())
+    now = datetime.now(UTC)
+    leaf = ec.generate_private_key(ec.SECP256R1()).public_key()
+    cert = get_key_store().sign(
+        ca,
+        password,
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "probe")]))
+        .issuer_name(ca_cert.subject)
+        .public_key(leaf)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now)
+        .not_valid_after(now + timedelta(days=1)),
+    )
+    cert.verify_directly_issued_by(ca_cert)
 
 
 # --- generate -------------------------------------------------------------------------------
@@ -147,7 +164,7 @@ def test_import_pem_reencrypts_with_entry_password(key_password: str) -> None:
     assert_key_protected(ca, PASSWORD)
     if key_password:
         with pytest.raises(WrongCaPassword):
-            get_key_store().load_private_key(ca, key_password)
+            get_key_store().check_password(ca, key_password)
 
 
 def test_import_pkcs12_rsa() -> None:

@@ -25,7 +25,7 @@ class Command(PortalCommand):
         parser.add_argument("--country", required=True, help="Two-letter country code (C).")
         parser.add_argument(
             "--cn-template",
-            default="{station}-{device}",
+            default="{station}:{device}",
             help="Placeholders {station} {device} {serial}.",
         )
         parser.add_argument("--days", type=int, default=365, help="Validity in days.")

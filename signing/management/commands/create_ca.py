@@ -1,4 +1,5 @@
-"""`manage.py create_ca`: generate a CA into the key store (password from CA_PASSWORD)."""
+"""`manage.py create_ca`: generate a CA into the key store (password from CA_PASSWORD), or
+with ``--backend pkcs11`` inside an HSM token (module, token and PIN from PKCS11_*)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from django.core.management.base import CommandError, CommandParser
 
 from portal.commands import PortalCommand
 from signing.crypto import KeyType
+from signing.models import CertificateAuthority
 from signing.services import ca_generate
 
 
@@ -47,9 +49,17 @@ class Command(PortalCommand):
         parser.add_argument(
             "--overwrite", action="store_true", help="Replace an existing CA with the same alias."
         )
+        parser.add_argument(
+            "--backend",
+            default=CertificateAuthority.KeyBackend.DATABASE.value,
+            choices=[b.value for b in CertificateAuthority.KeyBackend],
+            help="database: key encrypted with CA_PASSWORD in the database; pkcs11: key "
+            "generated in the HSM token (PKCS11_MODULE, PKCS11_TOKEN_LABEL, PKCS11_PIN).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        password = ca_password_from_env_or_prompt(confirm=True)
+        pkcs11 = options["backend"] == CertificateAuthority.KeyBackend.PKCS11
+        password = "" if pkcs11 else ca_password_from_env_or_prompt(confirm=True)
         try:
             ca = ca_generate(
                 alias=options["alias"],
@@ -58,9 +68,15 @@ class Command(PortalCommand):
                 key_type=options["key_type"],
                 days=options["days"],
                 overwrite=options["overwrite"],
+                backend=options["backend"],
             )
         except ValidationError as exc:
             raise CommandError(validation_sentence(exc)) from None
         self.stdout.write(f"Created CA '{ca.alias}': {ca.subject}")
         self.stdout.write(f"SHA-256 fingerprint: {ca.fingerprint_sha256}")
         self.stdout.write(f"Valid until: {ca.not_after:%Y-%m-%d %H:%M} UTC")
+        if pkcs11:
+            self.stdout.write(
+                f"Key: PKCS#11 token '{ca.pkcs11_token_label}', label '{ca.pkcs11_key_label}', "
+                f"id {ca.pkcs11_key_id} (not extractable)"
+            )
