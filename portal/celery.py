@@ -8,7 +8,10 @@ from typing import Any
 
 from celery import Celery, signals
 
+from .broker_fs import install as install_atomic_filesystem_broker
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
+install_atomic_filesystem_broker()
 
 app = Celery("portal")
 app.config_from_object("django.conf:settings", namespace="CELERY")

@@ -42,6 +42,7 @@ PERIODIC_TASKS: list[tuple[str, str, int]] = [
         86400,
     ),
     ("Advance fleet installs", "provisioning.tasks.fleet_advance", 30),
+    ("Advance CA rotation waves", "provisioning.tasks.ca_rotations_advance", 10),
     ("Mark certificates due for renewal; CA-expiry warnings", "signing.tasks.check_renewals", 3600),
     (
         "Re-enqueue approved onboarding requests left unsigned",

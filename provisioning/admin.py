@@ -8,6 +8,7 @@ from .fleet import admin as fleet_admin
 from .jitp import admin as jitp_admin
 from .jobs import admin as jobs_admin
 from .lifecycle import admin as lifecycle_admin
+from .rotation import admin as rotation_admin
 
 __all__ = [
     "audit_admin",
@@ -18,4 +19,5 @@ __all__ = [
     "jitp_admin",
     "jobs_admin",
     "lifecycle_admin",
+    "rotation_admin",
 ]

@@ -1,7 +1,7 @@
 """Every model of the provisioning app, from the packages that define them.
 
 Django registers models found through this module; each concern keeps its own models
-(aws/, jobs/, jitp/, claim/, connections/, fleet/, lifecycle/).
+(aws/, jobs/, jitp/, claim/, connections/, fleet/, lifecycle/, rotation/).
 """
 
 from .audit.models import AuditFinding, FleetAudit
@@ -23,6 +23,7 @@ from .jitp.models import (
 )
 from .jobs.models import Job, JobLogLine
 from .lifecycle.models import AwsAction
+from .rotation.models import CaRetirement, CaRotation, CaRotationItem
 
 __all__ = [
     "AccessKey",
@@ -30,6 +31,9 @@ __all__ = [
     "AwsAction",
     "AwsApiCall",
     "AwsService",
+    "CaRetirement",
+    "CaRotation",
+    "CaRotationItem",
     "ClaimSetup",
     "Connection",
     "FleetAudit",

@@ -11,9 +11,13 @@ from .fleet.tasks import fleet_advance, fleet_install_run
 from .jitp.tasks import jitp_setup
 from .jobs.tasks import sweep_jobs
 from .lifecycle.tasks import aws_actions_run
+from .rotation.tasks import ca_retire, ca_rotation_register, ca_rotations_advance
 
 __all__ = [
     "aws_actions_run",
+    "ca_retire",
+    "ca_rotation_register",
+    "ca_rotations_advance",
     "claim_setup_task",
     "fleet_audit",
     "fleet_advance",

@@ -97,6 +97,18 @@ class RequestNotFound(NotFound):
     code = "not_found"
 
 
+class CaStillInUse(Conflict):
+    """A CA cannot be retired while certificates or signing profiles depend on it."""
+
+    code = "ca_still_in_use"
+
+
+class CaArchived(InvalidInput):
+    """An archived (retired) CA signs nothing more and cannot be chosen again."""
+
+    code = "ca_archived"
+
+
 class RenewalProofRequired(InvalidInput):
     """A renewal came without a signature by the current certificate's key (422)."""
 

@@ -56,6 +56,13 @@ class CertificateAuthority(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    archived_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="Set when the CA was retired: it signs nothing more and no new profile may "
+        "use it; its key stays in the key store.",
+    )
 
     class Meta:
         verbose_name = "certificate authority"
@@ -68,6 +75,10 @@ class CertificateAuthority(models.Model):
     @property
     def is_expired(self) -> bool:
         return self.not_after <= timezone.now()
+
+    @property
+    def is_archived(self) -> bool:
+        return self.archived_at is not None
 
 
 # JITP template parameter for each subject field a signing profile can put in certificates.
@@ -355,6 +366,7 @@ class IssuedCertificate(models.Model):
         permissions = [("revoke_issuedcertificate", "Can revoke issued certificates")]
         # The changelist's order; CN "contains" has a trigram index on PostgreSQL (migration).
         indexes = [
+            models.Index(fields=["ca", "status"], name="signing_cert_ca_status"),
             models.Index(fields=["-created_at", "-id"], name="signing_cert_created_idx"),
             # Expiries and overdue renewals of the active certificates (dashboard, alerts).
             models.Index(

@@ -75,8 +75,6 @@ class Run:
             raise aws_error_explain(exc, access_key_id=self.access_key.access_key_id) from exc
 
     # steps
-
-    # steps
     def preflight(self) -> None:
         preflight(self)
 
@@ -290,10 +288,16 @@ class Run:
             "auto-registration on, new registration config."
         )
 
-    def _find_registered(self, iot: Any) -> str | None:
+    def registered_id(self, known_ids: tuple[str, ...] = ()) -> str | None:
+        """The AWS id of ``self.ca`` when AWS holds it, else None (after the pre-flight);
+        ``known_ids`` are ids recorded for it earlier, tried first, then AWS's list."""
+        iot = self.client("iot")
+        return self._find_registered(iot, known_ids) or self._list_find(iot) or None
+
+    def _find_registered(self, iot: Any, known_ids: tuple[str, ...] = ()) -> str | None:
         """The AWS id of this CA when AWS already holds it (ids from the last run, or the
         DER hash AWS uses as certificate id), checked by fingerprint."""
-        candidates = []
+        candidates = [i for i in known_ids if i]
         if (
             self.row.registered_ca_fingerprint == self.ca.fingerprint_sha256
             and self.row.aws_ca_certificate_id

@@ -14,6 +14,8 @@ class Job(models.Model):
         JITP_SETUP = "jitp_setup", "JITP setup"
         FLEET_INSTALL = "fleet_install", "Fleet install"
         CLAIM_SETUP = "claim_setup", "Fleet provisioning (claim) setup"
+        CA_ROTATION = "ca_rotation", "CA rotation"
+        CA_RETIRE = "ca_retire", "CA retirement"
 
     class Status(models.TextChoices):
         QUEUED = "queued", "Queued"

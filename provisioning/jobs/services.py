@@ -55,6 +55,14 @@ def job_progress(*, job: Job, done: int = 0, failed: int = 0, total: int | None 
     job.refresh_from_db(fields=["progress_done", "progress_failed", "progress_total"])
 
 
+def job_progress_set(*, job: Job, done: int, failed: int, total: int) -> None:
+    """Set the counters to values counted elsewhere (a job whose progress is a query)."""
+    Job.objects.filter(pk=job.pk).update(
+        progress_done=done, progress_failed=failed, progress_total=total
+    )
+    job.progress_done, job.progress_failed, job.progress_total = done, failed, total
+
+
 @transaction.atomic
 def job_finish(*, job: Job, status: str, result: str, error_code: str = "") -> Job:
     if status not in Job.FINISHED:

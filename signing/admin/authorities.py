@@ -20,7 +20,29 @@ from portal.admin import SensitivePostAdminMixin, WriteOnlyTextarea
 from ..crypto import KEY_TYPE_CHOICES, KeyType
 from ..keystore import ca_certificate
 from ..models import CertificateAuthority
-from ..services import CA_EXPIRY_WARNING_DAYS, ca_generate, ca_import_pem, ca_import_pkcs12
+from ..services import (
+    CA_EXPIRY_WARNING_DAYS,
+    ca_generate,
+    ca_import_pem,
+    ca_import_pkcs12,
+    cas_with_active_counts,
+)
+
+# Buttons on a CA's page that other apps add (label, admin URL name taking the CA's pk),
+# e.g. provisioning's "Rotate CA" and "Retire CA": the signing app does not import them.
+_CA_TOOLS: list[tuple[str, str]] = []
+
+
+def register_ca_tool(label: str, url_name: str) -> None:
+    """Show a button ``label`` on every CA's page, linking to ``reverse(url_name, [pk])``."""
+    if (label, url_name) not in _CA_TOOLS:
+        _CA_TOOLS.append((label, url_name))
+
+
+def register_ca_action(action: Any) -> None:
+    """Offer ``action`` (an admin action function) on the key store's changelist."""
+    if action not in CertificateAuthorityAdmin.actions:
+        CertificateAuthorityAdmin.actions = [*CertificateAuthorityAdmin.actions, action]
 
 
 class CertificateAuthorityAddForm(forms.ModelForm):
@@ -157,6 +179,8 @@ ADD_FIELDSETS = [
 ]
 DETAIL_FIELDS = [
     "alias",
+    "active_certificates_display",
+    "archived_at",
     "subject_display",
     "issuer_display",
     "serial",
@@ -187,14 +211,43 @@ class CertificateAuthorityAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
         "subject",
         "not_after",
         "expires_soon",
+        "active_certificates_display",
+        "is_archived",
         "fingerprint_sha256",
         "key_type",
         "source",
     ]
-    list_filter = ["source", "key_type"]
+    list_filter = ["source", "key_type", ("archived_at", admin.EmptyFieldListFilter)]
+    actions: list[Any] = []  # extended by register_ca_action()
+    change_form_template = "admin/signing/certificateauthority/change_form.html"
     search_fields = ["alias", "subject", "fingerprint_sha256"]
     list_select_related = ["created_by"]
     show_full_result_count = False
+
+    def get_queryset(self, request: HttpRequest) -> Any:
+        """Each CA with its count of active certificates, in the changelist's one query."""
+        return cas_with_active_counts(super().get_queryset(request))
+
+    @admin.display(description="active certificates", ordering="active_certificates")
+    def active_certificates_display(self, obj: CertificateAuthority) -> int:
+        return int(getattr(obj, "active_certificates", 0) or 0)
+
+    @admin.display(boolean=True, description="archived", ordering="archived_at")
+    def is_archived(self, obj: CertificateAuthority) -> bool:
+        return obj.is_archived
+
+    def change_view(
+        self,
+        request: HttpRequest,
+        object_id: str,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
+        tools = []
+        if object_id.isdigit():
+            tools = [(label, reverse(name, args=[int(object_id)])) for label, name in _CA_TOOLS]
+        context = {"ca_tools": tools, **(extra_context or {})}
+        return super().change_view(request, object_id, form_url, extra_context=context)
 
     def get_form(
         self, request: HttpRequest, obj: Any = None, change: bool = False, **kwargs: Any

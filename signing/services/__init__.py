@@ -6,15 +6,21 @@
 - :mod:`.issuance`: the batch signing path.
 - :mod:`.certificates`: revocation, forced renewal, the renewal check, CA-expiry warnings.
 - :mod:`.renewal`: what a renewal request must show (proof of the current key, its time).
+- :mod:`.retirement`: active certificates per CA, "renew now", a CA's retirement check and
+  archive (what a CA rotation needs).
 """
 
 from __future__ import annotations
 
 from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12
 from .certificates import (
+    CA_EXPIRY_THRESHOLDS,
     CA_EXPIRY_WARNING_DAYS,
     REVOCATION_REASONS,
+    CaExpiryNotice,
     RenewalCheck,
+    ca_expiry_notices,
+    ca_expiry_threshold,
     ca_expiry_warnings,
     certificate_aws_observed,
     certificate_connected,
@@ -35,6 +41,7 @@ from .profiles import (
     signing_profile_for_device,
     signing_profile_save,
     signing_profile_validate,
+    signing_profiles_switch_ca,
 )
 from .renewal import renewal_check, renewal_proof_check, renewal_proof_message
 from .requests import (
@@ -48,9 +55,17 @@ from .requests import (
     onboarding_requests_reject,
     onboarding_requests_sweep,
 )
+from .retirement import (
+    ca_active_certificates,
+    ca_archive,
+    ca_retirement_check,
+    cas_with_active_counts,
+    certificates_renew_now,
+)
 
 __all__ = [
     "BATCH_SIZE",
+    "CA_EXPIRY_THRESHOLDS",
     "SWEEP_AFTER_SECONDS",
     "CA_EXPIRY_WARNING_DAYS",
     "CN_PLACEHOLDERS",
@@ -58,13 +73,21 @@ __all__ = [
     "MIN_CA_PASSWORD_LENGTH",
     "BatchResult",
     "BuiltCertificate",
+    "CaExpiryNotice",
     "RenewalCheck",
+    "ca_active_certificates",
+    "ca_archive",
+    "ca_expiry_notices",
+    "ca_expiry_threshold",
     "ca_expiry_warnings",
     "ca_generate",
     "ca_import_pem",
     "ca_import_pkcs12",
+    "ca_retirement_check",
+    "cas_with_active_counts",
     "certificate_build",
     "certificate_revoke",
+    "certificates_renew_now",
     "certificates_force_renewal",
     "certificate_aws_observed",
     "certificate_connected",
@@ -90,4 +113,5 @@ __all__ = [
     "signing_profile_for_device",
     "signing_profile_save",
     "signing_profile_validate",
+    "signing_profiles_switch_ca",
 ]

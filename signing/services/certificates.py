@@ -18,7 +18,9 @@ from ..errors import InvalidRevocationReason
 from ..models import CertificateAuthority, IssuedCertificate
 from ..signals import certificate_revoked, certificate_superseded
 
-CA_EXPIRY_WARNING_DAYS = 90
+# Days before a CA's end at which it is warned about (the first is the earliest warning).
+CA_EXPIRY_THRESHOLDS = (180, 90, 30, 7)
+CA_EXPIRY_WARNING_DAYS = max(CA_EXPIRY_THRESHOLDS)
 
 
 # RFC 5280 CRLReason names (cryptography's x509.ReasonFlags values) a revocation may give.
@@ -199,23 +201,70 @@ def certificate_aws_observed(
     certificate.aws_note = note[:300]
 
 
-def ca_expiry_warnings(*, days: int = CA_EXPIRY_WARNING_DAYS) -> list[str]:
-    """Sentences for CAs that expire within ``days`` (or have expired)."""
-    now = timezone.now()
+@dataclass(frozen=True)
+class CaExpiryNotice:
+    """One CA inside a warning threshold: which CA, how many days are left, the sentence."""
+
+    ca_id: int
+    alias: str
+    not_after: datetime
+    days_left: int
+    threshold: int
+    sentence: str
+
+
+def ca_expiry_threshold(days_left: int) -> int | None:
+    """The smallest threshold of :data:`CA_EXPIRY_THRESHOLDS` that ``days_left`` is within."""
+    inside = [t for t in CA_EXPIRY_THRESHOLDS if days_left <= t]
+    return min(inside) if inside else None
+
+
+def ca_expiry_notices(*, now: datetime | None = None) -> list[CaExpiryNotice]:
+    """CAs within 180, 90, 30 or 7 days of their end (or past it), soonest first.
+
+    Archived (retired) CAs are left out: nothing depends on them any more. Each sentence
+    points at the way out, the Rotate CA action and its command.
+    """
+    now = now or timezone.now()
+    horizon = now + timedelta(days=max(CA_EXPIRY_THRESHOLDS))
     out = []
-    for ca in CertificateAuthority.objects.filter(not_after__lte=now + timedelta(days=days)):
+    for ca in CertificateAuthority.objects.filter(
+        not_after__lte=horizon, archived_at__isnull=True
+    ).order_by("not_after", "alias"):
+        rotate = (
+            f"rotate it: Rotate CA on the CA's page in the key store, or "
+            f"`manage.py rotate_ca --from {ca.alias} --generate-ca DN`."
+        )
         if ca.not_after <= now:
-            out.append(
-                f"CA '{ca.alias}' expired on {ca.not_after:%Y-%m-%d}; devices signed by "
-                "it cannot renew."
+            days_left, threshold = 0, 0
+            sentence = (
+                f"CA '{ca.alias}' expired on {ca.not_after:%Y-%m-%d}; devices signed by it "
+                f"cannot renew or connect: {rotate}"
             )
         else:
-            left = (ca.not_after - now).days
-            out.append(
-                f"CA '{ca.alias}' expires on {ca.not_after:%Y-%m-%d} (in {left} days); "
-                "plan a new CA and signing profile."
+            days_left = (ca.not_after - now).days
+            threshold = ca_expiry_threshold(days_left) or 0
+            sentence = (
+                f"CA '{ca.alias}' expires on {ca.not_after:%Y-%m-%d} (in {days_left} "
+                f"day{'' if days_left == 1 else 's'}, inside the {threshold}-day warning); "
+                f"{rotate}"
             )
+        out.append(
+            CaExpiryNotice(
+                ca_id=ca.pk,
+                alias=ca.alias,
+                not_after=ca.not_after,
+                days_left=days_left,
+                threshold=threshold,
+                sentence=sentence,
+            )
+        )
     return out
+
+
+def ca_expiry_warnings(*, now: datetime | None = None) -> list[str]:
+    """The sentences of :func:`ca_expiry_notices` (commands, logs, the changelists)."""
+    return [notice.sentence for notice in ca_expiry_notices(now=now)]
 
 
 @dataclass

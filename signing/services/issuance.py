@@ -125,6 +125,12 @@ def _profile_context(profile: SigningProfile, now: datetime) -> _ProfileContext:
     if ca.is_expired:
         ctx.error = f"CA '{ca.alias}' has expired; the request cannot be signed."
         return ctx
+    if ca.is_archived:
+        ctx.error = (
+            f"CA '{ca.alias}' is archived (retired); switch the signing profile "
+            f"'{profile.name}' to another CA, then approve again."
+        )
+        return ctx
     try:
         ctx.sign = get_key_store().signer(ca, profile.ca_password)
     except WrongCaPassword:

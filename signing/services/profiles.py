@@ -141,6 +141,8 @@ def signing_profile_validate(*, profile: SigningProfile, ca_password: str | None
                 errors["ca"] = str(exc)
             if profile.ca.is_expired:
                 errors["ca"] = f"CA '{profile.ca.alias}' has expired."
+            if profile.ca.is_archived:
+                errors["ca"] = f"CA '{profile.ca.alias}' is archived (retired); choose another CA."
     if errors:
         raise ValidationError(errors)
 
@@ -194,6 +196,41 @@ def signing_profile_create(
         **optional,
     )
     return signing_profile_save(profile=profile, ca_password=ca_password, actor=actor)
+
+
+@transaction.atomic
+def signing_profiles_switch_ca(
+    *,
+    from_ca: CertificateAuthority,
+    to_ca: CertificateAuthority,
+    to_ca_password: str,
+    actor: Actor = None,
+    actor_label: str = "",
+) -> list[SigningProfile]:
+    """Every profile signing with ``from_ca`` signs with ``to_ca`` from now on (CA rotation).
+
+    Each profile is validated with the new CA and its password (the password must unlock
+    the new key, the new CA must be valid and not archived); one refusal changes nothing.
+    Requests approved but not yet signed are signed by the new CA too: the signing batch
+    reads the profile's CA when it runs.
+    """
+    if from_ca.pk == to_ca.pk:
+        raise ValidationError({"ca": "The new CA must differ from the CA it replaces."})
+    profiles = list(SigningProfile.objects.select_for_update().filter(ca=from_ca).order_by("name"))
+    for profile in profiles:
+        profile.ca = to_ca
+        signing_profile_validate(profile=profile, ca_password=to_ca_password)
+        profile.ca_password = to_ca_password
+        profile.full_clean()
+        profile.save(update_fields=["ca", "ca_password"])
+        audit_record(
+            action="signing_profile_switch_ca",
+            obj=profile,
+            actor=actor,
+            actor_label=actor_label,
+            detail={"from_ca": from_ca.alias, "to_ca": to_ca.alias},
+        )
+    return profiles
 
 
 def signing_profile_for_device(device: MqttDevice) -> SigningProfile | None:

@@ -168,7 +168,16 @@ def onboarding_request_submit(
         if not renewal and device.status != MqttDevice.Status.AWAITING_APPROVAL:
             device.status = MqttDevice.Status.AWAITING_APPROVAL
             device.save(update_fields=["status", "updated_at"])
-    auto = renewal and profile.renewal_policy == SigningProfile.RenewalPolicy.AUTOMATIC
+    # A renewal the portal asked for (CA rotation: "renew now") was decided by staff when
+    # they started the rotation, so it is approved like an automatic renewal.
+    asked = (
+        renewal
+        and device is not None
+        and device.current_certificate is not None
+        and device.current_certificate.renewal_forced_at is not None
+    )
+    auto = renewal and (profile.renewal_policy == SigningProfile.RenewalPolicy.AUTOMATIC or asked)
+    label = "CA rotation (renew now)" if asked else "renewal policy (automatic)"
     now = timezone.now()
     request = OnboardingRequest(
         station=station,
@@ -181,7 +190,7 @@ def onboarding_request_submit(
         is_renewal=renewal,
         status=Status.APPROVED if auto else Status.PENDING,
         decided_at=now if auto else None,
-        decided_by_label="renewal policy (automatic)" if auto else "",
+        decided_by_label=label if auto else "",
         sign_enqueued_at=now if auto else None,
     )
     request.full_clean()
@@ -193,9 +202,7 @@ def onboarding_request_submit(
         detail={"key_type": valid.key_type, "public_key_sha256": valid.public_key_fingerprint},
     )
     if auto:
-        audit_record(
-            action="renewal_auto_approve", obj=request, actor_label="renewal policy (automatic)"
-        )
+        audit_record(action="renewal_auto_approve", obj=request, actor_label=label)
         _enqueue_signing([request.pk])
     return request, True
 

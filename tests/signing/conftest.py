@@ -177,6 +177,28 @@ def openssl_csr(tmp_path: Path) -> Callable[[str], tuple[str, Path]]:
     return make
 
 
+def issue_certificate(station, device: str = "aws"):  # noqa: ANN001, ANN201
+    """A device certificate through the normal path: submit, approve, sign, fetched."""
+    from signing.services import (
+        onboarding_request_fetched,
+        onboarding_request_submit,
+        onboarding_requests_approve,
+        onboarding_requests_sign,
+    )
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    request, _ = onboarding_request_submit(
+        station=station, device_name=device, csr=make_ec_csr(key=key)
+    )
+    onboarding_requests_approve(ids=[request.pk])
+    onboarding_requests_sign(ids=[request.pk])
+    request.refresh_from_db()
+    cert = onboarding_request_fetched(request=request)
+    assert cert is not None
+    cert.device_key = key  # type: ignore[attr-defined]  # for a renewal's proof
+    return cert
+
+
 # --- SoftHSM2 (the PKCS#11 key backend) ---------------------------------------------------
 SOFTHSM_MODULES = (
     "/usr/lib/softhsm/libsofthsm2.so",

@@ -341,7 +341,8 @@ def test_admin_add_generate_and_read_only_page(admin_client) -> None:  # noqa: A
 
     listing = admin_client.get(reverse("admin:signing_certificateauthority_changelist")).content
     assert b"admin-ca" in listing
-    assert b"expires within 90 days" in listing.lower()
+    assert b"expires within 180 days" in listing.lower()
+    assert b"active certificates" in listing.lower()
 
     download = admin_client.get(
         reverse("admin:signing_certificateauthority_download", args=[ca.pk])
