@@ -5,16 +5,19 @@ does on a device's connection (register, thing, attach, policy)."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
 from django.utils import timezone
 
 from devices.models import Station
 from devices.services import station_create
+from fleet_agent.keys import renewal_proof
 from provisioning.jitp import jitp_settings_get
 from provisioning.jitp.documents import policy_document_build
 from provisioning.lifecycle import aws_actions_run
@@ -42,11 +45,14 @@ class Fleet:
     ca_id: str
     station: Station
     policy_name: str
+    keys: dict[str, Any] = field(default_factory=dict)
 
     def onboard(self, device: str) -> IssuedCertificate:
+        key = ec.generate_private_key(ec.SECP256R1())
         request, _ = onboarding_request_submit(
-            station=self.station, device_name=device, csr=make_ec_csr()
+            station=self.station, device_name=device, csr=make_ec_csr(key=key)
         )
+        self.keys[device] = key
         onboarding_requests_approve(ids=[request.pk], actor_label="test")
         assert onboarding_requests_sign(ids=[request.pk]).issued == 1
         return IssuedCertificate.objects.get(request=request)
@@ -55,9 +61,20 @@ class Fleet:
         IssuedCertificate.objects.filter(pk=cert.pk).update(
             renew_after=timezone.now() - timedelta(seconds=1)
         )
-        request, created = onboarding_request_submit(
-            station=self.station, device_name=cert.device.name, csr=make_ec_csr(), renewal=True
+        device = cert.device.name
+        key = ec.generate_private_key(ec.SECP256R1())
+        csr = make_ec_csr(key=key)
+        proof = renewal_proof(
+            self.keys[device],
+            station=self.station.name,
+            device=device,
+            csr_pem=csr,
+            now=time.time(),
         )
+        request, created = onboarding_request_submit(
+            station=self.station, device_name=device, csr=csr, renewal=True, proof=proof
+        )
+        self.keys[device] = key
         assert created
         assert onboarding_requests_sign(ids=[request.pk]).issued == 1
         return IssuedCertificate.objects.get(request=request)
