@@ -165,11 +165,6 @@ def iot_client() -> tuple[object, str]:
     return _aws()
 
 
-def aws_iot_client() -> object:
-    """The portal's IoT client (the JITP settings' access key and region), as the runner's."""
-    return _aws()[0]
-
-
 def aws_actions_run(*, limit: int = 500, budget_seconds: float = 50.0) -> RunResult:
     """Carry out due actions (oldest first) until none is due, ``limit`` or the time budget."""
     result = RunResult()

@@ -19,7 +19,7 @@ from provisioning.lifecycle.revocation import (
     certificates_revoke_in_aws,
     revocation_wait,
 )
-from provisioning.lifecycle.runner import aws_iot_client
+from provisioning.lifecycle.runner import iot_client
 from signing.services import REVOCATION_REASONS
 
 
@@ -67,7 +67,7 @@ class Command(PortalCommand):
         def describe(cert_id: str) -> str | None:
             nonlocal iot
             if iot is None:
-                iot = aws_iot_client()
+                iot, _ = iot_client()
             try:
                 desc = iot.describe_certificate(certificateId=cert_id)
             except ClientError as exc:
