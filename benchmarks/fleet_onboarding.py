@@ -26,6 +26,8 @@ It prints stations/s overall and for the portal side, the time split per phase t
 database rows (request created / issued, row delivered / connected) and the agents' own state
 (certificate fetched, first TLS connect, MQTT connected), and the peak RSS of the portal and
 worker processes (psutil when installed, else /proc's VmHWM).
+
+One file on purpose: anyone can rerun it with one command, with no helper modules to find.
 """
 
 from __future__ import annotations

@@ -30,6 +30,8 @@ The script creates its own CA, profile, station, devices and requests (names pre
 ``bench-``) and deletes them after each run unless ``--keep``. On PostgreSQL it runs
 ``VACUUM ANALYZE`` on the tables it writes before each run (the shared server here runs
 with autovacuum off; without it dead rows of earlier runs pile up).
+
+One file on purpose: anyone can rerun it with one command, with no helper modules to find.
 """
 
 from __future__ import annotations

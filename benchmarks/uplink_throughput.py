@@ -25,6 +25,8 @@ published limits:
     The drain after the reconnect is checked against the same quota.
 
 Exit status 1 when a target is missed (a < 5,000 msg/s, any violation, any loss).
+
+One file on purpose: anyone can rerun it with one command, with no helper modules to find.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ Inside a session, PUBLISH to `$aws/certificates/...` and `$aws/provisioning-temp
 is answered by the stand-in itself (fleet provisioning by claim) and never reaches the
 broker; other PUBLISH/SUBSCRIBE packets are checked against the policies (iot:Publish,
 iot:Subscribe) like AWS does.
+
+It passes 400 lines because it is one protocol front (TLS, MQTT sessions, JITP, policies,
+the fleet-provisioning topics) whose pieces share the session state.
 """
 
 from __future__ import annotations

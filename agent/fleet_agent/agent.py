@@ -2,6 +2,9 @@
 
 ``Agent`` holds no global state and installs no signal handlers, so a benchmark can run
 hundreds of them in one process; the CLI adds signals and exit codes around it.
+
+Its length (a little over 400 lines) is the supervisor loop kept in one piece: start, poll,
+reconcile devices, report and stop read best in order.
 """
 
 from __future__ import annotations

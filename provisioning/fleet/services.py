@@ -12,6 +12,9 @@ CSR submission (queued/delivered/onboarding) at once; offline stations stay queu
 report or the job timeout passes. Re-runs are safe: devices are found by (station, name), a
 connected device is skipped untouched (no second certificate), an existing device keeps its
 certificate password once it holds a certificate.
+
+It passes 400 lines because creating, starting, dispatching and finishing an install share
+the job and row locks described here; the per-row moves live in transitions.py.
 """
 
 from __future__ import annotations

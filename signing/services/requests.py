@@ -7,6 +7,9 @@ here that changes a status filters on the statuses allowed to become its target.
 
 Signing is handed to :mod:`signing.tasks`, whose tasks call back into these services: both
 import the other as a module (``from .. import tasks``), so either may be imported first.
+
+It passes 400 lines because the submission path and every refusal it can give (limits,
+renewal rules, proof, identity) are kept in one place, in the order they are checked.
 """
 
 from __future__ import annotations
