@@ -109,7 +109,7 @@ def test_rotate_ca_moves_twenty_connected_stations_to_a_new_ca(
             "-t", "things/+/heartbeat",
         )  # fmt: skip
         demo.wait_line(r"^All stations connected", timeout=450)
-        things = {f"{prefix}{i:03d}-aws" for i in range(1, STATIONS + 1)}
+        things = {f"{prefix}{i:03d}:aws" for i in range(1, STATIONS + 1)}
         wait_for(
             lambda: all(_heartbeats(sub, things).values()),
             timeout=60,
