@@ -17,6 +17,22 @@ from .bundle import claim_bundle_build
 from .models import ClaimSetup
 from .services import claim_setup_save, claim_setup_start
 
+# What the setup job fills in: shown, never edited.
+_READ_ONLY = [
+    "status",
+    "job",
+    "endpoint",
+    "template_arn",
+    "template_version_id",
+    "claim_certificate_id",
+    "claim_certificate_arn",
+    "has_claim_key",
+    "ready_at",
+    "download_count",
+    "last_downloaded_at",
+    "created_at",
+]
+
 
 @admin.register(ClaimSetup)
 class ClaimSetupAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
@@ -42,33 +58,9 @@ class ClaimSetupAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
         "role_arn",
         "thing_name_prefix",
         "thing_type",
-        "status",
-        "job",
-        "endpoint",
-        "template_arn",
-        "template_version_id",
-        "claim_certificate_id",
-        "claim_certificate_arn",
-        "has_claim_key",
-        "ready_at",
-        "download_count",
-        "last_downloaded_at",
-        "created_at",
+        *_READ_ONLY,
     ]
-    readonly_fields = [
-        "status",
-        "job",
-        "endpoint",
-        "template_arn",
-        "template_version_id",
-        "claim_certificate_id",
-        "claim_certificate_arn",
-        "has_claim_key",
-        "ready_at",
-        "download_count",
-        "last_downloaded_at",
-        "created_at",
-    ]
+    readonly_fields = _READ_ONLY
     actions = ["run_setup", "download_bundle"]
 
     @admin.display(description="claim certificate")
