@@ -294,4 +294,4 @@ def test_superuser_sets_up_jitp_installs_three_stations_and_sees_them_connected(
     assert all(agent.all_connected() and agent.fatal_error is None for agent in station_agents)
     assert local_aws.stats.jitp_registrations == 3
     for name in STATIONS:
-        assert local_aws.boto3_client("iot").describe_thing(thingName=f"{name}-aws")
+        assert local_aws.boto3_client("iot").describe_thing(thingName=f"{name}:aws")

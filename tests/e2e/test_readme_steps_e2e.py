@@ -202,6 +202,6 @@ def test_readme_steps_reach_an_issued_certificate(
     assert issued["status"] == "issued"
     cert = x509.load_pem_x509_certificate(issued["certificate"].encode())
     assert cert.issuer.rfc4514_string() == "CN=Fleet CA,O=Acme,C=DE"
-    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "st-readme-aws"
+    assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "st-readme:aws"
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     assert time.time() < cert.not_valid_after_utc.timestamp()

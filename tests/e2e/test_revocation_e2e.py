@@ -72,7 +72,7 @@ def test_revoking_one_of_two_connected_devices_reaches_aws_and_its_session(
         # Staff's commands reach the same AWS as the demo's processes: the stand-in.
         demo.env["AWS_ENDPOINT_URL"] = found["url"]
         revoked_station, kept_station = f"{prefix}001", f"{prefix}002"
-        revoked_thing, kept_thing = f"{revoked_station}-aws", f"{kept_station}-aws"
+        revoked_thing, kept_thing = f"{revoked_station}:aws", f"{kept_station}:aws"
         sub = Subscriber(
             "-h",
             found["host"],

@@ -13,6 +13,7 @@ from django.db.models import OuterRef, Subquery
 from devices.models import MqttDevice, Station
 from signing.models import (
     CertificateAuthority,
+    CommonNameOwner,
     IssuedCertificate,
     OnboardingRequest,
     SigningProfile,
@@ -152,6 +153,11 @@ def build_fleet(
                 created_at=req.issued_at or now,
             )
         )
+    # Each CN belongs to its device first (on PostgreSQL a foreign key insists on it).
+    CommonNameOwner.objects.bulk_create(
+        [CommonNameOwner(common_name=c.common_name, device_id=c.device_id) for c in certs],
+        batch_size=batch,
+    )
     IssuedCertificate.objects.bulk_create(certs, batch_size=batch)
     MqttDevice.objects.filter(station__name__startswith=f"{prefix}-").update(
         current_certificate=Subquery(

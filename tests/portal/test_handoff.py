@@ -35,10 +35,13 @@ def closed_port() -> int:
 
 
 @pytest.fixture
-def broker_down() -> Iterator[None]:
+def broker_down(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """This process's Celery app points at a Redis port nobody listens on."""
     saved = (app.conf.broker_url, app.conf.broker_transport_options)
-    app.conf.broker_url = f"redis://127.0.0.1:{closed_port()}/0"
+    down = f"redis://127.0.0.1:{closed_port()}/0"
+    # Celery reads CELERY_BROKER_URL from the environment before its configuration.
+    monkeypatch.setenv("CELERY_BROKER_URL", down)
+    app.conf.broker_url = down
     app.conf.broker_transport_options = {}
     app._pool = None
     app.amqp._producer_pool = None
