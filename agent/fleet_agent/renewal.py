@@ -45,6 +45,7 @@ class RenewalMixin(DeviceBase):
             config_serial=self.cfg.certificate_serial,
             issued_renew_after=parse_iso(entry.get("cert_renew_after")),
             issued_serial=entry.get("cert_serial"),
+            predecessor_renew_after=parse_iso(entry.get("predecessor_renew_after")),
         )
 
     def _renewal_tick(self) -> None:
@@ -98,6 +99,9 @@ class RenewalMixin(DeviceBase):
             "started": iso(utcnow()),
             "mode": mode,
             "why": why,
+            # The configuration's point for the certificate being replaced; it may still
+            # be configured after the install, until the next poll.
+            "renew_after": iso(self.cfg.renew_after),
         }
         self.agent.state.update_device(self.cfg.name, pending_renewal=pending)
         if mode == RECOVERY:
@@ -210,6 +214,7 @@ class RenewalMixin(DeviceBase):
             # The new certificate's own renewal point (not the configuration's, which may
             # still be the predecessor's until the next poll).
             cert_renew_after=resp.get("renew_after"),
+            predecessor_renew_after=pending.get("renew_after"),
             **files,
         )
         log.info(

@@ -184,6 +184,7 @@ class FakePortal:
         self.ca = ca
         self.lifetime = lifetime
         self.renewal_lifetime: float | None = None
+        self.backdate = 0.0  # seconds notBefore lies before issuance (the portal uses 300)
         self.auto_approve_renewals = True
         self.stations: dict[str, FakeStation] = {}
         self.requests: dict[int, FakeRequest] = {}
@@ -347,8 +348,11 @@ class FakePortal:
         lifetime = self.lifetime
         if req.renewal and self.renewal_lifetime is not None:
             lifetime = self.renewal_lifetime
+        not_before = None
+        if self.backdate:
+            not_before = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=self.backdate)
         req.certificate = self.ca.sign(
-            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime
+            csr.public_key(), f"{st.name}-{req.device}", lifetime=lifetime, not_before=not_before
         )
         req.status = "issued"
 

@@ -63,3 +63,22 @@ def test_the_configuration_carries_the_certificate_serial() -> None:
     )
     assert cfg.certificate_serial == "0A"
     assert DeviceConfig.from_dict({"name": "d", "endpoint": "e"}).certificate_serial is None
+
+
+def test_an_older_portal_still_carrying_the_predecessors_point_is_ignored() -> None:
+    # The renewal was made at OLD_POINT_MOVED, which lies after the successor's backdated
+    # notBefore: without a serial only remembering that point tells it from a new one.
+    assert (
+        _point(config_serial=None, issued_renew_after=None, predecessor_renew_after=OLD_POINT_MOVED)
+        == NEW_DEFAULT
+    )
+    moved = NOW + dt.timedelta(seconds=5)
+    assert (
+        _point(
+            config_serial=None,
+            issued_renew_after=None,
+            config_renew_after=moved,
+            predecessor_renew_after=OLD_POINT_MOVED,
+        )
+        == moved
+    )
