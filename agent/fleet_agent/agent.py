@@ -23,6 +23,7 @@ from fleet_agent import __version__
 from fleet_agent.config import AgentOptions, ConfigError, DeviceConfig
 from fleet_agent.device import DeviceWorker, iso
 from fleet_agent.diskqueue import DiskQueue
+from fleet_agent.errands import Errands
 from fleet_agent.fsutil import (
     StateDirLocked,
     atomic_write,
@@ -83,6 +84,8 @@ class Agent(UplinkMixin):
         self.station: str = options.station or ""
         self.label = options.state_dir.name
         self.workers: dict[str, DeviceWorker] = {}
+        # Portal calls of renewals, off the device threads (a thread only while busy).
+        self.errands = Errands(name=f"fleet-agent-{self.label}-portal")
         self._config_errors: dict[str, str] = {}
         self._poll_interval = 30.0
         self._etag: str | None = None
@@ -352,6 +355,7 @@ class Agent(UplinkMixin):
             w.stop()
         for w in workers:
             w.join(10)
+        self.errands.join(15)  # a renewal step in flight records its request id
         if self.queue is not None and workers:
             self._write_status_file()
         if self.queue is not None:

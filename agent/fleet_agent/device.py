@@ -4,8 +4,10 @@ One thread per device runs a small event loop: before it has a certificate it on
 (portal CSR or claim, fleet_agent.onboarding); afterwards it drives the paho client itself
 (fleet_agent.session) and, between network events, publishes heartbeats, drains the
 store-and-forward queue under the rate limit and checks whether the certificate is due for
-renewal or recovery (fleet_agent.renewal). Keeping everything on one thread per device
-means no locks around paho and a cheap footprint per device.
+renewal or recovery (fleet_agent.renewal), whose portal calls it hands to the agent's
+helper thread (fleet_agent.errands) so that a slow portal never stalls the MQTT session.
+Keeping paho on one thread per device means no locks around it and a cheap footprint per
+device.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     import paho.mqtt.client as mqtt
 
     from fleet_agent.agent import Agent
+    from fleet_agent.errands import Errand
     from fleet_agent.mqtt_link import SocketPump
 
 log = logging.getLogger("fleet_agent")
@@ -115,6 +116,8 @@ class DeviceBase(threading.Thread):
 
         # Renewal.
         self._renew_check_at = 0.0
+        # A renewal step running on the agent's helper thread, and the pending entry it had.
+        self._renew_job: tuple[Errand, dict[str, Any]] | None = None
         self._renew_next_poll = 0.0
         self._renew_poll_delay = 1.0
         self._renew_not_before = 0.0

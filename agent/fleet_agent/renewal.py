@@ -7,7 +7,8 @@ certificate has expired, a renewal was rejected or failed, or the portal refuses
 for good, the device makes a fresh key and sends a normal onboarding request
 (``renewal: false``) that staff must approve; never an automatic renewal. Either way the
 old certificate stays in use until the new one is issued, and ``status`` says what the
-device waits for.
+device waits for. The portal calls of a step run on the agent's helper thread
+(fleet_agent.errands); their outcome is applied on the device thread.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from fleet_agent.config import parse_iso
 from fleet_agent.device_base import DeviceBase, DeviceError, iso, log, utcnow
+from fleet_agent.errands import Errand
 from fleet_agent.fsutil import remove_quietly
 from fleet_agent.keys import KeyFileError, build_csr, load_private_key, renewal_proof
 from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
@@ -52,6 +54,12 @@ class RenewalMixin(DeviceBase):
         portal = self.agent.portal
         if portal is None or self._cert is None:
             return
+        if self._renew_job is not None:
+            errand, submitted = self._renew_job
+            if errand.done:
+                self._renew_job = None
+                self._renewal_outcome(errand, submitted)
+            return
         now = time.monotonic()
         if now < self._renew_check_at:
             return
@@ -70,15 +78,24 @@ class RenewalMixin(DeviceBase):
                 pending = self._replacement_start(RENEWAL, f"the certificate is due ({iso(due)})")
         if now < self._renew_next_poll:
             return
+        # The portal may be slow or away: its calls run on the agent's helper thread, so
+        # this thread keeps pumping MQTT (heartbeats, keepalive) meanwhile.
+        errand = self.agent.errands.submit(
+            lambda: self._renewal_call(pending), on_done=self._waker.wake
+        )
+        self._renew_job = (errand, pending)
+
+    def _renewal_outcome(self, errand: Errand, pending: dict[str, Any]) -> None:
+        """Act on a finished renewal call (device thread)."""
+        portal = self.agent.portal
+        assert portal is not None
         try:
-            self._renewal_step(pending)
+            current, key, resp = errand.outcome()
+            self._renewal_apply(current, key, resp)
         except PortalUnreachable:
-            self._renew_next_poll = now + self._next_renew_delay()
-            log.warning(
-                "portal unreachable at %s, retrying in %.0f s",
-                portal.base_url,
-                self._renew_next_poll - now,
-            )
+            delay = self._next_renew_delay()
+            self._renew_next_poll = time.monotonic() + delay
+            log.warning("portal unreachable at %s, retrying in %.0f s", portal.base_url, delay)
         except PortalAuthError:
             raise
         except PortalError as exc:
@@ -138,7 +155,9 @@ class RenewalMixin(DeviceBase):
         self._renew_not_before = time.monotonic() + pause
         self.agent.notify_change()
 
-    def _renewal_step(self, pending: dict[str, Any]) -> None:
+    def _renewal_call(self, pending: dict[str, Any]) -> tuple[dict[str, Any], Any, dict[str, Any]]:
+        """The portal side of one renewal step (helper thread; never touches paho): the key,
+        the request sent once, its current answer."""
         portal = self.agent.portal
         assert portal is not None
         name = self.cfg.name
@@ -166,7 +185,11 @@ class RenewalMixin(DeviceBase):
             else:
                 log.info("device %s: renewal request %s submitted", name, resp["id"])
             self.agent.notify_change()
-        resp = portal.get_request(pending["request_id"])
+        return pending, key, portal.get_request(pending["request_id"])
+
+    def _renewal_apply(self, pending: dict[str, Any], key: Any, resp: dict[str, Any]) -> None:
+        """Install an issued certificate, recover from a refusal, or poll again later."""
+        mode = pending.get("mode", RENEWAL)
         status = resp.get("status")
         if status == "issued":
             self._replacement_install(pending, key, resp)

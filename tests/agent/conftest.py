@@ -11,7 +11,7 @@ import pytest
 
 from fleet_agent.agent import Agent
 from fleet_agent.config import AgentOptions
-from tests.agent.helpers import ENDPOINT, Broker, FakePortal, TestCA
+from tests.agent.helpers import ENDPOINT, Broker, FakePortal, TestCA, wait_for
 
 KEY_PASSWORD = "correct horse battery"
 
@@ -94,3 +94,20 @@ def make_agent(tmp_path: Path, ca: TestCA) -> Iterator[Callable[..., Agent]]:
     yield factory
     for a in agents:
         a.stop()
+
+
+def connected_agent(
+    make_agent: Callable[..., Agent],
+    portal: FakePortal,
+    broker: Broker,
+    state_dir: Path,
+    station: str,
+    **kw: Any,
+) -> tuple[Agent, str]:
+    """An agent whose one device ``aws`` is onboarded (approved) and connected; its token."""
+    token = portal.add_station(station, [device_entry(broker)], poll_interval=1)
+    agent = make_agent(state_dir, portal=portal, token=token, broker=broker, **kw)
+    assert wait_for(lambda: len(portal.requests) >= 1, 10)
+    portal.approve_all()
+    assert agent.wait_connected(15), agent.device_report()
+    return agent, token

@@ -185,6 +185,8 @@ class FakePortal:
         self.lifetime = lifetime
         self.renewal_lifetime: float | None = None
         self.backdate = 0.0  # seconds notBefore lies before issuance (the portal uses 300)
+        self.stall_renewals = 0.0  # seconds a renewal POST waits before it is answered
+        self.stalls: list[tuple[float, float]] = []  # (start, end) of each, time.time()
         self.auto_approve_renewals = True
         self.stations: dict[str, FakeStation] = {}
         self.requests: dict[int, FakeRequest] = {}
@@ -286,6 +288,10 @@ class FakePortal:
                     self._send(200, {"ok": True})
                     return
                 if self.path == "/api/v1/onboarding-requests":
+                    if body.get("renewal") and portal.stall_renewals:
+                        start = time.time()
+                        time.sleep(portal.stall_renewals)
+                        portal.stalls.append((start, time.time()))
                     try:
                         csr = x509.load_pem_x509_csr(body["csr"].encode())
                     except (KeyError, ValueError):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.agent.conftest import device_entry
+from tests.agent.conftest import connected_agent
 from tests.agent.helpers import wait_for
 
 
@@ -31,12 +31,8 @@ def test_stale_renew_after_does_not_renew_the_backdated_successor(
     tmp_path, portal, broker, make_agent, with_serial
 ) -> None:
     portal.backdate = 300.0
-    token = portal.add_station("st-once", [device_entry(broker)], poll_interval=1)
     state_dir = tmp_path / "state"
-    agent = make_agent(state_dir, portal=portal, token=token, broker=broker)
-    assert wait_for(lambda: len(portal.requests) == 1, 10)
-    portal.approve_all()
-    assert agent.wait_connected(15), agent.device_report()
+    agent, token = connected_agent(make_agent, portal, broker, state_dir, "st-once")
     old_serial = _entry(state_dir)["cert_serial"]
 
     # Staff force a renewal of the current certificate: a point just passed, which lies
