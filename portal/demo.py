@@ -298,7 +298,9 @@ def run_demo(
             f"{len(stations)} station(s)"
         )
         for name, argv in portal_processes(host=host, port=port):
-            group.start(name, argv, env=env)
+            # runserver keeps a thread per keep-alive client: on a server database, a
+            # persistent connection per thread would hold one connection per agent.
+            group.start(name, argv, env={**env, "DB_CONN_MAX_AGE": "0"} if name == "web" else env)
         if extra is not None:
             extra(group)
         url = f"http://{host}:{port}/admin/"

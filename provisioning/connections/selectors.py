@@ -35,6 +35,21 @@ def device_topic_patterns(device: MqttDevice) -> dict[str, Any]:
     """
     conn = device.connection if device.connection_id else None
     if conn is None:
+        return topic_patterns(None)
+    return topic_patterns(
+        {
+            "name": conn.name,
+            "endpoint": conn.endpoint,
+            "uplink_topic_pattern": conn.uplink_topic_pattern,
+            "downlink_topic_pattern": conn.downlink_topic_pattern,
+        }
+    )
+
+
+def topic_patterns(connection: dict[str, Any] | None) -> dict[str, Any]:
+    """:func:`device_topic_patterns` from a bound connection's columns (``name``,
+    ``endpoint``, ``uplink_topic_pattern``, ``downlink_topic_pattern``), or ``None``."""
+    if connection is None:
         return {
             "uplink_topic": DEFAULT_UPLINK_TOPIC,
             "downlink_topic": DEFAULT_DOWNLINK_TOPIC,
@@ -42,8 +57,8 @@ def device_topic_patterns(device: MqttDevice) -> dict[str, Any]:
             "endpoint": None,
         }
     return {
-        "uplink_topic": conn.uplink_topic_pattern,
-        "downlink_topic": conn.downlink_topic_pattern or None,
-        "connection": conn.name,
-        "endpoint": conn.endpoint,
+        "uplink_topic": connection["uplink_topic_pattern"],
+        "downlink_topic": connection["downlink_topic_pattern"] or None,
+        "connection": connection["name"],
+        "endpoint": connection["endpoint"],
     }

@@ -11,13 +11,11 @@ import json
 from typing import Any
 
 from django.conf import settings
-from django.db.models import Exists, OuterRef
 
-from devices.models import MqttDevice, Station
+from devices.models import Station
 
-from ..connections.selectors import device_topic_patterns
-from ..jobs.models import Job
-from .models import FleetInstallStation
+from ..connections.selectors import topic_patterns
+from .agent_config_sql import station_device_rows
 
 DEFAULT_TOPICS = {
     "uplink_topic": "things/{thing}/uplink/{point}",
@@ -26,36 +24,22 @@ DEFAULT_TOPICS = {
 }
 
 
-def _device_key_type(device: MqttDevice) -> str:
-    profile = device.signing_profile
-    accepted = list(profile.accepted_key_types or []) if profile is not None else []
+def _key_type(accepted_key_types: list[str] | None) -> str:
+    """The key type the agent makes: EC P-256 unless the profile does not accept it."""
+    accepted = list(accepted_key_types or [])
     if not accepted or "ec-p256" in accepted:
         return "ec-p256"
     return str(accepted[0])
 
 
-def _renew_after(cert: Any) -> str | None:
+def _renew_after(row: dict[str, Any]) -> str | None:
     """The renewal point the agent acts on: a forced renewal brings it forward."""
-    if cert is None:
+    when = row["renew_after"]
+    if when is None:
         return None
-    when = cert.renew_after
-    if cert.renewal_forced_at is not None:
-        when = min(when, cert.renewal_forced_at)
+    if row["renewal_forced_at"] is not None:
+        when = min(when, row["renewal_forced_at"])
     return str(when.isoformat())
-
-
-def _awaiting_delivery() -> Exists:
-    """Whether a running fleet install placed this device and waits for the agent to fetch
-    it (the same rows as ``fleet_config_delivered`` moves), as a subquery of the config's
-    one query: a poll with nothing to deliver does no delivery bookkeeping at all."""
-    return Exists(
-        FleetInstallStation.objects.filter(
-            device=OuterRef("pk"),
-            status=FleetInstallStation.Status.QUEUED,
-            dispatched_at__isnull=False,
-            install__job__status=Job.Status.RUNNING,
-        )
-    )
 
 
 def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[Any], bool]:
@@ -65,45 +49,42 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
     A device bound to a connection takes its topic patterns (and, when the device has no
     endpoint of its own, the account's endpoint) from it (docs/connections.md).
     """
-    devices = (
-        MqttDevice.objects.filter(station=station)
-        .select_related("signing_profile", "current_certificate", "connection")
-        .annotate(awaiting_delivery=_awaiting_delivery())
-        .order_by("name")
-    )
     out = []
     versions: list[Any] = []
     awaiting = False
-    for device in devices:
-        awaiting = awaiting or bool(device.awaiting_delivery)  # type: ignore[attr-defined]
-        cert = device.current_certificate
-        topics = device_topic_patterns(device)
+    for row in station_device_rows(station.pk):
+        awaiting = awaiting or row["awaiting_delivery"]
+        bound = row["connection_id"] is not None
+        topics = topic_patterns(
+            {
+                "name": row["connection_name"],
+                "endpoint": row["connection_endpoint"],
+                "uplink_topic_pattern": row["uplink_topic_pattern"],
+                "downlink_topic_pattern": row["downlink_topic_pattern"],
+            }
+            if bound
+            else None
+        )
         out.append(
             {
-                "name": device.name,
-                "endpoint": device.endpoint or topics["endpoint"] or "",
-                "port": device.port,
-                "key_password": device.key_password or "",
-                "comment": device.onboarding_comment,
-                "key_type": _device_key_type(device),
-                "renew_after": _renew_after(cert),
+                "name": row["name"],
+                "endpoint": row["endpoint"] or topics["endpoint"] or "",
+                "port": row["port"],
+                "key_password": row["key_password"] or "",
+                "comment": row["comment"],
+                "key_type": _key_type(row["accepted_key_types"]),
+                "renew_after": _renew_after(row),
                 # Which certificate renew_after belongs to: an agent that holds another one
                 # (a renewal it has not been configured for yet) ignores it.
-                "certificate_serial": cert.serial if cert is not None else None,
+                "certificate_serial": row["certificate_serial"],
                 "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
                 **DEFAULT_TOPICS,
                 "uplink_topic": topics["uplink_topic"],
                 "downlink_topic": topics["downlink_topic"],
             }
         )
-        conn = device.connection if device.connection_id else None
-        versions.append(
-            [
-                device.name,
-                device.connection_id,
-                conn.updated_at.isoformat() if conn is not None else None,
-            ]
-        )
+        updated = row["connection_updated_at"]
+        versions.append([row["name"], row["connection_id"], updated.isoformat() if bound else None])
     config = {
         "station": station.name,
         "poll_interval": settings.AGENT_POLL_INTERVAL,

@@ -209,3 +209,23 @@ def test_oversized_state_report_is_413(client, settings) -> None:  # noqa: ANN00
     )
     assert response.status_code == 413
     assert response.json()["code"] == "too_large"
+
+
+def test_an_unchanged_poll_is_two_reads_and_no_write(
+    client,  # noqa: ANN001
+    django_assert_num_queries,  # noqa: ANN001
+) -> None:
+    """The 304 path: the token lookup and the configuration read, prepared statements on
+    PostgreSQL (portal.hot_reads), still counted by Django's query log; nothing written."""
+    station, token = make_station("st-poll")
+    make_device(station, name="a")
+    make_device(station, name="b", key_password="password-of-b-123")
+    first = client.get(CONFIG, **bearer(token))
+    assert [d["name"] for d in first.json()["devices"]] == ["a", "b"]
+    assert first.json()["devices"][1]["key_password"] == "password-of-b-123"
+    seen = Station.objects.get(pk=station.pk).last_seen_at
+    with django_assert_num_queries(2) as ctx:
+        again = client.get(CONFIG, HTTP_IF_NONE_MATCH=first["ETag"], **bearer(token))
+    assert again.status_code == 304
+    assert not [q for q in ctx.captured_queries if not q["sql"].lstrip().startswith("SELECT")]
+    assert Station.objects.get(pk=station.pk).last_seen_at == seen
