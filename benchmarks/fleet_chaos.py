@@ -46,6 +46,7 @@ from fleet_onboarding import (  # noqa: E402
     free_port,
     proc_children,
     setup_jitp_and_profile,
+    start_agents,
     start_localaws,
     start_mosquitto,
 )
@@ -184,8 +185,6 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
 
         from devices.models import MqttDevice, Station
         from devices.station_services import stations_import_csv
-        from fleet_agent.agent import Agent
-        from fleet_agent.config import AgentOptions
         from provisioning.fleet import fleet_install_create, fleet_install_start
         from provisioning.models import FleetInstallStation
         from signing.models import (
@@ -204,28 +203,17 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         logging.getLogger("fleet_agent").addHandler(agent_log)
         logging.getLogger("fleet_agent").setLevel(logging.INFO)
         logging.getLogger("fleet_agent").propagate = False
-        for name in names:
-            agent = Agent(
-                AgentOptions(
-                    state_dir=base / "stations" / name,
-                    portal=f"http://127.0.0.1:{port}",
-                    token=tokens[name],
-                    broker_ca=aws["BROKER_CA"],
-                    connect_host=f"127.0.0.1:{aws['MQTT_PORT']}",
-                    poll_interval=5.0,
-                    request_poll_max=5.0,
-                    portal_retry_max=5.0,
-                    reconnect_max=5.0,
-                    stable_after=5.0,
-                )
-            )
-            agent.start()
-            agents.append(agent)
-        deadline = time.monotonic() + 120
-        while Station.objects.filter(last_seen_at__isnull=False).count() < args.stations:
-            if time.monotonic() > deadline:
-                raise SystemExit("Not every station reported in within 120 s.")
-            time.sleep(0.5)
+        start_agents(
+            names,
+            base=base,
+            portal=f"http://127.0.0.1:{port}",
+            tokens=tokens,
+            aws=aws,
+            poll_interval=5.0,
+            request_poll_max=5.0,
+            within=120,
+            started=agents,
+        )
         print(f"setup done: {args.stations} agents reported in; faults start", flush=True)
 
         # ---- Faults, in a thread of their own (its own database connection).

@@ -52,6 +52,13 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from portal.demo import (  # noqa: E402
+    QUIET_WORKER,
+    celery_beat_argv,
+    celery_worker_argv,
+    localaws_argv,
+)
+
 CA_PASSWORD = "bench-ca-password-1"
 DEVICE_PASSWORD = "bench-device-password-1"
 MOSQUITTO = "/usr/sbin/mosquitto"
@@ -155,23 +162,10 @@ class Child:
 def start_localaws(base: Path, env: dict[str, str], broker: str) -> tuple[Child, dict[str, str]]:
     child = Child(
         "localaws",
-        [
-            sys.executable,
-            "-m",
-            "localaws",
-            "--port",
-            "0",
-            "--mqtt-port",
-            "0",
-            "--jitp-rate",
-            "0",
-            "--broker",
-            broker,
-            "--state-dir",
-            str(base / "aws"),
-            "--create-role",
-            "bench-jitp",
-        ],
+        localaws_argv(
+            state_dir=base / "aws",
+            options=("--jitp-rate", "0", "--broker", broker, "--create-role", "bench-jitp"),
+        ),
         env,
         base / "logs",
     )
@@ -240,6 +234,48 @@ def setup_jitp_and_profile(aws: dict[str, str], *, name: str, worker_log: Path) 
     profile = SigningProfile(name=name, ca=ca, country="DE", organization="ACME")
     signing_profile_save(profile=profile, ca_password=CA_PASSWORD, actor=staff)
     return staff, profile
+
+
+def start_agents(
+    names: list[str],
+    *,
+    base: Path,
+    portal: str,
+    tokens: dict[str, str],
+    aws: dict[str, str],
+    poll_interval: float,
+    request_poll_max: float,
+    within: float,
+    started: list[Any],
+) -> None:
+    """Start one agent per station name (state under ``base``/stations) into ``started``,
+    then wait until every station has reported in (SystemExit after ``within`` seconds)."""
+    from devices.models import Station
+    from fleet_agent.agent import Agent
+    from fleet_agent.config import AgentOptions
+
+    for name in names:
+        agent = Agent(
+            AgentOptions(
+                state_dir=base / "stations" / name,
+                portal=portal,
+                token=tokens[name],
+                broker_ca=aws["BROKER_CA"],
+                connect_host=f"127.0.0.1:{aws['MQTT_PORT']}",
+                poll_interval=poll_interval,
+                request_poll_max=request_poll_max,
+                portal_retry_max=5.0,
+                reconnect_max=5.0,
+                stable_after=5.0,
+            )
+        )
+        agent.start()
+        started.append(agent)
+    deadline = time.monotonic() + within
+    while Station.objects.filter(last_seen_at__isnull=False).count() < len(names):
+        if time.monotonic() > deadline:
+            raise SystemExit(f"Not every station reported in within {within:g} s.")
+        time.sleep(0.5)
 
 
 # ------------------------------------------------------------------ agent timestamps
@@ -431,27 +467,12 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         )
         celery = Child(
             "celery",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "-Q",
-                "default,signing,fleet",
-                "-c",
-                str(args.celery),
-                "-P",
-                "prefork" if args.celery > 1 else "solo",
-                "--without-gossip",
-                "--without-mingle",
-                "--without-heartbeat",
-                "-l",
-                "WARNING",
-                "-n",
-                f"bench-{os.getpid()}@%h",
-            ],
+            celery_worker_argv(
+                name=f"bench-{os.getpid()}@%h",
+                concurrency=args.celery,
+                loglevel="WARNING",
+                options=("-P", "prefork" if args.celery > 1 else "solo", *QUIET_WORKER),
+            ),
             child_env,
             base / "logs",
         )
@@ -459,19 +480,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         # what a lost message left (approved requests, unstarted installs, set-up jobs).
         beat = Child(
             "beat",
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "beat",
-                "-l",
-                "WARNING",
-                "-S",
-                "django_celery_beat.schedulers:DatabaseScheduler",
-                "--pidfile=",
-            ],
+            celery_beat_argv(loglevel="WARNING"),
             child_env,
             base / "logs",
         )
@@ -495,8 +504,6 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
         endpoint = aws["MQTT_ENDPOINT"]
 
         from devices.station_services import stations_import_csv
-        from fleet_agent.agent import Agent
-        from fleet_agent.config import AgentOptions
 
         names = [f"st-{i:05d}" for i in range(args.stations)]
         created = stations_import_csv(data="name\n" + "\n".join(names) + "\n", actor=staff)
@@ -509,28 +516,17 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
             f"setup done: JITP endpoint {endpoint}, {len(tokens)} stations; starting agents",
             flush=True,
         )
-        for name in names:
-            agent = Agent(
-                AgentOptions(
-                    state_dir=base / "stations" / name,
-                    portal=portal_url,
-                    token=tokens[name],
-                    broker_ca=aws["BROKER_CA"],
-                    connect_host=f"127.0.0.1:{aws['MQTT_PORT']}",
-                    poll_interval=args.poll_interval,
-                    request_poll_max=args.request_poll_max,
-                    portal_retry_max=5.0,
-                    reconnect_max=5.0,
-                    stable_after=5.0,
-                )
-            )
-            agent.start()
-            agents.append(agent)
-        deadline = time.monotonic() + 300
-        while Station.objects.filter(last_seen_at__isnull=False).count() < args.stations:
-            if time.monotonic() > deadline:
-                raise SystemExit("Not every station reported in within 300 s.")
-            time.sleep(0.5)
+        start_agents(
+            names,
+            base=base,
+            portal=portal_url,
+            tokens=tokens,
+            aws=aws,
+            poll_interval=args.poll_interval,
+            request_poll_max=args.request_poll_max,
+            within=300,
+            started=agents,
+        )
         print(
             f"{args.stations} agents running and reported in; load average "
             f"{os.getloadavg()[0]:.1f}",

@@ -50,6 +50,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from portal.demo import QUIET_WORKER, celery_worker_argv  # noqa: E402
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings")
 
 
@@ -139,20 +142,12 @@ def raw_loop(csrs: list[str], ca_cert, ca_key) -> tuple[float, float]:  # noqa: 
     from cryptography.hazmat.primitives.serialization import Encoding
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    from signing.crypto import key_usage
+
     aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
         ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     )
-    ku = x509.KeyUsage(
-        digital_signature=True,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
-        encipher_only=False,
-        decipher_only=False,
-    )
+    ku = key_usage(digital_signature=True)
     now = datetime.now(UTC)
     start = time.perf_counter()
     cpu_start = time.process_time()
@@ -439,26 +434,13 @@ def _portal_run(
     log = log_path.open("w")
     pool_args = ["-P", "solo"] if args.concurrency == 1 else ["-P", "prefork"]
     worker = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "portal",
-            "worker",
-            "-Q",
-            "signing",
-            "-c",
-            str(args.concurrency),
-            *pool_args,
-            "--without-gossip",
-            "--without-mingle",
-            "--without-heartbeat",
-            "-n",
-            f"bench-{tag}@%h",
-            "-l",
-            "INFO",
-        ],
+        celery_worker_argv(
+            name=f"bench-{tag}@%h",
+            concurrency=args.concurrency,
+            loglevel="INFO",
+            queues="signing",
+            options=(*pool_args, *QUIET_WORKER),
+        ),
         cwd=ROOT,
         env=env,
         stdout=log,

@@ -275,6 +275,28 @@ class StationAdmin(admin.ModelAdmin):
         return response
 
 
+# The device change page; staff edit only how the agent connects and the comment.
+DEVICE_FIELDS = (
+    "station",
+    "name",
+    "status",
+    "endpoint",
+    "port",
+    "client_id",
+    "certificate_alias",
+    "signing_profile",
+    "onboarding_comment",
+    "current_certificate",
+    "certificate_in_aws",
+    "renewal_state",
+    "last_connected_at",
+    "last_error",
+    "created_at",
+    "updated_at",
+)
+DEVICE_EDITABLE = ("endpoint", "port", "onboarding_comment")
+
+
 @admin.register(MqttDevice)
 class MqttDeviceAdmin(admin.ModelAdmin):
     """Devices are made by fleet installs and driven by agents: mostly read-only here."""
@@ -300,39 +322,8 @@ class MqttDeviceAdmin(admin.ModelAdmin):
             qs = qs.defer("key_password", "current_certificate__certificate_pem")
         return qs
 
-    fields = [
-        "station",
-        "name",
-        "status",
-        "endpoint",
-        "port",
-        "client_id",
-        "certificate_alias",
-        "signing_profile",
-        "onboarding_comment",
-        "current_certificate",
-        "certificate_in_aws",
-        "renewal_state",
-        "last_connected_at",
-        "last_error",
-        "created_at",
-        "updated_at",
-    ]
-    readonly_fields = [
-        "station",
-        "name",
-        "status",
-        "client_id",
-        "certificate_alias",
-        "signing_profile",
-        "current_certificate",
-        "certificate_in_aws",
-        "renewal_state",
-        "last_connected_at",
-        "last_error",
-        "created_at",
-        "updated_at",
-    ]
+    fields = DEVICE_FIELDS
+    readonly_fields = tuple(f for f in DEVICE_FIELDS if f not in DEVICE_EDITABLE)
 
     @admin.display(description="certificate in AWS")
     def certificate_in_aws(self, obj: MqttDevice) -> str:

@@ -45,15 +45,11 @@ def _key_pem(key: PrivateKey) -> bytes:
     )
 
 
-def make_ca(cn: str, org: str, days: int = 3650) -> tuple[PrivateKey, x509.Certificate]:
-    """A self-signed EC P-256 CA."""
+def make_ca(cn: str, org: str = "", days: int = 3650) -> tuple[PrivateKey, x509.Certificate]:
+    """A self-signed EC P-256 CA (subject O=`org` when given, CN=`cn`)."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
-            x509.NameAttribute(NameOID.COMMON_NAME, cn),
-        ]
-    )
+    parts = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, org)] if org else []
+    name = x509.Name([*parts, x509.NameAttribute(NameOID.COMMON_NAME, cn)])
     now = _now()
     cert = (
         x509.CertificateBuilder()

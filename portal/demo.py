@@ -144,46 +144,54 @@ def ensure_admin() -> str:
     return password
 
 
+# Worker options for a lone worker: no gossip, mingle or heartbeat events with other workers.
+QUIET_WORKER = ("--without-gossip", "--without-mingle", "--without-heartbeat")
+
+
+def celery_worker_argv(
+    *,
+    name: str,
+    concurrency: int,
+    loglevel: str,
+    queues: str = "default,signing,fleet",
+    options: Sequence[str] = (),
+) -> list[str]:
+    """A Celery worker of the portal on ``queues`` (node ``name``), with worker ``options``."""
+    return [
+        sys.executable,
+        *("-m", "celery", "-A", "portal", "worker"),
+        *("-Q", queues, "-c", str(concurrency), *options),
+        *("-l", loglevel, "-n", name),
+    ]
+
+
+def celery_beat_argv(*, loglevel: str) -> list[str]:
+    """Celery beat of the portal with the database scheduler (django-celery-beat)."""
+    return [
+        sys.executable,
+        *("-m", "celery", "-A", "portal", "beat", "-l", loglevel),
+        *("-S", "django_celery_beat.schedulers:DatabaseScheduler", "--pidfile="),
+    ]
+
+
+def localaws_argv(*, state_dir: Path, mqtt_port: int = 0, options: Sequence[str] = ()) -> list[str]:
+    """The local AWS stand-in on a free API port and ``mqtt_port`` (0: a free one)."""
+    return [
+        sys.executable,
+        *("-m", "localaws", "--port", "0", "--mqtt-port", str(mqtt_port)),
+        *("--state-dir", str(state_dir), *options),
+    ]
+
+
 def portal_processes(*, host: str, port: int) -> list[tuple[str, list[str]]]:
     """The web server, a Celery worker on every queue, and beat with the database scheduler."""
-    python = sys.executable
     return [
-        ("web", [python, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
+        ("web", [sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
         (
             "worker",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "worker",
-                "-Q",
-                "default,signing,fleet",
-                "-c",
-                "2",
-                "-l",
-                "INFO",
-                "-n",
-                f"demo-{os.getpid()}@%h",
-            ],
+            celery_worker_argv(name=f"demo-{os.getpid()}@%h", concurrency=2, loglevel="INFO"),
         ),
-        (
-            "beat",
-            [
-                python,
-                "-m",
-                "celery",
-                "-A",
-                "portal",
-                "beat",
-                "-l",
-                "INFO",
-                "-S",
-                "django_celery_beat.schedulers:DatabaseScheduler",
-                "--pidfile=",
-            ],
-        ),
+        ("beat", celery_beat_argv(loglevel="INFO")),
     ]
 
 

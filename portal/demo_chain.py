@@ -25,7 +25,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from portal.demo import ProcessGroup
+from portal.demo import ProcessGroup, localaws_argv
 
 DEMO_ACCESS_KEY_ID = "AKIALOCALAWSDEMO0001"  # AKIA + 16: the shape the portal accepts
 DEMO_REGION = "eu-west-1"
@@ -127,21 +127,11 @@ def standin_start(
     offset = log_path.stat().st_size if log_path.exists() else 0
     child = group.start(
         "localaws",
-        [
-            sys.executable,
-            "-m",
-            "localaws",
-            "--port",
-            "0",
-            "--mqtt-port",
-            str(mqtt_port),
-            "--state-dir",
-            str(state_dir),
-            "--broker",
-            broker,
-            "--create-role",
-            DEMO_ROLE_NAME,
-        ],
+        localaws_argv(
+            state_dir=state_dir,
+            mqtt_port=mqtt_port,
+            options=("--broker", broker, "--create-role", DEMO_ROLE_NAME),
+        ),
         env=env,
     )
     deadline = time.monotonic() + timeout

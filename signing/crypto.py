@@ -67,6 +67,22 @@ def signature_hash_for(
     return hashes.SHA256()
 
 
+def key_usage(*, digital_signature: bool = False, cert_sign: bool = False) -> x509.KeyUsage:
+    """A KeyUsage with only the named bits: a device's (``digital_signature``) or a CA's
+    (``cert_sign``: certificate and CRL signing)."""
+    return x509.KeyUsage(
+        digital_signature=digital_signature,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=cert_sign,
+        crl_sign=cert_sign,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
 def fingerprint_sha256(cert: x509.Certificate) -> str:
     """Upper-case hex pairs separated by colons, as browsers and openssl show it."""
     return cert.fingerprint(hashes.SHA256()).hex(":").upper()

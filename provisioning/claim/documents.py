@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..jitp.documents import certificate_resource
 from .models import ClaimSetup
 
 
@@ -32,13 +33,7 @@ def claim_template_body(setup: ClaimSetup) -> str:
                     "ThingGroups": "DO_NOTHING",
                 },
             },
-            "certificate": {
-                "Type": "AWS::IoT::Certificate",
-                "Properties": {
-                    "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                    "Status": "ACTIVE",
-                },
-            },
+            "certificate": certificate_resource(),
             "policy": {
                 "Type": "AWS::IoT::Policy",
                 "Properties": {"PolicyName": setup.device_policy_name},

@@ -21,6 +21,27 @@ from .services import jitp_settings_get, jitp_setup_start
 
 SETUP_BUTTON = "_setup_jitp"
 
+# The settings' fields by the change page's sections.
+AWS_FIELDS = ("access_key", "region", "role_arn")
+CA_FIELDS = (
+    "ca_source",
+    "ca_alias",
+    "ca_password",
+    "ca_dn",
+    "ca_key_type",
+    "ca_validity_days",
+    "overwrite_ca",
+)
+TEMPLATE_FIELDS = (
+    "template_name",
+    "thing_type_name",
+    "thing_groups",
+    "billing_group",
+    "attributes",
+    "policy_mode",
+    "certificate_mode",
+)
+
 
 class JitpSettingsForm(forms.ModelForm):
     """The CA password is write-only: never rendered back, kept when left empty."""
@@ -36,25 +57,7 @@ class JitpSettingsForm(forms.ModelForm):
 
     class Meta:
         model = JitpSettings
-        fields = [
-            "access_key",
-            "region",
-            "role_arn",
-            "ca_source",
-            "ca_alias",
-            "ca_password",
-            "ca_dn",
-            "ca_key_type",
-            "ca_validity_days",
-            "overwrite_ca",
-            "template_name",
-            "thing_type_name",
-            "thing_groups",
-            "billing_group",
-            "attributes",
-            "policy_mode",
-            "certificate_mode",
-        ]
+        fields = [*AWS_FIELDS, *CA_FIELDS, *TEMPLATE_FIELDS]
         widgets = {"role_arn": forms.TextInput(attrs={"size": 70, "autocomplete": "off"})}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -95,34 +98,14 @@ class JitpSettingsAdmin(SensitivePostAdminMixin, admin.ModelAdmin):
         "last_job_link",
     )
     fieldsets = [
-        ("AWS", {"fields": ["access_key", "region", "role_arn"]}),
+        ("AWS", {"fields": AWS_FIELDS}),
         (
             "CA",
-            {
-                "fields": [
-                    "ca_source",
-                    "ca_alias",
-                    "ca_password",
-                    "ca_dn",
-                    "ca_key_type",
-                    "ca_validity_days",
-                    "overwrite_ca",
-                ]
-            },
+            {"fields": CA_FIELDS},
         ),
         (
             "Provisioning template",
-            {
-                "fields": [
-                    "template_name",
-                    "thing_type_name",
-                    "thing_groups",
-                    "billing_group",
-                    "attributes",
-                    "policy_mode",
-                    "certificate_mode",
-                ]
-            },
+            {"fields": TEMPLATE_FIELDS},
         ),
         ("Results (written by the JITP job)", {"fields": list(readonly_fields)}),
     ]

@@ -91,6 +91,14 @@ def policy_document_build(*, mode: str, region: str, account_id: str) -> dict[st
     }
 
 
+def certificate_resource() -> dict[str, Any]:
+    """A provisioning template's certificate resource: the presented certificate, ACTIVE."""
+    return {
+        "Type": "AWS::IoT::Certificate",
+        "Properties": {"CertificateId": {"Ref": CERTIFICATE_ID_PARAMETER}, "Status": "ACTIVE"},
+    }
+
+
 def template_body_build(*, row: JitpSettings, region: str, account_id: str) -> dict[str, Any]:
     """The JITP provisioning template: thing named after the certificate's CommonName,
     certificate ACTIVE, the chosen policy, optional thing type, groups, billing group and
@@ -118,13 +126,7 @@ def template_body_build(*, row: JitpSettings, region: str, account_id: str) -> d
         "Parameters": {name: {"Type": "String"} for name in sorted(parameters)},
         "Resources": {
             "thing": {"Type": "AWS::IoT::Thing", "Properties": thing},
-            "certificate": {
-                "Type": "AWS::IoT::Certificate",
-                "Properties": {
-                    "CertificateId": {"Ref": CERTIFICATE_ID_PARAMETER},
-                    "Status": "ACTIVE",
-                },
-            },
+            "certificate": certificate_resource(),
             "policy": {
                 "Type": "AWS::IoT::Policy",
                 "Properties": {"PolicyDocument": json.dumps(policy, separators=(",", ":"))},

@@ -31,7 +31,7 @@ from portal.services import Actor, audit_record
 
 from ..aws.client import AwsError
 from ..jobs.models import Job
-from ..jobs.services import job_create, job_finish, job_progress, job_start
+from ..jobs.services import job_crash_sentence, job_create, job_finish, job_progress, job_start
 from .models import JitpSettings
 from .steps import Echo, Run
 
@@ -110,8 +110,7 @@ def jitp_setup_run(*, job: Job, echo: Echo | None = None) -> Job:
         logger.exception("JITP setup job %s crashed", job.pk)
         return _finish_failed(
             run,
-            f"The JITP setup stopped on an internal error ({type(exc).__name__}); see "
-            "the worker log and run the job again.",
+            job_crash_sentence(exc, work="JITP setup", again="run the job again"),
             "InternalError",
         )
     now = timezone.now()

@@ -82,39 +82,31 @@ def job_status_payload(job: Job, *, after: int = 0) -> dict[str, Any]:
     }
 
 
+# What the changelist shows of a job, and the change page first.
+COLUMNS = (
+    "kind",
+    "title",
+    "status",
+    "progress",
+    "actor",
+    "created_at",
+    "started_at",
+    "finished_at",
+)
+
+
 @admin.register(Job)
 class JobAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     """Jobs are records: no add, no edit, no delete; the page shows progress and the log."""
 
-    list_display = [
-        "id",
-        "kind",
-        "title",
-        "status",
-        "progress",
-        "actor",
-        "created_at",
-        "started_at",
-        "finished_at",
-    ]
+    list_display = ["id", *COLUMNS]
     list_display_links = ["id", "title"]
     list_filter = ["kind", "status"]
     search_fields = ["title", "result", "error_code"]
     list_select_related = ["actor"]
     show_full_result_count = False
     date_hierarchy = "created_at"
-    fields = (
-        "kind",
-        "title",
-        "status",
-        "progress",
-        "actor",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "result",
-        "error_code",
-    )
+    fields = (*COLUMNS, "result", "error_code")
     readonly_fields = fields
     change_form_template = "admin/provisioning/job/change_form.html"
     inlines = ()  # type: ignore[assignment]  # extended by register_job_inline()

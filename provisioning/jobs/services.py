@@ -80,5 +80,13 @@ def job_finish(*, job: Job, status: str, result: str, error_code: str = "") -> J
     return job
 
 
+def job_crash_sentence(exc: BaseException, *, work: str, again: str) -> str:
+    """What a job that crashed on ``exc`` ends with: where to look, and how to go on."""
+    return (
+        f"The {work} stopped on an internal error ({type(exc).__name__}); see the worker log "
+        f"and {again}."
+    )
+
+
 def job_cancel(*, job: Job) -> Job:
     return job_finish(job=job, status=Job.Status.CANCELLED, result="Cancelled by staff.")

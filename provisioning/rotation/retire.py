@@ -22,7 +22,7 @@ from ..jitp.errors import StepFailed
 from ..jitp.services import jitp_settings_get
 from ..jitp.steps import Echo, Run
 from ..jobs.models import Job
-from ..jobs.services import job_create, job_finish, job_progress, job_start
+from ..jobs.services import job_crash_sentence, job_create, job_finish, job_progress, job_start
 from .models import CaRetirement, CaRotation
 
 logger = logging.getLogger(__name__)
@@ -126,8 +126,7 @@ def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
         logger.exception("CA retirement job %s crashed", job.pk)
         return _failed(
             job,
-            f"The retirement stopped on an internal error ({type(exc).__name__}); see the "
-            "worker log and retire the CA again.",
+            job_crash_sentence(exc, work="retirement", again="retire the CA again"),
             "InternalError",
         )
     ca_archive(ca=ca, actor=job.actor, actor_label="CA retirement", forced=retirement.forced)

@@ -27,7 +27,14 @@ from ..jitp.models import JitpSettings
 from ..jitp.services import jitp_settings_get
 from ..jitp.steps import Echo, Run
 from ..jobs.models import Job
-from ..jobs.services import job_create, job_finish, job_log, job_progress_set, job_start
+from ..jobs.services import (
+    job_crash_sentence,
+    job_create,
+    job_finish,
+    job_log,
+    job_progress_set,
+    job_start,
+)
 from .errors import RotationRefused, RotationRunning
 from .models import CaRotation
 
@@ -197,13 +204,8 @@ def ca_rotation_register(*, rotation: CaRotation, echo: Echo | None = None) -> C
         return _fail(rotation, sentence, "ProfileSwitchFailed", echo)
     except Exception as exc:  # noqa: BLE001 - the job must end, with a sentence
         logger.exception("CA rotation %s crashed", rotation.pk)
-        return _fail(
-            rotation,
-            f"The rotation stopped on an internal error ({type(exc).__name__}); see the worker "
-            "log and start it again.",
-            "InternalError",
-            echo,
-        )
+        sentence = job_crash_sentence(exc, work="rotation", again="start it again")
+        return _fail(rotation, sentence, "InternalError", echo)
     run.log(f"Step {len(steps) + 2}/{len(steps) + 2}: Renewal wave.")
     return _open_wave(rotation, run)
 

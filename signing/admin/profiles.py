@@ -16,6 +16,18 @@ from ..models import SigningProfile, default_accepted_key_types
 from ..services import signing_profile_save, signing_profile_validate
 from .common import CaExpiryWarningMixin
 
+# The certificate subject's parts a profile sets, in the order the change page shows them.
+SUBJECT_FIELDS = (
+    "cn_template",
+    "country",
+    "organization",
+    "organizational_unit",
+    "locality",
+    "state",
+    "dn_qualifier",
+    "serial_number",
+)
+
 
 class SigningProfileForm(forms.ModelForm):
     """The CA password is write-only: never rendered, blank on change keeps the stored one."""
@@ -42,14 +54,7 @@ class SigningProfileForm(forms.ModelForm):
             "name",
             "is_default",
             "ca",
-            "cn_template",
-            "country",
-            "organization",
-            "organizational_unit",
-            "locality",
-            "state",
-            "dn_qualifier",
-            "serial_number",
+            *SUBJECT_FIELDS,
             "validity_days",
             "renew_at_percent",
             "renewal_jitter_percent",
@@ -100,16 +105,7 @@ class SigningProfileAdmin(SensitivePostAdminMixin, CaExpiryWarningMixin, admin.M
         (
             "Subject",
             {
-                "fields": [
-                    "cn_template",
-                    "country",
-                    "organization",
-                    "organizational_unit",
-                    "locality",
-                    "state",
-                    "dn_qualifier",
-                    "serial_number",
-                ],
+                "fields": SUBJECT_FIELDS,
                 "description": "The subject of every certificate comes from here, never "
                 "from the CSR. CN template placeholders: {station}, "
                 "{device}, {serial}; it must contain {device} and "

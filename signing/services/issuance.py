@@ -29,7 +29,7 @@ from django.utils import timezone
 from devices.services import devices_certificate_issued
 from portal.models import AuditEvent
 
-from ..crypto import aws_certificate_id, fingerprint_sha256, serial_with_colons
+from ..crypto import aws_certificate_id, fingerprint_sha256, key_usage, serial_with_colons
 from ..csr import public_key_fingerprint
 from ..errors import KeyStoreUnavailable, WrongCaPassword
 from ..keystore import ca_certificate, get_key_store
@@ -52,17 +52,7 @@ Status = OnboardingRequest.Status
 #   model instances through bulk_create.
 
 _EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-_KU = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=False,
-    crl_sign=False,
-    encipher_only=False,
-    decipher_only=False,
-)
+_KU = key_usage(digital_signature=True)
 _BC = x509.BasicConstraints(ca=False, path_length=None)
 _SIGN_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
 

@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
+from provisioning.jitp.documents import certificate_resource
+
 ROLE_ARN = "arn:aws:iam::123456789012:role/JITPRole"
 
 DEVICE_POLICY = {
@@ -71,13 +73,7 @@ def jitp_template(
                         "AttributePayload": {"country": {"Ref": "AWS::IoT::Certificate::Country"}},
                     },
                 },
-                "certificate": {
-                    "Type": "AWS::IoT::Certificate",
-                    "Properties": {
-                        "CertificateId": {"Ref": "AWS::IoT::Certificate::Id"},
-                        "Status": "ACTIVE",
-                    },
-                },
+                "certificate": certificate_resource(),
                 "policy": {
                     "Type": "AWS::IoT::Policy",
                     "Properties": {"PolicyDocument": json.dumps(policy or DEVICE_POLICY)},

@@ -6,18 +6,15 @@ provisioning fixtures is a one-line change.
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from django.test import Client
 
 from portal.services import api_token_create
+from tests.signing.conftest import cert_pem, key_pem
+from tests.signing.conftest import make_cert as self_signed
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"  # AWS's documented example secret
 KEY_ID = "AKIAIOSFODNN7EXAMPLE"
@@ -25,26 +22,8 @@ KEY_ID = "AKIAIOSFODNN7EXAMPLE"
 
 def make_cert(cn: str = "connector") -> tuple[str, str]:
     """A self-signed certificate and its unencrypted private key (PEM)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=1))
-        .not_valid_after(now + dt.timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    ).decode()
-    return cert_pem, key_pem
+    cert, key = self_signed(ca=False, key_cert_sign=False, days=30, cn=cn)
+    return cert_pem(cert), key_pem(key)
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
 from devices.services import station_create
+from signing.crypto import key_usage
 from signing.services import ca_generate, signing_profile_create
 
 
@@ -45,17 +46,7 @@ def make_cert(
         .not_valid_after(now - timedelta(days=start_days_ago) + timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=0 if ca else None), critical=True)
         .add_extension(
-            x509.KeyUsage(
-                digital_signature=not key_cert_sign,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=key_cert_sign,
-                crl_sign=key_cert_sign,
-                encipher_only=False,
-                decipher_only=False,
-            ),
+            key_usage(digital_signature=not key_cert_sign, cert_sign=key_cert_sign),
             critical=True,
         )
     )
