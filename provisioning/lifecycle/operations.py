@@ -192,15 +192,22 @@ def delete_thing(aws: Aws, action: AwsAction) -> None:
 
 
 def deactivate_ca(aws: Aws, action: AwsAction) -> None:
+    """A retired CA: INACTIVE, auto-registration off (done when AWS has it so or lacks it)."""
     try:
         desc = aws.call("describe_ca_certificate", certificateId=action.aws_certificate_id)
     except ClientError as exc:
         if _not_found(exc):
             return
         raise
-    if desc["certificateDescription"].get("status") == "INACTIVE":
+    state = desc["certificateDescription"]
+    if state.get("status") == "INACTIVE" and state.get("autoRegistrationStatus") != "ENABLE":
         return
-    aws.call("update_ca_certificate", certificateId=action.aws_certificate_id, newStatus="INACTIVE")
+    aws.call(
+        "update_ca_certificate",
+        certificateId=action.aws_certificate_id,
+        newStatus="INACTIVE",
+        newAutoRegistrationStatus="DISABLE",
+    )
 
 
 def _confirm(aws: Aws, action: AwsAction) -> None:

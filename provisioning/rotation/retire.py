@@ -1,8 +1,10 @@
 """Retiring a CA: INACTIVE in AWS (UpdateCACertificate, auto-registration off), then archived.
 
-A row first (a CaRetirement and its Job), the AWS call in a task. Refused while a signing
-profile signs with the CA or an active certificate remains under it, unless forced; the
-rotation's wave calls it itself once no active certificate is left.
+A row first (a CaRetirement and its Job), then a task that finds the CA's id in AWS and
+records the change as an AWS action (``DEACTIVATE_CA``), which the outbox's runner carries
+out with retries and pacing, as every change the portal makes in AWS. Refused while a
+signing profile signs with the CA or an active certificate remains under it, unless forced;
+the rotation's wave calls it itself once no active certificate is left.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from ..jitp.services import jitp_settings_get
 from ..jitp.steps import Echo, Run
 from ..jobs.models import Job
 from ..jobs.services import job_crash_sentence, job_create, job_finish, job_progress, job_start
+from ..lifecycle.models import AwsAction
+from ..lifecycle.services import Change, aws_actions_enqueue
 from .models import CaRetirement, CaRotation
 
 logger = logging.getLogger(__name__)
@@ -111,15 +115,11 @@ def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
         if aws_id is None:
             run.log(f"AWS does not hold CA '{ca.alias}'; nothing to deactivate there.")
         else:
-            run.call(
-                run.client("iot"),
-                "update_ca_certificate",
-                certificateId=aws_id,
-                newStatus="INACTIVE",
-                newAutoRegistrationStatus="DISABLE",
+            action = _deactivate_in_aws(retirement, aws_id, actor=job.actor)
+            run.log(
+                f"CA '{ca.alias}' (id {aws_id}) is set INACTIVE in AWS IoT, auto-registration "
+                f"off, by AWS action {action.pk} (the outbox retries it until AWS has it)."
             )
-            CaRetirement.objects.filter(pk=retirement.pk).update(aws_ca_certificate_id=aws_id)
-            run.log(f"CA '{ca.alias}' is INACTIVE in AWS IoT (id {aws_id}), auto-registration off.")
     except AwsError as exc:
         return _failed(job, str(exc), exc.code or "AwsError")
     except Exception as exc:  # noqa: BLE001 - the job must end, with a sentence
@@ -134,9 +134,21 @@ def ca_retire_run(*, job: Job, echo: Echo | None = None) -> Job:
     return job_finish(
         job=job,
         status=Job.Status.SUCCEEDED,
-        result=f"CA '{ca.alias}' is retired: INACTIVE in AWS and archived (its key stays in "
-        "the key store; it signs nothing more).",
+        result=f"CA '{ca.alias}' is retired: archived (its key stays in the key store; it signs "
+        "nothing more) and set INACTIVE in AWS by the outbox.",
     )
+
+
+@transaction.atomic
+def _deactivate_in_aws(retirement: CaRetirement, aws_id: str, *, actor: Actor) -> AwsAction:
+    CaRetirement.objects.filter(pk=retirement.pk).update(aws_ca_certificate_id=aws_id)
+    (action,) = aws_actions_enqueue(
+        changes=[Change(kind=AwsAction.Kind.DEACTIVATE_CA, aws_certificate_id=aws_id)],
+        reason=f"CA '{retirement.ca.alias}' retired",
+        actor=actor,
+        actor_label="CA retirement",
+    )
+    return action
 
 
 def _failed(job: Job, sentence: str, code: str) -> Job:

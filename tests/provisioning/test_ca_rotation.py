@@ -14,7 +14,16 @@ from django.utils import timezone
 from devices.services import station_create
 from portal.models import AuditEvent
 from provisioning.fleet.agent_config import station_agent_config_with_etag
-from provisioning.models import CaRetirement, CaRotation, CaRotationItem, JitpSettings, Job
+from provisioning.lifecycle import aws_actions_run
+from provisioning.lifecycle.models import AwsAction
+from provisioning.models import (
+    AwsApiCall,
+    CaRetirement,
+    CaRotation,
+    CaRotationItem,
+    JitpSettings,
+    Job,
+)
 from provisioning.rotation.retire import ca_retire_run, ca_retire_start
 from provisioning.rotation.services import NewCa, ca_rotation_register, ca_rotation_start
 from provisioning.rotation.wave import ca_rotation_advance, ca_rotation_resume
@@ -195,6 +204,8 @@ def test_the_wave_retires_the_old_ca_when_none_is_left(fleet, moto_server: str) 
     retirement = CaRetirement.objects.get(rotation=rotation)
     assert not retirement.forced
     ca_retire_run(job=retirement.job)
+    aws_actions_run()  # the outbox sets the old CA INACTIVE
+    assert AwsAction.objects.get(kind=AwsAction.Kind.DEACTIVATE_CA).status == "done"
     ca_rotation_advance(rotation=rotation)
     rotation.refresh_from_db()
     assert rotation.status == CaRotation.Status.DONE, rotation.result
@@ -222,9 +233,40 @@ def test_retire_is_refused_while_certificates_are_active_and_force_breaks_them(
     job = ca_retire_run(job=job)
     assert job.status == Job.Status.SUCCEEDED, job.result
     assert "Forced: 3 active certificates" in job_text(job)
-    assert _aws_ca_status(moto_server) == {"fleet-ca": "INACTIVE"}
     ca1.refresh_from_db()
     assert ca1.is_archived
+    # The AWS change is a row of the outbox; AWS has it once the runner carried it out.
+    action = AwsAction.objects.get(kind=AwsAction.Kind.DEACTIVATE_CA)
+    assert action.aws_certificate_id == CaRetirement.objects.get(ca=ca1).aws_ca_certificate_id
+    assert action.requested_by == "CA retirement"
+    assert _aws_ca_status(moto_server) == {"fleet-ca": "ACTIVE"}
+    assert aws_actions_run().done == 1
+    assert _aws_ca_status(moto_server) == {"fleet-ca": "INACTIVE"}
+    update = AwsApiCall.objects.get(action=action, operation="UpdateCACertificate")
+    assert update.parameters["newAutoRegistrationStatus"] == "DISABLE"
+
+
+def test_a_retirement_run_twice_records_one_aws_action_and_aws_changes_once(
+    fleet,
+    moto_server: str,  # noqa: ANN001
+) -> None:
+    ca1, _, _ = fleet
+    other = ca_generate(alias="spare", dn="CN=Spare,C=DE", password=CA_PASSWORD)
+    SigningProfile.objects.filter(ca=ca1).update(ca=other)
+    job = ca_retire_start(ca=ca1, force=True, hand_off=False)
+    ca_retire_run(job=job)
+    Job.objects.filter(pk=job.pk).update(status=Job.Status.QUEUED)  # a redelivered task
+    ca_retire_run(job=Job.objects.get(pk=job.pk))
+    assert AwsAction.objects.filter(kind=AwsAction.Kind.DEACTIVATE_CA).count() == 1
+    assert aws_actions_run().done == 1
+    action = AwsAction.objects.get(kind=AwsAction.Kind.DEACTIVATE_CA)
+    action_again = AwsAction.objects.create(
+        kind=AwsAction.Kind.DEACTIVATE_CA, aws_certificate_id=action.aws_certificate_id
+    )
+    assert aws_actions_run().done == 1  # already INACTIVE: done without an update
+    calls = AwsApiCall.objects.filter(action_id=action_again.pk).values_list("operation", flat=True)
+    assert list(calls) == ["DescribeCACertificate"]
+    assert _aws_ca_status(moto_server) == {"fleet-ca": "INACTIVE"}
 
 
 def test_rotate_ca_command_refusals_are_one_sentence(fleet, monkeypatch) -> None:  # noqa: ANN001

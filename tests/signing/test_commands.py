@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from io import StringIO
+from typing import Any
 
 import pytest
 from django.core.management import CommandError, call_command
@@ -26,102 +27,50 @@ def test_add_station_prints_the_token_last_once() -> None:
         call_command("add_station", "bad name!", stdout=StringIO())
 
 
+def _add_profile(*extra: str, ca_alias: str = "test-ca", country: str = "DE") -> StringIO:
+    out = StringIO()
+    call_command(
+        "add_signing_profile",
+        *("--name", "p", "--ca-alias", ca_alias, "--country", country, *extra),
+        stdout=out,
+    )
+    return out
+
+
 @pytest.mark.django_db
-def test_add_signing_profile_takes_the_password_from_the_environment(ca, monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.delenv("CA_PASSWORD", raising=False)
-    with pytest.raises(CommandError, match="CA_PASSWORD"):
-        call_command(
-            "add_signing_profile",
-            "--name",
-            "p",
-            "--ca-alias",
-            "test-ca",
-            "--country",
-            "DE",
-            stdout=StringIO(),
-        )
-    monkeypatch.setenv("CA_PASSWORD", "wrong-password")
-    with pytest.raises(CommandError, match="does not unlock"):
-        call_command(
-            "add_signing_profile",
-            "--name",
-            "p",
-            "--ca-alias",
-            "test-ca",
-            "--country",
-            "DE",
-            stdout=StringIO(),
-        )
-    monkeypatch.setenv("CA_PASSWORD", CA_PASSWORD)
-    with pytest.raises(CommandError, match="must contain"):
-        call_command(
-            "add_signing_profile",
-            "--name",
-            "p",
-            "--ca-alias",
-            "test-ca",
-            "--country",
-            "DE",
-            "--cn-template",
-            "{station}",
-            stdout=StringIO(),
-        )
-    with pytest.raises(CommandError, match="two-letter"):
-        call_command(
-            "add_signing_profile",
-            "--name",
-            "p",
-            "--ca-alias",
-            "test-ca",
-            "--country",
-            "Germany",
-            stdout=StringIO(),
-        )
-    with pytest.raises(CommandError, match="no CA"):
-        call_command(
-            "add_signing_profile",
-            "--name",
-            "p",
-            "--ca-alias",
-            "nope",
-            "--country",
-            "DE",
-            stdout=StringIO(),
-        )
-    with pytest.raises(CommandError, match="found '.'"):
-        call_command(
-            "add_signing_profile",
-            "--name",
-            "p",
-            "--ca-alias",
-            "test-ca",
-            "--country",
-            "DE",
-            "--cn-template",
-            "{device}.{serial}",
-            stdout=StringIO(),
-        )
+@pytest.mark.parametrize(
+    ("password", "change", "refusal"),
+    [
+        (None, {}, "CA_PASSWORD"),
+        ("wrong-password", {}, "does not unlock"),
+        (CA_PASSWORD, {"extra": ("--cn-template", "{station}")}, "must contain"),
+        (CA_PASSWORD, {"country": "Germany"}, "two-letter"),
+        (CA_PASSWORD, {"ca_alias": "nope"}, "no CA"),
+        (CA_PASSWORD, {"extra": ("--cn-template", "{device}.{serial}")}, "found '.'"),
+    ],
+    ids=["no-password", "wrong-password", "cn-template", "country", "ca-alias", "separator"],
+)
+def test_add_signing_profile_refusals_are_one_sentence_and_create_nothing(
+    ca,  # noqa: ANN001
+    monkeypatch,  # noqa: ANN001
+    password: str | None,
+    change: dict[str, Any],
+    refusal: str,
+) -> None:
+    if password is None:
+        monkeypatch.delenv("CA_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("CA_PASSWORD", password)
+    options = {k: v for k, v in change.items() if k != "extra"}
+    with pytest.raises(CommandError, match=refusal):
+        _add_profile(*change.get("extra", ()), **options)
     assert not SigningProfile.objects.filter(name="p").exists()
 
 
 @pytest.mark.django_db
 def test_add_signing_profile_creates_a_default_profile(ca, monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.setenv("CA_PASSWORD", CA_PASSWORD)
-    out = StringIO()
-    call_command(
-        "add_signing_profile",
-        "--name",
-        "p",
-        "--ca-alias",
-        "test-ca",
-        "--country",
-        "DE",
-        "--cn-template",
-        "{device}:{serial}",
-        "--days",
-        "90",
-        stdout=out,
-    )
+    out = _add_profile("--cn-template", "{device}:{serial}", "--days", "90")
     profile = SigningProfile.objects.get(name="p")
     assert profile.validity_days == 90
     assert profile.is_default
