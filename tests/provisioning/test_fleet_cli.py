@@ -16,6 +16,8 @@ from tests.conftest import ROOT, subprocess_env
 from tests.devices.factories import DEVICE_PASSWORD, make_device, make_profile, make_station
 
 ENDPOINT = "abc123-ats.iot.eu-west-1.amazonaws.com"
+# What every install names: the device, the signing profile and the broker endpoint.
+INSTALL = ("--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT)
 
 
 def run(*args: str) -> str:
@@ -49,33 +51,20 @@ def test_cli_errors(monkeypatch, args, sentence) -> None:  # noqa: ANN001
 
 
 @pytest.mark.django_db
-def test_cli_needs_the_password_from_the_environment(monkeypatch) -> None:  # noqa: ANN001
-    monkeypatch.delenv("DEVICE_CERT_PASSWORD", raising=False)
+@pytest.mark.parametrize(
+    ("password", "sentence"),
+    [(None, "Set DEVICE_CERT_PASSWORD"), ("short", "at least 8 characters")],
+)
+def test_cli_needs_the_password_from_the_environment(monkeypatch, password, sentence) -> None:  # noqa: ANN001
+    if password is None:
+        monkeypatch.delenv("DEVICE_CERT_PASSWORD", raising=False)
+    else:
+        monkeypatch.setenv("DEVICE_CERT_PASSWORD", password)
     make_station("st-a")
     make_profile()
-    with pytest.raises(CommandError, match="Set DEVICE_CERT_PASSWORD"):
-        run(
-            "--device-name",
-            "aws",
-            "--profile",
-            "fleet",
-            "--endpoint",
-            ENDPOINT,
-            "--stations",
-            "st-a",
-        )
-    monkeypatch.setenv("DEVICE_CERT_PASSWORD", "short")
-    with pytest.raises(CommandError, match="at least 8 characters"):
-        run(
-            "--device-name",
-            "aws",
-            "--profile",
-            "fleet",
-            "--endpoint",
-            ENDPOINT,
-            "--stations",
-            "st-a",
-        )
+    with pytest.raises(CommandError, match=sentence):
+        run(*INSTALL, "--stations", "st-a")
+    assert not Job.objects.exists()
 
 
 @pytest.mark.django_db
@@ -85,9 +74,7 @@ def test_cli_dry_run_prints_the_plan_and_changes_nothing(monkeypatch) -> None:  
     b, _ = make_station("st-b")
     make_device(b, status=MqttDevice.Status.CONNECTED)
     make_profile()
-    out = run(
-        "--device-name", "aws", "--profile", "fleet", "--endpoint", ENDPOINT, "--all", "--dry-run"
-    )
+    out = run(*INSTALL, "--all", "--dry-run")
     assert "st-a: create: Create device 'aws'" in out
     assert "st-b: skip: Already connected" in out
     assert "Dry run, nothing changed: 1 to create, 0 to update, 0 unchanged, 1 already" in out
@@ -101,18 +88,7 @@ def test_cli_real_run_records_rows(monkeypatch, django_capture_on_commit_callbac
     make_station("st-b")
     make_profile()
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        out = run(
-            "--device-name",
-            "aws",
-            "--profile",
-            "fleet",
-            "--endpoint",
-            ENDPOINT,
-            "--stations",
-            "st-a,st-b",
-            "--port",
-            "8884",
-        )
+        out = run(*INSTALL, "--stations", "st-a,st-b", "--port", "8884")
     assert "Started Fleet install #" in out
     assert DEVICE_PASSWORD not in out
     assert len(callbacks) == 1
@@ -131,12 +107,7 @@ def test_cli_exit_status_and_stderr_sentence() -> None:
             sys.executable,
             "manage.py",
             "fleet_install",
-            "--device-name",
-            "aws",
-            "--profile",
-            "fleet",
-            "--endpoint",
-            ENDPOINT,
+            *INSTALL,
             "--stations",
             "ghost",
         ],

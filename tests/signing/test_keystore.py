@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import logging
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -179,17 +180,25 @@ def test_import_pkcs12_rsa() -> None:
     assert_key_protected(ca, PASSWORD)
 
 
-def test_refuses_key_that_does_not_match() -> None:
-    cert, _ = make_cert()
-    _, other = make_cert()
+def pem_import_refusal(
+    field: str, certificate_pem: str, private_key_pem: str, **options: str
+) -> str:
+    """The sentence ``ca_import_pem`` refuses the PEM pair with, on the form field ``field``."""
     with pytest.raises(ValidationError) as exc:
         ca_import_pem(
             alias="x",
-            certificate_pem=cert_pem(cert),
-            private_key_pem=key_pem(other),
-            password=PASSWORD,
+            certificate_pem=certificate_pem,
+            private_key_pem=private_key_pem,
+            **{"password": PASSWORD, **options},  # type: ignore[arg-type]
         )
-    assert "does not match the certificate" in field_error(exc, "private_key_pem")
+    return field_error(exc, field)
+
+
+def test_refuses_key_that_does_not_match() -> None:
+    cert, _ = make_cert()
+    _, other = make_cert()
+    sentence = pem_import_refusal("private_key_pem", cert_pem(cert), key_pem(other))
+    assert "does not match the certificate" in sentence
     # cryptography will not even write a mismatched PKCS#12; one without the key is refused.
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.serialization import pkcs12
@@ -203,16 +212,24 @@ def test_refuses_key_that_does_not_match() -> None:
     assert not CertificateAuthority.objects.exists()
 
 
-def test_refuses_certificate_that_is_not_a_ca() -> None:
+@pytest.mark.parametrize(
+    ("made_with", "sentence"),
+    [
+        ({"ca": False}, "not a CA certificate"),
+        ({"key_cert_sign": False}, "keyCertSign"),
+        ({"days": 10, "start_days_ago": 20}, "expired on"),
+    ],
+    ids=["not-a-ca", "no-keyCertSign", "expired"],
+)
+def test_refuses_a_certificate_that_cannot_be_a_ca(
+    made_with: dict[str, Any], sentence: str
+) -> None:
+    cert, key = make_cert(**made_with)
+    assert sentence in pem_import_refusal("certificate_pem", cert_pem(cert), key_pem(key))
+
+
+def test_pkcs12_of_a_certificate_that_is_not_a_ca_is_refused() -> None:
     cert, key = make_cert(ca=False)
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x",
-            certificate_pem=cert_pem(cert),
-            private_key_pem=key_pem(key),
-            password=PASSWORD,
-        )
-    assert "not a CA certificate" in field_error(exc, "certificate_pem")
     with pytest.raises(ValidationError) as exc:
         ca_import_pkcs12(
             alias="x", pkcs12_data=p12(cert, key, "pw"), pkcs12_password="pw", password=PASSWORD
@@ -220,47 +237,14 @@ def test_refuses_certificate_that_is_not_a_ca() -> None:
     assert "not a CA certificate" in field_error(exc, "pkcs12_file")
 
 
-def test_refuses_ca_that_may_not_sign_certificates() -> None:
-    cert, key = make_cert(key_cert_sign=False)
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x",
-            certificate_pem=cert_pem(cert),
-            private_key_pem=key_pem(key),
-            password=PASSWORD,
-        )
-    assert "keyCertSign" in field_error(exc, "certificate_pem")
-
-
-def test_refuses_expired_ca() -> None:
-    cert, key = make_cert(days=10, start_days_ago=20)
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x",
-            certificate_pem=cert_pem(cert),
-            private_key_pem=key_pem(key),
-            password=PASSWORD,
-        )
-    assert "expired on" in field_error(exc, "certificate_pem")
-
-
 def test_refuses_wrong_or_missing_passwords() -> None:
     cert, key = make_cert()
     encrypted = key_pem(key, "right-pass-1")
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x",
-            certificate_pem=cert_pem(cert),
-            private_key_pem=encrypted,
-            key_password="wrong-pass-1",
-            password=PASSWORD,
-        )
-    assert field_error(exc, "key_password") == "The private key password is wrong."
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x", certificate_pem=cert_pem(cert), private_key_pem=encrypted, password=PASSWORD
-        )
-    assert "give its password" in field_error(exc, "key_password")
+    sentence = pem_import_refusal(
+        "key_password", cert_pem(cert), encrypted, key_password="wrong-pass-1"
+    )
+    assert sentence == "The private key password is wrong."
+    assert "give its password" in pem_import_refusal("key_password", cert_pem(cert), encrypted)
     with pytest.raises(ValidationError) as exc:
         ca_import_pkcs12(
             alias="x",
@@ -269,19 +253,10 @@ def test_refuses_wrong_or_missing_passwords() -> None:
             password=PASSWORD,
         )
     assert "PKCS#12 password is wrong" in field_error(exc, "pkcs12_password")
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x",
-            certificate_pem=cert_pem(cert),
-            private_key_pem=key_pem(key),
-            password="short",
-        )
-    assert "at least 8 characters" in field_error(exc, "password")
-    with pytest.raises(ValidationError) as exc:
-        ca_import_pem(
-            alias="x", certificate_pem="not a pem", private_key_pem=key_pem(key), password=PASSWORD
-        )
-    assert "not a PEM X.509 certificate" in field_error(exc, "certificate_pem")
+    sentence = pem_import_refusal("password", cert_pem(cert), key_pem(key), password="short")
+    assert "at least 8 characters" in sentence
+    sentence = pem_import_refusal("certificate_pem", "not a pem", key_pem(key))
+    assert "not a PEM X.509 certificate" in sentence
     assert not CertificateAuthority.objects.exists()
 
 
@@ -418,32 +393,16 @@ def test_import_ca_command(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:  
     (tmp_path / "ca.pem").write_text(cert_pem(cert))
     (tmp_path / "ca.key").write_text(key_pem(key, "source-pass-1"))
     (tmp_path / "ca.p12").write_bytes(p12(cert, key, "source-pass-1"))
+    pem_pair = ("--certificate", str(tmp_path / "ca.pem"), "--key", str(tmp_path / "ca.key"))
     monkeypatch.setenv("CA_PASSWORD", PASSWORD)
     monkeypatch.setenv("CA_IMPORT_PASSWORD", "wrong-pass-1")
     with pytest.raises(CommandError, match="The private key password is wrong."):
-        call_command(
-            "import_ca",
-            "--alias",
-            "imp",
-            "--certificate",
-            str(tmp_path / "ca.pem"),
-            "--key",
-            str(tmp_path / "ca.key"),
-        )
+        call_command("import_ca", "--alias", "imp", *pem_pair)
     with pytest.raises(CommandError, match="either --certificate and --key, or --pkcs12"):
         call_command("import_ca", "--alias", "imp")
     monkeypatch.setenv("CA_IMPORT_PASSWORD", "source-pass-1")
     out = io.StringIO()
-    call_command(
-        "import_ca",
-        "--alias",
-        "imp",
-        "--certificate",
-        str(tmp_path / "ca.pem"),
-        "--key",
-        str(tmp_path / "ca.key"),
-        stdout=out,
-    )
+    call_command("import_ca", "--alias", "imp", *pem_pair, stdout=out)
     assert "Imported CA 'imp'" in out.getvalue()
     assert_key_protected(CertificateAuthority.objects.get(alias="imp"), PASSWORD)
     call_command(
