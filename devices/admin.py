@@ -310,7 +310,8 @@ class MqttDeviceAdmin(admin.ModelAdmin):
         "last_connected_at",
         "short_error",
     ]
-    list_filter = ["status", "station__site", "name"]
+    # No filter by device name: its choices would be a DISTINCT over every device (search).
+    list_filter = ["status", "station__site"]
     search_fields = ["station__name", "name", "client_id"]
     list_select_related = ["station", "current_certificate"]
     show_full_result_count = False

@@ -344,6 +344,16 @@ class IssuedCertificate(models.Model):
     aws_certificate_id = models.CharField(
         "AWS certificate id", max_length=64, blank=True, db_index=True
     )
+    #: What AWS IoT reports as a certificate's status, and NOT_FOUND when it has none.
+    AWS_STATUSES = (
+        "ACTIVE",
+        "INACTIVE",
+        "REVOKED",
+        "PENDING_ACTIVATION",
+        "PENDING_TRANSFER",
+        "REGISTER_INACTIVE",
+        "NOT_FOUND",
+    )
     aws_status = models.CharField("status in AWS", max_length=32, blank=True)
     aws_thing = models.CharField("attached to thing (AWS)", max_length=128, blank=True)
     aws_policies = models.JSONField("policies (AWS)", default=list, blank=True)

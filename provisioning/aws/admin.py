@@ -18,7 +18,12 @@ from django.urls import reverse
 from django.utils.html import format_html
 from django.utils.translation import ngettext
 
-from portal.admin import ReadOnlyAdminMixin, SensitivePostAdminMixin
+from portal.admin import (
+    ReadOnlyAdminMixin,
+    RecentFilter,
+    SensitivePostAdminMixin,
+    recent_values_filter,
+)
 
 from . import services
 from .client import AwsError, aws_service_get
@@ -338,9 +343,8 @@ class AwsApiCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "access_key_id",
         "action_link",
     ]
-    list_filter = ["operation", OutcomeFilter, "service", "region"]
+    list_filter = [RecentFilter, recent_values_filter("operation"), OutcomeFilter]
     search_fields = ["operation", "request_id", "error_code", "access_key_id"]
-    date_hierarchy = "at"
     show_full_result_count = False
     list_select_related = False  # the action column links by id: no join needed
     fields = tuple(_CALL_FIELDS)

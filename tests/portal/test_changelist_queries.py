@@ -40,3 +40,46 @@ def test_changelist_queries_do_not_depend_on_the_page_size(admin_client) -> None
         if len(small) != len(large):
             differing[model._meta.label] = (len(small), len(large), large[-3:])
     assert differing == {}
+
+
+def test_no_changelist_filter_scans_a_fleet_sized_table_for_its_values(admin_client) -> None:  # noqa: ANN001
+    """A plain field filter (or a date hierarchy) lists its choices with ``SELECT DISTINCT``
+    over the whole table: on the tables that grow with the fleet that is a scan per page."""
+    build_fleet(stations=12, certs_per_station=2, profile=make_profile(), now=timezone.now())
+    fleet_tables = (
+        "signing_issuedcertificate",
+        "signing_onboardingrequest",
+        "devices_mqttdevice",
+        "provisioning_awsapicall",
+        "portal_auditevent",
+    )
+    scanning = {}
+    for model in admin.site._registry:
+        url = reverse(f"admin:{model._meta.app_label}_{model._meta.model_name}_changelist")
+        distinct = [
+            q
+            for q in _queries(admin_client, url)
+            if q.lstrip().upper().startswith("SELECT DISTINCT")
+        ]
+        hits = [
+            q
+            for q in distinct
+            if any(f'FROM "{t}"' in q for t in fleet_tables) and " WHERE " not in q
+        ]
+        if hits:
+            scanning[model._meta.label] = hits
+    assert sorted(scanning) == [], scanning
+
+
+def test_certificates_filter_by_status_in_aws(admin_client) -> None:  # noqa: ANN001
+    from signing.models import IssuedCertificate
+
+    build_fleet(stations=3, certs_per_station=1, profile=make_profile(), now=timezone.now())
+    first, *_ = IssuedCertificate.objects.order_by("pk")
+    IssuedCertificate.objects.filter(pk=first.pk).update(aws_status="REVOKED")
+    url = reverse("admin:signing_issuedcertificate_changelist")
+    revoked = admin_client.get(url, {"aws_status": "REVOKED"}).context["cl"]
+    assert [c.pk for c in revoked.result_list] == [first.pk]
+    unobserved = admin_client.get(url, {"aws_status": "-"}).context["cl"]
+    assert first.pk not in [c.pk for c in unobserved.result_list]
+    assert unobserved.result_count == IssuedCertificate.objects.filter(aws_status="").count()
