@@ -13,9 +13,8 @@ Inside a session, PUBLISH to `$aws/certificates/...` and `$aws/provisioning-temp
 is answered by the stand-in itself (fleet provisioning by claim) and never reaches the
 broker; other PUBLISH/SUBSCRIBE packets are checked against the policies (iot:Publish,
 iot:Subscribe) like AWS does.
-
-It passes 400 lines because it is one protocol front (TLS, MQTT sessions, JITP, policies,
-the fleet-provisioning topics) whose pieces share the session state.
+The decision after CONNECT is ``connect``'s; the fleet-provisioning topics are answered by
+``fleet_api``.
 """
 
 from __future__ import annotations
@@ -23,32 +22,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import json
 import logging
 import secrets
 import ssl
-import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
-from moto.core.exceptions import JsonRESTError
-from moto.iot.models import FakeCertificate, IoTBackend
 
 from . import certificates as certs
-from . import iot_extensions as ix
+from . import fleet_api
+from . import iot_state as ix
 from . import mqtt_codec as m
 from .broker import close_connections
+from .connect import ConnectAuthorizer, Decision, FrontStats, TokenBucket
 from .pki import StandInPki
 from .provisioning import (
-    TemplateError,
-    apply_template,
-    certificate_parameters,
     policy_allows,
-    principal_policy_documents,
 )
 
 log = logging.getLogger(__name__)
@@ -56,56 +47,6 @@ log = logging.getLogger(__name__)
 HANDSHAKE_TIMEOUT = 30.0
 CONNECT_TIMEOUT = 30.0
 TOKEN_LIFETIME = dt.timedelta(hours=1)
-
-
-class TokenBucket:
-    """AWS throttles JITP registrations (10/s by default); rate 0 disables the limit."""
-
-    def __init__(self, rate: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.rate = rate
-        self.clock = clock
-        self.tokens = max(rate, 1.0)
-        self.stamp = clock()
-
-    def take(self) -> bool:
-        """Spend one token if there is one."""
-        if self.rate <= 0:
-            return True
-        now = self.clock()
-        self.tokens = min(max(self.rate, 1.0), self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1:
-            self.tokens -= 1
-            return True
-        return False
-
-
-@dataclass
-class Decision:
-    """What to do with a connection after CONNECT."""
-
-    action: str  # "pass", "drop" (JITP done), "refuse"
-    reason: str
-    backend: IoTBackend | None = None
-    certificate: FakeCertificate | None = None
-    policy_docs: list[str] = field(default_factory=list)
-    variables: dict[str, str] = field(default_factory=dict)
-    events: list[tuple[str, bytes]] = field(default_factory=list)
-
-
-@dataclass
-class FrontStats:
-    """Counters, for tests and the benchmark."""
-
-    connections: int = 0
-    jitp_registrations: int = 0
-    jitp_failures: int = 0
-    refused: int = 0
-    passed: int = 0
-    throttled: int = 0
-    fleet_certificates: int = 0
-    fleet_provisioned: int = 0
-    closed_by_status: int = 0
 
 
 class MqttFront:
@@ -128,6 +69,7 @@ class MqttFront:
         self.bucket = TokenBucket(jitp_rate)
         self.enforce_topics = enforce_topics
         self.stats = FrontStats()
+        self.authorizer = ConnectAuthorizer(self.bucket, self.stats, self._x509)
         self._server: asyncio.Server | None = None
         self._ctx_key: Any = None
         self._ctx: ssl.SSLContext | None = None
@@ -277,7 +219,7 @@ class MqttFront:
         conn = m.parse_connect(pkt.body)
         leaf = x509.load_der_x509_certificate(der)
         with ix.BACKEND_LOCK:
-            decision = self._authorize(leaf, sni, conn)
+            decision = self.authorizer.authorize(leaf, sni, conn)
         log.info(
             "client %r (sni=%s): %s - %s", conn.client_id, sni, decision.action, decision.reason
         )
@@ -296,115 +238,6 @@ class MqttFront:
         await self._pipe(reader, writer, pkt, conn, decision)
 
     # ---------------------------------------------------------------- authorization
-
-    def _candidates(self, sni: str | None) -> tuple[list[tuple[str, str, IoTBackend]], bool]:
-        """Backends a connection may belong to, and whether SNI named an endpoint."""
-        backends = ix.iter_backends()
-        if sni and sni.endswith(".amazonaws.com"):
-            named = []
-            for acct, region, b in backends:
-                ats = ix.data_endpoint(acct, region)
-                if sni in (ats, ats.replace("-ats.", ".", 1)):
-                    named.append((acct, region, b))
-            return named, True
-        return backends, False
-
-    def _authorize(self, leaf: x509.Certificate, sni: str | None, conn: m.Connect) -> Decision:
-        fp = ix.fingerprint(leaf)
-        backends, sni_named = self._candidates(sni)
-        if sni_named and not backends:
-            return Decision("refuse", f"SNI {sni} is not a data endpoint of this stand-in")
-        now = dt.datetime.now(dt.UTC)
-        if not leaf.not_valid_before_utc <= now <= leaf.not_valid_after_utc:
-            return Decision("refuse", "certificate expired or not yet valid")
-        for acct, region, b in backends:
-            cert = b.certificates.get(fp)
-            if cert is not None:
-                return self._authorize_registered(acct, region, b, cert, conn)
-        for _acct, _region, b in backends:
-            for ca in list(b.ca_certificates.values()):
-                ca_x = self._x509(ca.certificate_pem)
-                if not ix.signed_by(leaf, ca_x):
-                    continue
-                if getattr(ca, "certificate_mode", "DEFAULT") == "SNI_ONLY" and not sni_named:
-                    continue
-                return self._jitp(b, ca, leaf)
-        return Decision("refuse", "certificate is not registered and no registered CA signed it")
-
-    def _authorize_registered(
-        self, acct: str, region: str, b: IoTBackend, cert: FakeCertificate, conn: m.Connect
-    ) -> Decision:
-        if cert.status != "ACTIVE":
-            return Decision("refuse", f"certificate is {cert.status}", b, cert)
-        ca_id = getattr(cert, "ca_certificate_id", None)
-        if ca_id and ca_id in b.ca_certificates and b.ca_certificates[ca_id].status == "REVOKED":
-            return Decision("refuse", "the certificate's CA is REVOKED", b, cert)
-        docs = principal_policy_documents(b, cert.arn)
-        variables = {"iot:ClientId": conn.client_id}
-        if (cert.arn, conn.client_id) in b.principal_things:
-            variables["iot:Connection.Thing.ThingName"] = conn.client_id
-            variables["iot:Connection.Thing.IsAttached"] = "true"
-        resource = f"arn:aws:iot:{region}:{acct}:client/{conn.client_id}"
-        if not policy_allows(docs, "iot:Connect", resource, variables):
-            return Decision(
-                "refuse", f"iot:Connect not allowed for client id {conn.client_id!r}", b, cert
-            )
-        return Decision("pass", "authorized", b, cert, docs, variables)
-
-    def _jitp(self, b: IoTBackend, ca: Any, leaf: x509.Certificate) -> Decision:
-        if ca.status != "ACTIVE":
-            return Decision("refuse", f"CA {ca.certificate_id[:12]} is {ca.status}")
-        if getattr(ca, "auto_registration_status", "DISABLE") != "ENABLE":
-            return Decision("refuse", "CA has auto-registration disabled")
-        if not self.bucket.take():
-            self.stats.throttled += 1
-            return Decision("refuse", "JITP throttled (--jitp-rate)")
-        pem = leaf.public_bytes(serialization.Encoding.PEM).decode()
-        cert = b.register_certificate(
-            certificate_pem=pem,
-            ca_certificate_pem=ca.certificate_pem,
-            set_as_active=False,
-            status="PENDING_ACTIVATION",
-        )
-        self.stats.jitp_registrations += 1
-        config = ca.registration_config or {}
-        body = config.get("templateBody")
-        if config.get("templateName"):
-            tpl = ix.ext(b).templates.get(config["templateName"])
-            if tpl is None or not tpl.enabled:
-                self.stats.jitp_failures += 1
-                return Decision(
-                    "drop", f"JITP template {config['templateName']} missing or disabled"
-                )
-            body = tpl.body
-        if not body:
-            event = {
-                "certificateId": cert.certificate_id,
-                "caCertificateId": ca.certificate_id,
-                "timestamp": int(time.time()),
-                "certificateStatus": "PENDING_ACTIVATION",
-                "awsAccountId": b.account_id,
-                "certificateRegistrationTimestamp": str(int(time.time() * 1000)),
-            }
-            return Decision(
-                "drop",
-                "registered PENDING_ACTIVATION (no template: JITR event published)",
-                events=[
-                    (
-                        f"$aws/events/certificates/registered/{ca.certificate_id}",
-                        json.dumps(event).encode(),
-                    )
-                ],
-            )
-        try:
-            result = apply_template(
-                b, body, certificate_parameters(leaf, cert.certificate_id), cert
-            )
-        except (TemplateError, JsonRESTError) as exc:
-            self.stats.jitp_failures += 1
-            msg = exc.message if isinstance(exc, JsonRESTError) else str(exc)
-            return Decision("drop", f"JITP failed, certificate stays PENDING_ACTIVATION: {msg}")
-        return Decision("drop", f"JITP provisioned thing {result['thingName']}")
 
     async def _publish_event(self, topic: str, payload: bytes) -> None:
         """Publish an AWS event (e.g. JITR's registered event) on the backend broker."""
@@ -472,7 +305,11 @@ class MqttFront:
                             return
                         if pub.qos and pub.packet_id is not None:
                             cwriter.write(m.ack(m.PUBACK, pub.packet_id, level))
-                        for topic, payload in self._fleet_api(decision, pub.topic, pub.payload):
+                        assert decision.backend is not None
+                        answers = fleet_api.answer(
+                            decision.backend, self.stats, pub.topic, pub.payload
+                        )
+                        for topic, payload in answers:
                             cwriter.write(m.publish(topic, payload, level=level))
                         await cwriter.drain()
                         continue
@@ -526,126 +363,3 @@ class MqttFront:
         b = decision.backend
         resource = f"arn:aws:iot:{b.region_name}:{b.account_id}:{kind}/{topic}"
         return policy_allows(decision.policy_docs, action, resource, decision.variables)
-
-    # ---------------------------------------------------------------- fleet provisioning
-
-    def _fleet_api(self, decision: Decision, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
-        """Answer one fleet-provisioning MQTT API request: [(topic, payload)]."""
-        b = decision.backend
-        assert b is not None
-        if not topic.endswith("/json"):
-            return [
-                (
-                    topic + "/rejected",
-                    _rejection(400, "InvalidPayload", "Only the JSON API is emulated."),
-                )
-            ]
-        try:
-            request = json.loads(payload or b"{}")
-            if not isinstance(request, dict):
-                raise ValueError("not an object")
-        except ValueError:
-            return [
-                (
-                    topic + "/rejected",
-                    _rejection(400, "InvalidPayload", "Payload is not a JSON object."),
-                )
-            ]
-        with ix.BACKEND_LOCK:
-            try:
-                if topic == "$aws/certificates/create/json":
-                    body = self._create_keys(b)
-                elif topic == "$aws/certificates/create-from-csr/json":
-                    body = self._create_from_csr(b, request)
-                elif topic.startswith("$aws/provisioning-templates/") and topic.endswith(
-                    "/provision/json"
-                ):
-                    name = topic[len("$aws/provisioning-templates/") : -len("/provision/json")]
-                    body = self._register_thing(b, name, request)
-                else:
-                    raise _FleetError(404, "NotFound", f"Unknown API topic {topic}.")
-            except _FleetError as exc:
-                return [(topic + "/rejected", _rejection(exc.status, exc.code, str(exc)))]
-            except JsonRESTError as exc:
-                return [(topic + "/rejected", _rejection(400, exc.error_type, exc.message))]
-        if "clientToken" in request:
-            body["clientToken"] = request["clientToken"]
-        return [(topic + "/accepted", json.dumps(body).encode())]
-
-    def _token(self, b: IoTBackend, cert: FakeCertificate) -> str:
-        token = secrets.token_urlsafe(48)
-        tokens = ix.ext(b).ownership_tokens
-        now = dt.datetime.now(dt.UTC)
-        for k in [k for k, v in tokens.items() if v.expires < now]:
-            del tokens[k]
-        tokens[token] = ix.OwnershipToken(cert.certificate_id, now + TOKEN_LIFETIME)
-        return token
-
-    def _create_keys(self, b: IoTBackend) -> dict[str, Any]:
-        cert, keys = b.create_keys_and_certificate(set_as_active=False)
-        self.stats.fleet_certificates += 1
-        return {
-            "certificateId": cert.certificate_id,
-            "certificatePem": cert.certificate_pem,
-            "privateKey": keys["PrivateKey"],
-            "certificateOwnershipToken": self._token(b, cert),
-        }
-
-    def _create_from_csr(self, b: IoTBackend, request: dict[str, Any]) -> dict[str, Any]:
-        csr = request.get("certificateSigningRequest")
-        if not isinstance(csr, str) or not csr.strip():
-            raise _FleetError(400, "InvalidPayload", "certificateSigningRequest is required.")
-        cert = b.create_certificate_from_csr(csr, set_as_active=False)
-        self.stats.fleet_certificates += 1
-        return {
-            "certificateId": cert.certificate_id,
-            "certificatePem": cert.certificate_pem,
-            "certificateOwnershipToken": self._token(b, cert),
-        }
-
-    def _register_thing(self, b: IoTBackend, name: str, request: dict[str, Any]) -> dict[str, Any]:
-        tpl = ix.ext(b).templates.get(name)
-        if tpl is None or tpl.type != "FLEET_PROVISIONING":
-            raise _FleetError(404, "ResourceNotFound", f"No fleet provisioning template {name}.")
-        if not tpl.enabled:
-            raise _FleetError(400, "InvalidRequest", f"The template {name} is disabled.")
-        token = request.get("certificateOwnershipToken")
-        owned = ix.ext(b).ownership_tokens.get(token) if isinstance(token, str) else None
-        if owned is None or owned.expires < dt.datetime.now(dt.UTC):
-            raise _FleetError(
-                400,
-                "InvalidCertificateOwnershipToken",
-                "The certificate ownership token is invalid.",
-            )
-        cert = b.certificates.get(owned.certificate_id)
-        if cert is None:
-            raise _FleetError(404, "ResourceNotFound", "The certificate no longer exists.")
-        params = request.get("parameters") or {}
-        if not isinstance(params, dict):
-            raise _FleetError(400, "InvalidParameters", "parameters must be an object.")
-        supplied = {str(k): v for k, v in params.items()}
-        leaf = x509.load_pem_x509_certificate(cert.certificate_pem.encode())
-        supplied.update(certificate_parameters(leaf, cert.certificate_id))
-        for k, v in params.items():
-            supplied[str(k)] = v
-        try:
-            result = apply_template(b, tpl.body, supplied, cert)
-        except TemplateError as exc:
-            raise _FleetError(400, "InvalidParameters", str(exc)) from exc
-        ix.ext(b).ownership_tokens.pop(str(token), None)
-        self.stats.fleet_provisioned += 1
-        out: dict[str, Any] = {"deviceConfiguration": result["deviceConfiguration"] or {}}
-        if result["thingName"]:
-            out["thingName"] = result["thingName"]
-        return out
-
-
-class _FleetError(Exception):
-    def __init__(self, status: int, code: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-
-
-def _rejection(status: int, code: str, message: str) -> bytes:
-    return json.dumps({"statusCode": status, "errorCode": code, "errorMessage": message}).encode()

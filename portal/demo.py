@@ -250,6 +250,7 @@ def run_demo(
     from django.utils import timezone
 
     from portal import demo_chain as chain
+    from portal import demo_script
 
     options = options or DemoOptions(host=host, port=port)
     host = options.host
@@ -327,7 +328,7 @@ def run_demo(
         write(f"Password: {password}")
         write(f"Logs:     {group.log_dir}")
         if options.scripted:
-            code = chain.run_scripted(
+            code = demo_script.run_scripted(
                 standin=standin,
                 stations=stations,
                 secrets_=demo_secrets,
@@ -340,7 +341,7 @@ def run_demo(
             if not options.keep_running:
                 return code
         else:
-            for line in chain.click_steps(
+            for line in demo_script.click_steps(
                 standin=standin, secrets_path=secrets_path, stations=stations, url=url
             ):
                 write(line)

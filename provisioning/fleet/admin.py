@@ -34,16 +34,11 @@ from portal.handoff import handoffs_reset, handoffs_tell_admin
 from ..jobs.admin import register_job_section
 from ..jobs.models import Job, JobLogLine
 from ..lifecycle.station_admin import StationDecommissionMixin
+from .cancel import fleet_install_cancel, fleet_install_station_cancel
 from .forms import FleetInstallForm
 from .models import FleetInstall, FleetInstallStation
 from .plan import plan_summary
-from .services import (
-    default_endpoint,
-    fleet_install_cancel,
-    fleet_install_create,
-    fleet_install_start,
-    fleet_install_station_cancel,
-)
+from .services import default_endpoint, fleet_install_create, fleet_install_start
 
 
 def fleet_install_context(install: FleetInstall) -> dict[str, Any]:

@@ -13,15 +13,15 @@ report or the job timeout passes. Re-runs are safe: devices are found by (statio
 connected device is skipped untouched (no second certificate), an existing device keeps its
 certificate password once it holds a certificate.
 
-It passes 400 lines because creating, starting, dispatching and finishing an install share
-the job and row locks described here; the per-row moves live in transitions.py.
+The per-row moves live in ``transitions``, cancelling in ``cancel``, the periodic sweep in
+``sweep``.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
@@ -40,7 +40,7 @@ from ..jobs.models import Job
 from ..jobs.services import job_create, job_finish, job_log, job_progress, job_start
 from .models import FleetInstall
 from .plan import fleet_install_plan, plan_summary
-from .transitions import Row, S, job_lock, row_follow_request, row_lock, row_move
+from .transitions import Row, S, job_lock, row_lock, row_move
 
 MIN_CERT_PASSWORD_LENGTH = 8
 
@@ -63,7 +63,7 @@ _HOSTNAME = re.compile(
 )
 
 
-def _actor_label(actor: Actor) -> str:
+def actor_label(actor: Actor) -> str:
     if actor is not None and getattr(actor, "is_authenticated", False):
         return actor.get_username()
     return "system"
@@ -239,10 +239,6 @@ def fleet_install_create(
     return install
 
 
-# A queued install older than this is started by the periodic sweep (fleet_advance, 30 s).
-START_AFTER_SECONDS = 30
-
-
 def fleet_install_start(*, install: FleetInstall) -> None:
     """Start the install's task once the rows are committed (queue ``fleet``)."""
     if install.dry_run:
@@ -343,68 +339,7 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
     return placed
 
 
-def _cancel_row(row: Row, actor: Actor) -> None:
-    by = _actor_label(actor)
-    device = row.device
-    note = "Cancelled by staff."
-    if (
-        device is not None
-        and row.created_device
-        and device.current_certificate_id is None
-        and not device.certificates.exists()
-    ):
-        device.delete()
-        row.device = None
-        note = "Cancelled; the device was removed from the station's desired configuration."
-    elif device is not None:
-        note = (
-            "Cancelled; the device was kept (it existed before this install or already "
-            "holds a certificate)."
-        )
-    row_move(row, S.CANCELLED, by=by, note=note)
-
-
-@transaction.atomic
-def fleet_install_station_cancel(*, row: Row, actor: Actor = None) -> Row:
-    """Cancel one station of a running install."""
-    row = row_lock(row.pk)
-    if row.status in Row.TERMINAL:
-        raise FleetInstallFinished(
-            f"Station {row.station.name} is already {row.get_status_display()} in this install."
-        )
-    _cancel_row(row, actor)
-    audit_record(
-        action="fleet_install_station_cancel",
-        obj=row.install,
-        actor=actor,
-        detail={"station": row.station.name},
-    )
-    install_finish_if_complete(row.install)
-    return row
-
-
-@transaction.atomic
-def fleet_install_cancel(*, install: FleetInstall, actor: Actor = None) -> FleetInstall:
-    """Cancel a whole install: every unfinished station is cancelled, then the job."""
-    job = Job.objects.select_for_update().get(pk=install.job_id)
-    if job.is_finished:
-        raise FleetInstallFinished(f"{job} is already {job.get_status_display().lower()}.")
-    for row_id in install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True):
-        _cancel_row(row_lock(row_id), actor)
-    counts = _counts(install)
-    job_finish(
-        job=job,
-        status=Job.Status.CANCELLED,
-        result=f"Cancelled by {_actor_label(actor)}; {counts[S.CONNECTED]} of "
-        f"{counts['total']} station(s) had connected.",
-    )
-    _forget_password(install)
-    audit_record(action="fleet_install_cancel", obj=install, actor=actor)
-    install.job.refresh_from_db()
-    return install
-
-
-def _counts(install: FleetInstall) -> dict[str, int]:
+def install_counts(install: FleetInstall) -> dict[str, int]:
     counts: dict[str, int] = {s: 0 for s in S}
     for status in install.stations.values_list("status", flat=True):
         counts[status] += 1
@@ -418,70 +353,19 @@ def install_finish_if_complete(install: FleetInstall) -> None:
         return
     if install.stations.exclude(status__in=Row.TERMINAL).exists():
         return
-    c = _counts(install)
+    c = install_counts(install)
     result = (
         f"{c[S.CONNECTED]} of {c['total']} station(s) connected; {c[S.FAILED]} failed; "
         f"{c[S.CANCELLED]} cancelled."
     )
     status = Job.Status.SUCCEEDED if c[S.FAILED] == 0 else Job.Status.FAILED
     job_finish(job=install.job, status=status, result=result)
-    _forget_password(install)
+    install_password_forget(install)
 
 
-def _forget_password(install: FleetInstall) -> None:
+def install_password_forget(install: FleetInstall) -> None:
     """A finished install no longer needs the password (the devices hold their own copy)."""
     FleetInstall.objects.filter(pk=install.pk).update(key_password="")
-
-
-# --------------------------------------------------------------------------- periodic
-
-
-def fleet_advance(*, now: datetime | None = None) -> int:
-    """The periodic sweep: start what was never started, time out, follow onboarding
-    requests, place, finish.
-
-    An install still queued ``START_AFTER_SECONDS`` after its creation lost its start
-    message (the broker was down or restarted empty): the sweep runs the start itself.
-    Safe to run twice at once: the start is a conditional UPDATE of the job (one wins) and
-    every move re-reads its row under a lock and re-checks it.
-    Returns how many running installs were looked at.
-    """
-    now = now or timezone.now()
-    unstarted = FleetInstall.objects.filter(
-        job__status=Job.Status.QUEUED,
-        dry_run=False,
-        job__created_at__lt=now - timedelta(seconds=START_AFTER_SECONDS),
-    ).values_list("pk", flat=True)
-    for install_id in list(unstarted):
-        fleet_install_run(install_id=install_id)
-    installs = list(
-        FleetInstall.objects.filter(job__status=Job.Status.RUNNING, dry_run=False).select_related(
-            "job"
-        )
-    )
-    for install in installs:
-        with transaction.atomic():
-            job_lock(install.job_id)
-            timed_out = now >= install.deadline
-            ids = install.stations.exclude(status__in=Row.TERMINAL).values_list("pk", flat=True)
-            for row_id in list(ids):
-                row = row_lock(row_id, lock_job=False)  # job locked above
-                if row.status in Row.TERMINAL:
-                    continue
-                if timed_out:
-                    error = (
-                        "The station was not seen before the job timeout."
-                        if row.dispatched_at is None
-                        else f"Not connected before the job timeout (was "
-                        f"{row.get_status_display().lower()})."
-                    )
-                    row_move(row, S.FAILED, error=error)
-                else:
-                    row_follow_request(row)
-        if not timed_out:
-            fleet_install_dispatch(install=install)
-        install_finish_if_complete(install)
-    return len(installs)
 
 
 def default_endpoint() -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from . import services
+from . import services, sweep
 
 
 @shared_task(name="provisioning.tasks.fleet_install_run")
@@ -17,4 +17,4 @@ def fleet_install_run(install_id: int) -> int:
 @shared_task(name="provisioning.tasks.fleet_advance")
 def fleet_advance() -> int:
     """Periodic: time out, follow onboarding requests, place waiting stations, finish jobs."""
-    return services.fleet_advance()
+    return sweep.fleet_advance()

@@ -2,8 +2,10 @@
 
 - :mod:`.authorities`: certificate authorities in the key store (generate, import).
 - :mod:`.profiles`: signing profiles and the Common Name template.
-- :mod:`.requests`: onboarding requests (submit, approve, reject, sweep, fetch).
-- :mod:`.issuance`: the batch signing path.
+- :mod:`.requests`: onboarding requests (submit, fetch); :mod:`.decisions`: approve,
+  reject, the hand-off to signing, the sweep.
+- :mod:`.issuance`: the batch signing path; :mod:`.certificate_build`: what a profile puts in
+  each certificate.
 - :mod:`.certificates`: revocation, forced renewal, the renewal check, CA-expiry warnings.
 - :mod:`.renewal`: what a renewal request must show (proof of the current key, its time).
 - :mod:`.retirement`: active certificates per CA, "renew now", a CA's retirement check and
@@ -13,6 +15,7 @@
 from __future__ import annotations
 
 from .authorities import MIN_CA_PASSWORD_LENGTH, ca_generate, ca_import_pem, ca_import_pkcs12
+from .certificate_build import BuiltCertificate, certificate_build
 from .certificates import (
     CA_EXPIRY_THRESHOLDS,
     CA_EXPIRY_WARNING_DAYS,
@@ -31,7 +34,15 @@ from .certificates import (
     renewals_check,
     revocation_reason_parse,
 )
-from .issuance import BatchResult, BuiltCertificate, certificate_build, onboarding_requests_sign
+from .decisions import (
+    BATCH_SIZE,
+    SWEEP_AFTER_SECONDS,
+    onboarding_requests_approve,
+    onboarding_requests_fail,
+    onboarding_requests_reject,
+    onboarding_requests_sweep,
+)
+from .issuance import BatchResult, onboarding_requests_sign
 from .profiles import (
     CN_PLACEHOLDERS,
     cn_render,
@@ -45,15 +56,9 @@ from .profiles import (
 )
 from .renewal import renewal_check, renewal_proof_check, renewal_proof_message
 from .requests import (
-    BATCH_SIZE,
-    SWEEP_AFTER_SECONDS,
     onboarding_request_fetched,
     onboarding_request_for_station,
     onboarding_request_submit,
-    onboarding_requests_approve,
-    onboarding_requests_fail,
-    onboarding_requests_reject,
-    onboarding_requests_sweep,
 )
 from .retirement import (
     ca_active_certificates,

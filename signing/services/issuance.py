@@ -6,37 +6,36 @@ to ISSUED. A worker killed mid-batch rolls everything back (the requests stay AP
 sweeper re-enqueues them); the OneToOne ``IssuedCertificate.request`` makes a second
 certificate for the same request impossible even if two workers raced.
 
-It passes 400 lines because the batch path is one transaction that reads top to bottom:
-claim, build, insert, update, audit; splitting it would scatter one statement sequence.
+What a profile puts in each certificate is built in ``certificate_build``.
 """
 
 from __future__ import annotations
 
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, NamedTuple
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import Encoding
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from django.db import connection, transaction
 from django.utils import timezone
 
 from devices.services import devices_certificate_issued
 from portal.models import AuditEvent
 
-from ..crypto import aws_certificate_id, fingerprint_sha256, key_usage, serial_with_colons
+from ..crypto import aws_certificate_id, fingerprint_sha256, serial_with_colons
 from ..csr import public_key_fingerprint
-from ..errors import KeyStoreUnavailable, WrongCaPassword
-from ..keystore import ca_certificate, get_key_store
-from ..models import CertificateAuthority, IssuedCertificate, OnboardingRequest, SigningProfile
+from ..models import IssuedCertificate, OnboardingRequest, SigningProfile
 from ..sql import common_names_claim, insert_rows, jit_off, requests_claim_postgresql
-from .profiles import cn_render
-from .requests import _audit_bulk
+from .certificate_build import (
+    SIGN_ERRORS,
+    ProfileContext,
+    certificate_build,
+    common_name_for,
+    profile_context,
+)
+from .decisions import audit_bulk
 
 Status = OnboardingRequest.Status
 
@@ -50,164 +49,6 @@ Status = OnboardingRequest.Status
 #   parts, the unlocked CA key) is computed once per batch, not per certificate;
 # - rows are read as tuples and written with one multi-row INSERT (signing/sql.py), not as
 #   model instances through bulk_create.
-
-_EKU = x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH])
-_KU = key_usage(digital_signature=True)
-_BC = x509.BasicConstraints(ca=False, path_length=None)
-_SIGN_ERRORS = (ValueError, TypeError, UnsupportedAlgorithm)
-
-
-@dataclass
-class _ProfileContext:
-    """What every certificate of one profile shares within one batch (computed once)."""
-
-    profile: SigningProfile
-    ca: CertificateAuthority
-    base_rdns: list[x509.RelativeDistinguishedName]
-    aki: x509.AuthorityKeyIdentifier
-    issuer_text: str
-    subject_suffix: str
-    not_before: datetime
-    not_after: datetime
-    renew_base: datetime
-    renew_jitter: timedelta
-    # issuer, validity and BasicConstraints/KeyUsage/ExtendedKeyUsage already set
-    template: x509.CertificateBuilder | None = None
-    sign: Callable[[x509.CertificateBuilder], x509.Certificate] | None = None
-    error: str = ""
-
-
-def _profile_context(profile: SigningProfile, now: datetime) -> _ProfileContext:
-    ca = profile.ca
-    ca_cert = ca_certificate(ca)
-    try:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
-            ca_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
-        )
-    except x509.ExtensionNotFound:
-        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())  # type: ignore[arg-type]
-    attrs = [x509.NameAttribute(NameOID.COUNTRY_NAME, profile.country)]
-    for oid, value in (
-        (NameOID.STATE_OR_PROVINCE_NAME, profile.state),
-        (NameOID.LOCALITY_NAME, profile.locality),
-        (NameOID.ORGANIZATION_NAME, profile.organization),
-        (NameOID.ORGANIZATIONAL_UNIT_NAME, profile.organizational_unit),
-        (NameOID.DN_QUALIFIER, profile.dn_qualifier),
-        (NameOID.SERIAL_NUMBER, profile.serial_number),
-    ):
-        if value:
-            attrs.append(x509.NameAttribute(oid, value))
-    now = now.replace(microsecond=0)  # certificates hold whole seconds
-    not_before = now - timedelta(minutes=5)
-    not_after = min(
-        now + timedelta(days=profile.validity_days), ca.not_after.replace(microsecond=0)
-    )
-    lifetime = not_after - not_before
-    ctx = _ProfileContext(
-        profile=profile,
-        ca=ca,
-        base_rdns=[x509.RelativeDistinguishedName([a]) for a in attrs],
-        aki=aki,
-        issuer_text=ca_cert.subject.rfc4514_string(),
-        subject_suffix=x509.Name(attrs).rfc4514_string(),
-        not_before=not_before,
-        not_after=not_after,
-        renew_base=not_before + lifetime * (profile.renew_at_percent / 100),
-        renew_jitter=lifetime * (profile.renewal_jitter_percent / 100),
-    )
-    if ca.is_expired:
-        ctx.error = f"CA '{ca.alias}' has expired; the request cannot be signed."
-        return ctx
-    if ca.is_archived:
-        ctx.error = (
-            f"CA '{ca.alias}' is archived (retired); switch the signing profile "
-            f"'{profile.name}' to another CA, then approve again."
-        )
-        return ctx
-    try:
-        ctx.sign = get_key_store().signer(ca, profile.ca_password)
-    except WrongCaPassword:
-        ctx.error = (
-            f"The signing profile '{profile.name}' holds a wrong password for CA "
-            f"'{ca.alias}'; fix the profile, then approve again."
-        )
-        return ctx
-    except KeyStoreUnavailable as exc:
-        ctx.error = f"CA '{ca.alias}' cannot sign: {exc}"
-        return ctx
-    ctx.template = (
-        x509.CertificateBuilder()
-        .issuer_name(ca_cert.subject)
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(_BC, critical=True)
-        .add_extension(_KU, critical=True)
-        .add_extension(_EKU, critical=False)
-    )
-    return ctx
-
-
-@dataclass(slots=True)
-class BuiltCertificate:
-    cert: x509.Certificate
-    common_name: str
-    subject: str
-    not_before: datetime
-    not_after: datetime
-    renew_after: datetime
-
-
-def certificate_build(
-    *,
-    ctx: _ProfileContext,
-    public_key: CertificatePublicKeyTypes,
-    station_name: str,
-    device_name: str,
-    serial: int | None = None,
-) -> BuiltCertificate:
-    """Sign one device certificate with the batch's profile context.
-
-    Subject from the profile only, extensions from the portal only: nothing the CSR asked
-    for is copied (the CSR contributes its public key, nothing else). ``serial`` defaults
-    to 159 random bits.
-    """
-    assert ctx.template is not None
-    assert ctx.sign is not None
-    if serial is None:
-        serial = x509.random_serial_number()
-    cn = _common_name(ctx, station_name=station_name, device_name=device_name, serial=serial)
-    subject = x509.Name(
-        [
-            *ctx.base_rdns,
-            x509.RelativeDistinguishedName([x509.NameAttribute(NameOID.COMMON_NAME, cn)]),
-        ]
-    )
-    cert = ctx.sign(
-        ctx.template.subject_name(subject)
-        .public_key(public_key)
-        .serial_number(serial)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)  # type: ignore[arg-type]
-        .add_extension(ctx.aki, critical=False)
-    )
-    renew_after = ctx.renew_base + ctx.renew_jitter * random.uniform(-1.0, 1.0)
-    # CN characters are limited by the template syntax and name validators: no escaping needed.
-    return BuiltCertificate(
-        cert=cert,
-        common_name=cn,
-        subject=f"CN={cn},{ctx.subject_suffix}",
-        not_before=ctx.not_before,
-        not_after=ctx.not_after,
-        renew_after=min(renew_after, ctx.not_after),
-    )
-
-
-def _common_name(ctx: _ProfileContext, *, station_name: str, device_name: str, serial: int) -> str:
-    cn = cn_render(
-        ctx.profile.cn_template, station=station_name, device=device_name, serial=f"{serial:x}"
-    )
-    if len(cn) > 64:
-        raise ValueError(f"The Common Name {cn!r} is longer than 64 characters.")
-    return cn
 
 
 class _Row(NamedTuple):
@@ -261,7 +102,7 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
         if not rows:
             return result
         contexts = {
-            p.pk: _profile_context(p, now)
+            p.pk: profile_context(p, now)
             for p in SigningProfile.objects.select_related("ca").filter(
                 pk__in={r.profile_id for r in rows}
             )
@@ -293,7 +134,7 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
                     device_name=row.device_name,
                     serial=serial_number,
                 )
-            except _SIGN_ERRORS as exc:
+            except SIGN_ERRORS as exc:
                 failures[row.pk] = str(exc) or "The CSR could not be signed."
                 continue
             cert = built.cert
@@ -368,7 +209,7 @@ def onboarding_requests_sign(*, ids: Sequence[int]) -> BatchResult:
             OnboardingRequest.objects.filter(pk__in=pks, status=Status.ISSUED).update(
                 status=Status.FAILED, reason=reason, issued_at=None
             )
-        _audit_bulk("certificate_sign_failed", list(failures), user=None, label="signing worker")
+        audit_bulk("certificate_sign_failed", list(failures), user=None, label="signing worker")
         result.issued = len(issued)
         result.failed = len(failures)
     return result
@@ -415,7 +256,7 @@ def _claim(ids: Sequence[int], *, now: datetime) -> list[_Row]:
 
 
 def _plan(
-    rows: Sequence[_Row], contexts: dict[int, _ProfileContext], failures: dict[int, str]
+    rows: Sequence[_Row], contexts: dict[int, ProfileContext], failures: dict[int, str]
 ) -> list[tuple[_Row, int, str]]:
     """Each signable row with its serial and CN (rows that cannot be signed go to failures)."""
     planned: list[tuple[_Row, int, str]] = []
@@ -426,7 +267,7 @@ def _plan(
             continue
         serial = x509.random_serial_number()  # 159 random bits
         try:
-            cn = _common_name(
+            cn = common_name_for(
                 ctx, station_name=row.station_name, device_name=row.device_name, serial=serial
             )
         except ValueError as exc:

@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from devices.models import MqttDevice, Station
 from portal import demo_chain as chain
+from portal import demo_script
 from portal.tokens import hash_token
 from provisioning.aws import aws_service_get
 from provisioning.jitp import jitp_settings_get
@@ -94,7 +95,7 @@ def test_timeout_names_the_stuck_stations_with_their_status(tmp_path: Path) -> N
         last_connected_at=started - timedelta(hours=1),
     )
     with pytest.raises(chain.DemoError) as caught:
-        chain.wait_all_connected(
+        demo_script.wait_all_connected(
             stations=stations, since=started, deadline=time.monotonic() + 0.5, timeout=0.5
         )
     message = str(caught.value)
@@ -110,7 +111,7 @@ def test_timeout_names_the_stuck_stations_with_their_status(tmp_path: Path) -> N
         status=MqttDevice.Status.CONNECTED,
         last_connected_at=timezone.now(),
     )
-    chain.wait_all_connected(
+    demo_script.wait_all_connected(
         stations=stations, since=started, deadline=time.monotonic() + 5, timeout=5
     )
 
@@ -120,7 +121,7 @@ def test_a_stopped_child_ends_the_wait_at_once(tmp_path: Path) -> None:
     stations = chain.demo_stations(count=1, prefix="d-", root=tmp_path)
     begin = time.monotonic()
     with pytest.raises(chain.DemoError, match=r"^The worker process stopped; .*d-001"):
-        chain.wait_all_connected(
+        demo_script.wait_all_connected(
             stations=stations,
             since=timezone.now(),
             deadline=time.monotonic() + 60,

@@ -157,7 +157,7 @@ def test_bulk_approve_approves_only_pending_audits_each_and_enqueues_batches(
     django_capture_on_commit_callbacks,  # noqa: ANN001
 ) -> None:
     from signing import tasks
-    from signing.services import requests as request_services
+    from signing.services import decisions as request_services
 
     station, _ = station_token
     monkeypatch.setattr(request_services, "BATCH_SIZE", 2)
