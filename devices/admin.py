@@ -18,7 +18,7 @@ from django.template.response import TemplateResponse
 from django.urls import path
 from django.utils.html import format_html, format_html_join
 
-from portal.admin import is_changelist
+from portal.admin import FleetListMixin, is_changelist
 
 from .enrollment import enrollment_code_create
 from .forms import StationCsvImportForm, StationForm
@@ -73,7 +73,7 @@ class MqttDeviceInline(admin.TabularInline):
 
 
 @admin.register(Station)
-class StationAdmin(admin.ModelAdmin):
+class StationAdmin(FleetListMixin, admin.ModelAdmin):
     form = StationForm
     list_display = ["name", "site", "health", "agent_version", "device_statuses", "last_seen_at"]
     list_filter = ["site", HealthFilter, DeviceStatusFilter]
@@ -298,7 +298,7 @@ DEVICE_EDITABLE = ("endpoint", "port", "onboarding_comment")
 
 
 @admin.register(MqttDevice)
-class MqttDeviceAdmin(admin.ModelAdmin):
+class MqttDeviceAdmin(FleetListMixin, admin.ModelAdmin):
     """Devices are made by fleet installs and driven by agents: mostly read-only here."""
 
     list_display = [

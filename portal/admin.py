@@ -6,9 +6,13 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.safestring import SafeString
+from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .models import ApiToken, AuditEvent
@@ -54,6 +58,22 @@ class SensitivePostAdminMixin:
     ) -> HttpResponse:
         view = super().changelist_view  # type: ignore[misc]
         return self.sensitive_view(view)(request, extra_context)
+
+
+class FleetListMixin:
+    """A changelist of a table that grows with the fleet (stations, devices, certificates,
+    requests, logs): the row checkbox is written directly, as Django's widget template would
+    write it. Rendering the widget through the template engine, once per row, was the
+    largest single cost of a 100-row page."""
+
+    def action_checkbox(self, obj: Any) -> SafeString:
+        label = format_html(_("Select this object for an action - {}"), str(obj))
+        return format_html(
+            '<input type="checkbox" name="{}" value="{}" class="action-select" aria-label="{}">',
+            helpers.ACTION_CHECKBOX_NAME,
+            str(obj.pk),
+            label,
+        )
 
 
 class ReadOnlyAdminMixin:
@@ -129,7 +149,7 @@ def recent_values_filter(field_name: str, days: int = 1) -> type[admin.SimpleLis
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditEventAdmin(FleetListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["at", "action", "object_repr", "actor_label"]
     list_filter = [
         RecentFilter,

@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from portal.admin import ReadOnlyAdminMixin
+from portal.admin import FleetListMixin, ReadOnlyAdminMixin
 from portal.handoff import send_task_on_commit
 
 from . import tasks
@@ -112,7 +112,7 @@ class FixedFilter(admin.SimpleListFilter):
 
 
 @admin.register(AuditFinding)
-class AuditFindingAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AuditFindingAdmin(FleetListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = ["severity", "check_name", "subject", "detail", "fixable", "fixed_at", "run"]
     list_filter = [FixedFilter, "severity", "check_name", "fixable"]
     search_fields = ["subject", "detail"]

@@ -19,6 +19,7 @@ from django.utils.html import format_html
 from django.utils.translation import ngettext
 
 from portal.admin import (
+    FleetListMixin,
     ReadOnlyAdminMixin,
     RecentFilter,
     SensitivePostAdminMixin,
@@ -330,7 +331,7 @@ _CALL_FIELDS = [
 
 
 @admin.register(AwsApiCall)
-class AwsApiCallAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AwsApiCallAdmin(FleetListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "at",
         "service",

@@ -10,7 +10,7 @@ from django.http import HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
 
-from portal.admin import ReadOnlyAdminMixin
+from portal.admin import FleetListMixin, ReadOnlyAdminMixin
 from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from .models import AwsAction
@@ -33,7 +33,7 @@ class OpenFilter(admin.SimpleListFilter):
 
 
 @admin.register(AwsAction)
-class AwsActionAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+class AwsActionAdmin(FleetListMixin, ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
         "created_at",
         "kind",

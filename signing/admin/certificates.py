@@ -13,7 +13,7 @@ from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from portal.admin import ReadOnlyAdminMixin, is_changelist
+from portal.admin import FleetListMixin, ReadOnlyAdminMixin, is_changelist
 
 from ..models import IssuedCertificate
 from ..services import REVOCATION_REASONS, certificates_force_renewal, certificates_revoke
@@ -73,7 +73,9 @@ def _with_renewal_state(qs: QuerySet[IssuedCertificate]) -> QuerySet[IssuedCerti
 
 
 @admin.register(IssuedCertificate)
-class IssuedCertificateAdmin(ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.ModelAdmin):
+class IssuedCertificateAdmin(
+    FleetListMixin, ReadOnlyAdminMixin, CaExpiryWarningMixin, admin.ModelAdmin
+):
     """Read-only, never deleted: revoke instead."""
 
     list_display = [

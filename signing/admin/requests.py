@@ -11,7 +11,7 @@ from django.http import HttpRequest
 from django.utils import timezone
 from django.utils.text import Truncator
 
-from portal.admin import is_changelist
+from portal.admin import FleetListMixin, is_changelist
 from portal.handoff import handoffs_reset, handoffs_tell_admin
 
 from ..crypto import KEY_TYPE_CHOICES
@@ -42,7 +42,7 @@ class KeyTypeFilter(admin.SimpleListFilter):
 
 
 @admin.register(OnboardingRequest)
-class OnboardingRequestAdmin(CaExpiryWarningMixin, admin.ModelAdmin):
+class OnboardingRequestAdmin(FleetListMixin, CaExpiryWarningMixin, admin.ModelAdmin):
     """The approval queue."""
 
     list_display = [

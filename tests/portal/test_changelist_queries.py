@@ -83,3 +83,18 @@ def test_certificates_filter_by_status_in_aws(admin_client) -> None:  # noqa: AN
     unobserved = admin_client.get(url, {"aws_status": "-"}).context["cl"]
     assert first.pk not in [c.pk for c in unobserved.result_list]
     assert unobserved.result_count == IssuedCertificate.objects.filter(aws_status="").count()
+
+
+def test_fleet_lists_write_the_row_checkbox_as_django_does(admin_client) -> None:  # noqa: ANN001
+    from django.contrib.admin import ModelAdmin
+
+    from devices.models import Station
+
+    build_fleet(stations=2, certs_per_station=1, profile=make_profile(), now=timezone.now())
+    station = Station.objects.order_by("pk").first()
+    model_admin = admin.site._registry[Station]
+    assert str(model_admin.action_checkbox(station)) == str(
+        ModelAdmin.action_checkbox(model_admin, station)
+    )
+    page = admin_client.get(reverse("admin:devices_station_changelist")).content.decode()
+    assert f'name="_selected_action" value="{station.pk}" class="action-select"' in page
