@@ -124,6 +124,7 @@ class DeviceConfig:
     key_type: str = "ec-p256"
     renew_after: dt.datetime | None = None
     certificate_serial: str | None = None
+    certificate_status: str | None = None  # of certificate_serial: active|superseded|revoked
     heartbeat_interval: float = 30.0
     uplink_topic: str = DEFAULT_UPLINK_TOPIC
     downlink_topic: str | None = DEFAULT_DOWNLINK_TOPIC
@@ -158,6 +159,7 @@ class DeviceConfig:
             key_type=key_type,
             renew_after=parse_iso(data.get("renew_after")),
             certificate_serial=str(data.get("certificate_serial") or "") or None,
+            certificate_status=str(data.get("certificate_status") or "") or None,
             heartbeat_interval=max(heartbeat, 0.1),
             uplink_topic=data.get("uplink_topic") or DEFAULT_UPLINK_TOPIC,
             downlink_topic=data.get("downlink_topic", DEFAULT_DOWNLINK_TOPIC) or None,

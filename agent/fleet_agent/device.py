@@ -89,8 +89,10 @@ class DeviceWorker(OnboardingMixin, RenewalMixin, SessionMixin):
                     self._drop_connection()
                     return  # reset underneath us: onboard again
             if self.client is None and now >= self._next_connect:
-                if self._cert is not None and utcnow() >= self._cert.not_after:
-                    # An expired certificate cannot connect: wait for the recovery's.
+                if self._cert is not None and (
+                    utcnow() >= self._cert.not_after or self._revoked_in_portal()
+                ):
+                    # An expired or revoked certificate cannot connect: wait for the recovery's.
                     self._next_connect = now + 5.0
                 else:
                     self._connect()

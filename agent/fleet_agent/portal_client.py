@@ -2,7 +2,9 @@
 
 Failures are sorted into three kinds the agent treats differently: the portal refused our
 token (fatal: a person must fix it), the portal is unreachable or overloaded (retry with
-backoff), and any other 4xx (the request itself is wrong; report it).
+backoff), and any other 4xx (the request itself is wrong; report it), which includes a 403
+about a device's certificate (``certificate_revoked``): that device recovers, the agent
+goes on.
 
 Standard library only (``urllib.request``), so a station needs no HTTP package: TLS is
 verified against the system store or ``ca_file``, proxies come from the usual environment
@@ -39,6 +41,11 @@ class PortalError(Exception):
 
 class PortalAuthError(PortalError):
     """401/403: the station token is wrong, revoked or missing."""
+
+
+#: 403 refusals that concern one device's certificate, not the station token: the device
+#: takes its recovery path and the agent goes on (docs/agent-protocol.md).
+DEVICE_REFUSALS = frozenset({"certificate_revoked"})
 
 
 class PortalUnreachable(Exception):
@@ -167,7 +174,10 @@ class PortalClient:
                 detail = str(body.get("detail", detail))
             except (ValueError, AttributeError):
                 pass
-            cls = PortalAuthError if resp.status_code in (401, 403) else PortalError
+            token_refused = resp.status_code == 401 or (
+                resp.status_code == 403 and code not in DEVICE_REFUSALS
+            )
+            cls = PortalAuthError if token_refused else PortalError
             raise cls(resp.status_code, code, detail)
         return resp
 

@@ -3,8 +3,9 @@
 Renewal: at the renewal point (the portal's ``renew_after``, else two thirds into the
 lifetime) the device makes a new key and sends a renewal request carrying a proof of
 possession: a signature by its *current* key (docs/agent-protocol.md). Recovery: when the
-certificate has expired, a renewal was rejected or failed, or the portal refuses renewing
-for good, the device makes a fresh key and sends a normal onboarding request
+certificate has expired or was revoked (the portal's configuration says so, or it refuses
+the renewal with ``certificate_revoked``), a renewal was rejected or failed, or the portal
+refuses renewing for good, the device makes a fresh key and sends a normal onboarding request
 (``renewal: false``) that staff must approve; never an automatic renewal. Either way the
 old certificate stays in use until the new one is issued, and ``status`` says what the
 device waits for. The portal calls of a step run on the agent's helper thread
@@ -23,12 +24,13 @@ from fleet_agent.errands import Errand
 from fleet_agent.fsutil import remove_quietly
 from fleet_agent.keys import KeyFileError, build_csr, load_private_key, renewal_proof
 from fleet_agent.portal_client import PortalAuthError, PortalError, PortalUnreachable
-from fleet_agent.renewal_point import renewal_point
+from fleet_agent.renewal_point import renewal_point, same_serial
 
 RENEWAL = "renewal"
 RECOVERY = "recovery"
+REVOKED = "certificate_revoked"
 #: Refusals of a renewal that mean renewing cannot work for this certificate: recover.
-RECOVER_ON = {"certificate_expired", "renewal_without_certificate", "proof_invalid"}
+RECOVER_ON = {"certificate_expired", "renewal_without_certificate", "proof_invalid", REVOKED}
 
 
 class RenewalMixin(DeviceBase):
@@ -65,10 +67,17 @@ class RenewalMixin(DeviceBase):
             return
         self._renew_check_at = now + 1.0
         pending = self.agent.state.device(self.cfg.name).get("pending_renewal")
+        revoked = self._revoked_in_portal()
+        if revoked and pending and pending.get("mode", RENEWAL) == RENEWAL:
+            pending = self._recover_instead(pending, revoked)
+            self._reconnect_requested = True
         if not pending:
             if now < self._renew_not_before:
                 return
-            if utcnow() >= self._cert.not_after:
+            if revoked:
+                pending = self._replacement_start(RECOVERY, revoked)
+                self._reconnect_requested = True  # off the revoked certificate until recovered
+            elif utcnow() >= self._cert.not_after:
                 why = f"the certificate expired at {iso(self._cert.not_after)}"
                 pending = self._replacement_start(RECOVERY, why)
             else:
@@ -100,7 +109,10 @@ class RenewalMixin(DeviceBase):
             raise
         except PortalError as exc:
             if pending.get("mode", RENEWAL) == RENEWAL and exc.code in RECOVER_ON:
-                self._recover_instead(pending, f"the portal refused the renewal: {exc.detail}")
+                why = f"the portal refused the renewal: {exc.detail}"
+                if exc.code == REVOKED:
+                    why = f"the certificate was revoked ({why})"
+                self._recover_instead(pending, why)
             else:
                 self._abandon_renewal(pending, f"the portal refused the request: {exc.detail}")
         except (DeviceError, KeyFileError) as exc:
@@ -135,10 +147,19 @@ class RenewalMixin(DeviceBase):
         self.agent.notify_change()
         return pending
 
-    def _recover_instead(self, pending: dict[str, Any], why: str) -> None:
+    def _recover_instead(self, pending: dict[str, Any], why: str) -> dict[str, Any]:
         remove_quietly(pending.get("key_path"))
         self.agent.state.update_device(self.cfg.name, pending_renewal=None)
-        self._replacement_start(RECOVERY, why)
+        return self._replacement_start(RECOVERY, why)
+
+    def _revoked_in_portal(self) -> str | None:
+        """Why to recover when the configuration says the held certificate is revoked."""
+        cfg = self.cfg
+        if self._cert is None or cfg.certificate_status != "revoked":
+            return None
+        if not same_serial(cfg.certificate_serial, self._cert.serial_hex):
+            return None  # the status of another certificate (the one recovery replaced)
+        return f"the portal reports the certificate (serial {self._cert.serial_hex}) revoked"
 
     def _next_renew_delay(self) -> float:
         delay = self._renew_poll_delay
@@ -201,6 +222,8 @@ class RenewalMixin(DeviceBase):
                 self._recover_instead(pending, why)
                 return
             raise DeviceError(f"recovery request {pending['request_id']} was {status}: {reason}")
+        if mode == RECOVERY and not self.connected and self.status != "awaiting_approval":
+            self._set_status("awaiting_approval")  # offline until staff approve the new key
         self._renew_next_poll = time.monotonic() + self._next_renew_delay()
 
     def _proof_for(self, csr_pem: str) -> dict[str, Any]:

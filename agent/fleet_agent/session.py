@@ -93,15 +93,16 @@ class SessionMixin(DeviceBase):
     def _refused(self, how: str) -> None:
         """The broker refused this certificate (AWS IoT: revoked, inactive or not allowed to
         connect). Trying again soon cannot help: wait the longest reconnect delay, and say so
-        in the state report; a revoked certificate needs a new onboarding request."""
+        in the state report. Whether it was revoked the portal's configuration tells (its
+        ``certificate_status``); then renewal takes the recovery path (fleet_agent.renewal)."""
         delay = self._conn_backoff.at_maximum()
         self._next_connect = max(time.monotonic() + delay, self._last_attempt + 1.0)
         self.connected = False
         self._set_status(
             "error",
             f"the broker refused the certificate ({how}): it may be revoked or inactive in "
-            f"AWS IoT; retrying in {delay:.0f} s. A revoked certificate needs a new "
-            "onboarding request that staff approve.",
+            f"AWS IoT; retrying in {delay:.0f} s. Once the portal reports it revoked, a new "
+            "key and an onboarding request that staff approve follow.",
         )
 
     def _connection_lost(self, why: str) -> None:

@@ -77,6 +77,8 @@ def _agent_config_and_versions(station: Station) -> tuple[dict[str, Any], list[A
                 # Which certificate renew_after belongs to: an agent that holds another one
                 # (a renewal it has not been configured for yet) ignores it.
                 "certificate_serial": row["certificate_serial"],
+                # Its status: an agent holding a revoked certificate takes the recovery path.
+                "certificate_status": row["certificate_status"],
                 "heartbeat_interval": settings.AGENT_HEARTBEAT_INTERVAL,
                 **DEFAULT_TOPICS,
                 "uplink_topic": topics["uplink_topic"],

@@ -32,6 +32,7 @@ COLUMNS: tuple[tuple[str, type[models.Model], str, str], ...] = (
     ("renew_after", IssuedCertificate, "renew_after", "c"),
     ("renewal_forced_at", IssuedCertificate, "renewal_forced_at", "c"),
     ("certificate_serial", IssuedCertificate, "serial", "c"),
+    ("certificate_status", IssuedCertificate, "status", "c"),
     ("connection_name", Connection, "name", "n"),
     ("connection_endpoint", Connection, "endpoint", "n"),
     ("connection_updated_at", Connection, "updated_at", "n"),

@@ -162,6 +162,7 @@ class FakePortal:
         self.backdate = 0.0  # seconds notBefore lies before issuance (the portal uses 300)
         self.stall_renewals = 0.0  # seconds a renewal POST waits before it is answered
         self.stalls: list[tuple[float, float]] = []  # (start, end) of each, time.time()
+        self.refuse_renewals: tuple[int, str] | None = None  # (status, code) for renewal POSTs
         self.auto_approve_renewals = True
         self.stations: dict[str, FakeStation] = {}
         self.requests: dict[int, FakeRequest] = {}
@@ -267,6 +268,10 @@ class FakePortal:
                         start = time.time()
                         time.sleep(portal.stall_renewals)
                         portal.stalls.append((start, time.time()))
+                    if body.get("renewal") and portal.refuse_renewals:
+                        status, code = portal.refuse_renewals
+                        self._send(status, {"code": code, "detail": f"Refused ({code})."})
+                        return
                     try:
                         csr = x509.load_pem_x509_csr(body["csr"].encode())
                     except (KeyError, ValueError):

@@ -128,6 +128,20 @@ def test_refusals_carry_code_and_detail(server: Scripted, status: int, error: ty
     assert TOKEN not in str(info.value)
 
 
+def test_a_revoked_certificate_is_no_token_refusal(server: Scripted) -> None:
+    path = "/api/v1/onboarding-requests"
+    body = {"code": "certificate_revoked", "detail": "The certificate was revoked."}
+    server.answers[path] = (403, body, {})
+    client = PortalClient(server.url, TOKEN)
+    with pytest.raises(PortalError) as info:
+        client.submit_request(device="aws", csr="PEM", comment="", renewal=True)
+    assert not isinstance(info.value, PortalAuthError)
+    assert (info.value.status, info.value.code) == (403, "certificate_revoked")
+    server.answers[path] = (403, {"code": "forbidden", "detail": "No."}, {})
+    with pytest.raises(PortalAuthError):
+        client.submit_request(device="aws", csr="PEM", comment="", renewal=True)
+
+
 @pytest.mark.parametrize("status", [500, 502, 503, 429])
 def test_overload_is_unreachable(server: Scripted, status: int) -> None:
     server.answers[CONFIG] = (status, {"detail": "busy"}, {})

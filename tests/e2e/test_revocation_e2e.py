@@ -6,7 +6,9 @@ beat and two real agents until both devices are connected through the stand-in. 
 within 60 s the revoked device's live MQTT session is closed and its reconnects are refused
 (its agent reports the refusal, the portal shows the device revoked), the other device keeps
 publishing heartbeats, and AWS (a separate boto3 client against the stand-in) shows the
-certificate REVOKED without policies.
+certificate REVOKED without policies. The revoked device's agent learns of the revocation
+from its configuration and takes the recovery path: a first request (fresh key) that waits
+for staff, instead of reconnecting for ever.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ DEVICE_STATE = (
     "d = MqttDevice.objects.get(station__name='{station}', name='aws'); "
     "print(json.dumps({{'status': d.status, 'reported': [e for e in "
     "d.station.reported_state.get('devices', []) if e.get('name') == 'aws']}}))"
+)
+RECOVERY_REQUESTS = (
+    "from signing.models import OnboardingRequest; "
+    "print(OnboardingRequest.objects.filter(device__station__name='{station}', "
+    "device__name='aws', is_renewal=False, status='pending').count())"
 )
 
 
@@ -145,6 +152,20 @@ def test_revoking_one_of_two_connected_devices_reaches_aws_and_its_session(
         state = _state(demo, kept_station)
         assert state["status"] == "connected"
         assert state["reported"][0]["connected"] is True
+        # The revoked device recovers through staff: a first request with a fresh key.
+        wait_for(
+            lambda: _recovery_requests(demo, revoked_station) == 1,
+            timeout=60,
+            interval=1.0,
+            message="the revoked device's recovery request",
+        )
+        wait_for(
+            lambda: _state(demo, revoked_station)["status"] == "awaiting_approval",
+            timeout=30,
+            interval=1.0,
+            message="the revoked device awaiting staff approval",
+        )
+        assert beats(revoked_thing) == silent_from
         assert demo.proc.poll() is None, demo.output[-3000:]
     finally:
         if sub is not None:
@@ -157,12 +178,19 @@ def _state(demo: DemoRun, station: str) -> dict:
     return json.loads(out.strip().splitlines()[-1])
 
 
+def _recovery_requests(demo: DemoRun, station: str) -> int:
+    out = demo.manage("shell", "-c", RECOVERY_REQUESTS.format(station=station))
+    return int(out.strip().splitlines()[-1])
+
+
 def _agent_reports_refusal(demo: DemoRun, station: str) -> bool:
-    """The portal shows the device revoked and its agent reported the broker's refusal."""
+    """The portal shows the device revoked and its agent reported the broker's refusal, or
+    the agent has already moved on to its recovery request (its next configuration poll)."""
     state = _state(demo, station)
     reported = state["reported"][0] if state["reported"] else {}
-    return (
-        state["status"] == "revoked"
-        and reported.get("connected") is False
-        and bool(re.search(r"refused the certificate", reported.get("last_error") or ""))
+    if reported.get("connected") is not False:
+        return False
+    refused = bool(re.search(r"refused the certificate", reported.get("last_error") or ""))
+    return (state["status"] == "revoked" and refused) or (
+        state["status"] == "awaiting_approval" and reported.get("status") == "awaiting_approval"
     )

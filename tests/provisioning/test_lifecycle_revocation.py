@@ -97,6 +97,24 @@ def test_revoke_records_the_aws_actions_and_the_device_shows_revoked(issued, set
     assert _device(issued).status == MqttDevice.Status.AWAITING_APPROVAL
 
 
+def test_the_agent_config_reports_the_revoked_certificate(issued) -> None:  # noqa: ANN001
+    from provisioning.fleet.agent_config import station_agent_config_with_etag
+
+    _current(issued)
+    device = _device(issued)
+
+    def entry() -> tuple[dict, str]:
+        config, etag, _ = station_agent_config_with_etag(device.station)
+        return next(d for d in config["devices"] if d["name"] == device.name), etag
+
+    before, etag = entry()
+    assert (before["certificate_serial"], before["certificate_status"]) == (issued.serial, "active")
+    certificate_revoke(certificate=issued, reason="keyCompromise")
+    after, etag_after = entry()
+    assert (after["certificate_serial"], after["certificate_status"]) == (issued.serial, "revoked")
+    assert etag_after != etag  # the agent's next poll brings it
+
+
 def test_revoke_is_idempotent(issued) -> None:  # noqa: ANN001
     first = certificate_revoke(certificate=issued, reason="keyCompromise")
     again = certificate_revoke(certificate=issued, reason="superseded")
