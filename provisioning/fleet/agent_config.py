@@ -15,7 +15,7 @@ from django.conf import settings
 from devices.models import Station
 
 from ..connections.selectors import topic_patterns
-from .agent_config_sql import station_device_rows
+from .agent_reads import station_device_rows
 
 DEFAULT_TOPICS = {
     "uplink_topic": "things/{thing}/uplink/{point}",

@@ -17,6 +17,7 @@ from devices.station_services import station_state_record
 
 from ..jobs.models import Job
 from ..lifecycle.retirement import certificates_connection_reported
+from .agent_reads import station_in_running_install
 from .models import FleetInstall
 from .services import fleet_install_dispatch, install_finish_if_complete
 from .transitions import RANK, Row, S, move_from_request, row_follow_request, row_lock, row_move
@@ -85,6 +86,8 @@ def fleet_station_reported(*, station: Station, devices: dict[str, dict[str, Any
     one job row; the job is re-dispatched and checked for completion only when a row left
     the in-flight states or finished.
     """
+    if not station_in_running_install(station.pk):
+        return
     installs = set(
         _running_rows(station=station, status=S.QUEUED, dispatched_at__isnull=True).values_list(
             "install_id", flat=True

@@ -1,7 +1,11 @@
-"""The one statement behind ``GET /api/v1/agent/config``: a station's devices with what
-their configuration needs (signing profile, current certificate, bound connection) and
-whether a running fleet install waits for the station to fetch them. A prepared statement
-(portal.hot_reads): every agent polls it every 30 s.
+"""The reads behind every agent poll and state report, as prepared statements
+(portal.hot_reads): every agent polls every 30 s.
+
+- :func:`station_device_rows`: ``GET /api/v1/agent/config``: a station's devices with what
+  their configuration needs (signing profile, current certificate, bound connection) and
+  whether a running fleet install waits for the station to fetch them.
+- :func:`station_in_running_install`: ``POST /api/v1/agent/state``: whether a running fleet
+  install has a row of this station that is not final (most reports: no).
 """
 
 from __future__ import annotations
@@ -85,3 +89,24 @@ def station_device_rows(station_id: int) -> list[dict[str, Any]]:
         row["awaiting_delivery"] = bool(values[-1])
         rows.append(row)
     return rows
+
+
+@cache
+def _in_running_install_statement(vendor: str) -> str:
+    del vendor  # the cache key: quoting depends on the backend
+    fis, install = FleetInstallStation, FleetInstall
+    final = ", ".join(["%s"] * len(fis.TERMINAL))
+    return (
+        f"SELECT 1 FROM {table(fis, 's')} "
+        f"JOIN {table(install, 'i')} ON {pk(install, 'i')} = {column(fis, 'install_id', 's')} "
+        f"JOIN {table(Job, 'j')} ON {pk(Job, 'j')} = {column(install, 'job_id', 'i')} "
+        f"WHERE {column(fis, 'station_id', 's')} = %s AND {column(Job, 'status', 'j')} = %s "
+        f"AND {column(fis, 'status', 's')} NOT IN ({final}) LIMIT 1"
+    )
+
+
+def station_in_running_install(station_id: int) -> bool:
+    """Whether a running fleet install has a row of this station that is not final."""
+    sql = _in_running_install_statement(connection.vendor)
+    final = sorted(str(s) for s in FleetInstallStation.TERMINAL)
+    return bool(fetch(sql, [station_id, Job.Status.RUNNING.value, *final]))
