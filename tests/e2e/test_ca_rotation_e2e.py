@@ -155,18 +155,26 @@ def test_rotate_ca_moves_twenty_connected_stations_to_a_new_ca(
         assert after["cas"]["jitp-ca"] == {**after["cas"]["jitp-ca"], "archived": True, "active": 0}
         assert after["cas"]["jitp-ca-2"]["active"] == STATIONS
 
-        # AWS's side: CA 1 INACTIVE, CA 2 ACTIVE (both registered).
+        # AWS's side: CA 1 INACTIVE (the outbox's deactivate_ca action, carried out by the
+        # worker once the retirement committed), CA 2 ACTIVE (both registered).
         iot = _iot(found["url"])
-        statuses = {}
-        for item in iot.list_ca_certificates()["certificates"]:
-            desc = iot.describe_ca_certificate(certificateId=item["certificateId"])
-            pem = desc["certificateDescription"]["certificatePem"].strip()
-            alias = next(a for a, ca in after["cas"].items() if ca["pem"].strip() == pem)
-            statuses[alias] = (item["certificateId"], desc["certificateDescription"]["status"])
-        assert {a: s for a, (_, s) in statuses.items()} == {
-            "jitp-ca": "INACTIVE",
-            "jitp-ca-2": "ACTIVE",
-        }
+        statuses: dict[str, tuple[str, str]] = {}
+
+        def aws_ca_statuses() -> dict[str, str]:
+            for item in iot.list_ca_certificates()["certificates"]:
+                desc = iot.describe_ca_certificate(certificateId=item["certificateId"])
+                pem = desc["certificateDescription"]["certificatePem"].strip()
+                alias = next(a for a, ca in after["cas"].items() if ca["pem"].strip() == pem)
+                statuses[alias] = (item["certificateId"], desc["certificateDescription"]["status"])
+            return {a: s for a, (_, s) in statuses.items()}
+
+        expected = {"jitp-ca": "INACTIVE", "jitp-ca-2": "ACTIVE"}
+        wait_for(
+            lambda: aws_ca_statuses() == expected,
+            timeout=60,
+            interval=1,
+            message="CA 1 INACTIVE in AWS through the outbox",
+        )
 
         # No station's heartbeats stopped for longer than one reconnect.
         done_at = datetime.now().astimezone()

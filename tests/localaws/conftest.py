@@ -10,6 +10,8 @@ import pytest
 
 from localaws import LocalAws
 
+from .helpers import Ca, jitp_template, make_ca, register_ca, unique
+
 
 @pytest.fixture(scope="module")
 def aws(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalAws]:
@@ -28,3 +30,10 @@ def iot(aws: LocalAws) -> Any:
         aws_access_key_id="AKIDEXAMPLE",
         aws_secret_access_key="not-a-secret",
     )
+
+
+@pytest.fixture
+def jitp_ca(iot: Any) -> tuple[Ca, str]:
+    """A fresh CA registered for JITP with the portal's default template, and its AWS id."""
+    ca = make_ca(unique("fleet-ca"))
+    return ca, register_ca(iot, ca, template_body=jitp_template())

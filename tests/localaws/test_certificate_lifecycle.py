@@ -15,19 +15,9 @@ from .helpers import (
     PahoDevice,
     PlainSubscriber,
     device,
-    jitp_template,
-    make_ca,
     probe,
-    register_ca,
     unique,
 )
-
-
-@pytest.fixture
-def jitp_ca(iot):
-    ca = make_ca(unique("fleet-ca"))
-    register_ca(iot, ca, template_body=jitp_template())
-    return ca
 
 
 def _provisioned(aws, iot, ca, tmp_path):
@@ -56,8 +46,8 @@ def _error(exc: pytest.ExceptionInfo[ClientError]) -> tuple[str, int]:
 def test_leaving_active_closes_live_sessions_and_refuses_reconnects(
     aws, iot, jitp_ca, tmp_path, new_status
 ):
-    cn, dev, cert_id = _provisioned(aws, iot, jitp_ca, tmp_path)
-    other_cn, other_dev, _ = _provisioned(aws, iot, jitp_ca, tmp_path)
+    cn, dev, cert_id = _provisioned(aws, iot, jitp_ca[0], tmp_path)
+    other_cn, other_dev, _ = _provisioned(aws, iot, jitp_ca[0], tmp_path)
     sub = PlainSubscriber(*aws.broker_address, "things/#")
     victim, bystander = PahoDevice(aws, dev, cn), PahoDevice(aws, other_dev, other_cn)
     try:
@@ -85,7 +75,7 @@ def test_leaving_active_closes_live_sessions_and_refuses_reconnects(
 
 
 def test_update_certificate_statuses_as_aws(aws, iot, jitp_ca, tmp_path):
-    _, _, cert_id = _provisioned(aws, iot, jitp_ca, tmp_path)
+    _, _, cert_id = _provisioned(aws, iot, jitp_ca[0], tmp_path)
     with pytest.raises(ClientError) as bogus:
         iot.update_certificate(certificateId=cert_id, newStatus="PENDING_TRANSFER")
     assert _error(bogus)[0] == "InvalidRequestException"
@@ -98,7 +88,7 @@ def test_update_certificate_statuses_as_aws(aws, iot, jitp_ca, tmp_path):
 
 
 def test_delete_refused_while_active_or_attached(aws, iot, jitp_ca, tmp_path):
-    cn, _, cert_id = _provisioned(aws, iot, jitp_ca, tmp_path)
+    cn, _, cert_id = _provisioned(aws, iot, jitp_ca[0], tmp_path)
     arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
         "certificateArn"
     ]
@@ -122,7 +112,7 @@ def test_delete_refused_while_active_or_attached(aws, iot, jitp_ca, tmp_path):
 
 
 def test_thing_groups_and_principal_listings(aws, iot, jitp_ca, tmp_path):
-    cn, _, cert_id = _provisioned(aws, iot, jitp_ca, tmp_path)
+    cn, _, cert_id = _provisioned(aws, iot, jitp_ca[0], tmp_path)
     arn = iot.describe_certificate(certificateId=cert_id)["certificateDescription"][
         "certificateArn"
     ]

@@ -85,18 +85,22 @@ def test_cli_prints_contract_lines_and_stops_on_sigterm(tmp_path):
         proc.stderr.close()
 
 
-@pytest.mark.integration
-def test_cli_bad_argument_is_one_sentence():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run(
-        [sys.executable, "-m", "localaws", "--broker", "nonsense"],
+def run_localaws(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m localaws`` with ``args``, until it exits (a refusal is expected)."""
+    return subprocess.run(
+        [sys.executable, "-m", "localaws", *args],
         capture_output=True,
         text=True,
-        env=env,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
         cwd=ROOT,
         timeout=60,
         check=False,
     )
+
+
+@pytest.mark.integration
+def test_cli_bad_argument_is_one_sentence():
+    res = run_localaws("--broker", "nonsense")
     assert res.returncode == 2
     assert "--broker must be HOST:PORT or 'embedded'" in res.stderr
 
@@ -173,20 +177,11 @@ def test_jitp_rate_limit(tmp_path):
 
 @pytest.mark.integration
 def test_cli_port_in_use_fails_with_a_sentence():
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        res = subprocess.run(
-            [sys.executable, "-m", "localaws", "--port", str(port), "--mqtt-port", "0"],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=60,
-            check=False,
-        )
+        res = run_localaws("--port", str(port), "--mqtt-port", "0")
     assert res.returncode == 1
     assert "localaws: cannot start:" in res.stderr
     assert "AWS_ENDPOINT_URL" not in res.stdout

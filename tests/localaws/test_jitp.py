@@ -23,13 +23,6 @@ from .helpers import (
 )
 
 
-@pytest.fixture
-def jitp_ca(iot):
-    ca = make_ca(unique("fleet-ca"))
-    ca_id = register_ca(iot, ca, template_body=jitp_template())
-    return ca, ca_id
-
-
 def _cert_status(iot, dev) -> str:
     from localaws.iot_extensions import fingerprint
 

@@ -16,24 +16,22 @@ import requests
 from tests.conftest import ROOT, processes_with_data_dir, wait_for
 
 
+def demo_env(data_dir: Path) -> dict[str, str]:
+    """This process's environment without the test's database, broker and secrets: the demo
+    makes its own in ``data_dir``."""
+    own = {"DATABASE_URL", "CELERY_BROKER_URL", "SECRET_KEY", "FIELD_ENCRYPTION_KEY"}
+    own.add("PORTAL_PRODUCTION")
+    env = {k: v for k, v in os.environ.items() if k not in own}
+    env.update(PORTAL_DATA_DIR=str(data_dir), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    return env
+
+
 @pytest.mark.e2e
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_demo_serves_admin_with_printed_credentials_and_stops(tmp_path: Path, signum: int) -> None:
     """Interactive demo with two stations: stand-in, web, worker, beat and two agents run;
     the steps to click are printed; SIGTERM or Ctrl-C (SIGINT) leaves no process behind."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "DATABASE_URL",
-            "CELERY_BROKER_URL",
-            "SECRET_KEY",
-            "FIELD_ENCRYPTION_KEY",
-            "PORTAL_PRODUCTION",
-        }
-    }
-    env.update(PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env = demo_env(tmp_path)
     proc = subprocess.Popen(
         [sys.executable, "manage.py", "demo", "--port", "0", "--stations", "2"],
         cwd=ROOT,
@@ -154,19 +152,7 @@ def test_demo_rejects_bad_options(tmp_path: Path, args: list[str], message: str)
 def test_scripted_demo_timeout_exits_1_naming_the_stuck_stations(tmp_path: Path) -> None:
     """With no time to onboard, the scripted demo fails with one sentence on stderr that names
     the stations still waiting, and stops every child."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if k
-        not in {
-            "DATABASE_URL",
-            "CELERY_BROKER_URL",
-            "SECRET_KEY",
-            "FIELD_ENCRYPTION_KEY",
-            "PORTAL_PRODUCTION",
-        }
-    }
-    env.update(PORTAL_DATA_DIR=str(tmp_path), PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    env = demo_env(tmp_path)
     result = subprocess.run(
         [
             sys.executable,

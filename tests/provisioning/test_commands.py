@@ -50,47 +50,27 @@ def test_add_access_key_refuses_bad_input_with_one_sentence(monkeypatch, secret:
 @pytest.mark.integration
 @pytest.mark.django_db(transaction=True)
 def test_add_access_key_in_a_subprocess_piped_and_bad_period(secret: str) -> None:
+    def add_access_key(key_id: str, period: str) -> subprocess.CompletedProcess[str]:
+        """``manage.py add_access_key`` with the secret piped on stdin, as a script does."""
+        return subprocess.run(
+            [sys.executable, "manage.py", "add_access_key", "--id", key_id, "--store-for", period],
+            input=secret + "\n",
+            cwd=ROOT,
+            env=subprocess_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
     key_id = make_key_id()
-    ok = subprocess.run(
-        [sys.executable, "manage.py", "add_access_key", "--id", key_id, "--store-for", "1h"],
-        input=secret + "\n",
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    ok = add_access_key(key_id, "1h")
     assert ok.returncode == 0, ok.stderr
     assert secret not in ok.stdout + ok.stderr
     assert AccessKey.objects.get(access_key_id=key_id).secret == secret
-    bad = subprocess.run(
-        [
-            sys.executable,
-            "manage.py",
-            "add_access_key",
-            "--id",
-            make_key_id(),
-            "--store-for",
-            "90d",
-        ],
-        input=secret + "\n",
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    bad = add_access_key(make_key_id(), "90d")
     assert bad.returncode != 0
     assert "invalid choice: '90d'" in bad.stderr
-    dup = subprocess.run(
-        [sys.executable, "manage.py", "add_access_key", "--id", key_id, "--store-for", "1h"],
-        input=secret + "\n",
-        cwd=ROOT,
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    dup = add_access_key(key_id, "1h")
     assert dup.returncode == 1
     assert dup.stderr.strip() == (
         f"CommandError: Access key {key_id} is already stored; delete it first to enter it again."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from django.http import HttpResponse
 
 from provisioning.connections.models import Connection
 
@@ -46,29 +47,19 @@ def test_add_change_never_render_secrets(client, superuser, cert_pair) -> None:
     assert "PRIVATE KEY" not in page
     assert cert_pair[0].splitlines()[1] not in page
     assert conn.endpoint in page
+
     # Change without secrets keeps them; a bad pattern shows an error next to the field.
-    r = client.post(
-        f"/admin/provisioning/connection/{conn.pk}/change/",
-        form_data(
-            cert_pair,
-            secret_access_key="",
-            certificate="",
-            private_key="",
-            uplink_topic_pattern="things/+/up",
-        ),
-    )
+    def change_pattern(pattern: str) -> HttpResponse:
+        no_secrets = {"secret_access_key": "", "certificate": "", "private_key": ""}
+        return client.post(
+            f"/admin/provisioning/connection/{conn.pk}/change/",
+            form_data(cert_pair, **no_secrets, uplink_topic_pattern=pattern),
+        )
+
+    r = change_pattern("things/+/up")
     assert r.status_code == 200
     assert "wildcards" in r.content.decode()
-    r = client.post(
-        f"/admin/provisioning/connection/{conn.pk}/change/",
-        form_data(
-            cert_pair,
-            secret_access_key="",
-            certificate="",
-            private_key="",
-            uplink_topic_pattern="fleet/{device}/up",
-        ),
-    )
+    r = change_pattern("fleet/{device}/up")
     assert r.status_code == 302
     conn.refresh_from_db()
     assert conn.uplink_topic_pattern == "fleet/{device}/up"

@@ -46,6 +46,19 @@ def rows(install):  # noqa: ANN001, ANN201
     return {r.station.name: r for r in install.stations.select_related("station", "device")}
 
 
+def device_request(device: MqttDevice, **fields: str) -> OnboardingRequest:
+    """The device's onboarding request as the agent's submission leaves it (pending)."""
+    return OnboardingRequest.objects.create(
+        station=device.station,
+        device=device,
+        profile=make_profile(),
+        csr_pem="x",
+        key_type="ec-p256",
+        public_key_fingerprint="f" * 64,
+        **fields,
+    )
+
+
 def report(station, status, **extra):  # noqa: ANN001, ANN003, ANN201
     return station_report_state(
         station=station,
@@ -135,14 +148,7 @@ def test_progression_from_config_fetch_reports_and_request() -> None:
     assert rows(install)["st-a"].status == S.ONBOARDING
     device = MqttDevice.objects.get(station=station, name="aws")
     assert device.status == MqttDevice.Status.ONBOARDING
-    OnboardingRequest.objects.create(
-        station=station,
-        device=device,
-        profile=make_profile(),
-        csr_pem="x",
-        key_type="ec-p256",
-        public_key_fingerprint="f" * 64,
-    )
+    device_request(device)
     report(station, "onboarding")  # the request, not the report, says "awaiting approval"
     assert rows(install)["st-a"].status == S.AWAITING_APPROVAL
     report(station, "connected", connected=True, thing_name="st-a-aws")
@@ -165,16 +171,7 @@ def test_rejected_request_fails_the_station() -> None:
     install = create(["st-a"])
     fleet_install_run(install_id=install.pk)
     device = MqttDevice.objects.get(station=station)
-    OnboardingRequest.objects.create(
-        station=station,
-        device=device,
-        profile=make_profile(),
-        csr_pem="x",
-        key_type="ec-p256",
-        public_key_fingerprint="f" * 64,
-        status="rejected",
-        reason="Unknown site.",
-    )
+    device_request(device, status="rejected", reason="Unknown site.")
     fleet_advance()
     row = rows(install)["st-a"]
     assert row.status == S.FAILED

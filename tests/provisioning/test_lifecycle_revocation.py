@@ -157,21 +157,17 @@ def test_certificates_are_found_by_serial_with_or_without_colons_and_by_device(i
         )
 
 
+# `revoke_certificates` for the fixtures' device, key compromise.
+REVOKE_THE_DEVICE = ("--device", "st-outbox/dev", "--reason", "keyCompromise")
+
+
 def test_revoke_command_refuses_a_reason_and_times_out_with_a_sentence(issued, capsys) -> None:  # noqa: ANN001
     with pytest.raises(CommandError, match="not an RFC 5280 revocation reason"):
         call_command("revoke_certificates", "--device", "st-outbox/dev", "--reason", "stolen")
     assert IssuedCertificate.objects.get().status == "active"
     # No worker carries the actions out here: --wait gives up with a sentence.
     with pytest.raises(CommandError, match=r"Timed out after 1 s: AWS does not show"):
-        call_command(
-            "revoke_certificates",
-            "--device",
-            "st-outbox/dev",
-            "--reason",
-            "keyCompromise",
-            "--wait",
-            "1",
-        )
+        call_command("revoke_certificates", *REVOKE_THE_DEVICE, "--wait", "1")
     assert f"Revoked {issued.common_name}" in capsys.readouterr().out
 
 
@@ -201,15 +197,7 @@ def test_waiting_for_aws_reports_a_failed_action(issued) -> None:  # noqa: ANN00
 def test_revoke_command_waits_until_aws_shows_revoked(in_aws, issued, monkeypatch, capsys) -> None:  # noqa: ANN001
     # The enqueue wakes the runner on commit; eager, it runs in this process against moto.
     monkeypatch.setitem(app.conf, "task_always_eager", True)
-    call_command(
-        "revoke_certificates",
-        "--device",
-        "st-outbox/dev",
-        "--reason",
-        "keyCompromise",
-        "--wait",
-        "20",
-    )
+    call_command("revoke_certificates", *REVOKE_THE_DEVICE, "--wait", "20")
     iot, _ = in_aws
     desc = iot.describe_certificate(certificateId=issued.aws_certificate_id)
     assert desc["certificateDescription"]["status"] == "REVOKED"
