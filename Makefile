@@ -39,22 +39,22 @@ system-deps:
 	fi
 
 test: install system-deps
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} --dist worksteal $(PYTEST_ARGS)
 
 # The tiers (markers given in tests/conftest.py). test-fast: unit tests only, no process or
 # server started, under a minute; `make test` above runs every tier.
 test-fast: install
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} \
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} --dist worksteal \
 	  -m "not integration and not e2e and not browser and not slow" $(PYTEST_ARGS)
 
 test-integration: install system-deps
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m integration $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} --dist worksteal -m integration $(PYTEST_ARGS)
 
 test-e2e: install system-deps
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} --dist worksteal -m e2e $(PYTEST_ARGS)
 
 test-browser: install system-deps
-	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} -m browser $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $${PYTEST_WORKERS:-auto} --dist worksteal -m browser $(PYTEST_ARGS)
 
 lint: install
 	$(BIN)/ruff check .
