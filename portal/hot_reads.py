@@ -83,6 +83,7 @@ def fetch(sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
             return list(cursor.fetchall())
     import psycopg
 
+    connection.close_if_health_check_failed()  # as Django's own cursors do (CONN_HEALTH_CHECKS)
     connection.ensure_connection()
     start = time.monotonic()
     with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
