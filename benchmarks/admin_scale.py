@@ -219,8 +219,9 @@ def agent(runs: int) -> str:
     return etag
 
 
-def serve(seconds: int, etag: str) -> None:
-    """gunicorn with 2 sync workers (the 2 cores) and wrk polling /agent/config with the ETag."""
+def serve(seconds: int, etag: str, workers: int = 2, threads: int = 4) -> None:
+    """gunicorn (gthread: ``workers`` x ``threads``) and wrk polling /agent/config with the
+    ETag over keep-alive connections."""
     from devices.models import Station
 
     if not shutil.which("wrk"):
@@ -240,13 +241,13 @@ def serve(seconds: int, etag: str) -> None:
             "gunicorn",
             "portal.wsgi",
             "-w",
-            "2",
+            str(workers),
             "-b",
             f"127.0.0.1:{port}",
             "--worker-class",
             "gthread",
             "--threads",
-            "4",
+            str(threads),
             "--keep-alive",
             "30",
             "--log-level",
@@ -311,7 +312,8 @@ def serve(seconds: int, etag: str) -> None:
         web_ms = (cpu1[0] - cpu0[0]) * 1000 / total
         db_ms = (cpu1[1] - cpu0[1]) * 1000 / total
         print(
-            "\nwrk (2 threads, 16 connections) against gunicorn (2 gthread workers x 4 threads), "
+            f"\nwrk (2 threads, 16 connections) against gunicorn ({workers} gthread workers x "
+            f"{threads} threads), "
             "GET /agent/config with If-None-Match (304):"
         )
         print("\n".join("    " + line for line in out.strip().splitlines()))
@@ -332,6 +334,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (--serve)")
+    parser.add_argument("--web-threads", type=int, default=4, help="threads per worker (--serve)")
     args = parser.parse_args()
 
     import django
@@ -354,7 +358,7 @@ def main() -> None:
     searches(client, args.runs)
     etag = agent(args.runs)
     if args.serve:
-        serve(args.seconds, etag)
+        serve(args.seconds, etag, workers=args.web_workers, threads=args.web_threads)
 
 
 if __name__ == "__main__":
