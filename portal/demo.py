@@ -183,15 +183,25 @@ def localaws_argv(*, state_dir: Path, mqtt_port: int = 0, options: Sequence[str]
     ]
 
 
-def portal_processes(*, host: str, port: int) -> list[tuple[str, list[str]]]:
-    """The web server, a Celery worker on every queue, and beat with the database scheduler."""
+def portal_processes(*, host: str, port: int) -> list[tuple[str, list[str], dict[str, str]]]:
+    """The web server, a Celery worker on every queue, and beat with the database scheduler,
+    each with what its environment changes.
+
+    runserver keeps a thread per keep-alive client: on a server database a persistent
+    connection per thread would hold one connection per agent, so the web server has none.
+    """
     return [
-        ("web", [sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"]),
+        (
+            "web",
+            [sys.executable, "manage.py", "runserver", f"{host}:{port}", "--noreload"],
+            {"DB_CONN_MAX_AGE": "0"},
+        ),
         (
             "worker",
             celery_worker_argv(name=f"demo-{os.getpid()}@%h", concurrency=2, loglevel="INFO"),
+            {},
         ),
-        ("beat", celery_beat_argv(loglevel="INFO")),
+        ("beat", celery_beat_argv(loglevel="INFO"), {}),
     ]
 
 
@@ -306,10 +316,8 @@ def run_demo(
             f"{chain.DEMO_ACCESS_KEY_ID}, AWS service on ({chain.DEMO_REGION}), "
             f"{len(stations)} station(s)"
         )
-        for name, argv in portal_processes(host=host, port=port):
-            # runserver keeps a thread per keep-alive client: on a server database, a
-            # persistent connection per thread would hold one connection per agent.
-            group.start(name, argv, env={**env, "DB_CONN_MAX_AGE": "0"} if name == "web" else env)
+        for name, argv, changes in portal_processes(host=host, port=port):
+            group.start(name, argv, env={**env, **changes})
         if extra is not None:
             extra(group)
         url = f"http://{host}:{port}/admin/"

@@ -45,6 +45,16 @@ COLUMNS: tuple[tuple[str, type[models.Model], str, str], ...] = (
 )
 
 
+def _install_rows_with_job() -> str:
+    """Fleet-install rows ``s`` joined to their install ``i`` and its job ``j``."""
+    fis, install = FleetInstallStation, FleetInstall
+    return (
+        f"{table(fis, 's')} "
+        f"JOIN {table(install, 'i')} ON {pk(install, 'i')} = {column(fis, 'install_id', 's')} "
+        f"JOIN {table(Job, 'j')} ON {pk(Job, 'j')} = {column(install, 'job_id', 'i')}"
+    )
+
+
 def _left_join(model: type[models.Model], alias: str, on: str) -> str:
     return f"LEFT JOIN {table(model, alias)} ON {pk(model, alias)} = {on}"
 
@@ -54,11 +64,9 @@ def _statement(vendor: str) -> tuple[str, Converters]:
     """The SQL for this database vendor and its columns' converters."""
     del vendor  # the cache key: quoting and converters depend on the backend
     select = ", ".join(column(model, attname, alias) for _, model, attname, alias in COLUMNS)
-    fis, install = FleetInstallStation, FleetInstall
+    fis = FleetInstallStation
     waiting = (
-        f"EXISTS (SELECT 1 FROM {table(fis, 's')} "
-        f"JOIN {table(install, 'i')} ON {pk(install, 'i')} = {column(fis, 'install_id', 's')} "
-        f"JOIN {table(Job, 'j')} ON {pk(Job, 'j')} = {column(install, 'job_id', 'i')} "
+        f"EXISTS (SELECT 1 FROM {_install_rows_with_job()} "
         f"WHERE {column(fis, 'device_id', 's')} = {pk(MqttDevice, 'd')} "
         f"AND {column(fis, 'status', 's')} = %s AND {column(fis, 'dispatched_at', 's')} "
         f"IS NOT NULL AND {column(Job, 'status', 'j')} = %s)"
@@ -91,15 +99,17 @@ def station_device_rows(station_id: int) -> list[dict[str, Any]]:
     return rows
 
 
+#: The statuses a fleet-install row ends in, as statement parameters.
+_FINAL = tuple(sorted(str(status) for status in FleetInstallStation.TERMINAL))
+
+
 @cache
 def _in_running_install_statement(vendor: str) -> str:
     del vendor  # the cache key: quoting depends on the backend
-    fis, install = FleetInstallStation, FleetInstall
-    final = ", ".join(["%s"] * len(fis.TERMINAL))
+    fis = FleetInstallStation
+    final = ", ".join(["%s"] * len(_FINAL))
     return (
-        f"SELECT 1 FROM {table(fis, 's')} "
-        f"JOIN {table(install, 'i')} ON {pk(install, 'i')} = {column(fis, 'install_id', 's')} "
-        f"JOIN {table(Job, 'j')} ON {pk(Job, 'j')} = {column(install, 'job_id', 'i')} "
+        f"SELECT 1 FROM {_install_rows_with_job()} "
         f"WHERE {column(fis, 'station_id', 's')} = %s AND {column(Job, 'status', 'j')} = %s "
         f"AND {column(fis, 'status', 's')} NOT IN ({final}) LIMIT 1"
     )
@@ -108,5 +118,4 @@ def _in_running_install_statement(vendor: str) -> str:
 def station_in_running_install(station_id: int) -> bool:
     """Whether a running fleet install has a row of this station that is not final."""
     sql = _in_running_install_statement(connection.vendor)
-    final = sorted(str(s) for s in FleetInstallStation.TERMINAL)
-    return bool(fetch(sql, [station_id, Job.Status.RUNNING.value, *final]))
+    return bool(fetch(sql, [station_id, Job.Status.RUNNING.value, *_FINAL]))

@@ -104,6 +104,31 @@ class DemoRun:
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
 
+    @classmethod
+    def scripted(
+        cls,
+        env: dict[str, str],
+        *,
+        prefix: str,
+        stations: int,
+        timeout: int,
+        keep_running: bool = False,
+    ) -> DemoRun:
+        """``manage.py demo --scripted`` with ``stations`` stations named ``prefix…``, on the
+        broker :func:`broker_args` chooses; ``keep_running`` leaves it up after the chain."""
+        return cls(
+            env,
+            "--scripted",
+            *(["--keep-running"] if keep_running else []),
+            "--stations",
+            str(stations),
+            "--timeout",
+            str(timeout),
+            "--station-prefix",
+            prefix,
+            *broker_args(),
+        )
+
     def _read(self) -> None:
         assert self.proc.stdout is not None
         for line in self.proc.stdout:
@@ -161,6 +186,15 @@ class DemoRun:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         return result.stdout
+
+
+def heartbeat_subscriber(found: re.Match[str], prefix: str) -> Subscriber:
+    """Every station's heartbeat (QoS 0) on the broker behind the stand-in whose start line
+    ``found`` matched (its ``host`` and ``bport`` groups)."""
+    return Subscriber(
+        "-h", found["host"], "-p", found["bport"], "-q", "0", "-i", f"{prefix}watcher",
+        "-t", "things/+/heartbeat",
+    )  # fmt: skip
 
 
 class Subscriber:

@@ -20,7 +20,7 @@ import requests
 from fleet_agent.keys import build_csr, generate_private_key, load_private_key, renewal_proof
 from tests.agent.test_agent_wheel import ALLOWED, agent_venv, installed_names
 from tests.conftest import wait_for
-from tests.e2e.conftest import DemoRun, broker_args, needs_mosquitto_clients
+from tests.e2e.conftest import DemoRun, needs_mosquitto_clients
 from tests.e2e.test_demo_e2e import STANDIN_LINE
 
 pytestmark = [needs_mosquitto_clients, pytest.mark.slow, pytest.mark.timeout(900)]
@@ -48,18 +48,7 @@ def test_wheel_agent_enrols_onboards_renews_with_proof_and_recovers(
     demo_env: dict[str, str], tmp_path: Path
 ) -> None:
     prefix = f"e2e{uuid.uuid4().hex[:6]}-"
-    demo = DemoRun(
-        demo_env,
-        "--scripted",
-        "--keep-running",
-        "--stations",
-        "1",
-        "--timeout",
-        "150",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
-    )
+    demo = DemoRun.scripted(demo_env, prefix=prefix, stations=1, timeout=150, keep_running=True)
     # The station's install, while the demo starts: the wheel alone in a new venv.
     built: dict[str, Any] = {}
 

@@ -20,7 +20,12 @@ import pytest
 
 from signing.signals import certificate_superseded
 from tests.conftest import ROOT, wait_for
-from tests.e2e.conftest import DemoRun, Subscriber, broker_args, needs_mosquitto_clients
+from tests.e2e.conftest import (
+    DemoRun,
+    Subscriber,
+    heartbeat_subscriber,
+    needs_mosquitto_clients,
+)
 
 # The whole chain with 20 agents takes 4-10 minutes on a busy 2-core machine.
 pytestmark = [needs_mosquitto_clients, pytest.mark.slow, pytest.mark.timeout(1500)]
@@ -89,25 +94,13 @@ def test_rotate_ca_moves_twenty_connected_stations_to_a_new_ca(
 ) -> None:
     prefix = f"rot{uuid.uuid4().hex[:5]}-"
     demo_env.update(AGENT_HEARTBEAT_INTERVAL=str(HEARTBEAT_INTERVAL), AGENT_POLL_INTERVAL="2")
-    demo = DemoRun(
-        demo_env,
-        "--scripted",
-        "--keep-running",
-        "--stations",
-        str(STATIONS),
-        "--timeout",
-        "420",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
+    demo = DemoRun.scripted(
+        demo_env, prefix=prefix, stations=STATIONS, timeout=420, keep_running=True
     )
     sub = None
     try:
         found = demo.wait_line(STANDIN_LINE, timeout=90)
-        sub = Subscriber(
-            "-h", found["host"], "-p", found["bport"], "-q", "0", "-i", f"{prefix}watcher",
-            "-t", "things/+/heartbeat",
-        )  # fmt: skip
+        sub = heartbeat_subscriber(found, prefix)
         demo.wait_line(r"^All stations connected", timeout=450)
         things = {f"{prefix}{i:03d}:aws" for i in range(1, STATIONS + 1)}
         wait_for(

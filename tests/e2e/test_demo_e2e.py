@@ -25,7 +25,7 @@ from tests.e2e.conftest import (
     MOSQUITTO_PUB,
     DemoRun,
     Subscriber,
-    broker_args,
+    heartbeat_subscriber,
     needs_mosquitto_clients,
     processes_with_data_dir,
 )
@@ -58,32 +58,11 @@ def test_demo_scripted_connects_every_station_and_a_subscriber_sees_them(
     clients (its own topic) is shown by the next test.
     """
     prefix = _prefix()
-    demo = DemoRun(
-        demo_env,
-        "--scripted",
-        "--stations",
-        "3",
-        "--timeout",
-        "120",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
-    )
+    demo = DemoRun.scripted(demo_env, prefix=prefix, stations=3, timeout=120)
     sub = None
     try:
         found = demo.wait_line(STANDIN_LINE, timeout=60)
-        sub = Subscriber(
-            "-h",
-            found["host"],
-            "-p",
-            found["bport"],
-            "-q",
-            "0",
-            "-i",
-            f"{prefix}watcher",
-            "-t",
-            "things/+/heartbeat",
-        )
+        sub = heartbeat_subscriber(found, prefix)
         code = demo.wait(150)
         assert code == 0, demo.output[-4000:]
         assert "All stations connected (3 of 3" in demo.output
@@ -179,18 +158,7 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
     Then the demo runs again on the same data folder."""
     assert MOSQUITTO_PUB is not None
     prefix = _prefix()
-    demo = DemoRun(
-        demo_env,
-        "--scripted",
-        "--keep-running",
-        "--stations",
-        "1",
-        "--timeout",
-        "120",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
-    )
+    demo = DemoRun.scripted(demo_env, prefix=prefix, stations=1, timeout=120, keep_running=True)
     subs: list[Subscriber] = []
     try:
         found = demo.wait_line(STANDIN_LINE, timeout=60)
@@ -290,17 +258,7 @@ def test_mosquitto_clients_with_a_portal_certificate_work_through_the_stand_in(
     # Re-running on the same data folder reuses it: the station keeps its token, the stand-in
     # (fresh AWS state) gets the same CA again, the old device reconnects (a new JITP), and a
     # new station onboards next to it.
-    again = DemoRun(
-        demo_env,
-        "--scripted",
-        "--stations",
-        "2",
-        "--timeout",
-        "120",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
-    )
+    again = DemoRun.scripted(demo_env, prefix=prefix, stations=2, timeout=120)
     try:
         assert again.wait(150) == 0, again.output[-4000:]
     finally:

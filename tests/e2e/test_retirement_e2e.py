@@ -21,7 +21,7 @@ import boto3
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import DemoRun, broker_args, needs_mosquitto_clients
+from tests.e2e.conftest import DemoRun, needs_mosquitto_clients
 from tests.e2e.test_demo_e2e import STANDIN_LINE
 
 # The demo's start, one renewal, the retirement and the grace period: several minutes.
@@ -73,18 +73,7 @@ def test_a_renewal_retires_the_old_certificate_once_even_when_the_worker_dies(
         AWS_ACTION_RATE="0.2",  # slow enough to kill the worker between two of its calls
         AGENT_POLL_INTERVAL="3",
     )
-    demo = DemoRun(
-        env,
-        "--scripted",
-        "--keep-running",
-        "--stations",
-        "1",
-        "--timeout",
-        "150",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
-    )
+    demo = DemoRun.scripted(env, prefix=prefix, stations=1, timeout=150, keep_running=True)
     try:
         found = demo.wait_line(STANDIN_LINE, timeout=90)
         demo.wait_line(r"Every device connected", timeout=180)

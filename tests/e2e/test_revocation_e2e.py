@@ -22,7 +22,11 @@ import boto3
 import pytest
 
 from tests.conftest import wait_for
-from tests.e2e.conftest import DemoRun, Subscriber, broker_args, needs_mosquitto_clients
+from tests.e2e.conftest import (
+    DemoRun,
+    heartbeat_subscriber,
+    needs_mosquitto_clients,
+)
 from tests.e2e.test_demo_e2e import STANDIN_LINE
 
 pytestmark = [needs_mosquitto_clients, pytest.mark.slow]
@@ -61,18 +65,7 @@ def test_revoking_one_of_two_connected_devices_reaches_aws_and_its_session(
 ) -> None:
     prefix = f"rv{uuid.uuid4().hex[:6]}-"
     env = dict(demo_env, AGENT_HEARTBEAT_INTERVAL="1")
-    demo = DemoRun(
-        env,
-        "--scripted",
-        "--keep-running",
-        "--stations",
-        "2",
-        "--timeout",
-        "150",
-        "--station-prefix",
-        prefix,
-        *broker_args(),
-    )
+    demo = DemoRun.scripted(env, prefix=prefix, stations=2, timeout=150, keep_running=True)
     sub = None
     try:
         found = demo.wait_line(STANDIN_LINE, timeout=60)
@@ -80,18 +73,7 @@ def test_revoking_one_of_two_connected_devices_reaches_aws_and_its_session(
         demo.env["AWS_ENDPOINT_URL"] = found["url"]
         revoked_station, kept_station = f"{prefix}001", f"{prefix}002"
         revoked_thing, kept_thing = f"{revoked_station}:aws", f"{kept_station}:aws"
-        sub = Subscriber(
-            "-h",
-            found["host"],
-            "-p",
-            found["bport"],
-            "-q",
-            "0",
-            "-i",
-            f"{prefix}watcher",
-            "-t",
-            "things/+/heartbeat",
-        )
+        sub = heartbeat_subscriber(found, prefix)
         demo.wait_line(r"^All stations connected \(2 of 2", timeout=180)
 
         def beats(thing: str) -> int:

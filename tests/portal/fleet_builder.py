@@ -36,6 +36,21 @@ class Fleet:
     failed: int
 
 
+def _request(
+    device: MqttDevice, profile: SigningProfile, *, key_seed: str, **fields: object
+) -> OnboardingRequest:
+    """An onboarding request of ``device`` with a made-up CSR and key fingerprint."""
+    return OnboardingRequest(
+        station_id=device.station_id,
+        device=device,
+        profile=profile,
+        csr_pem="csr",
+        key_type="ec-p256",
+        public_key_fingerprint=hashlib.sha256(key_seed.encode()).hexdigest(),
+        **fields,
+    )
+
+
 def _hex(value: int, size: int) -> str:
     return value.to_bytes(size, "big").hex(":").upper()
 
@@ -88,13 +103,10 @@ def build_fleet(
     for i, d in enumerate(devices):
         for k in range(certs_per_station):
             requests.append(
-                OnboardingRequest(
-                    station_id=d.station_id,
-                    device=d,
-                    profile=profile,
-                    csr_pem="csr",
-                    key_type="ec-p256",
-                    public_key_fingerprint=hashlib.sha256(f"{i}-{k}".encode()).hexdigest(),
+                _request(
+                    d,
+                    profile,
+                    key_seed=f"{i}-{k}",
                     is_renewal=k > 0,
                     status=OnboardingRequest.Status.ISSUED,
                     created_at=now
@@ -105,13 +117,10 @@ def build_fleet(
         if i % 50 == 0:
             for status in (OnboardingRequest.Status.PENDING, OnboardingRequest.Status.FAILED):
                 requests.append(
-                    OnboardingRequest(
-                        station_id=d.station_id,
-                        device=d,
-                        profile=profile,
-                        csr_pem="csr",
-                        key_type="ec-p256",
-                        public_key_fingerprint=hashlib.sha256(f"{i}-{status}".encode()).hexdigest(),
+                    _request(
+                        d,
+                        profile,
+                        key_seed=f"{i}-{status}",
                         status=status,
                         created_at=now - timedelta(hours=1),
                     )
