@@ -142,6 +142,17 @@ def changelists(client, runs: int) -> None:  # noqa: ANN001
         print(f"| {model._meta.label}{flag} | {p50:.0f} | {p95:.0f} | {cpu:.0f} | {q20} | {q100} |")
 
 
+def _search_rows(term: str) -> int:
+    """How many certificates the admin's search finds for ``term`` (its own search code)."""
+    from django.contrib import admin
+
+    from signing.models import IssuedCertificate
+
+    model_admin = admin.site.get_model_admin(IssuedCertificate)
+    found, _ = model_admin.get_search_results(None, IssuedCertificate.objects.all(), term)
+    return int(found.count())
+
+
 def searches(client, runs: int) -> None:  # noqa: ANN001
     from signing.models import IssuedCertificate
 
@@ -161,7 +172,7 @@ def searches(client, runs: int) -> None:  # noqa: ANN001
     )
     for label, term in cases:
         p50, p95, queries, _, _ = _measure(client, url + term, runs)
-        rows = client.get(url + term).context["cl"].result_count
+        rows = _search_rows(term)
         cpu = CPU_MS[url + term]
         print(f"| {label} | {p50:.1f} | {p95:.1f} | {cpu:.1f} | {queries} | {rows} |")
 
@@ -219,8 +230,71 @@ def agent(runs: int) -> str:
     return etag
 
 
-def serve(seconds: int, etag: str, workers: int = 2, threads: int = 4) -> None:
-    """gunicorn (gthread: ``workers`` x ``threads``) and wrk polling /agent/config with the
+def server_command(server: str, port: int, workers: int, threads: int) -> list[str]:
+    """The web server's command line: gunicorn (gthread workers) or granian (WSGI)."""
+    if server == "granian":
+        return [
+            sys.executable,
+            "-m",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+            "--blocking-threads",
+            str(threads),
+            "--no-ws",
+            "--log-level",
+            "warning",
+            "portal.wsgi:application",
+        ]
+    return [
+        sys.executable,
+        "-m",
+        "gunicorn",
+        "portal.wsgi",
+        "-w",
+        str(workers),
+        "-b",
+        f"127.0.0.1:{port}",
+        "--worker-class",
+        "gthread",
+        "--threads",
+        str(threads),
+        "--keep-alive",
+        "30",
+        "--log-level",
+        "warning",
+    ]
+
+
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (a server's workers, and theirs)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def serve(
+    seconds: int, etag: str, workers: int = 2, threads: int = 4, server: str = "gunicorn"
+) -> None:
+    """The web server (``workers`` x ``threads``) and wrk polling /agent/config with the
     ETag over keep-alive connections."""
     from devices.models import Station
 
@@ -235,24 +309,7 @@ def serve(seconds: int, etag: str, workers: int = 2, threads: int = 4) -> None:
     port = 18731
     env = dict(os.environ, DEBUG="false", ALLOWED_HOSTS="127.0.0.1,localhost")
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gunicorn",
-            "portal.wsgi",
-            "-w",
-            str(workers),
-            "-b",
-            f"127.0.0.1:{port}",
-            "--worker-class",
-            "gthread",
-            "--threads",
-            str(threads),
-            "--keep-alive",
-            "30",
-            "--log-level",
-            "warning",
-        ],
+        server_command(server, port, workers, threads),
         cwd=ROOT,
         env=env,
     )
@@ -290,13 +347,7 @@ def serve(seconds: int, etag: str, workers: int = 2, threads: int = 4) -> None:
             ).stdout
 
         run_wrk(3)  # warm-up: workers import everything, open their database connections
-        workers = [
-            int(p.name)
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit()
-            and (p / "stat").exists()
-            and (p / "stat").read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)
-        ]
+        processes = [proc.pid, *_descendants(proc.pid)]
         from django.db import connection
 
         with connection.cursor() as cursor:
@@ -305,20 +356,20 @@ def serve(seconds: int, etag: str, workers: int = 2, threads: int = 4) -> None:
                 "AND pid <> pg_backend_pid()"
             )
             backends = [int(r[0]) for r in cursor.fetchall()]
-        cpu0 = _cpu_of(workers), _cpu_of(backends)
+        cpu0 = _cpu_of(processes), _cpu_of(backends)
         out = run_wrk(seconds)
-        cpu1 = _cpu_of(workers), _cpu_of(backends)
+        cpu1 = _cpu_of(processes), _cpu_of(backends)
         total = int(out.split(" requests in")[0].rsplit(None, 1)[-1])
         web_ms = (cpu1[0] - cpu0[0]) * 1000 / total
         db_ms = (cpu1[1] - cpu0[1]) * 1000 / total
         print(
-            f"\nwrk (2 threads, 16 connections) against gunicorn ({workers} gthread workers x "
+            f"\nwrk (2 threads, 16 connections) against {server} ({workers} workers x "
             f"{threads} threads), "
             "GET /agent/config with If-None-Match (304):"
         )
         print("\n".join("    " + line for line in out.strip().splitlines()))
         print(
-            f"CPU per poll: {web_ms:.3f} ms gunicorn + {db_ms:.3f} ms PostgreSQL = "
+            f"CPU per poll: {web_ms:.3f} ms {server} + {db_ms:.3f} ms PostgreSQL = "
             f"{web_ms + db_ms:.3f} ms -> two cores serve {2000 / (web_ms + db_ms):.0f} polls/s "
             f"(load average during the run: {os.getloadavg()[0]:.1f})"
         )
@@ -334,8 +385,12 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--web-workers", type=int, default=2, help="gunicorn workers (--serve)")
+    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
+    parser.add_argument("--web-workers", type=int, default=2, help="server workers (--serve)")
     parser.add_argument("--web-threads", type=int, default=4, help="threads per worker (--serve)")
+    parser.add_argument(
+        "--only", choices=["all", "admin", "agent"], default="all", help="which part to measure"
+    )
     args = parser.parse_args()
 
     import django
@@ -344,9 +399,7 @@ def main() -> None:
     from django.core.management import call_command
     from django.db import connection
     from django.test import Client
-    from django.test.utils import setup_test_environment
 
-    setup_test_environment()  # the test Client's response.context
     call_command("migrate", verbosity=0)
     print(f"database: {connection.vendor}")
     build(args.stations, args.certs_per_station)
@@ -354,11 +407,19 @@ def main() -> None:
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="bench-admin"))
-    changelists(client, args.runs)
-    searches(client, args.runs)
-    etag = agent(args.runs)
-    if args.serve:
-        serve(args.seconds, etag, workers=args.web_workers, threads=args.web_threads)
+    if args.only in ("all", "admin"):
+        changelists(client, args.runs)
+        searches(client, args.runs)
+    if args.only in ("all", "agent"):
+        etag = agent(args.runs)
+        if args.serve:
+            serve(
+                args.seconds,
+                etag,
+                workers=args.web_workers,
+                threads=args.web_threads,
+                server=args.server,
+            )
 
 
 if __name__ == "__main__":

@@ -98,21 +98,16 @@ class IssuedCertificateAdmin(
     search_help_text = (
         "Common Name (contains), serial or SHA-256 fingerprint (prefix, hex), AWS certificate id."
     )
-    list_select_related = ["device__station", "profile", "ca"]
+    # The list shows the device (with its station's name); profile and CA only on the page.
+    list_select_related = ["device__station"]
     show_full_result_count = False
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[IssuedCertificate]:
-        # The CA's key, the profile's CA password and the device's key password are encrypted
-        # fields that decrypt on load (per row); the list shows none of them.
+        # The device's key password is an encrypted field that decrypts on load (per row);
+        # the list shows neither it nor the PEM.
         qs = _with_renewal_state(super().get_queryset(request))
         if is_changelist(request):
-            qs = qs.defer(
-                "certificate_pem",
-                "device__key_password",
-                "profile__ca_password",
-                "ca__private_key_pem",
-                "ca__certificate_pem",
-            )
+            qs = qs.defer("certificate_pem", "device__key_password")
         return qs
 
     actions = ["revoke_selected", "force_renewal"]
