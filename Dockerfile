@@ -6,7 +6,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PORTAL_DATA_DIR=/data \
-    DJANGO_SETTINGS_MODULE=portal.settings
+    DJANGO_SETTINGS_MODULE=portal.settings \
+    WEB_CONCURRENCY=3
 
 RUN useradd --create-home --uid 10001 portal \
     && mkdir -p /app /data \
@@ -22,5 +23,6 @@ EXPOSE 8000
 
 # Web by default; docker-compose.yml overrides the command for worker and beat.
 # Forwarded headers are trusted from loopback only unless FORWARDED_ALLOW_IPS names the proxy.
-CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--workers", "3", \
-     "--access-logfile", "-"]
+# gunicorn's sync workers (one request at a time each); their number is WEB_CONCURRENCY,
+# which gunicorn reads itself (docs/benchmarks.md: about one per core for the agents' polls).
+CMD ["gunicorn", "portal.wsgi:application", "--bind", "0.0.0.0:8000", "--access-logfile", "-"]

@@ -6,6 +6,7 @@ Usage (PostgreSQL; the database is migrated and filled once, then reused):
     DATABASE_URL=postgres://postgres@127.0.0.1:5432/admin_scale \\
     python benchmarks/admin_scale.py [--stations 10000] [--certs-per-station 10] [--runs 20] \\
         [--serve]   # also: gunicorn (2 workers) + wrk for the agent's 304 poll rate
+        [--server gunicorn|granian] [--web-workers 2] [--web-threads 1] [--only all|admin|agent]
 
 It builds the data with bulk_create (tests/portal/fleet_builder.py), then prints, through
 Django's test Client logged in as a superuser: p50/p95 latency and the SQL query count of
@@ -17,6 +18,7 @@ dashboard; the certificate search by serial, fingerprint and CN; the agent's con
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import shutil
 import statistics
@@ -261,8 +263,9 @@ def server_command(server: str, port: int, workers: int, threads: int) -> list[s
         str(workers),
         "-b",
         f"127.0.0.1:{port}",
-        "--worker-class",
-        "gthread",
+        # One thread per worker: gunicorn's sync worker (as the Dockerfile runs it: no
+        # keep-alive); more threads: gthread.
+        *(["--worker-class", "sync"] if threads == 1 else ["--worker-class", "gthread"]),
         "--threads",
         str(threads),
         "--keep-alive",
@@ -292,7 +295,7 @@ def _descendants(pid: int) -> list[int]:
 
 
 def serve(
-    seconds: int, etag: str, workers: int = 2, threads: int = 4, server: str = "gunicorn"
+    seconds: int, etag: str, workers: int = 2, threads: int = 1, server: str = "gunicorn"
 ) -> None:
     """The web server (``workers`` x ``threads``) and wrk polling /agent/config with the
     ETag over keep-alive connections."""
@@ -300,6 +303,9 @@ def serve(
 
     if not shutil.which("wrk"):
         print("\nwrk is not installed (apt-get install wrk): poll rate not measured")
+        return
+    if importlib.util.find_spec(server) is None:
+        print(f"\n{server} is not installed (pip install {server}): poll rate not measured")
         return
     names = list(
         Station.objects.filter(name__startswith="b")
@@ -385,9 +391,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=20)
     parser.add_argument("--serve", action="store_true")
     parser.add_argument("--seconds", type=int, default=15)
-    parser.add_argument("--server", choices=["gunicorn", "granian"], default="gunicorn")
+    parser.add_argument(
+        "--server",
+        choices=["gunicorn", "granian"],
+        default="gunicorn",
+        help="web server (--serve): the portal's gunicorn, or granian for comparison",
+    )
     parser.add_argument("--web-workers", type=int, default=2, help="server workers (--serve)")
-    parser.add_argument("--web-threads", type=int, default=4, help="threads per worker (--serve)")
+    parser.add_argument(
+        "--web-threads", type=int, default=1, help="threads per worker (--serve; 1: sync worker)"
+    )
     parser.add_argument(
         "--only", choices=["all", "admin", "agent"], default="all", help="which part to measure"
     )
