@@ -6,6 +6,8 @@ the same redaction as the AWS call log, as a last line of defence for secrets.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -41,6 +43,14 @@ def job_start(*, job: Job) -> bool:
 
 def job_log(*, job: Job, message: str, level: str = JobLogLine.Level.INFO) -> JobLogLine:
     return JobLogLine.objects.create(job=job, level=level, message=redact_text(message))
+
+
+def job_log_many(
+    *, job: Job, messages: Iterable[str], level: str = JobLogLine.Level.INFO
+) -> list[JobLogLine]:
+    """Several lines at once, in order, in one statement."""
+    lines = [JobLogLine(job=job, level=level, message=redact_text(m)) for m in messages]
+    return JobLogLine.objects.bulk_create(lines)
 
 
 def job_progress(*, job: Job, done: int = 0, failed: int = 0, total: int | None = None) -> None:

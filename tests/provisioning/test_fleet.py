@@ -3,10 +3,12 @@ cancel and timeout."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.db import connection
 from django.utils import timezone
 from freezegun import freeze_time
 
@@ -340,3 +342,63 @@ def test_the_update_enforces_the_transition_table() -> None:
     assert stale.last_error == ""
     install.job.refresh_from_db()
     assert install.job.progress_failed == 0
+
+
+def test_placement_writes_each_row_its_device_note_and_log_line() -> None:
+    make_station("st-a", online=True)
+    b, _ = make_station("st-b", online=True)
+    existing = make_device(b, endpoint="old.example.com")
+    install = create(["st-a", "st-b"])
+    fleet_install_run(install_id=install.pk)
+    r = rows(install)
+    assert r["st-a"].device == MqttDevice.objects.get(station__name="st-a", name="aws")
+    assert r["st-a"].created_device is True
+    assert r["st-a"].note == "Device created in the station's desired configuration."
+    assert r["st-b"].device == existing
+    assert r["st-b"].created_device is False
+    assert r["st-b"].note == "Existing device updated in the station's desired configuration."
+    assert {row.attempts for row in r.values()} == {1}
+    assert all(row.dispatched_at is not None for row in r.values())
+    lines = list(install.job.log_lines.values_list("message", flat=True))
+    assert "st-a: Device created in the station's desired configuration." in lines
+    assert "st-b: Existing device updated in the station's desired configuration." in lines
+    created = MqttDevice.objects.get(station__name="st-a")
+    assert (created.endpoint, created.key_password) == (ENDPOINT, DEVICE_PASSWORD)
+    assert created.status == MqttDevice.Status.PENDING_INSTALL
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_device_created_meanwhile_elsewhere_is_used_not_duplicated(monkeypatch) -> None:  # noqa: ANN001
+    """Another transaction creates (and commits) the device between the lookup and the
+    insert: the insert fails on the (station, name) constraint, and placement takes that
+    device instead."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite lets one writer at a time: the other insert cannot happen meanwhile")
+    a, _ = make_station("st-a", online=True)
+    make_station("st-b", online=True)
+    install = create(["st-a", "st-b"])
+    original = type(MqttDevice.objects).bulk_create
+    calls = []
+
+    def racing_bulk_create(manager, objs, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if not calls:
+            calls.append(1)
+            elsewhere = threading.Thread(target=create_elsewhere)  # its own connection
+            elsewhere.start()
+            elsewhere.join()
+        return original(manager, objs, *args, **kwargs)
+
+    def create_elsewhere() -> None:
+        try:
+            MqttDevice.objects.create(station=a, name="aws", endpoint="theirs.example.com")
+        finally:
+            connection.close()
+
+    monkeypatch.setattr(type(MqttDevice.objects), "bulk_create", racing_bulk_create)
+    fleet_install_run(install_id=install.pk)
+    assert MqttDevice.objects.filter(name="aws").count() == 2
+    r = rows(install)
+    assert r["st-a"].created_device is False
+    assert r["st-a"].device.endpoint == ENDPOINT  # updated to the install's settings
+    assert r["st-b"].created_device is True
+    assert calls == [1]
