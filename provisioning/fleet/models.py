@@ -12,6 +12,14 @@ from encrypted_model_fields.fields import EncryptedCharField
 from ..jobs.models import Job
 
 
+class FleetInstallManager(models.Manager["FleetInstall"]):
+    """Installs without their plan (an entry per station, hundreds of KiB for a large
+    fleet): only a dry run's pages read it, and it loads when they do."""
+
+    def get_queryset(self) -> models.QuerySet[FleetInstall]:
+        return super().get_queryset().defer("plan")
+
+
 class FleetInstall(models.Model):
     """The parameters of one "Install AWS MQTT device" job (the same device on every station)."""
 
@@ -40,6 +48,8 @@ class FleetInstall(models.Model):
     dry_run = models.BooleanField(default=False)
     plan = models.JSONField(default=list, blank=True, help_text="Per-station plan (dry runs).")
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = FleetInstallManager()
 
     class Meta:
         ordering = ["-created_at", "-id"]

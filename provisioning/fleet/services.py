@@ -399,10 +399,12 @@ def fleet_install_dispatch(*, install: FleetInstall, station: Station | None = N
     # their devices (the lock order of transitions.row_lock: job, rows, devices).
     locked = list(
         Row.objects.select_for_update(of=("self",))
-        .select_related("install__job", "station", "device")
+        .select_related("station", "device")
         .filter(pk__in=chosen, status=S.QUEUED, dispatched_at__isnull=True)
         .order_by("station__name")
     )
+    for row in locked:
+        row.install = install
     if locked:
         _place_rows(locked, install)
     return len(locked)

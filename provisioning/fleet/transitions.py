@@ -99,6 +99,7 @@ def row_lock(row_id: int, *, lock_job: bool = True) -> Row:
     return (
         Row.objects.select_for_update(of=("self",))
         .select_related("install__job", "station", "device")
+        .defer("install__plan")
         .get(pk=row_id)
     )
 
