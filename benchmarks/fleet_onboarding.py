@@ -4,7 +4,7 @@
 
 What runs (every piece real, nothing stubbed):
 
-* the portal as a real server process (gunicorn, gthread workers, DEBUG off);
+* the portal as a real server process (gunicorn, gthread workers of one thread, DEBUG off);
 * a real Celery worker (queues default, signing, fleet) and beat (database scheduler);
 * the local AWS IoT stand-in (``python -m localaws``, its JITP limiter OFF) in front of a
   private Mosquitto (or the embedded broker when Mosquitto is not installed);
@@ -345,7 +345,7 @@ def main() -> int:  # noqa: C901, PLR0915 - one linear script
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stations", type=int, default=1000)
     parser.add_argument("--web-workers", type=int, default=2, help="gunicorn worker processes")
-    parser.add_argument("--web-threads", type=int, default=8, help="threads per web worker")
+    parser.add_argument("--web-threads", type=int, default=1, help="threads per web worker")
     parser.add_argument("--celery", type=int, default=2, help="Celery worker processes")
     parser.add_argument(
         "--poll-interval",
