@@ -231,6 +231,8 @@ def station_state_record(
     Most reports repeat the last one: then nothing is written unless "last seen" is older
     than STATION_SEEN_WRITE_SECONDS (so ``reported_state.received_at`` and ``last_seen_at``
     are at most that old). Changed device fields are written alone, in one transaction.
+    A report that carries the agent's run id and sequence number and is older than the one
+    recorded (sent before it, arriving late) is ignored: nothing is written or returned.
     """
     now = timezone.now()
     notes: list[str] = []
@@ -252,14 +254,51 @@ def station_state_record(
         "devices": report.get("devices", []),
         **({"notes": notes} if notes else {}),
     }
-    previous = {k: v for k, v in (station.reported_state or {}).items() if k != "received_at"}
+    order = _report_order(report)
+    if _is_stale(station.reported_state, order):
+        return [STALE_NOTE], {}
+    previous = {
+        k: v for k, v in (station.reported_state or {}).items() if k not in ("received_at", "order")
+    }
     if not changes and previous == state and _seen_recently(station, now):
         return notes, reported
     with transaction.atomic():
+        # Two reports of one agent may be handled at once (one it gave up waiting for, and
+        # the next): the station row decides which is newer.
+        stored = Station.objects.select_for_update().values_list("reported_state", flat=True)
+        if _is_stale(stored.get(pk=station.pk), order):
+            return [STALE_NOTE], {}
         for pk, diff in changes.items():
             MqttDevice.objects.filter(pk=pk).update(**diff, updated_at=now)
         station.last_seen_at = now
         station.agent_version = agent_version
-        station.reported_state = {"received_at": now.isoformat(), **state}
+        station.reported_state = {
+            "received_at": now.isoformat(),
+            **state,
+            **({"order": list(order)} if order else {}),
+        }
         station.save(update_fields=["last_seen_at", "agent_version", "reported_state"])
     return notes, reported
+
+
+STALE_NOTE = "This report is older than one already recorded from this agent; ignored."
+
+
+def _report_order(report: dict[str, Any]) -> tuple[str, int] | None:
+    """(run, sequence) of a report that carries them: the agent's run id (new each start)
+    and its report counter."""
+    run, sequence = report.get("run") or "", report.get("sequence")
+    return (run, int(sequence)) if run and sequence is not None else None
+
+
+def _is_stale(reported_state: dict[str, Any] | None, order: tuple[str, int] | None) -> bool:
+    """Whether a report comes from the same agent run as the recorded one, with a sequence
+    number not above it (it was sent before, and arrives late)."""
+    if order is None or not reported_state:
+        return False
+    recorded = reported_state.get("order")
+    if not isinstance(recorded, list) or len(recorded) != 2:
+        return False
+    return bool(
+        recorded[0] == order[0] and isinstance(recorded[1], int) and recorded[1] >= order[1]
+    )

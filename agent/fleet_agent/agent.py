@@ -14,6 +14,7 @@ import datetime as dt
 import json
 import logging
 import os
+import secrets
 import threading
 import time
 from collections.abc import Callable
@@ -89,6 +90,8 @@ class Agent(UplinkMixin):
         self._config_errors: dict[str, str] = {}
         self._poll_interval = 30.0
         self._etag: str | None = None
+        self._run_id = secrets.token_hex(8)
+        self._report_sequence = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._changed = threading.Event()
@@ -282,9 +285,7 @@ class Agent(UplinkMixin):
             ):
                 self._changed.clear()
                 try:
-                    self.portal.post_state(
-                        {"agent_version": __version__, "devices": self.device_report()}
-                    )
+                    self.portal.post_state(self.state_report())
                     self.reports_sent += 1
                     next_report = now + self._poll_interval
                 except PortalAuthError as exc:
@@ -342,11 +343,24 @@ class Agent(UplinkMixin):
             workers = list(self.workers.values())
         return not self._config_errors and all(w.status != "error" for w in workers)
 
+    def state_report(self) -> dict[str, Any]:
+        """The body of POST /agent/state, numbered: the portal ignores a report that arrives
+        after a newer one of the same run (one this agent stopped waiting for)."""
+        with self._lock:
+            self._report_sequence += 1
+            sequence = self._report_sequence
+        return {
+            "agent_version": __version__,
+            "run": self._run_id,
+            "sequence": sequence,
+            "devices": self.device_report(),
+        }
+
     def _final_report(self) -> None:
         if self.portal is None:
             return
         with contextlib.suppress(PortalError, PortalUnreachable):
-            self.portal.post_state({"agent_version": __version__, "devices": self.device_report()})
+            self.portal.post_state(self.state_report())
 
     def _shutdown(self) -> None:
         with self._lock:

@@ -58,6 +58,10 @@ class DeviceReport(Schema):
 
 class StateReport(Schema):
     agent_version: str = Field("", max_length=40)
+    # The agent's run (new at each start) and its report counter: a report that arrives
+    # after a newer one of the same run is ignored.
+    run: str = Field("", max_length=32, pattern=r"^[0-9a-f]*$")
+    sequence: int | None = Field(None, ge=0, le=2**53)
     devices: list[DeviceReport] = Field(default_factory=list, max_length=100)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+from pathlib import Path
 
 import pytest
 
@@ -321,3 +322,19 @@ def test_refused_certificate_alerts_are_told_from_network_trouble():
     assert not refused_certificate("CERTIFICATE_VERIFY_FAILED")  # the broker's, not ours
     assert not refused_certificate("Connection refused")
     assert {5, 135} <= CONNACK_NOT_AUTHORIZED
+
+
+def test_state_reports_are_numbered_within_a_run(make_agent, tmp_path: Path) -> None:  # noqa: ANN001
+    """The portal orders an agent's reports by (run, sequence): a report the agent gave up
+    waiting for cannot overwrite a newer one. A new agent run starts a new run id."""
+    agent = make_agent(tmp_path / "state", start=False)
+    first, second = agent.state_report(), agent.state_report()
+    assert first["run"] == second["run"]
+    assert len(first["run"]) == 16
+    assert int(first["run"], 16) >= 0
+    assert (first["sequence"], second["sequence"]) == (1, 2)
+    assert first["devices"] == []
+    assert first["agent_version"]
+    again = make_agent(tmp_path / "state2", start=False).state_report()
+    assert again["run"] != first["run"]
+    assert again["sequence"] == 1

@@ -229,3 +229,49 @@ def test_an_unchanged_poll_is_two_reads_and_no_write(
     assert again.status_code == 304
     assert not [q for q in ctx.captured_queries if not q["sql"].lstrip().startswith("SELECT")]
     assert Station.objects.get(pk=station.pk).last_seen_at == seen
+
+
+def test_a_late_report_of_the_same_agent_run_changes_nothing(client) -> None:  # noqa: ANN001
+    """The agent gave up waiting for report 1 and sent report 2; report 1 arrives after it."""
+    station, token = make_station("st-1")
+    device = make_device(station)
+    connected = {"name": "aws", "status": "connected", "connected": True}
+    older = {"name": "aws", "status": "awaiting_approval"}
+    newer = post_state(client, token, {"run": "a1b2", "sequence": 2, "devices": [connected]})
+    assert newer.json() == {"ok": True, "notes": []}
+    late = post_state(client, token, {"run": "a1b2", "sequence": 1, "devices": [older]})
+    assert late.status_code == 200
+    assert late.json()["notes"] == [
+        "This report is older than one already recorded from this agent; ignored."
+    ]
+    device.refresh_from_db()
+    assert device.status == MqttDevice.Status.CONNECTED
+    # The same counter again is no newer either; the next one, or a new run, is taken.
+    assert post_state(client, token, {"run": "a1b2", "sequence": 2, "devices": [older]}).json()[
+        "notes"
+    ]
+    post_state(client, token, {"run": "ffff", "sequence": 1, "devices": [older]})
+    device.refresh_from_db()
+    assert device.status == MqttDevice.Status.AWAITING_APPROVAL
+    post_state(client, token, {"run": "ffff", "sequence": 2, "devices": [connected]})
+    device.refresh_from_db()
+    assert device.status == MqttDevice.Status.CONNECTED
+    # Reports without numbers (older agents) are taken as they come.
+    post_state(client, token, {"devices": [older]})
+    device.refresh_from_db()
+    assert device.status == MqttDevice.Status.AWAITING_APPROVAL
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("run", "not-hex!"), ("run", "a" * 33), ("sequence", -1), ("sequence", "x")],
+)
+def test_a_bad_report_order_is_a_422_and_records_nothing(client, field, value) -> None:  # noqa: ANN001
+    station, token = make_station("st-1")
+    make_device(station)
+    body = {"run": "ab", "sequence": 1, "devices": [{"name": "aws", "status": "connected"}]}
+    body[field] = value
+    response = post_state(client, token, body)
+    assert response.status_code == 422
+    assert set(response.json()) == {"code", "detail"}
+    assert Station.objects.get(pk=station.pk).last_seen_at is None
