@@ -371,7 +371,15 @@ class Broker:
             "localhost", "server", lifetime=86400, server_names=["localhost", ENDPOINT]
         )
         os.chmod(server_key, 0o644)
+        self._tls_files = (ca.path, server_cert, server_key)
         self.conf = self.dir / "mosquitto.conf"
+        self._write_conf()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = self.dir / "mosquitto.log"
+        self._started = False
+
+    def _write_conf(self) -> None:
+        ca_path, server_cert, server_key = self._tls_files
         self.conf.write_text(
             "\n".join(
                 [
@@ -389,7 +397,7 @@ class Broker:
                     "max_inflight_messages 100",
                     "max_queued_messages 100000",
                     f"listener {self.tls_port} 127.0.0.1",
-                    f"cafile {ca.path}",
+                    f"cafile {ca_path}",
                     f"certfile {server_cert}",
                     f"keyfile {server_key}",
                     "require_certificate true",
@@ -400,18 +408,39 @@ class Broker:
                 ]
             )
         )
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.log = self.dir / "mosquitto.log"
+
+    def _listening(self, timeout: float = 20.0) -> bool:
+        """Both listeners accept connections (False once Mosquitto has exited)."""
+        assert self.proc is not None
+        deadline = time.monotonic() + timeout
+        waiting = [self.tls_port, self.plain_port]
+        while waiting and time.monotonic() < deadline and self.proc.poll() is None:
+            try:
+                with socket.create_connection(("127.0.0.1", waiting[0]), timeout=0.5):
+                    waiting.pop(0)
+            except OSError:
+                time.sleep(0.05)
+        return not waiting
 
     def start(self) -> None:
         if not os.access(MOSQUITTO, os.X_OK):
             pytest.skip(f"Mosquitto ({MOSQUITTO}) is not installed; `make system-deps` installs it")
-        with open(self.log, "ab") as log:
-            self.proc = subprocess.Popen(
-                [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
-            )
-        wait_port(self.tls_port)
-        wait_port(self.plain_port)
+        for _ in range(3):
+            with open(self.log, "ab") as log:
+                self.proc = subprocess.Popen(
+                    [MOSQUITTO, "-c", str(self.conf)], stdout=subprocess.DEVNULL, stderr=log
+                )
+            if self._listening():
+                self._started = True
+                return
+            if self._started or self.proc.poll() is None:
+                break
+            # Exited before listening: another process took a port between free_port() and
+            # Mosquitto's bind. A first start may move to other ports; a restart may not.
+            self.tls_port, self.plain_port = free_port(), free_port()
+            self._write_conf()
+        self.stop()
+        raise TimeoutError(f"Mosquitto did not listen on {self.tls_port}/{self.plain_port}")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
