@@ -219,6 +219,29 @@ def _device_changes(
     return changes
 
 
+STALE_NOTE = "This report is older than one already recorded from this agent; ignored."
+
+
+def _report_order(report: dict[str, Any]) -> tuple[str, int] | None:
+    """(run, sequence) of a report that carries them: the agent's run id (new each start)
+    and its report counter."""
+    run, sequence = report.get("run") or "", report.get("sequence")
+    return (run, int(sequence)) if run and sequence is not None else None
+
+
+def _is_stale(reported_state: dict[str, Any] | None, order: tuple[str, int] | None) -> bool:
+    """Whether a report comes from the same agent run as the recorded one, with a sequence
+    number not above it (it was sent before, and arrives late)."""
+    if order is None or not reported_state:
+        return False
+    recorded = reported_state.get("order")
+    if not isinstance(recorded, list) or len(recorded) != 2:
+        return False
+    return bool(
+        recorded[0] == order[0] and isinstance(recorded[1], int) and recorded[1] >= order[1]
+    )
+
+
 def station_state_record(
     *, station: Station, report: dict[str, Any]
 ) -> tuple[list[str], dict[str, dict[str, Any]]]:
@@ -265,9 +288,10 @@ def station_state_record(
     with transaction.atomic():
         # Two reports of one agent may be handled at once (one it gave up waiting for, and
         # the next): the station row decides which is newer.
-        stored = Station.objects.select_for_update().values_list("reported_state", flat=True)
-        if _is_stale(stored.get(pk=station.pk), order):
-            return [STALE_NOTE], {}
+        if order is not None:
+            stored = Station.objects.select_for_update().values_list("reported_state", flat=True)
+            if _is_stale(stored.get(pk=station.pk), order):
+                return [STALE_NOTE], {}
         for pk, diff in changes.items():
             MqttDevice.objects.filter(pk=pk).update(**diff, updated_at=now)
         station.last_seen_at = now
@@ -279,26 +303,3 @@ def station_state_record(
         }
         station.save(update_fields=["last_seen_at", "agent_version", "reported_state"])
     return notes, reported
-
-
-STALE_NOTE = "This report is older than one already recorded from this agent; ignored."
-
-
-def _report_order(report: dict[str, Any]) -> tuple[str, int] | None:
-    """(run, sequence) of a report that carries them: the agent's run id (new each start)
-    and its report counter."""
-    run, sequence = report.get("run") or "", report.get("sequence")
-    return (run, int(sequence)) if run and sequence is not None else None
-
-
-def _is_stale(reported_state: dict[str, Any] | None, order: tuple[str, int] | None) -> bool:
-    """Whether a report comes from the same agent run as the recorded one, with a sequence
-    number not above it (it was sent before, and arrives late)."""
-    if order is None or not reported_state:
-        return False
-    recorded = reported_state.get("order")
-    if not isinstance(recorded, list) or len(recorded) != 2:
-        return False
-    return bool(
-        recorded[0] == order[0] and isinstance(recorded[1], int) and recorded[1] >= order[1]
-    )

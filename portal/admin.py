@@ -17,10 +17,10 @@ from django.utils.translation import gettext as _
 from django.views.decorators.debug import sensitive_post_parameters
 
 from .admin_rows import FleetChangeList
+from .models import ApiToken, AuditEvent
 
 if TYPE_CHECKING:
     from django.template.response import _TemplateForResponseT
-from .models import ApiToken, AuditEvent
 
 
 def is_changelist(request: HttpRequest) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
 from typing import Any
 
 from django.contrib.admin.templatetags.admin_list import (  # type: ignore[attr-defined]
@@ -26,12 +27,12 @@ from django.contrib.admin.templatetags.admin_list import (  # type: ignore[attr-
     results,
 )
 from django.contrib.admin.templatetags.admin_urls import add_preserved_filters
-from django.contrib.admin.utils import display_for_field, display_for_value, lookup_field, quote
+from django.contrib.admin.utils import display_for_field, display_for_value, lookup_field
 from django.contrib.admin.views.main import ChangeList
 from django.core.exceptions import ObjectDoesNotExist
 from django.db import models
 from django.db.models.options import Options
-from django.urls import NoReverseMatch, reverse
+from django.urls import NoReverseMatch
 from django.utils import dateformat, formats
 from django.utils.html import conditional_escape, escape
 from django.utils.safestring import SafeString, mark_safe
@@ -160,11 +161,9 @@ class FleetChangeList(ChangeList):
     """Django's ChangeList with the change URL reversible for a given primary key."""
 
     def url_for_result_pk(self, pk: Any) -> str:
-        return reverse(
-            f"admin:{self.opts.app_label}_{self.opts.model_name}_change",
-            args=(quote(pk),),
-            current_app=self.model_admin.admin_site.name,
-        )
+        # Django's url_for_result reads only the row's primary key attribute.
+        row = SimpleNamespace(**{self.pk_attname: pk})
+        return self.url_for_result(row)  # type: ignore[arg-type]
 
 
 def _change_url(cl: FleetChangeList) -> Callable[[models.Model], str | None]:

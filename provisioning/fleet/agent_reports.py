@@ -19,7 +19,8 @@ from ..jobs.models import Job
 from ..lifecycle.retirement import certificates_connection_reported
 from .agent_reads import station_in_running_install
 from .models import FleetInstall
-from .services import fleet_install_dispatch, install_finish_if_complete
+from .placement import fleet_install_dispatch
+from .services import install_finish_if_complete
 from .transitions import RANK, Row, S, move_from_request, row_follow_request, row_lock, row_move
 
 _FROM_AGENT = {

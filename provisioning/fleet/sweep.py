@@ -11,7 +11,8 @@ from django.utils import timezone
 
 from ..jobs.models import Job
 from .models import FleetInstall
-from .services import fleet_install_dispatch, fleet_install_run, install_finish_if_complete
+from .placement import fleet_install_dispatch
+from .services import fleet_install_run, install_finish_if_complete
 from .transitions import Row, S, job_lock, row_follow_request, row_lock, row_move
 
 # A queued install older than this is started by the periodic sweep (fleet_advance, 30 s).
